@@ -1,0 +1,7 @@
+"""`python -m argentic_edge` is the same as the `argentic-edge` console script."""
+
+import sys
+
+from argentic_edge.cli import main
+
+sys.exit(main())
