@@ -1,0 +1,33 @@
+"""Shared fixtures: real brokers and free ports, nothing faked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.brokers import Mosquitto
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A plain Mosquitto on a free loopback port, anonymous access, persistence on."""
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[object]:
+    """Build brokers with extra listener configuration (TLS, passwords); all stopped at the end."""
+    started: list[Mosquitto] = []
+
+    def make(extra_conf: list[str] | None = None, name: str = "broker") -> Mosquitto:
+        broker = Mosquitto(tmp_path / name, extra_conf=list(extra_conf or []))
+        started.append(broker)
+        return broker.start()
+
+    yield make
+    for broker in started:
+        broker.stop()
