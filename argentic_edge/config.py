@@ -1,0 +1,646 @@
+"""EdgeConfig: the one configuration every service is built from.
+
+The file format is Argentic's messaging configuration plus our own sections (DESIGN.md,
+"Configuration"). Parsing happens once, at the edge: the YAML is turned into frozen dataclasses,
+every problem is collected (key path, value, what was expected) and reported together, and the
+services downstream trust the values they are given.
+
+The dataclasses are the schema: a field's type says what a value may be, its default is the
+documented default, and its metadata adds aliases (Argentic's code says ``url`` and ``user``),
+range checks and whether it is a secret. One generic builder walks them, so a new key is one line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import difflib
+import ipaddress
+import os
+import re
+import socket
+import ssl
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from argentic_edge.topics import TopicError, parse_filter, validate_topic_name
+
+MASK = "********"
+
+
+class Secret:
+    """A string that never shows itself: repr, str, logs and dumps all print the mask.
+
+    Only code that really needs the value (the MQTT connect, the password check) calls
+    ``reveal()``, which makes every use of a secret easy to find.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return MASK
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a configuration, phrased so a user can fix it."""
+
+    path: str
+    value: Any
+    expected: str
+
+    def __str__(self) -> str:
+        shown = MASK if isinstance(self.value, Secret) else repr(self.value)
+        return f"{self.path or '<top>'}: {shown} — {self.expected}"
+
+
+class ConfigError(Exception):
+    """Raised with every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"invalid configuration ({len(self.problems)} problem(s)):\n{lines}")
+
+
+# --- field helpers -------------------------------------------------------------------------
+
+Check = Callable[[Any], str | None]
+
+
+def _opt(default: Any = None, *, check: Check | None = None, aliases: tuple[str, ...] = (),
+         doc: str = "") -> Any:
+    """A dataclass field with the validation metadata the builder reads."""
+    meta = {"check": check, "aliases": aliases, "doc": doc}
+    if isinstance(default, types.MappingProxyType):
+        return field(default_factory=lambda: default, metadata=meta)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults are not allowed in a frozen config")
+    return field(default=default, metadata=meta)
+
+
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "expected a TCP port from 1 to 65535"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "expected a number >= 0"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "expected a number > 0"
+
+
+def _between(low: float, high: float) -> Check:
+    def check(value: float) -> str | None:
+        return None if low <= value <= high else f"expected a number from {low} to {high}"
+    return check
+
+
+def _host(value: str) -> str | None:
+    if value in ("*", "0.0.0.0", "::"):
+        return None
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9\-_.]{0,252})", value) and ".." not in value:
+        return None
+    return "expected a host name or an IP address"
+
+
+def _encoding(value: str) -> str | None:
+    try:
+        codecs.lookup(value)
+        return None
+    except LookupError:
+        return "expected a Python codec name such as utf-8"
+
+
+def _ciphers(value: str) -> str | None:
+    try:
+        ssl.create_default_context().set_ciphers(value)
+        return None
+    except ssl.SSLError:
+        return "expected an OpenSSL cipher list such as HIGH:!aNULL:!MD5"
+
+
+def _topic_filter(value: str) -> str | None:
+    try:
+        parse_filter(value)
+        return None
+    except TopicError as exc:
+        return f"expected an MQTT topic filter ({exc})"
+
+
+def _topic_prefix(value: str) -> str | None:
+    if value == "":
+        return None
+    try:
+        validate_topic_name(value)
+        return None
+    except TopicError as exc:
+        return f"expected a topic prefix without wildcards ({exc})"
+
+
+def _node_name(value: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-_]{0,62}", value):
+        return None
+    return "expected 1-63 letters, digits, '-' or '_' (it is used in topics and mDNS names)"
+
+
+# --- the schema ----------------------------------------------------------------------------
+
+CertReqs = Literal["CERT_NONE", "CERT_OPTIONAL", "CERT_REQUIRED"]
+TlsVersion = Literal["PROTOCOL_TLS", "PROTOCOL_TLS_CLIENT", "PROTOCOL_TLSv1", "PROTOCOL_TLSv1_1",
+                     "PROTOCOL_TLSv1_2", "PROTOCOL_TLSv1_3"]
+Qos = Literal[0, 1, 2]
+
+
+@dataclass(frozen=True)
+class TlsParams:
+    """The seed's ``tls_params``: how the bridge authenticates the broker and itself."""
+
+    ca_certs: str | None = _opt(None, doc="CA certificate file")
+    certfile: str | None = _opt(None, doc="client certificate (mutual TLS)")
+    keyfile: str | None = _opt(None, doc="client private key (mutual TLS)")
+    cert_reqs: CertReqs = _opt("CERT_REQUIRED")
+    tls_version: TlsVersion = _opt("PROTOCOL_TLS")
+    ciphers: str | None = _opt(None, check=_ciphers)
+
+
+@dataclass(frozen=True)
+class QosLevels:
+    """QoS per message category (``qos: auto`` routes); categories in topics.CATEGORIES."""
+
+    tool_calls: Qos = _opt(1)
+    responses: Qos = _opt(1)
+    status: Qos = _opt(0)
+    logs: Qos = _opt(0)
+    tool_registry: Qos = _opt(1)
+
+
+@dataclass(frozen=True)
+class RetainMessages:
+    """Retain flag per message category (``retain: auto`` routes)."""
+
+    status: bool = _opt(False)
+    tool_registry: bool = _opt(False)
+    responses: bool = _opt(False)
+    tool_calls: bool = _opt(False)
+    logs: bool = _opt(False)
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    """The local ZeroMQ bus: the seed's ZeroMQ keys, verbatim."""
+
+    protocol: Literal["zeromq"] = _opt("zeromq")
+    broker_address: str = _opt("0.0.0.0", check=_host, aliases=("url",),
+                               doc="bind address (embedded) or the proxy's host (external)")
+    port: int = _opt(5555, check=_port, doc="frontend (XSUB): publishers connect here")
+    backend_port: int = _opt(5556, check=_port, doc="backend (XPUB): subscribers connect here")
+    start_proxy: bool = _opt(True)
+    proxy_mode: Literal["embedded", "external"] = _opt("embedded")
+    high_water_mark: int = _opt(1000, check=_non_negative)
+    linger: int = _opt(1000, check=_between(-1, 3_600_000))
+    connect_timeout: int = _opt(5000, check=_non_negative)
+    topic_encoding: str = _opt("utf-8", check=_encoding)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """The uplink broker: the seed's MQTT keys, verbatim."""
+
+    protocol: Literal["mqtt"] = _opt("mqtt")
+    broker_address: str | None = _opt(None, check=_host, aliases=("url",),
+                                      doc="unset: no broker, the bridge waits")
+    port: int = _opt(1883, check=_port)
+    client_id: str | None = _opt(None, doc="unset: argentic-edge-<node_name>")
+    keepalive: int = _opt(60, check=_between(0, 65535))
+    username: str | None = _opt(None, aliases=("user",))
+    password: Secret | None = _opt(None)
+    tls_params: TlsParams | None = _opt(None)
+    qos_levels: QosLevels = _opt(QosLevels())
+    retain_messages: RetainMessages = _opt(RetainMessages())
+    clean_session: bool = _opt(False, doc="false: a persistent session keeps QoS>=1 messages")
+    connect_retry_delay: float = _opt(5.0, check=_positive)
+    max_reconnect_attempts: int = _opt(0, check=_non_negative, doc="0: never give up")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A mosquitto-bridge style route: the local topic is local_prefix + topic, the remote one
+    remote_prefix + topic. ``in`` is broker to bus, ``out`` bus to broker."""
+
+    topic: str = _opt("#", check=_topic_filter)
+    direction: Literal["in", "out", "both"] = _opt("both")
+    qos: Literal[0, 1, 2, "auto"] = _opt("auto")
+    retain: Literal[True, False, "auto"] = _opt("auto")
+    local_prefix: str = _opt("", check=_topic_prefix)
+    remote_prefix: str = _opt("", check=_topic_prefix)
+
+
+DEFAULT_ROUTES: tuple[Route, ...] = (
+    Route(topic="agent/#"),
+    Route(topic="tools/#"),
+    Route(topic="supervisor/#"),
+    Route(topic="_ping/#"),
+    Route(topic="logs/#", direction="out"),
+)
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    """Bound for bus-to-broker messages held while the broker is away (drop-oldest)."""
+
+    max_messages: int = _opt(10_000, check=_positive)
+    max_bytes: int = _opt(16 * 1024 * 1024, check=_positive)
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    enabled: bool = _opt(True)
+    mqtt: MqttConfig = _opt(MqttConfig())
+    routes: tuple[Route, ...] = _opt(DEFAULT_ROUTES)
+    buffer: BufferConfig = _opt(BufferConfig())
+    max_payload: int = _opt(1024 * 1024, check=_positive, doc="larger payloads are dropped")
+    ha_discovery: bool = _opt(True, doc="announce the appliance to Home Assistant over MQTT")
+    ha_discovery_prefix: str = _opt("homeassistant", check=_topic_prefix)
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    enabled: bool = _opt(True)
+    trust: Literal["approved", "open"] = _opt("approved")
+    trusted_peers: tuple[str, ...] = _opt((), doc="peer ids or CURVE public keys")
+    export_port: int = _opt(5557, check=_port)
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    enabled: bool = _opt(True)
+    interfaces: tuple[str, ...] = _opt((), doc="empty: every LAN interface")
+    federation: FederationConfig = _opt(FederationConfig())
+
+
+@dataclass(frozen=True)
+class CertificatesConfig:
+    enabled: bool = _opt(True)
+    certfile: str | None = _opt(None, doc="bring your own, e.g. /ssl/fullchain.pem")
+    keyfile: str | None = _opt(None)
+    validity_days: int = _opt(397, check=_between(1, 397))
+    ca_validity_days: int = _opt(3650, check=_between(1, 36500))
+    renewal_window: float = _opt(1 / 3, check=_between(0.01, 0.99),
+                                 doc="renew in the last fraction of a certificate's life")
+    check_interval: float = _opt(3600.0, check=_positive)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = _opt(True)
+    host: str = _opt("0.0.0.0", check=_host)
+    port: int = _opt(8099, check=_port)
+    password: Secret | None = _opt(None, doc="unset: generated at first start, logged once")
+    api_token: Secret | None = _opt(None)
+    ingress: bool = _opt(False, doc="Home Assistant ingress mode (set by --addon)")
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    node_name: str = _opt("", check=_node_name, doc="default: the host name")
+    data_dir: str = _opt("", doc="default: $XDG_DATA_HOME/argentic-edge")
+    log_level: Literal["debug", "info", "warning", "error"] = _opt("info")
+    messaging: BusConfig = _opt(BusConfig())
+    bridge: BridgeConfig = _opt(BridgeConfig())
+    discovery: DiscoveryConfig = _opt(DiscoveryConfig())
+    certificates: CertificatesConfig = _opt(CertificatesConfig())
+    web: WebConfig = _opt(WebConfig())
+    topics: Mapping[str, Any] = _opt(types.MappingProxyType({}),
+                                     doc="Argentic's own topics: section, kept as read")
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.bridge.mqtt.client_id or f"argentic-edge-{self.node_name}"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+# Keys Argentic's agent-side code puts in a messaging block that mean nothing to the appliance.
+ARGENTIC_CLIENT_KEYS = frozenset({"client_id", "tool_client_id", "keepalive", "version"})
+# Top-level sections of a whole Argentic config.yaml that are not ours and are left alone.
+ARGENTIC_SECTIONS = frozenset({"llm", "agent", "tools", "logging", "rag", "supervisor", "models"})
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+# --- building --------------------------------------------------------------------------------
+
+class _Builder:
+    """Walks the dataclass schema over raw YAML, collecting problems instead of stopping."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[Problem] = []
+
+    def fail(self, path: str, value: Any, expected: str) -> None:
+        self.problems.append(Problem(path, value, expected))
+
+    def substitute(self, text: str, path: str) -> str:
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            self.fail(path, text, f"environment variable {name} is not set (use ${{{name}:-default}})")
+            return ""
+        return _ENV_PATTERN.sub(replace, text)
+
+    def build(self, cls: type, raw: Any, path: str, *, ignore: frozenset[str] = frozenset(),
+              ignore_unknown: bool = False) -> Any:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            self.fail(path, raw, f"expected a mapping of {cls.__name__} keys")
+            return cls()
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        lookup = {name: name for name in fields}
+        for f in fields.values():
+            for alias in f.metadata.get("aliases", ()):
+                lookup[alias] = f.name
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            key_path = f"{path}.{key}" if path else str(key)
+            name = lookup.get(key) if isinstance(key, str) else None
+            if name is None:
+                if key in ignore or ignore_unknown:
+                    continue
+                close = difflib.get_close_matches(str(key), list(lookup), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(key_path, key, f"unknown key{hint}; expected one of {sorted(fields)}")
+                continue
+            if name in values:
+                self.fail(key_path, value, f"{name!r} is given twice (once under an alias)")
+                continue
+            before = len(self.problems)
+            converted = self.convert(hints[name], value, key_path)
+            if len(self.problems) > before:
+                continue
+            check = fields[name].metadata.get("check")
+            message = check(converted) if check and converted is not None else None
+            if message:
+                self.fail(key_path, value, message)
+                continue
+            values[name] = converted
+        return cls(**values)
+
+    def convert(self, hint: Any, value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            value = self.substitute(value, path)
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            options = [arg for arg in args if arg is not type(None)]
+            if value is None or value == "":
+                if type(None) in args:
+                    return None
+            return self.convert(options[0], value, path) if len(options) == 1 else value
+        if origin is Literal:
+            for allowed in args:
+                if value == allowed and type(value) is type(allowed):
+                    return allowed
+                if isinstance(value, str) and str(allowed).lower() == value.lower():
+                    return allowed
+            shown = " | ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in args)
+            self.fail(path, value, f"expected one of: {shown}")
+            return None
+        if origin is tuple:
+            if value is None:
+                return ()
+            if not isinstance(value, list):
+                self.fail(path, value, "expected a list")
+                return ()
+            return tuple(self.convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(value))
+        if origin is Mapping or hint is Mapping:
+            if not isinstance(value, Mapping):
+                self.fail(path, value, "expected a mapping")
+                return types.MappingProxyType({})
+            return types.MappingProxyType(dict(value))
+        if dataclasses.is_dataclass(hint):
+            return self.build(hint, value, path)
+        return self.scalar(hint, value, path)
+
+    def scalar(self, hint: Any, value: Any, path: str) -> Any:
+        if hint is Secret:
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                return Secret(str(value))
+            self.fail(path, Secret(repr(value)), "expected a string")
+            return None
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+                return value.lower() in ("true", "yes", "on")
+            self.fail(path, value, "expected true or false")
+            return None
+        if hint is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+                return int(value)
+            self.fail(path, value, "expected a whole number")
+            return None
+        if hint is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            self.fail(path, value, "expected a number")
+            return None
+        if hint is str:
+            if isinstance(value, str):
+                return value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            self.fail(path, value, "expected a string")
+            return None
+        raise TypeError(f"config schema uses an unsupported type {hint!r} at {path}")
+
+
+def parse_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> EdgeConfig:
+    """Validate a raw mapping (a parsed YAML document) into an EdgeConfig, or raise ConfigError."""
+    builder = _Builder(os.environ if env is None else env)
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise ConfigError([Problem("", raw, "expected a mapping of configuration sections")])
+    ours = {f.name for f in dataclasses.fields(EdgeConfig)}
+    top: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in ours:
+            top[key] = value
+        elif isinstance(key, str) and key not in ARGENTIC_SECTIONS:
+            close = difflib.get_close_matches(key, sorted(ours), n=1, cutoff=0.8)
+            if close:
+                builder.fail(key, key, f"unknown section (did you mean {close[0]!r}?)")
+
+    messaging = top.pop("messaging", None)
+    uplink = None
+    if isinstance(messaging, Mapping):
+        protocol = builder.substitute(str(messaging.get("protocol", "zeromq")), "messaging.protocol")
+        if protocol == "mqtt":
+            uplink, messaging = messaging, None
+        elif protocol != "zeromq":
+            builder.fail("messaging.protocol", protocol,
+                         "expected zeromq (the local bus) or mqtt (the uplink the bridge uses)")
+            messaging = None
+    config = builder.build(EdgeConfig, top, "", ignore_unknown=True)
+    bus = builder.build(BusConfig, messaging, "messaging", ignore=ARGENTIC_CLIENT_KEYS)
+    bridge = config.bridge
+    if uplink is not None:
+        if isinstance(top.get("bridge"), Mapping) and "mqtt" in top["bridge"]:
+            builder.fail("messaging", "mqtt",
+                         "an MQTT uplink is given both as messaging: and as bridge.mqtt:; keep one")
+        else:
+            mqtt = builder.build(MqttConfig, uplink, "messaging",
+                                 ignore=ARGENTIC_CLIENT_KEYS - {"client_id", "keepalive"})
+            bridge = dataclasses.replace(bridge, mqtt=mqtt)
+    _cross_checks(builder, bus, config)
+    if builder.problems:
+        raise ConfigError(builder.problems)
+    return dataclasses.replace(
+        config,
+        messaging=bus,
+        bridge=bridge,
+        node_name=config.node_name or default_node_name(),
+        data_dir=config.data_dir or str(default_data_dir()),
+    )
+
+
+def _cross_checks(builder: _Builder, bus: BusConfig, config: EdgeConfig) -> None:
+    """Constraints between keys, which no single field check can see."""
+    if bus.port == bus.backend_port:
+        builder.fail("messaging.backend_port", bus.backend_port, "must differ from messaging.port")
+    export = config.discovery.federation.export_port
+    if config.discovery.enabled and config.discovery.federation.enabled and export in (
+            bus.port, bus.backend_port):
+        builder.fail("discovery.federation.export_port", export, "must differ from the bus ports")
+    if config.web.enabled and config.web.port in (bus.port, bus.backend_port):
+        builder.fail("web.port", config.web.port, "must differ from the bus ports")
+    certs = config.certificates
+    if (certs.certfile is None) != (certs.keyfile is None):
+        builder.fail("certificates.keyfile" if certs.keyfile is None else "certificates.certfile",
+                     None, "certfile and keyfile go together: set both or neither")
+    tls = config.bridge.mqtt.tls_params
+    if tls is not None and (tls.certfile is None) != (tls.keyfile is None):
+        builder.fail("bridge.mqtt.tls_params", "certfile/keyfile",
+                     "client certificate and key go together: set both or neither")
+
+
+def default_node_name() -> str:
+    """The host name, reduced to what topics and mDNS names accept."""
+    name = re.sub(r"[^A-Za-z0-9\-_]", "-", socket.gethostname().split(".")[0])[:63].strip("-_")
+    return name or "argentic-edge"
+
+
+def default_data_dir() -> Path:
+    """Where keys, certificates and state live when the configuration does not say."""
+    if "ARGENTIC_EDGE_DATA_DIR" in os.environ:
+        return Path(os.environ["ARGENTIC_EDGE_DATA_DIR"])
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "argentic-edge"
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Read a YAML file, turning I/O and syntax errors into a ConfigError naming the file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(file), None, f"cannot read the file: {exc}")]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem(str(file), None, f"is not valid YAML{where}: {reason}")]) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None) -> EdgeConfig:
+    """The configuration from a YAML file, or the embedded defaults when there is none."""
+    return parse_config(read_yaml(path) if path is not None else None, env)
+
+
+def file_problems(config: EdgeConfig) -> list[Problem]:
+    """Referenced files that do not exist or cannot be read: check-config's extra pass.
+
+    Kept out of parsing on purpose: a configuration may be written before its certificates
+    are copied into place, and the running appliance reports a missing file when it needs it.
+    """
+    problems = []
+    tls = config.bridge.mqtt.tls_params
+    references = [
+        ("certificates.certfile", config.certificates.certfile),
+        ("certificates.keyfile", config.certificates.keyfile),
+    ]
+    if tls is not None:
+        source = "bridge.mqtt.tls_params"
+        references += [(f"{source}.{name}", getattr(tls, name))
+                       for name in ("ca_certs", "certfile", "keyfile")]
+    for key, value in references:
+        if value is None:
+            continue
+        file = Path(value)
+        if not file.is_file():
+            problems.append(Problem(key, value, "file does not exist"))
+        elif not os.access(file, os.R_OK):
+            problems.append(Problem(key, value, "file is not readable"))
+    return problems
+
+
+def to_dict(config: Any, *, reveal: bool = False) -> Any:
+    """Plain data (for YAML/JSON dumps); secrets masked unless ``reveal`` is asked for."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: to_dict(getattr(config, f.name), reveal=reveal)
+                for f in dataclasses.fields(config)}
+    if isinstance(config, Secret):
+        return config.reveal() if reveal else MASK
+    if isinstance(config, tuple):
+        return [to_dict(item, reveal=reveal) for item in config]
+    if isinstance(config, Mapping):
+        return {key: to_dict(value, reveal=reveal) for key, value in config.items()}
+    return config
+
+
+def dump_yaml(config: EdgeConfig) -> str:
+    """The effective configuration as YAML, secrets masked (check-config prints this)."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
