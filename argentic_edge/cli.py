@@ -20,7 +20,8 @@ import zmq
 
 from argentic_edge import __version__
 from argentic_edge.client import BusUnreachable, Subscriber, publish
-from argentic_edge.config import ConfigError, EdgeConfig, dump_yaml, file_problems, load_config
+from argentic_edge.config import SAVED_CONFIG_NAME, ConfigError, EdgeConfig, default_data_dir, \
+    dump_yaml, file_problems, load_config
 from argentic_edge.proxy import Bus, BusError, connect_host, tcp_endpoint
 from argentic_edge.topics import TopicError, TopicFilter
 
@@ -36,6 +37,14 @@ def _fail(message: str) -> int:
 
 def _config(args: argparse.Namespace) -> EdgeConfig:
     return load_config(getattr(args, "config", None))
+
+
+def _run_config_path(args: argparse.Namespace) -> str | None:
+    """The file ``run`` reads: --config, else the one the web editor saved in the data dir."""
+    if args.config:
+        return str(args.config)
+    saved = default_data_dir() / SAVED_CONFIG_NAME
+    return str(saved) if saved.is_file() else None
 
 
 async def _until_signalled() -> None:
@@ -56,6 +65,7 @@ async def _until_signalled() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from argentic_edge.app import Edge
 
+    args.config = _run_config_path(args)
     config = _config(args)
     if args.log_level is None:
         logging.getLogger().setLevel(config.log_level.upper())

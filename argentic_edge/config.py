@@ -32,6 +32,7 @@ import yaml
 from argentic_edge.topics import TopicError, parse_filter, validate_topic_name
 
 MASK = "********"
+SAVED_CONFIG_NAME = "argentic-edge.yaml"  # what the web editor writes when run without --config
 
 
 class Secret:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.brokers import Mosquitto
+from tests.brokers import Mosquitto, free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -31,3 +34,31 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[object]:
     yield make
     for broker in started:
         broker.stop()
+
+
+def free_bus_config(tmp_path: Path, **sections: object) -> dict[str, object]:
+    """A raw configuration with the bus on free loopback ports and optional services off.
+
+    Tests pass sections to turn services back on; nothing listens on a well-known port.
+    """
+    raw: dict[str, object] = {
+        "node_name": "test-node",
+        "data_dir": str(tmp_path / "data"),
+        "messaging": {"broker_address": "127.0.0.1", "port": free_port(),
+                      "backend_port": free_port()},
+        "bridge": {"enabled": False},
+        "discovery": {"enabled": False},
+        "certificates": {"enabled": False},
+        "web": {"enabled": False},
+    }
+    raw.update(sections)
+    return raw
+
+
+@pytest.fixture
+def repo_env() -> dict[str, str]:
+    """Environment for running ``python -m argentic_edge`` from this checkout in a subprocess."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env.pop("ARGENTIC_EDGE_DATA_DIR", None)
+    return env

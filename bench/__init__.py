@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: each scenario runs beside its raw baseline in the same run."""

@@ -1,0 +1,165 @@
+"""The command line as a user meets it: real processes, real signals, real sockets."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.brokers import wait_for_port
+from tests.conftest import free_bus_config
+
+
+def write_config(tmp_path: Path, **sections: object) -> tuple[Path, dict]:
+    raw = free_bus_config(tmp_path, **sections)
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, raw
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "argentic_edge", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "argentic_edge", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def appliance(tmp_path: Path, repo_env: dict[str, str]) -> Iterator[tuple[Path, dict]]:
+    path, raw = write_config(tmp_path)
+    process = spawn("run", "--config", str(path), env=repo_env)
+    wait_for_port(raw["messaging"]["port"])
+    wait_for_port(raw["messaging"]["backend_port"])
+    yield path, raw
+    process.terminate()
+    process.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_logs_where_it_listens_and_stops_within_two_seconds(
+        tmp_path: Path, repo_env: dict[str, str], sig: signal.Signals) -> None:
+    path, raw = write_config(tmp_path)
+    process = spawn("run", "--config", str(path), env=repo_env)
+    wait_for_port(raw["messaging"]["backend_port"])
+    time.sleep(0.3)  # still up a moment later, not crashed after binding
+    assert process.poll() is None
+    started = time.monotonic()
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=10)
+    assert time.monotonic() - started < 2
+    assert process.returncode == 0, stderr
+    port, backend = raw["messaging"]["port"], raw["messaging"]["backend_port"]
+    assert f"publishers connect to tcp://127.0.0.1:{port}" in stderr
+    assert f"subscribers to tcp://127.0.0.1:{backend}" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_run_with_defaults_and_no_file(tmp_path: Path, repo_env: dict[str, str]) -> None:
+    """The README's first command: nothing configured, the bus on 5555/5556 (skipped if taken)."""
+    import socket
+    for port in (5555, 5556):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                pytest.skip(f"port {port} is in use on this machine")
+    env = {**repo_env, "ARGENTIC_EDGE_DATA_DIR": str(tmp_path / "data")}
+    process = spawn("run", env=env)
+    try:
+        wait_for_port(5555)
+        wait_for_port(5556)
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+
+
+def test_a_taken_port_is_explained_not_a_traceback(tmp_path: Path,
+                                                    repo_env: dict[str, str]) -> None:
+    import socket
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    raw = free_bus_config(tmp_path)
+    raw["messaging"].update({"port": taken, "connect_timeout": 300})
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    try:
+        result = cli("run", "--config", str(path), env=repo_env)
+    finally:
+        holder.close()
+    assert result.returncode == 1
+    assert f"{taken} is already in use" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pub_and_sub_with_mqtt_style_filters(appliance: tuple[Path, dict],
+                                             repo_env: dict[str, str]) -> None:
+    path, _ = appliance
+    topics = ("agent/a1/status", "agent/a1/statusx", "agent/a1/status/deep", "agent/a2/status")
+
+    def publish_all() -> None:
+        for topic in topics:
+            result = cli("pub", topic, json.dumps({"type": "INFO", "topic": topic}),
+                         "--config", str(path), env=repo_env)
+            assert result.returncode == 0, result.stderr
+
+    sub = spawn("sub", "agent/+/status", "-v", "-C", "2", "--config", str(path), env=repo_env)
+    publish_all()
+    out, err = sub.communicate(timeout=20)
+    assert sub.returncode == 0, err
+    lines = out.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["agent/a1/status", "agent/a2/status"]
+    assert json.loads(lines[0].split(" ", 1)[1]) == {"type": "INFO", "topic": "agent/a1/status"}
+
+    sub_json = spawn("sub", "#", "--json", "-C", "3", "--config", str(path), env=repo_env)
+    publish_all()
+    out, err = sub_json.communicate(timeout=20)
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["topic"] for r in records] == list(topics[:3])
+    assert records[0]["payload"]["type"] == "INFO"
+
+
+def test_pub_refuses_what_the_bus_cannot_carry(appliance: tuple[Path, dict],
+                                               repo_env: dict[str, str]) -> None:
+    path, _ = appliance
+    result = cli("pub", "agent/with space", "{}", "--config", str(path), env=repo_env)
+    assert result.returncode == 1 and "cannot contain a space" in result.stderr
+
+
+def test_pub_without_a_bus_says_so(tmp_path: Path, repo_env: dict[str, str]) -> None:
+    path, raw = write_config(tmp_path)
+    raw["messaging"]["connect_timeout"] = 300
+    path.write_text(yaml.safe_dump(raw))
+    result = cli("pub", "a/b", "{}", "--config", str(path), env=repo_env)
+    assert result.returncode == 1 and "no bus answers" in result.stderr
+
+
+def test_standalone_proxy_prints_its_counters(tmp_path: Path, repo_env: dict[str, str]) -> None:
+    path, raw = write_config(tmp_path)
+    proxy = spawn("proxy", "--config", str(path), env=repo_env)
+    wait_for_port(raw["messaging"]["port"])
+    sub = spawn("sub", "x/#", "-C", "3", "--config", str(path), env=repo_env)
+    for n in range(3):
+        assert cli("pub", f"x/{n}", "{}", "--config", str(path), env=repo_env).returncode == 0
+    sub.communicate(timeout=20)
+    proxy.send_signal(signal.SIGINT)
+    out, err = proxy.communicate(timeout=10)
+    assert proxy.returncode == 0, err
+    counters = yaml.safe_load(out)["counters"]
+    assert counters["frontend"]["messages_in"] >= 3
+    assert counters["backend"]["messages_out"] >= 3
+
+
+def test_version_and_help(repo_env: dict[str, str]) -> None:
+    assert cli("--version", env=repo_env).stdout.startswith("argentic-edge ")
+    assert "check-config" in cli("--help", env=repo_env).stdout
+    assert cli("no-such-command", env=repo_env).returncode == 2
