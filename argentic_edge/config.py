@@ -16,6 +16,7 @@ import codecs
 import dataclasses
 import difflib
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -477,14 +478,17 @@ class _Builder:
             self.fail(path, value, "expected a whole number")
             return None
         if hint is float:
+            number: float | None = None
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):
+                number = float(value)
+            elif isinstance(value, str):
                 try:
-                    return float(value)
+                    number = float(value)
                 except ValueError:
                     pass
-            self.fail(path, value, "expected a number")
+            if number is not None and math.isfinite(number):
+                return number
+            self.fail(path, value, "expected a finite number")
             return None
         if hint is str:
             if isinstance(value, str):
