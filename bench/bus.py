@@ -78,10 +78,20 @@ class CountingSink:
         self.proxy.stop()
 
 
-def throughput(port: int, backend: int, publishers: int, count: int, size: int) -> dict[str, float]:
-    """Messages per second the subscriber side received, and the share lost on the way."""
+def throughput(port: int, backend: int, publishers: int, count: int, size: int,
+               subscribers: int = 1) -> dict[str, float]:
+    """Messages per second the subscribers received in all, and the share lost on the way."""
     context = zmq.Context()
-    sink = CountingSink(context, backend, b"bench")
+    sinks = [CountingSink(context, backend, b"bench") for _ in range(subscribers)]
+    expected = publishers * count * subscribers
+    warm = context.socket(zmq.PUB)  # every sink must be subscribed before the clock starts
+    warm.connect(f"tcp://127.0.0.1:{port}")
+    while min(sink.count() for sink in sinks) == 0:
+        warm.send(b"bench/warm-up")
+        time.sleep(0.001)
+    warm.close(linger=0)
+    time.sleep(0.05)
+    base = sum(sink.count() for sink in sinks)
     procs = [multiprocessing.Process(target=_publisher, args=(port, count, size, b"bench/t"))
              for _ in range(publishers)]
     for proc in procs:
@@ -89,22 +99,23 @@ def throughput(port: int, backend: int, publishers: int, count: int, size: int) 
     first_time = last_time = 0.0
     first_count = last_count = 0
     while True:
-        now, seen = time.perf_counter(), sink.count()
+        now, seen = time.perf_counter(), sum(sink.count() for sink in sinks) - base
         if seen and not first_count:
             first_time, first_count = now, seen
         if seen != last_count:
             last_time, last_count = now, seen
-        elif seen and (now - last_time > 0.3 or seen >= publishers * count):
+        elif seen and (now - last_time > 0.3 or seen >= expected):
             break
         elif not seen and any(not p.is_alive() for p in procs) and now - first_time > 5:
             break
         time.sleep(0.002)
     for proc in procs:
         proc.join(timeout=10)
-    sink.close()
+    for sink in sinks:
+        sink.close()
     context.term()
     rate = (last_count - first_count) / (last_time - first_time) if last_time > first_time else 0.0
-    return {"rate": rate, "loss": 1 - last_count / (publishers * count)}
+    return {"rate": rate, "loss": 1 - last_count / expected}
 
 
 def latency(port: int, backend: int, samples: int) -> list[float]:
@@ -148,6 +159,11 @@ def run(quick: bool) -> list[dict[str, object]]:
                                                []).append(result["rate"])
                             results.setdefault((f"loss {size} B, {pubs} pub", kind),
                                                []).append(result["loss"])
+                    for subscribers in (10, 100):
+                        result = throughput(port, backend, 1, count // subscribers, 64,
+                                            subscribers)
+                        results.setdefault((f"fan-out deliveries 64 B, {subscribers} subs",
+                                            kind), []).append(result["rate"])
                     times = latency(port, backend, samples)
                     results.setdefault(("latency p50 (µs)", kind), []).append(
                         percentile(times, 50) * 1e6)
@@ -161,7 +177,7 @@ def run(quick: bool) -> list[dict[str, object]]:
             ours, bare = median(results[(name, "ours")]), median(results[(name, "bare")])
             rows.append({"scenario": f"bus {name}", "ours": ours, "baseline": bare,
                          "ratio": ours / bare if bare else None,
-                         "unit": "msg/s" if name.startswith("throughput") else
+                         "unit": "msg/s" if name.startswith(("throughput", "fan-out")) else
                          ("share" if name.startswith("loss") else "µs")})
     return rows
 
