@@ -93,7 +93,9 @@ def circle(cx: float, cy: float, radius: float) -> Shape:
 
 
 def ring(cx: float, cy: float, radius: float, width: float) -> Shape:
-    distance = lambda x, y: abs(math.hypot(x - cx, y - cy) - radius) - width / 2  # noqa: E731
+    def distance(x: float, y: float) -> float:
+        return abs(math.hypot(x - cx, y - cy) - radius) - width / 2
+
     return distance, _square(cx, cy, radius + width)
 
 
