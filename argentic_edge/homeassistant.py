@@ -114,7 +114,7 @@ def options_to_config(options: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown add-on option(s): {', '.join(unknown)}; "
             f"known options: {', '.join(sorted(KNOWN_OPTIONS))}"
         )
-    given = {key: value for key, value in options.items() if value is not None and value != "" and value != []}
+    given = {key: value for key, value in options.items() if value not in (None, "", [])}
     config: dict[str, Any] = {"data_dir": DATA_DIR, "web": {"ingress": True}}
     for option, path in _PLAIN_OPTIONS.items():
         if option in given:
@@ -161,7 +161,7 @@ def _route(index: int, route: Any) -> dict[str, Any]:
     if "retain" in result:
         text = str(result["retain"]).lower()
         if text not in _RETAIN_VALUES:
-            raise AddonError(f"routes[{index}].retain: expected true, false or auto, got {result['retain']!r}")
+            raise AddonError(f"routes[{index}].retain: expected true, false or auto, got {route['retain']!r}")
         result["retain"] = _RETAIN_VALUES[text]
     return result
 
@@ -247,11 +247,17 @@ def apply_supervisor_mqtt(config: Mapping[str, Any], service: Mapping[str, Any])
 class SupervisorClient:
     """The few Supervisor API calls the add-on needs, authenticated with SUPERVISOR_TOKEN.
 
+    The API lives at ``http://supervisor`` unless ``SUPERVISOR_API`` says otherwise (as bashio
+    honours it), which is how the add-on runs against addon/supervisor_standin.py outside
+    Home Assistant.
     Use it as ``async with SupervisorClient() as supervisor:`` or call :meth:`close`. The token
     never appears in logs, exceptions or the repr.
     """
 
-    def __init__(self, base_url: str = SUPERVISOR_URL, token: str | None = None, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str | None = None, token: str | None = None, *, timeout: float = 10.0
+    ) -> None:
+        base_url = base_url or os.environ.get("SUPERVISOR_API") or SUPERVISOR_URL
         token = token if token is not None else os.environ.get("SUPERVISOR_TOKEN")
         if not token:
             raise SupervisorError(
@@ -321,9 +327,8 @@ class SupervisorClient:
             except SupervisorUnavailable as exc:
                 service, reason = None, str(exc)
             if service is not None:
-                _LOGGER.info(
-                    "MQTT service from the Supervisor: %s:%s (attempt %d)", service["host"], service["port"], attempt
-                )
+                _LOGGER.info("MQTT service from the Supervisor: %s:%s (attempt %d)",
+                             service["host"], service["port"], attempt)
                 return service
             log = _LOGGER.info if attempt == 1 else _LOGGER.debug
             log("Waiting for the Supervisor's MQTT service (%s); attempt %d", reason, attempt)
@@ -331,9 +336,8 @@ class SupervisorClient:
             if deadline is not None:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    _LOGGER.warning(
-                        "No MQTT service after %.0f s: install the Mosquitto broker add-on or set mqtt_host", timeout
-                    )
+                    _LOGGER.warning("No MQTT service after %.0f s: install the Mosquitto broker add-on "
+                                    "or set mqtt_host", timeout)
                     return None
                 delay = min(delay, remaining)
             await asyncio.sleep(delay)
@@ -350,7 +354,8 @@ class SupervisorClient:
                 except ValueError:
                     body = None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise SupervisorUnavailable(f"Supervisor API {path} unreachable: {exc.__class__.__name__} {exc}") from exc
+            reason = f"{exc.__class__.__name__} {exc}".strip()
+            raise SupervisorUnavailable(f"Supervisor API {path} unreachable: {reason}") from exc
         if status in (401, 403):
             raise SupervisorError(f"Supervisor API {path} refused the add-on's token (HTTP {status})")
         if status >= 500:
@@ -402,8 +407,10 @@ _ENTITIES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("bus_rate", "sensor", "Bus messages per second",
      {"unit_of_measurement": "msg/s", "state_class": "measurement", "icon": "mdi:swap-horizontal"}),
     ("bridge_connected", "binary_sensor", "MQTT bridge",
-     {"device_class": "connectivity", "payload_on": "ON", "payload_off": "OFF", "entity_category": "diagnostic"}),
-    ("peers_linked", "sensor", "Peers linked", {"state_class": "measurement", "icon": "mdi:lan-connect"}),
+     {"device_class": "connectivity", "payload_on": "ON", "payload_off": "OFF",
+      "entity_category": "diagnostic"}),
+    ("peers_linked", "sensor", "Peers linked",
+     {"state_class": "measurement", "icon": "mdi:lan-connect"}),
     ("agents_seen", "sensor", "Agents seen", {"state_class": "measurement", "icon": "mdi:robot"}),
     ("cert_days_left", "sensor", "Certificate expires in",
      {"device_class": "duration", "unit_of_measurement": "d", "entity_category": "diagnostic"}),
@@ -457,7 +464,10 @@ def discovery_messages(
 def removal_messages(node_id: str, prefix: str = DISCOVERY_PREFIX) -> list[tuple[str, bytes, bool]]:
     """Empty retained payloads on every discovery topic: Home Assistant removes the device."""
     object_node = _discovery_node(node_id)
-    return [(_discovery_topic(prefix, component, object_node, key), b"", True) for key, component, _, _ in _ENTITIES]
+    return [
+        (_discovery_topic(prefix, component, object_node, key), b"", True)
+        for key, component, _name, _settings in _ENTITIES
+    ]
 
 
 def state_payload(
