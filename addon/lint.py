@@ -80,7 +80,7 @@ def load(root: Path) -> tuple[Addon, list[str]]:
         staged = _git(root, "ls-files", "--stage", "-z")
         others = _git(root, "ls-files", "--others", "--exclude-standard", "-z")
     except (OSError, subprocess.CalledProcessError) as exc:
-        problems.append(f"{root}: not a git checkout ({exc}); the Supervisor installs from a git repository")
+        problems.append(f"{root}: not a git checkout ({exc}); the Supervisor installs from git")
     else:
         for entry in filter(None, staged.split("\0")):
             meta, path = entry.split("\t", 1)
@@ -98,7 +98,8 @@ def load(root: Path) -> tuple[Addon, list[str]]:
 
 
 def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True).stdout
+    command = ["git", "-C", str(root), *args]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
 
 
 # --- config.yaml ---------------------------------------------------------------------------
@@ -111,7 +112,8 @@ def check_manifest(addon: Addon) -> list[str]:
         return []
     schema = json.loads(CONFIG_SCHEMA.read_text(encoding="utf-8"))
     problems = []
-    for error in sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.path)):
+    errors = jsonschema.Draft7Validator(schema).iter_errors(config)
+    for error in sorted(errors, key=lambda error: [str(part) for part in error.path]):
         where = ".".join(str(part) for part in error.path) or "(top level)"
         problems.append(f"config.yaml: {where}: {error.message}")
     for key, value in config.items():
@@ -122,7 +124,7 @@ def check_manifest(addon: Addon) -> list[str]:
         problems.append("config.yaml: watchdog: not used; the Dockerfile's HEALTHCHECK reports health")
     unsupported = sorted(set(config.get("arch") or []) - SUPPORTED_ARCHES)
     if unsupported:
-        problems.append(f"config.yaml: arch: {', '.join(unsupported)} no longer supported by Home Assistant")
+        problems.append(f"config.yaml: arch: {', '.join(unsupported)}: no longer supported by Home Assistant")
     try:
         pyproject = tomllib.loads((addon.root / "pyproject.toml").read_text(encoding="utf-8"))
         package_version = pyproject["project"]["version"]
@@ -130,9 +132,8 @@ def check_manifest(addon: Addon) -> list[str]:
         problems.append(f"pyproject.toml: no project.version to compare with ({exc})")
     else:
         if config.get("version") != package_version:
-            problems.append(
-                f"config.yaml: version: {config.get('version')!r} differs from pyproject.toml's {package_version!r}"
-            )
+            version = config.get("version")
+            problems.append(f"config.yaml: version: {version!r} is not pyproject.toml's {package_version!r}")
     return problems
 
 
@@ -151,7 +152,7 @@ def check_options(addon: Addon) -> list[str]:
             continue
         if optional:
             problems.append(f"config.yaml: options.{key}: optional options ('?') carry no default")
-        problems.extend(f"config.yaml: options.{key}{message}" for message in _type_errors(spec, options[key]))
+        problems += [f"config.yaml: options.{key}{message}" for message in _type_errors(spec, options[key])]
     return problems
 
 
@@ -163,7 +164,8 @@ def _type_errors(spec: Any, value: Any, path: str = "") -> list[str]:
     if isinstance(spec, list):
         if not isinstance(value, list):
             return [f"{path}: expected a list, got {value!r}"]
-        return [m for index, item in enumerate(value) for m in _type_errors(spec[0], item, f"{path}[{index}]")]
+        return [message for index, item in enumerate(value)
+                for message in _type_errors(spec[0], item, f"{path}[{index}]")]
     if isinstance(spec, dict):
         if not isinstance(value, dict):
             return [f"{path}: expected a mapping, got {value!r}"]
@@ -184,7 +186,7 @@ def _type_errors(spec: Any, value: Any, path: str = "") -> list[str]:
         "port": isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535,
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
         "list": argument is not None and str(value) in argument.split("|"),
-        "match": argument is not None and isinstance(value, str) and re.fullmatch(argument, value) is not None,
+        "match": isinstance(value, str) and re.fullmatch(argument or "", value) is not None,
     }.get(kind, isinstance(value, str))
     return [] if fits else [f"{path}: {value!r} does not fit {spec!r}"]
 
@@ -198,7 +200,7 @@ def check_files(addon: Addon) -> list[str]:
     for path in sorted(addon.files):
         name = Path(path).name
         if name in ("build.yaml", "build.yml", "build.json"):
-            problems.append(f"{path}: build files are deprecated; the Dockerfile's ARG BUILD_FROM default is used")
+            problems.append(f"{path}: build files are deprecated; the Dockerfile's ARG BUILD_FROM is used")
         if name in ("config.yaml", "config.yml", "config.json") and path != "config.yaml":
             problems.append(f"{path}: the Supervisor would read it as another add-on; rename it")
     return problems
@@ -217,7 +219,8 @@ def check_translations(addon: Addon) -> list[str]:
     for key in addon.schema:
         entry = configuration.get(key)
         for field in ("name", "description"):
-            if not isinstance(entry, dict) or not isinstance(entry.get(field), str) or not entry[field].strip():
+            text = entry.get(field) if isinstance(entry, dict) else None
+            if not isinstance(text, str) or not text.strip():
                 problems.append(f"translations/en.yaml: configuration.{key}.{field}: missing")
     problems += [f"translations/en.yaml: configuration.{key}: no such option" for key in configuration
                  if key not in addon.schema]
@@ -225,7 +228,8 @@ def check_translations(addon: Addon) -> list[str]:
     for port in ports:
         if not isinstance(network.get(port), str) or not network[port].strip():
             problems.append(f"translations/en.yaml: network.{port}: missing")
-    problems += [f"translations/en.yaml: network.{port}: no such port" for port in network if port not in ports]
+    problems += [f"translations/en.yaml: network.{port}: no such port" for port in network
+                 if port not in ports]
     return problems
 
 
@@ -241,7 +245,8 @@ def check_docs(addon: Addon) -> list[str]:
         end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
         sections[heading.group(1)] = text[heading.end() : end]
     problems = [f"DOCS.md: no '### Option: `{key}`' section" for key in addon.schema if key not in sections]
-    problems += [f"DOCS.md: section for `{key}`, which is not an option" for key in sections if key not in addon.schema]
+    problems += [f"DOCS.md: section for `{key}`, which is not an option" for key in sections
+                 if key not in addon.schema]
     problems += [f"DOCS.md: section for `{key}` does not state its default" for key, body in sections.items()
                  if key in addon.schema and "Default" not in body]
     return problems
@@ -258,7 +263,7 @@ def check_rootfs(addon: Addon) -> list[str]:
         if mode is None:
             problems.append(f"{path}: not in git; the Supervisor builds from the repository")
         elif mode != "100755":
-            problems.append(f"{path}: not executable in git (mode {mode}); git update-index --chmod=+x {path}")
+            problems.append(f"{path}: not executable in git (mode {mode}); git update-index --chmod=+x")
     services = {Path(p).parts[4] for p in addon.files if p.startswith(f"{S6_RC}/")} - {"user", "user2"}
     for service in sorted(services):
         base = addon.root / S6_RC / service
@@ -323,7 +328,8 @@ def check_yaml(addon: Addon) -> list[str]:
         path = addon.root / name
         if path.is_file():
             for problem in yamllint_linter.run(path.read_text(encoding="utf-8"), conf, str(path)):
-                problems.append(f"{name}:{problem.line}:{problem.column}: {problem.level}: {problem.message}")
+                where = f"{name}:{problem.line}:{problem.column}"
+                problems.append(f"{where}: {problem.level}: {problem.message}")
     return problems
 
 
@@ -353,7 +359,8 @@ def lint(root: Path) -> list[str]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Check the Home Assistant add-on files.")
-    parser.add_argument("--root", type=Path, default=HERE.parent, help="the repository root (default: this checkout)")
+    parser.add_argument("--root", type=Path, default=HERE.parent,
+                        help="the repository root (default: this checkout)")
     args = parser.parse_args(argv[1:])
     problems = lint(args.root.resolve())
     for problem in problems:

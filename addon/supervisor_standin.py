@@ -34,6 +34,8 @@ class SupervisorState:
     # Answer "not enabled" to this many /services/mqtt requests before the service appears.
     mqtt_unavailable_for: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    # False: the add-on did not declare the service in config.yaml, so the Supervisor says 403.
+    mqtt_access: bool = True
     mqtt_requests: int = 0
     rejected_requests: int = 0
     # Set at every /services/mqtt request, so a test can await one instead of polling.
@@ -79,9 +81,12 @@ async def _require_token(request: web.Request, handler: Any) -> web.StreamRespon
 
 
 async def _mqtt_service(request: web.Request) -> web.Response:
+    if not request.app[STATE].mqtt_access:
+        return web.json_response({"result": "error", "message": "No access to mqtt service!"}, status=403)
     data = request.app[STATE].mqtt_answer()
     if data is None:
-        return web.json_response({"result": "error", "message": "Service not enabled", "data": {}}, status=400)
+        answer = {"result": "error", "message": "Service not enabled", "data": {}}
+        return web.json_response(answer, status=400)
     return web.json_response({"result": "ok", "data": data})
 
 

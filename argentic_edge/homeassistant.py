@@ -133,7 +133,7 @@ def options_to_config(options: Mapping[str, Any]) -> dict[str, Any]:
     if "trusted_peers" in given:
         peers = _list_option(given, "trusted_peers")
         if not all(isinstance(peer, str) and peer for peer in peers):
-            raise AddonError(f"trusted_peers: expected a list of node IDs or public keys, got {peers!r}")
+            raise AddonError(f"trusted_peers: expected node IDs or public keys, got {peers!r}")
         _put(config, ("discovery", "federation", "trusted_peers"), peers)
     return config
 
@@ -161,7 +161,8 @@ def _route(index: int, route: Any) -> dict[str, Any]:
     if "retain" in result:
         text = str(result["retain"]).lower()
         if text not in _RETAIN_VALUES:
-            raise AddonError(f"routes[{index}].retain: expected true, false or auto, got {route['retain']!r}")
+            got = route["retain"]
+            raise AddonError(f"routes[{index}].retain: expected true, false or auto, got {got!r}")
         result["retain"] = _RETAIN_VALUES[text]
     return result
 
@@ -250,6 +251,7 @@ class SupervisorClient:
     The API lives at ``http://supervisor`` unless ``SUPERVISOR_API`` says otherwise (as bashio
     honours it), which is how the add-on runs against addon/supervisor_standin.py outside
     Home Assistant.
+
     Use it as ``async with SupervisorClient() as supervisor:`` or call :meth:`close`. The token
     never appears in logs, exceptions or the repr.
     """
@@ -356,8 +358,14 @@ class SupervisorClient:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             reason = f"{exc.__class__.__name__} {exc}".strip()
             raise SupervisorUnavailable(f"Supervisor API {path} unreachable: {reason}") from exc
-        if status in (401, 403):
-            raise SupervisorError(f"Supervisor API {path} refused the add-on's token (HTTP {status})")
+        if status == 401:
+            raise SupervisorError(f"Supervisor API {path} refused the add-on's token (HTTP 401)")
+        if status == 403:
+            message = body.get("message") if isinstance(body, dict) else None
+            hint = "; config.yaml must list it (services: mqtt:want)" if path.startswith("/services/") else ""
+            raise SupervisorError(
+                f"Supervisor API {path} denied access (HTTP 403): {message or 'forbidden'}{hint}"
+            )
         if status >= 500:
             raise SupervisorUnavailable(f"Supervisor API {path} failed (HTTP {status})")
         return status, body if isinstance(body, dict) else {}
@@ -547,4 +555,5 @@ def select_lan_addresses(entries: Iterable[tuple[str, str]]) -> list[str]:
         if any(address in network for network in _INTERNAL_NETWORKS):
             continue
         selected.add(address)
-    return [str(address) for address in sorted(selected, key=lambda address: (address.version, address))]
+    ordered = sorted(selected, key=lambda address: (address.version, address))
+    return [str(address) for address in ordered]

@@ -64,8 +64,8 @@ def test_lint_passes_on_the_repository() -> None:
 @pytest.fixture
 def addon_copy(tmp_path: Path) -> Path:
     """The repository's files in a fresh git repository, modes kept, for breaking on purpose."""
-    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                            check=True, capture_output=True, text=True).stdout
+    command = ["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard", "-z"]
+    listed = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     copy = tmp_path / "repo"
     for name in filter(None, listed.split("\0")):
         source = ROOT / name
@@ -113,7 +113,8 @@ def test_lint_reports_every_mistake(addon_copy: Path) -> None:
 def test_images_are_reproducible(tmp_path: Path) -> None:
     assert make_images.main(["make_images.py", str(tmp_path)]) == 0
     for name in ("icon.png", "logo.png"):
-        assert (tmp_path / name).read_bytes() == (ROOT / name).read_bytes(), f"{name}: run addon/make_images.py"
+        fresh = (tmp_path / name).read_bytes()
+        assert fresh == (ROOT / name).read_bytes(), f"{name}: run addon/make_images.py"
 
 
 # --- options -> configuration ------------------------------------------------------------------
@@ -163,7 +164,8 @@ def test_all_options_map_onto_the_configuration_format() -> None:
         "mqtt_ca_certs": "mqtt/ca.pem",
         "routes": [
             {"topic": "agent/#", "direction": "both", "qos": "1", "retain": "false"},
-            {"topic": "home/#", "direction": "in", "qos": "auto", "retain": "true", "remote_prefix": "house/"},
+            {"topic": "home/#", "direction": "in", "qos": "auto", "retain": "true",
+             "remote_prefix": "house/"},
         ],
         "trusted_peers": ["garage-pi"],
         "certfile": "fullchain.pem",
@@ -188,7 +190,8 @@ def test_all_options_map_onto_the_configuration_format() -> None:
             },
             "routes": [
                 {"topic": "agent/#", "direction": "both", "qos": 1, "retain": False},
-                {"topic": "home/#", "direction": "in", "qos": "auto", "retain": True, "remote_prefix": "house/"},
+                {"topic": "home/#", "direction": "in", "qos": "auto", "retain": True,
+                 "remote_prefix": "house/"},
             ],
         },
         "discovery": {"enabled": True, "federation": {"trust": "approved", "trusted_peers": ["garage-pi"]}},
@@ -213,11 +216,14 @@ def test_a_ca_file_alone_turns_tls_on() -> None:
     ("options", "message"),
     [
         ({"mqtt_hostname": "x", "colour": 1}, "unknown add-on option(s): colour, mqtt_hostname"),
-        ({"routes": [{"topic": "a/#", "direction": "in", "retain": "maybe"}]}, "routes[0].retain: expected true"),
-        ({"routes": [{"topic": "a/#", "direction": "in", "qos": "3"}]}, "routes[0].qos: expected 0, 1, 2 or auto"),
-        ({"routes": [{"topic": "a/#", "direction": "in", "prefix": "x"}]}, "routes[0]: unknown key(s) prefix"),
+        ({"routes": [{"topic": "a/#", "direction": "in", "retain": "maybe"}]},
+         "routes[0].retain: expected true"),
+        ({"routes": [{"topic": "a/#", "direction": "in", "qos": "3"}]},
+         "routes[0].qos: expected 0, 1, 2 or auto"),
+        ({"routes": [{"topic": "a/#", "direction": "in", "prefix": "x"}]},
+         "routes[0]: unknown key(s) prefix"),
         ({"routes": "agent/#"}, "routes: expected a list, got str"),
-        ({"trusted_peers": ["ok", 5]}, "trusted_peers: expected a list of node IDs"),
+        ({"trusted_peers": ["ok", 5]}, "trusted_peers: expected node IDs or public keys"),
     ],
 )
 def test_bad_options_are_named(options: dict[str, Any], message: str) -> None:
@@ -246,7 +252,8 @@ def test_ssl_paths() -> None:
 def test_options_win_and_the_yaml_file_adds() -> None:
     options = {"bridge": {"enabled": True, "mqtt": {"broker_address": "from-ui"}}, "log_level": "info"}
     extra = {
-        "bridge": {"mqtt": {"broker_address": "from-yaml", "keepalive": 30}, "buffer": {"max_messages": 10}},
+        "bridge": {"mqtt": {"broker_address": "from-yaml", "keepalive": 30},
+                   "buffer": {"max_messages": 10}},
         "log_level": "debug",
         "messaging": {"high_water_mark": 5000},
     }
@@ -319,6 +326,14 @@ async def test_the_token_is_required(supervisor: tuple[Any, str]) -> None:
             await client.addon_info()
     assert state.rejected_requests == 2
     assert "wrong" not in repr(client)
+
+
+async def test_an_undeclared_service_is_an_error_not_a_wait(supervisor: tuple[Any, str]) -> None:
+    state, url = supervisor
+    state.mqtt, state.mqtt_access = SERVICE, False
+    async with ha.SupervisorClient(url, token="test-token") as client:
+        with pytest.raises(ha.SupervisorError, match="HTTP 403.*No access to mqtt service.*mqtt:want"):
+            await client.wait_for_mqtt_service(initial_delay=0.01, timeout=5)
 
 
 def test_no_token_outside_an_addon(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -459,7 +474,8 @@ async def test_discovery_and_removal_through_a_real_broker(mosquitto: Mosquitto)
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="edge") as client:
         for topic, payload, retain in messages:
             await client.publish(topic, payload, qos=1, retain=retain)
-    assert await _retained(mosquitto.port, len(messages)) == {topic: payload for topic, payload, _ in messages}
+    announced = {topic: payload for topic, payload, _retain in messages}
+    assert await _retained(mosquitto.port, len(messages)) == announced
 
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="edge") as client:
         for topic, payload, retain in ha.removal_messages("kitchen-pi"):
