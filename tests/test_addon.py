@@ -110,6 +110,27 @@ def test_lint_reports_every_mistake(addon_copy: Path) -> None:
     assert len(report.strip().splitlines()) == 9, report
 
 
+def test_lint_runs_the_linters_and_compares_versions(addon_copy: Path) -> None:
+    pyproject = (addon_copy / "pyproject.toml").read_text()
+    (addon_copy / "pyproject.toml").write_text(pyproject.replace('version = "0.1.0"', 'version = "0.2.0"', 1))
+    config = (addon_copy / "config.yaml").read_text()
+    (addon_copy / "config.yaml").write_text(config.replace("  - amd64\n", "  - amd64\n  - armv7\n"))
+    with (addon_copy / "Dockerfile").open("a") as dockerfile:
+        dockerfile.write("RUN cd /tmp && touch marker\n")
+    with (addon_copy / "rootfs/etc/s6-overlay/s6-rc.d/argentic-edge/finish").open("a") as finish:
+        finish.write("unused=$1\n")
+    with (addon_copy / "repository.yaml").open("a") as repository:
+        repository.write("extra:  1\n")
+
+    report = _run_lint(addon_copy).stdout
+
+    assert "config.yaml: version: '0.1.0' is not pyproject.toml's '0.2.0'" in report
+    assert "config.yaml: arch: armv7: no longer supported" in report
+    assert "DL3003" in report  # hadolint: use WORKDIR instead of cd
+    assert "SC2034" in report  # shellcheck: unused variable
+    assert "repository.yaml:5:8: error: too many spaces after colon" in report
+
+
 def test_images_are_reproducible(tmp_path: Path) -> None:
     assert make_images.main(["make_images.py", str(tmp_path)]) == 0
     for name in ("icon.png", "logo.png"):
