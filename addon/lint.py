@@ -134,7 +134,22 @@ def check_manifest(addon: Addon) -> list[str]:
         if config.get("version") != package_version:
             version = config.get("version")
             problems.append(f"config.yaml: version: {version!r} is not pyproject.toml's {package_version!r}")
+        problems += _dockerfile_version(addon.root, package_version)
     return problems
+
+
+def _dockerfile_version(root: Path, version: str) -> list[str]:
+    """The image label's fallback version (BUILD_VERSION) must be the release's too."""
+    try:
+        dockerfile = (root / "Dockerfile").read_text(encoding="utf-8")
+    except OSError:
+        return []  # reported by check_files
+    match = re.search(r"^ARG BUILD_VERSION=\"?([^\"\s]+)", dockerfile, re.MULTILINE)
+    if match is None:
+        return ["Dockerfile: no ARG BUILD_VERSION default for the io.hass.version label"]
+    if match.group(1) != version:
+        return [f"Dockerfile: BUILD_VERSION default {match.group(1)!r} is not pyproject.toml's {version!r}"]
+    return []
 
 
 def check_options(addon: Addon) -> list[str]:

@@ -125,6 +125,7 @@ def test_lint_runs_the_linters_and_compares_versions(addon_copy: Path) -> None:
     report = _run_lint(addon_copy).stdout
 
     assert "config.yaml: version: '0.1.0' is not pyproject.toml's '0.2.0'" in report
+    assert "Dockerfile: BUILD_VERSION default '0.1.0' is not pyproject.toml's '0.2.0'" in report
     assert "config.yaml: arch: armv7: no longer supported" in report
     assert "DL3003" in report  # hadolint: use WORKDIR instead of cd
     assert "SC2034" in report  # shellcheck: unused variable
