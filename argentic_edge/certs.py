@@ -276,9 +276,9 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def _span(now: dt.datetime, validity: dt.timedelta) -> tuple[dt.datetime, dt.datetime]:
-    """not_before/not_after for a certificate issued now (X.509 times have whole seconds)."""
-    start = now - min(_MAX_BACKDATE, validity / 100)
-    return start.replace(microsecond=0), (now + validity).replace(microsecond=0)
+    """not_before/not_after for a certificate issued now: exactly ``validity`` apart, whole seconds."""
+    start = (now - min(_MAX_BACKDATE, validity / 100)).replace(microsecond=0)
+    return start, start + validity
 
 
 def make_ca(key: ec.EllipticCurvePrivateKey, node_name: str, validity: dt.timedelta, now: dt.datetime) -> x509.Certificate:
