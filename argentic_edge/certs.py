@@ -236,25 +236,11 @@ def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
-def _tighten(path: Path) -> None:
-    """Our own key files are 0600; a looser mode (someone copied or chmodded them) is fixed."""
+def _key_mode(path: Path) -> int | None:
     try:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            os.chmod(path, KEY_MODE)
-            log.warning("%s: private key was readable by others (mode %o); set to 0600", path, mode)
-    except OSError as exc:
-        log.warning("%s: cannot set the private key's mode to 0600: %s", path, exc.strerror)
-
-
-def _warn_if_exposed(path: Path) -> None:
-    """A brought key is not ours to chmod (Home Assistant maps /ssl read-only): say so instead."""
-    try:
-        mode = path.stat().st_mode & 0o777
+        return path.stat().st_mode & 0o777
     except OSError:
-        return
-    if mode & 0o004:
-        log.warning("%s: private key is readable by every user (mode %o); chmod 600 it", path, mode)
+        return None
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
@@ -265,7 +251,9 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _cert_pem(cert: x509.Certificate) -> bytes:
@@ -281,11 +269,26 @@ def _span(now: dt.datetime, validity: dt.timedelta) -> tuple[dt.datetime, dt.dat
     return start, start + validity
 
 
-def make_ca(key: ec.EllipticCurvePrivateKey, node_name: str, validity: dt.timedelta, now: dt.datetime) -> x509.Certificate:
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, f"argentic-edge CA {node_name}"[:64]),
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),  # X.509's upper bound for a CN
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
     ])
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """ECDSA keys sign: handshakes (digital_signature) and, for the CA, certificates and CRLs."""
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False,
+    )
+
+
+def make_ca(
+    key: CertificateIssuerPrivateKeyTypes, node_name: str, validity: dt.timedelta, now: dt.datetime
+) -> x509.Certificate:
+    """A self-signed CA that may sign leaf certificates only (path length 0)."""
+    name = _name(f"argentic-edge CA {node_name}")
     not_before, not_after = _span(now, validity)
     public = key.public_key()
     return (
@@ -297,14 +300,7 @@ def make_ca(key: ec.EllipticCurvePrivateKey, node_name: str, validity: dt.timede
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
@@ -328,24 +324,14 @@ def make_leaf(
     usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-        ]))
+        .subject_name(_name(common_name))
         .issuer_name(ca_cert.subject)
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(max(not_before, ca_cert.not_valid_before_utc))
         .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -402,6 +388,7 @@ class CertStore:
         self.validity = dt.timedelta(days=validity_days)
         self.ca_validity = dt.timedelta(days=ca_validity_days)
         self.renewal_window = renewal_window
+        self._warned: set[str] = set()
 
     @property
     def brought(self) -> bool:
@@ -510,13 +497,38 @@ class CertStore:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _tighten(self, path: Path) -> None:
+        """Our own key files are 0600; a looser mode (someone copied or chmodded them) is fixed."""
+        mode = _key_mode(path)
+        if mode is None or not mode & 0o077:
+            return
+        try:
+            os.chmod(path, KEY_MODE)
+        except OSError as exc:
+            self._warn_once(f"{path}: private key is readable by others (mode {mode:o}) and cannot be set "
+                            f"to 0600: {exc.strerror}")
+            return
+        log.warning("%s: private key was readable by others (mode %o); set to 0600", path, mode)
+
+    def _warn_if_exposed(self, path: Path) -> None:
+        """A brought key is not ours to chmod (Home Assistant maps /ssl read-only): say so instead."""
+        mode = _key_mode(path)
+        if mode is not None and mode & 0o004:
+            self._warn_once(f"{path}: private key is readable by every user (mode {mode:o}); chmod 600 it")
+
+    def _warn_once(self, message: str) -> None:
+        """Checks run every hour; a condition nobody can fix from here is logged only the first time."""
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
+
     def _check_brought(self, now: dt.datetime) -> None:
         cert_path, key_path = self.server_cert_path, self.server_key_path
         cert = load_certificates(cert_path)[0]
         key = load_private_key(key_path)
         check_pair(cert, cert_path, key, key_path)
         check_dates(cert, cert_path, now)
-        _warn_if_exposed(key_path)
+        self._warn_if_exposed(key_path)
 
     def _ensure_ca(self, now: dt.datetime) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
         cert_path, key_path = self.ca_cert_path, self.ca_key_path
@@ -531,9 +543,9 @@ class CertStore:
             log.info("created the local CA key %s", key_path)
         else:
             key = load_private_key(key_path)
-            _tighten(key_path)
+            self._tighten(key_path)
         if not cert_path.exists():
-            cert = make_ca(key, self.node_name, self.ca_validity, now)  # type: ignore[arg-type]
+            cert = make_ca(key, self.node_name, self.ca_validity, now)
             _write(cert_path, _cert_pem(cert), CERT_MODE)
             log.info("created the local CA %s (sha256 %s)", cert_path, fingerprint_sha256(cert))
             return cert, key
@@ -553,7 +565,7 @@ class CertStore:
             check_pair(cert, cert_path, key, key_path)
         except CertError as exc:
             return str(exc)
-        _tighten(key_path)
+        self._tighten(key_path)
         if not _signed_by(cert, ca_cert):
             return f"{cert_path}: not issued by the local CA {self.ca_cert_path}"
         if now < cert.not_valid_before_utc:
@@ -572,7 +584,7 @@ class CertStore:
     ) -> None:
         key = _new_key()
         sans = [parse_san(name) for name in node_sans(self.node_name)]
-        cert = make_leaf(ca_cert, ca_key, key, self.node_name[:64], sans, client=False, validity=self.validity, now=now)
+        cert = make_leaf(ca_cert, ca_key, key, self.node_name, sans, client=False, validity=self.validity, now=now)
         _write(self.server_key_path, _key_pem(key), KEY_MODE)
         _write(self.server_cert_path, _cert_pem(cert), CERT_MODE)
         log.info(

@@ -41,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     issue.add_argument("--client", action="store_true", help="a client certificate (default: a server one)")
     issue.add_argument("--out", type=Path, default=None, help="output directory (default: DATA_DIR/certs/issued/NAME)")
     issue.add_argument("--san", action="append", default=[], metavar="NAME_OR_IP",
-                       help="an extra DNS name or IP address (repeatable); servers always get NAME, localhost, 127.0.0.1")
+                       help="an extra DNS name or IP address (repeatable); "
+                            "servers always get NAME, localhost, 127.0.0.1")
     issue.set_defaults(func=_handler(_issue))
 
     renew = commands.add_parser("renew", parents=[common], help="issue the server certificate again when it is due")

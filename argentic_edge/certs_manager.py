@@ -108,7 +108,7 @@ class CertManager:
             if changed:
                 for context in self._contexts:
                     load_server_chain(context, self.store)
-        except CertError as exc:
+        except (CertError, OSError) as exc:  # OSError: a directory listing the store does not wrap
             self._fail(str(exc))
             return
         self.certificates = infos
