@@ -247,6 +247,8 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     try:
         atomic_write(path, data, mode)
     except OSError as exc:
+        if path.parent.exists() and not path.parent.is_dir():
+            raise CertError(f"{path}: cannot write: {path.parent} is not a directory") from None
         raise CertError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 

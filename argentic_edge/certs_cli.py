@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _handler(run: Callable[[CertStore, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Build the store from the common options and turn CertError into exit code 1."""
+    """Build the store from the common options; a CertError or OSError becomes exit code 1."""
 
     def handle(args: argparse.Namespace) -> int:
         try:
@@ -64,6 +64,9 @@ def _handler(run: Callable[[CertStore, argparse.Namespace], int]) -> Callable[[a
             return run(store, args)
         except CertError as exc:
             sys.stderr.write(f"argentic-edge certs: {exc}\n")
+            return 1
+        except OSError as exc:  # e.g. an unreadable issued/ directory while listing
+            sys.stderr.write(f"argentic-edge certs: {exc.filename}: {exc.strerror}\n")
             return 1
 
     return handle

@@ -619,6 +619,15 @@ def test_a_read_only_directory_is_an_error_naming_the_file_and_changes_nothing(t
     assert snapshot(store.directory) == before, "nothing overwritten, no temporary file left"
 
 
+def test_a_file_where_the_directory_should_be_is_an_error_naming_it(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.directory.parent.mkdir(parents=True)
+    store.directory.write_bytes(b"not a directory")
+    with pytest.raises(CertError, match=f"{store.directory} is not a directory"):
+        store.ensure()
+    assert store.directory.read_bytes() == b"not a directory"
+
+
 async def test_the_manager_survives_a_read_only_data_dir_and_recovers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -731,7 +740,8 @@ def test_cli_errors_are_one_line_naming_the_file(tmp_path: Path, capsys: pytest.
 
     assert run_cli("init", "--data-dir", data) == 0
     ca = data / "certs" / "ca.pem"
-    ca.write_bytes(ca.read_bytes()[:100])
+    good_ca = ca.read_bytes()
+    ca.write_bytes(good_ca[:100])
     capsys.readouterr()
     for command in (["show"], ["show", "--json"], ["renew"], ["issue", "agent", "--client"]):
         assert run_cli(*command, "--data-dir", data) == 1
@@ -741,6 +751,10 @@ def test_cli_errors_are_one_line_naming_the_file(tmp_path: Path, capsys: pytest.
 
     assert run_cli("issue", "no spaces", "--data-dir", data) == 1
     assert "'no spaces'" in capsys.readouterr().err
+    ca.write_bytes(good_ca)
+    (tmp_path / "taken").write_text("a file")
+    assert run_cli("issue", "agent", "--client", "--out", tmp_path / "taken", "--data-dir", data) == 1
+    assert f"{tmp_path / 'taken'} is not a directory" in capsys.readouterr().err
     byo = ["--certfile", tmp_path / "ssl" / "fullchain.pem", "--keyfile", tmp_path / "ssl" / "privkey.pem"]
     assert run_cli("init", *byo, "--data-dir", data) == 1
     assert str(tmp_path / "ssl" / "fullchain.pem") in capsys.readouterr().err
