@@ -455,7 +455,7 @@ def test_home_assistant_style_files_are_used_instead_of_the_local_ca(tmp_path: P
     assert server_ssl_context(store) is not None
 
 
-def _damage_byo(case: str, certfile: Path, keyfile: Path, ca: OtherCA, tmp_path: Path) -> Path:
+def _damage_byo(case: str, certfile: Path, keyfile: Path, ca: OtherCA) -> Path:
     """Break a brought pair the way ``case`` says; returns the file the error must name."""
     if case == "key does not match":
         keyfile.write_bytes(pem_key(ec.generate_private_key(ec.SECP256R1())))
@@ -503,7 +503,7 @@ BYO_CASES = {
 def test_bad_brought_files_are_a_clear_error_naming_the_file(tmp_path: Path, case: str) -> None:
     ca = OtherCA.create()
     certfile, keyfile = ca.pair(tmp_path / "ssl")
-    named = _damage_byo(case, certfile, keyfile, ca, tmp_path)
+    named = _damage_byo(case, certfile, keyfile, ca)
     store = make_store(tmp_path, certfile=certfile, keyfile=keyfile)
     with pytest.raises(CertError) as error:
         store.ensure()
