@@ -79,10 +79,28 @@ class ServiceSpec:
     build: Callable[[Edge], Service]
 
 
+def _certificates(edge: Edge) -> Service:
+    from argentic_edge.certs import CertStore
+    from argentic_edge.certs_manager import CertManager
+
+    config = edge.config.certificates
+    store = CertStore(edge.config.data_path / "certs", edge.config.node_name,
+                      certfile=config.certfile, keyfile=config.keyfile,
+                      validity_days=config.validity_days,
+                      ca_validity_days=config.ca_validity_days,
+                      renewal_window=config.renewal_window)
+    return CertManager(store, check_interval=config.check_interval)
+
+
 def service_specs() -> list[ServiceSpec]:
-    """Every service in start order. Later ones may use earlier ones through ``edge.services``."""
+    """Every service in start order. Later ones may use earlier ones through ``edge.services``.
+
+    Builders import their modules when called, so a disabled feature costs no memory.
+    """
     return [
         ServiceSpec("bus", ("messaging",), lambda c: True, BusService),
+        ServiceSpec("certificates", ("certificates", "node_name", "data_dir"),
+                    lambda c: c.certificates.enabled, _certificates),
     ]
 
 

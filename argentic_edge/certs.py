@@ -58,14 +58,6 @@ class CertError(Exception):
     """A certificate problem a user can act on; the message names the file and what is wrong."""
 
 
-def default_data_dir() -> Path:
-    """The per-user data directory: $ARGENTIC_EDGE_DATA_DIR, else $XDG_DATA_HOME/argentic-edge."""
-    if os.environ.get("ARGENTIC_EDGE_DATA_DIR"):
-        return Path(os.environ["ARGENTIC_EDGE_DATA_DIR"])
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "argentic-edge"
-
-
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from argentic_edge.certs import CertError, CertInfo, CertStore, default_data_dir
+from argentic_edge.certs import CertError, CertInfo, CertStore
+from argentic_edge.config import default_data_dir, default_node_name
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -57,7 +57,7 @@ def _handler(run: Callable[[CertStore, argparse.Namespace], int]) -> Callable[[a
         try:
             store = CertStore(
                 (args.data_dir or default_data_dir()) / "certs",
-                args.node_name or socket.gethostname().split(".")[0],
+                args.node_name or default_node_name(),
                 certfile=args.certfile,
                 keyfile=args.keyfile,
             )

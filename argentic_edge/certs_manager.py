@@ -21,7 +21,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from argentic_edge.certs import CertError, CertInfo, CertStore, load_server_chain, utcnow
+from argentic_edge.certs import CertError, CertInfo, CertStore, load_server_chain, \
+    server_ssl_context, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ RenewedCallback = Callable[[CertInfo], Awaitable[None] | None]
 
 class CertManager:
     """Runs the checks of one :class:`CertStore`; ``start()``/``stop()`` like every service."""
+
+    name = "certificates"
 
     def __init__(self, store: CertStore, *, check_interval: float = 3600.0, warn_days: tuple[int, ...] = WARN_DAYS):
         self.store = store
@@ -55,6 +58,26 @@ class CertManager:
     def on_renewed(self, callback: RenewedCallback) -> None:
         """Call ``callback(server_info)`` (plain or async) after a new server certificate is loaded."""
         self._callbacks.append(callback)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A server context that follows renewals, or None while no good certificate exists.
+
+        One context is made on first use and reloaded in place from then on, so the web server
+        built on it keeps serving across renewals.
+        """
+        if self.error is not None and self._served is None:
+            return None
+        if not self._contexts:
+            self.add_ssl_context(server_ssl_context(self.store))
+        return self._contexts[0]
+
+    def health(self) -> tuple[bool, str]:
+        if self.error is not None:
+            return False, self.error
+        server = self.server
+        if server is not None and server.days_left <= 0:
+            return False, f"the server certificate expired ({server.path})"
+        return True, "certificates ok"
 
     @property
     def server(self) -> CertInfo | None:

@@ -47,17 +47,17 @@ def _run_config_path(args: argparse.Namespace) -> str | None:
     return str(saved) if saved.is_file() else None
 
 
-async def _until_signalled() -> None:
-    """Wait for SIGTERM or SIGINT (Ctrl-C); either means a clean stop."""
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C); either means a clean stop.
+
+    Installed before anything starts, so a signal that arrives while services are still starting
+    stops the appliance cleanly once they are up, instead of killing it half-started.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    return stop
 
 
 # --- run and proxy --------------------------------------------------------------------------
@@ -71,8 +71,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(config.log_level.upper())
 
     async def main() -> None:
+        stop = _stop_on_signals()
         async with Edge(config, config_path=args.config, addon=args.addon):
-            await _until_signalled()
+            await stop.wait()
         log.info("stopped")
 
     asyncio.run(main())
@@ -84,10 +85,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     bus_config = config.messaging
 
     async def main() -> Bus:
+        stop = _stop_on_signals()
         bus = Bus(bus_config)
         await bus.start()
         try:
-            await _until_signalled()
+            await stop.wait()
         finally:
             await bus.stop()
         return bus
@@ -216,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     _bus_options(subscribe)
     subscribe.set_defaults(func=cmd_sub)
 
+    from argentic_edge import certs_cli
+
+    certs_cli.add_parser(sub)
     return parser
 
 
