@@ -60,9 +60,11 @@
       sections.get(field.section).push(field);
     }
     const container = document.getElementById("config-fields");
-    container.replaceChildren(...[...sections].map(([name, fields]) => el("fieldset", {},
-      el("legend", {text: name}),
-      fields.map((field) => {
+    // Sections fold; those the file sets something in (and the first) start open.
+    container.replaceChildren(...[...sections].map(([name, fields], index) => el("details", {
+      class: "section", open: index === 0 || fields.some((f) => f.value !== null && f.value !== undefined)},
+      el("summary", {text: name}),
+      el("div", {class: "fields"}, fields.map((field) => {
         const control = input(field);
         if (field.kind !== "yaml") controls.push({field, control, initial: control.value});
         return el("div", {class: "field", dataset: {where: field.where}},
@@ -71,7 +73,7 @@
           el("small", {class: "muted", text: [field.doc, field.kind === "yaml" ? "edit in the YAML editor below" : ""]
             .filter(Boolean).join(" · ")}),
           el("p", {class: "error", role: "alert"}));
-      }))));
+      })))));
   }
 
   function setPath(doc, keys, value) {
@@ -114,6 +116,7 @@
       const field = [...document.querySelectorAll(".field")].find((f) => problem.path === f.dataset.where
         || problem.path.startsWith(`${f.dataset.where}[`) || problem.path.startsWith(`${f.dataset.where}.`));
       if (field) {
+        field.closest("details").open = true;
         field.classList.add("invalid");
         field.querySelector(".error").textContent = message;
       }
