@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,8 @@ from argentic_edge.web.configedit import ApplyError, ConfigEditor, load_text, pr
 from argentic_edge.web.feed import FEED, StatusUnavailable, status_document, to_json
 from argentic_edge.web.keys import EDGE
 from argentic_edge.web.logbuffer import WARNINGS
+
+log = logging.getLogger(__name__)
 
 JSON_TYPES = frozenset({"application/json"})
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml",
@@ -142,9 +145,11 @@ async def peer_action(request: web.Request) -> web.Response:
     try:
         result = getattr(peers, action)(peer_id)
         if inspect.isawaitable(result):
-            await result
+            result = await result
     except KeyError:
         raise web.HTTPNotFound(text=f"no peer {peer_id!r}") from None
-    except ValueError as exc:
+    except Exception as exc:  # the peers service refuses with its own errors (FederationError)
+        log.warning("web: %s of a peer refused: %s", action, exc)
         raise web.HTTPConflict(text=str(exc)) from None
-    return _json({"ok": True, "peer": peer_id, "action": action})
+    return _json({"ok": True, "peer": peer_id, "action": action,
+                  "result": result if isinstance(result, dict) else None})

@@ -88,9 +88,10 @@
     if (off(peers)) return body("peers").replaceChildren(el("p", {class: "muted", text: "discovery disabled"}));
     const list = findList(peers, "peers");
     if (!list.length) return body("peers").replaceChildren(el("p", {class: "muted", text: "no peers found"}));
-    body("peers").replaceChildren(table(["peer", "state", ""], list.map((p) => {
+    body("peers").replaceChildren(table(["peer", "state", "trust", ""], list.map((p) => {
       const id = p.id || p.peer_id || p.name;
-      return [p.name && p.name !== id ? `${p.name} (${id})` : String(id), String(p.state ?? "–"), el("span", {class: "buttons"},
+      return [p.name && p.name !== id ? `${p.name} (${id})` : String(id), String(p.state ?? "–"),
+        String(p.trust ?? "–"), el("span", {class: "buttons"},
         el("button", {type: "button", text: "Approve", onclick: () => peerAction(id, "approve")}),
         el("button", {type: "button", class: "secondary", text: "Forget", onclick: () => peerAction(id, "forget")}))];
     })));
@@ -108,7 +109,7 @@
   function renderCertificates(certs) {
     if (off(certs)) return body("certificates").replaceChildren(el("p", {class: "muted", text: "certificates disabled"}));
     const list = certificates(certs, []);
-    body("certificates").replaceChildren(list.length ? table(["certificate", "days left"], list.map((c) =>
+    body("certificates").replaceChildren(certs.error ? el("p", {class: "bad", text: certs.error}) : "", list.length ? table(["certificate", "days left"], list.map((c) =>
       [String(c.name ?? c.subject ?? "–"), el("span", {class: c.days_left < 30 ? "bad" : "ok", text: Math.floor(c.days_left)})]))
       : el("p", {class: "muted", text: "none yet"}));
   }
