@@ -1,10 +1,11 @@
 """Agents and tools seen on the bus, for the status page and the metrics.
 
-Argentic has no registry service: agents announce themselves with heartbeats on ``_ping/<client_id>``
-and tools register over messages (``REGISTER_TOOL`` on ``agent/tools/register`` or
-``tools/<name>/register``, confirmed by the agent with ``TOOL_REGISTERED`` on ``agent/status/info``,
-withdrawn with ``UNREGISTER_TOOL``). This service listens to those topics on the appliance's own bus
-and keeps a small, bounded table of who was seen, what they offer, and when.
+Argentic has no registry service: agents announce themselves with heartbeats on
+``_ping/<client_id>``, and tools register over messages (``REGISTER_TOOL`` on
+``agent/tools/register`` or ``tools/<name>/register``, confirmed by the agent with
+``TOOL_REGISTERED`` on ``agent/status/info``, withdrawn with ``UNREGISTER_TOOL``). This service
+listens to those topics on the appliance's own bus and keeps a small, bounded table of who was
+seen, what they offer, and when.
 
 Cost: every message this service reads is copied through Python, so it subscribes to narrow libzmq
 prefixes only: ``_ping/``, ``agent/tools/register``, ``agent/status/info`` and ``tools/``. The role
@@ -282,7 +283,8 @@ class AgentsService:
             return False, self._failure
         if self._task is None or self._task.done():
             return False, "not watching the bus"
-        return True, f"{len(self.registry.agents)} client(s), {len(self.registry.tools)} tool(s) seen"
+        agents, tools = len(self.registry.agents), len(self.registry.tools)
+        return True, f"{agents} client(s), {tools} tool(s) seen"
 
     def status(self) -> dict[str, Any]:
         document = self.registry.snapshot(time.time())

@@ -316,7 +316,7 @@ async def test_the_web_service_survives_a_save_from_its_own_page(tmp_path: Path)
     document = config_document(tmp_path)
     port = document["web"]["port"]  # type: ignore[index]
     base = f"http://127.0.0.1:{port}"
-    async with running_edge(tmp_path, document) as edge, aiohttp.ClientSession(
+    async with running_edge(tmp_path, document), aiohttp.ClientSession(
             cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         async with session.post(f"{base}/login", data={"password": PASSWORD},
                                 allow_redirects=False) as response:

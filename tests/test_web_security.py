@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import ipaddress
 import json
@@ -24,7 +23,6 @@ from yarl import URL
 from argentic_edge.web import WebService, create_app
 from argentic_edge.web.auth import SESSION_COOKIE
 from argentic_edge.web.credentials import AUTH_FILE
-from tests.brokers import free_port
 from tests.webtools import (
     PASSWORD,
     SUPERVISOR,
@@ -242,7 +240,7 @@ class LocalCertificate:
     def __init__(self, directory: Path) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=1))
@@ -275,21 +273,19 @@ def certificates(tmp_path: Path) -> LocalCertificate:
 
 async def test_https_with_the_certificates_service_marks_the_cookie_secure(
         tmp_path: Path, certificates: LocalCertificate) -> None:
-    port = free_port()
     async with running_edge(tmp_path, quiet(tmp_path)) as edge:
+        # The Edge's own web is off; this one is started by hand beside a certificates service.
         edge.services["certificates"] = certificates  # type: ignore[assignment]
-        edge.config = dataclasses.replace(
-            edge.config, web=dataclasses.replace(edge.config.web, enabled=True, port=port))
+        port = edge.config.web.port
         service = WebService(edge)
         await service.start()
         try:
             context = certificates.client_context()
-            async with aiohttp.ClientSession() as session:
-                async with session.post(f"https://127.0.0.1:{port}/login",
-                                        data={"password": PASSWORD}, ssl=context,
-                                        allow_redirects=False) as response:
-                    assert response.status == 303
-                    assert "Secure" in response.headers["Set-Cookie"]
+            async with aiohttp.ClientSession() as session, session.post(
+                    f"https://127.0.0.1:{port}/login", data={"password": PASSWORD}, ssl=context,
+                    allow_redirects=False) as response:
+                assert response.status == 303
+                assert "Secure" in response.headers["Set-Cookie"]
             assert service.status()["https"] is True
             assert service.url == f"https://127.0.0.1:{port}/"
         finally:

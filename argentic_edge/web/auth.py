@@ -169,9 +169,9 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     access = request.app[ACCESS]
     identity = request[IDENTITY]
-    if identity.session is not None and access.credentials is not None:
+    if identity.cookie is not None and access.credentials is not None:
         await asyncio.get_running_loop().run_in_executor(None, access.credentials.revoke,
-                                                         identity.session)
+                                                         identity.cookie)
     response = web.HTTPSeeOther("login")
     response.del_cookie(SESSION_COOKIE, path="/")
     raise response

@@ -195,20 +195,13 @@ def _map(value: Any, path: PathKeys, visit: Callable[[Any, PathKeys], Any]) -> A
     return visit(value, path)
 
 
-def masked_document(document: Any) -> Any:
-    def visit(value: Any, path: PathKeys) -> Any:
-        return MASK if _maskable(value) and is_secret(path, document) else value
-    return _map(document, (), visit)
-
-
 def _lookup(document: Any, path: PathKeys) -> tuple[bool, Any]:
     for key in path:
-        if isinstance(document, Mapping) and key in document:
-            document = document[key]
-        elif isinstance(document, list) and isinstance(key, int) and 0 <= key < len(document):
-            document = document[key]
-        else:
+        in_mapping = isinstance(document, Mapping) and key in document
+        in_list = isinstance(document, list) and isinstance(key, int) and 0 <= key < len(document)
+        if not (in_mapping or in_list):
             return False, None
+        document = document[key]
     return True, document
 
 
@@ -217,16 +210,23 @@ def _unknown_mask(path: PathKeys) -> Problem:
                                        "type the value")
 
 
-def restore_document(submitted: Any, stored: Any) -> Any:
+def restore_document(submitted: Any, stored: Any, shown: Any) -> Any:
+    """Put stored values back wherever the submitted document still has a mask that was shown.
+
+    ``shown`` is the stored document as the browser got it (parsed from the masked text), so a
+    value masked because a secret shares it through a YAML alias comes back too.
+    """
     problems = []
 
     def visit(value: Any, path: PathKeys) -> Any:
-        if value != MASK or not is_secret(path, submitted):
+        if value != MASK:
             return value
         found, old = _lookup(stored, path)
-        if not found or not _maskable(old):
+        if found and _lookup(shown, path) == (True, MASK) and _maskable(old):
+            return old
+        if is_secret(path, submitted):
             problems.append(_unknown_mask(path))
-        return old
+        return value
     restored = _map(submitted, (), visit)
     if problems:
         raise ConfigError(problems)
@@ -269,6 +269,7 @@ def problems_json(error: ConfigError, document: Any) -> list[dict[str, Any]]:
 # --- the editor ----------------------------------------------------------------------------
 
 _locks: weakref.WeakKeyDictionary[Edge, asyncio.Lock] = weakref.WeakKeyDictionary()
+_saving: set[asyncio.Task[dict[str, Any]]] = set()  # strong references while a save runs
 
 
 class ConfigEditor:
@@ -290,11 +291,13 @@ class ConfigEditor:
             raise ConfigError([Problem(str(self.path), None, f"cannot read the file: {exc}")]
                               ) from None
 
-    def _stored_document(self, text: str | None) -> Any:
+    def _stored(self) -> tuple[Any, Any]:
+        """The stored document and the same as the browser sees it (masked)."""
+        text = self.stored_text()
         try:
-            return load_text(text) if text else None
+            return (load_text(text), load_text(masked_text(text))) if text else (None, None)
         except ConfigError:
-            return None  # an unreadable stored file has no secrets to keep
+            return None, None  # an unreadable stored file has no secrets to keep
 
     def view(self) -> dict[str, Any]:
         """The masked file, as text and as a document, with the form's fields."""
@@ -302,19 +305,19 @@ class ConfigEditor:
         view: dict[str, Any] = {"path": str(self.path), "exists": text is not None,
                                 "problems": []}
         try:
-            document = load_text(text) if text else None
             view["yaml"] = masked_text(text) if text else STARTER
+            masked = load_text(view["yaml"]) if text else None
         except ConfigError as exc:
             # Without parsing it, the secrets in it cannot be found: the text is not shown.
-            document = None
+            masked = None
             view["yaml"] = f"# {self.path} cannot be shown: it is not valid YAML.\n"
             view["problems"] = problems_json(exc, None)
-        masked = masked_document(document if document is not None else {})
+        masked = masked if masked is not None else {}
         view.update(document=masked, fields=form_fields(masked))
         return view
 
     def prepare_document(self, submitted: Any) -> tuple[str, EdgeConfig]:
-        document = restore_document(submitted, self._stored_document(self.stored_text()))
+        document = restore_document(submitted, *self._stored())
         config = validate(document)
         return yaml.safe_dump(document, sort_keys=False, allow_unicode=True), config
 
@@ -325,7 +328,9 @@ class ConfigEditor:
     async def save(self, prepare: Callable[[], tuple[str, EdgeConfig]]) -> dict[str, Any]:
         """Validate (``prepare``), apply, then write. Runs to its end even if the request that
         asked for it goes away: the web service itself may be among what gets restarted."""
-        task = asyncio.ensure_future(self._save(prepare))
+        task = asyncio.create_task(self._save(prepare), name="argentic-edge-config-save")
+        _saving.add(task)
+        task.add_done_callback(_saving.discard)
         return await asyncio.shield(task)
 
     async def _save(self, prepare: Callable[[], tuple[str, EdgeConfig]]) -> dict[str, Any]:

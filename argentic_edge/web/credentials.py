@@ -1,10 +1,10 @@
 """The web's secrets on disk: the password hash, the session key and revoked sessions.
 
 Sessions are signed cookies (expiry, nonce, HMAC) rather than server-side state, because the web
-service restarts whenever the configuration is saved from the page, and a user should not be logged
-out by their own save. The signing key lives in one 0600 file in the data directory and is mixed with
-the password, so changing the password ends every session. A logout is remembered in the same file
-until the cookie would have expired anyway.
+service restarts whenever the configuration is saved from the page, and a user should not be
+logged out by their own save. The signing key lives in one 0600 file in the data directory and is
+mixed with the password, so changing the password ends every session. A logout is remembered in
+the same file until the cookie would have expired anyway.
 """
 
 from __future__ import annotations

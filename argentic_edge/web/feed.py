@@ -78,7 +78,8 @@ class StatusFeed:
         try:
             while True:
                 async with self._changed:
-                    await self._changed.wait_for(lambda: self._closed or self._version > seen)
+                    await self._changed.wait_for(
+                        lambda seen=seen: self._closed or self._version > seen)
                 if self._closed:
                     return
                 seen = self._version

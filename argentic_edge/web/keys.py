@@ -22,7 +22,7 @@ class Identity:
 
     kind: Literal["ingress", "token", "session"]
     csrf: str | None
-    session: str | None = None
+    cookie: str | None = None  # the session cookie, so logout can revoke it
 
 
 IDENTITY = web.RequestKey("identity", Identity)

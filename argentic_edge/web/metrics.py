@@ -1,4 +1,4 @@
-"""The status document in Prometheus' text format (version 0.0.4), names prefixed ``argentic_edge_``.
+"""The status document in Prometheus' text format (0.0.4), names prefixed ``argentic_edge_``.
 
 The bus and agents sections have shapes this package knows. The bridge, peers and certificates
 sections come from services written elsewhere, so they are read by convention rather than by
@@ -36,7 +36,7 @@ def _metric_name(text: str) -> str:
 
 
 def _format(value: float) -> str:
-    """Whole numbers exactly (counters pass 2**53 only after years), others as Python writes them."""
+    """Whole numbers exactly (counters pass 2**53 only after years), others as Python does."""
     return str(int(value)) if value.is_integer() and abs(value) < 2 ** 63 else repr(value)
 
 

@@ -1,8 +1,8 @@
 """Protections every response and every mutating request goes through.
 
 - Headers: a strict Content-Security-Policy (no inline script, nothing from outside the origin),
-  nosniff, same-origin framing, no cross-origin referrers. Home Assistant's ingress shows the page in
-  an iframe of the Home Assistant frontend, but both are served by Home Assistant from the same
+  nosniff, same-origin framing, no cross-origin referrers. Home Assistant's ingress shows the page
+  in an iframe of the Home Assistant frontend, but both are served by Home Assistant from the same
   origin (``/api/hassio_ingress/<token>/``), so ``frame-ancestors 'self'`` and ``SAMEORIGIN`` hold
   there too, while every other site stays unable to frame the page.
 - CSRF: a mutating request from a browser (session cookie or ingress) must carry the per-session
@@ -101,7 +101,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except Exception:
         log.exception("web: %s %s failed", request.method, request.path)
-        raise web.HTTPInternalServerError(text="internal error; see the appliance's log\n") from None
+        raise web.HTTPInternalServerError(
+            text="internal error; see the appliance's log\n") from None
 
 
 @web.middleware
