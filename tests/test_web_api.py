@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import re
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -29,6 +33,7 @@ from tests.webtools import (
     config_document,
     running_edge,
     web_client,
+    write_config,
 )
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -350,3 +355,31 @@ async def test_a_taken_web_port_is_named(tmp_path: Path) -> None:
                                            "already in use"):
             async with running_edge(tmp_path, document):
                 pass
+
+
+def test_the_command_line_names_a_taken_web_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write_config(tmp_path, config_document(tmp_path, web_options={"port": port}))
+        result = subprocess.run(
+            [sys.executable, "-m", "argentic_edge", "run", "--config", str(path)],
+            capture_output=True, text=True, timeout=30,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert result.returncode == 1
+    assert f"web port {port} (web.port) on 127.0.0.1 is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_recent_warnings_of_the_appliance_are_shown(tmp_path: Path) -> None:
+    async with running_edge(tmp_path, quiet_web(tmp_path)) as edge, web_client(edge) as client:
+        logger = logging.getLogger("argentic_edge.bridge")
+        logger.warning("broker %s refused the connection", "mqtt.lan")
+        logger.info("not a warning")
+        logging.getLogger("elsewhere").error("not the appliance's")
+        _, _, body = await client.request("GET", "/api/status", headers=BEARER)
+        [newest, *_] = json.loads(body)["warnings"]
+        assert (newest["level"], newest["logger"], newest["message"]) == (
+            "WARNING", "argentic_edge.bridge", "broker mqtt.lan refused the connection")
+        assert all(w["logger"].startswith("argentic_edge") for w in json.loads(body)["warnings"])
