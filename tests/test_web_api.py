@@ -383,3 +383,26 @@ async def test_recent_warnings_of_the_appliance_are_shown(tmp_path: Path) -> Non
         assert (newest["level"], newest["logger"], newest["message"]) == (
             "WARNING", "argentic_edge.bridge", "broker mqtt.lan refused the connection")
         assert all(w["logger"].startswith("argentic_edge") for w in json.loads(body)["warnings"])
+
+
+async def test_the_web_service_survives_a_failed_apply_from_its_own_request(
+        tmp_path: Path) -> None:
+    document = config_document(tmp_path)
+    document["messaging"]["connect_timeout"] = 300  # type: ignore[index]
+    base = f"http://127.0.0.1:{document['web']['port']}"  # type: ignore[index]
+    async with running_edge(tmp_path, document) as edge, aiohttp.ClientSession(
+            headers=BEARER) as session:
+        before = edge.config
+        async with session.get(f"{base}/api/config") as response:
+            submitted = (await response.json())["document"]
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            submitted["messaging"]["port"] = taken.getsockname()[1]
+            async with session.put(f"{base}/api/config", json=submitted) as response:
+                assert response.status == 409
+        async with session.get(f"{base}/healthz") as response:
+            assert (response.status, await response.json()) == (200, {"ok": True,
+                                                                      "reasons": []})
+        assert edge.config is before
+        assert set(edge.services) == {"bus", "agents", "web"}
