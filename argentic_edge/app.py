@@ -23,6 +23,10 @@ from argentic_edge.proxy import Bus
 log = logging.getLogger(__name__)
 
 
+class ServiceError(Exception):
+    """A service cannot start as configured; the message names the key to change."""
+
+
 class Service(Protocol):
     """What the composition root needs from a service."""
 
@@ -92,6 +96,16 @@ def _certificates(edge: Edge) -> Service:
     return CertManager(store, check_interval=config.check_interval)
 
 
+def _agents(edge: Edge) -> Service:
+    from argentic_edge.agents import AgentsService
+    return AgentsService(edge)
+
+
+def _web(edge: Edge) -> Service:
+    from argentic_edge.web import WebService  # aiohttp is imported only when the web is on
+    return WebService(edge)
+
+
 def service_specs() -> list[ServiceSpec]:
     """Every service in start order. Later ones may use earlier ones through ``edge.services``.
 
@@ -101,6 +115,9 @@ def service_specs() -> list[ServiceSpec]:
         ServiceSpec("bus", ("messaging",), lambda c: True, BusService),
         ServiceSpec("certificates", ("certificates", "node_name", "data_dir"),
                     lambda c: c.certificates.enabled, _certificates),
+        ServiceSpec("agents", ("messaging",), lambda c: True, _agents),
+        ServiceSpec("web", ("web", "certificates", "node_name", "data_dir"),
+                    lambda c: c.web.enabled, _web),
     ]
 
 

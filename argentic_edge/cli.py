@@ -19,6 +19,7 @@ import yaml
 import zmq
 
 from argentic_edge import __version__
+from argentic_edge.app import ServiceError
 from argentic_edge.client import BusUnreachable, Subscriber, publish
 from argentic_edge.config import SAVED_CONFIG_NAME, ConfigError, EdgeConfig, default_data_dir, \
     dump_yaml, file_problems, load_config
@@ -247,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         return _fail(str(exc))
-    except (BusError, BusUnreachable, TopicError) as exc:
+    except (BusError, BusUnreachable, TopicError, ServiceError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,84 @@
+"""The aiohttp application: routes, middlewares and the state handlers share.
+
+``create_app(edge)`` builds it; the web service runs it. Middlewares, outermost first: errors (no
+traceback ever reaches a client), SERVING (lets the service notice a restart from its own request),
+authentication, CSRF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from argentic_edge.app import Edge
+from argentic_edge.web import api, auth, pages
+from argentic_edge.web.auth import ACCESS, SUPERVISOR_ADDRESS, Access
+from argentic_edge.web.credentials import Credentials
+from argentic_edge.web.feed import FEED, StatusFeed, status_document
+from argentic_edge.web.keys import EDGE
+from argentic_edge.web.logbuffer import WARNINGS
+from argentic_edge.web.security import csrf, errors, mark_serving, security_headers
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY = 256 * 1024  # a configuration file is a few kilobytes
+
+
+def create_app(edge: Edge, *, supervisor_address: str = SUPERVISOR_ADDRESS,
+               status_interval: float = 1.0) -> web.Application:
+    """The web application for ``edge``. ``supervisor_address`` is the only source accepted for
+    ingress requests in add-on mode (tests pass a loopback address)."""
+    app = web.Application(middlewares=[errors, mark_serving, auth.authenticate, csrf],
+                          client_max_size=MAX_BODY)
+    app[EDGE] = edge
+    app[ACCESS] = Access(ingress=edge.config.web.ingress, supervisor_address=supervisor_address,
+                         api_token=edge.config.web.api_token)
+    app[FEED] = StatusFeed(lambda: status_document(edge, WARNINGS), status_interval)
+    app.on_response_prepare.append(security_headers)
+    app.cleanup_ctx.append(_recent_warnings)
+    app.cleanup_ctx.append(_credentials)
+    app.on_shutdown.append(_end_streams)
+    _routes(app.router)
+    return app
+
+
+def _routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/", pages.index, name="index")
+    router.add_get("/config", pages.config, name="config")
+    login = router.add_resource("/login", name="login")
+    login.add_route("GET", auth.login_page)
+    login.add_route("POST", auth.login)
+    router.add_post("/logout", auth.logout, name="logout")
+    router.add_get("/healthz", api.healthz, name="healthz")
+    router.add_get("/metrics", api.prometheus, name="metrics")
+    router.add_get("/api/status", api.status, name="status")
+    router.add_get("/api/events", api.events, name="events")
+    config = router.add_resource("/api/config", name="api_config")
+    config.add_route("GET", api.config_view)
+    config.add_route("PUT", api.config_save)
+    router.add_post("/api/config/check", api.config_check, name="config_check")
+    router.add_post("/api/peers/{peer_id}/{action:approve|forget}", api.peer_action,
+                    name="peer_action")
+    router.add_get("/api/openapi.json", api.openapi_document, name="openapi")
+    router.add_static("/static", STATIC, name="static")
+
+
+async def _recent_warnings(app: web.Application) -> AsyncIterator[None]:
+    WARNINGS.attach()
+    yield
+    WARNINGS.detach()
+
+
+async def _credentials(app: web.Application) -> AsyncIterator[None]:
+    """Load (or create) the password hash and session key: file I/O and scrypt, off the loop."""
+    edge, access = app[EDGE], app[ACCESS]
+    access.credentials = await asyncio.get_running_loop().run_in_executor(
+        None, Credentials.load, edge.config.data_path, edge.config.web.password,
+        not access.ingress)
+    yield
+
+
+async def _end_streams(app: web.Application) -> None:
+    await app[FEED].close()

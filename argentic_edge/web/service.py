@@ -1,0 +1,117 @@
+"""The web as an Edge service: the aiohttp application on ``web.host:web.port``.
+
+HTTPS uses the certificates service's reloadable SSLContext when that service runs; in add-on mode
+(ingress) the Supervisor proxies plain HTTP, so the page is served plain.
+
+Every configuration change restarts this service, usually from inside one of its own requests (the
+save from the page). Stopping then closes the listening socket at once, so the new instance can bind
+the port, but lets the old application finish that request in the background: waiting for it here
+would wait for ourselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from argentic_edge.app import ServiceError
+from argentic_edge.web.app import create_app
+from argentic_edge.web.auth import SUPERVISOR_ADDRESS
+from argentic_edge.web.security import SERVING
+
+if TYPE_CHECKING:
+    from argentic_edge.app import Edge
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 10.0
+_finishing: set[asyncio.Task[None]] = set()
+
+
+class WebError(ServiceError):
+    """The web cannot listen as configured."""
+
+
+def _explain(exc: OSError, host: str, port: int) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"web port {port} (web.port) on {host} is already in use by another program"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"web.host {host}: this machine has no such address"
+    if exc.errno == errno.EACCES:
+        return f"web port {port} (web.port): permission denied (ports below 1024 need root)"
+    return f"web cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+class WebService:
+    name = "web"
+
+    def __init__(self, edge: Edge, *, supervisor_address: str = SUPERVISOR_ADDRESS) -> None:
+        self.edge = edge
+        self.supervisor_address = supervisor_address
+        self._runner: web.AppRunner | None = None
+        self._https = False
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.edge.config.web.ingress:
+            return None
+        certificates = self.edge.services.get("certificates")
+        provider = getattr(certificates, "ssl_context", None)
+        return provider() if provider is not None else None
+
+    async def start(self) -> None:
+        config = self.edge.config.web
+        context = self._ssl_context()
+        app = create_app(self.edge, supervisor_address=self.supervisor_address)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, config.host, config.port, ssl_context=context).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise WebError(_explain(exc, config.host, config.port)) from None
+        self._runner, self._https = runner, context is not None
+        log.info("web: status page at %s", self.url)
+
+    @property
+    def port(self) -> int | None:
+        if self._runner is None or not self._runner.addresses:
+            return None
+        return int(self._runner.addresses[0][1])
+
+    @property
+    def url(self) -> str:
+        host = self.edge.config.web.host
+        if host in ("0.0.0.0", "::", "*"):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self._https else 'http'}://{host}:{self.port}/"
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        if SERVING.get() is not runner.app:
+            await runner.cleanup()
+            return
+        for site in list(runner.sites):
+            await site.stop()
+        task = asyncio.create_task(runner.cleanup(), name="argentic-edge-web-finish")
+        _finishing.add(task)
+        task.add_done_callback(_finishing.discard)
+
+    def health(self) -> tuple[bool, str]:
+        if self._runner is None:
+            return False, "not serving"
+        return True, f"serving {self.url}"
+
+    def status(self) -> dict[str, Any]:
+        config = self.edge.config.web
+        return {"url": self.url if self._runner else None, "port": self.port,
+                "https": self._https, "ingress": config.ingress}

@@ -1,0 +1,145 @@
+"use strict";
+// The status page: renders the status document from the event stream (api/events), falling back
+// to polling api/status when no event arrives (a proxy that buffers streams).
+(() => {
+  const {el, api, count, rate, bytes, duration, ago, table} = AE;
+  const live = document.getElementById("live");
+  let previous = null;
+  let lastEvent = 0;
+
+  const body = (id) => document.querySelector(`#${id} .body`);
+  const off = (section) => !section || section.enabled === false;
+  const scalar = (v) => ["string", "number", "boolean"].includes(typeof v);
+
+  function facts(object) {
+    const rows = Object.entries(object).filter(([k, v]) => scalar(v) && k !== "enabled");
+    return el("dl", {class: "facts"}, rows.map(([k, v]) => [el("dt", {text: k.replaceAll("_", " ")}),
+      el("dd", {text: String(v)})]));
+  }
+
+  function findList(section, key) {
+    if (!section) return [];
+    if (Array.isArray(section)) return section;
+    if (Array.isArray(section[key])) return section[key];
+    return [];
+  }
+
+  function renderNode(doc) {
+    document.getElementById("node-name").textContent = doc.node.name;
+    document.getElementById("uptime").textContent = duration(doc.node.uptime);
+    document.getElementById("version").textContent = doc.node.version + (doc.node.addon ? " (add-on)" : "");
+    const health = document.getElementById("health");
+    health.replaceChildren(doc.health.ok ? el("span", {class: "ok", text: "all services up"})
+      : el("ul", {class: "bad"}, doc.health.reasons.map((r) => el("li", {text: r}))));
+  }
+
+  function counter(counters, path) {
+    const [side, name] = path.split(".");
+    return counters && counters[side] ? counters[side][name] : undefined;
+  }
+
+  function renderBus(bus, now) {
+    document.getElementById("bus-mode").textContent = off(bus) ? "stopped"
+      : `${bus.mode} · publish ${bus.publish} · subscribe ${bus.subscribe}`;
+    const counters = bus && bus.counters;
+    for (const cell of document.querySelectorAll("#bus [data-counter]")) {
+      const value = counter(counters, cell.dataset.counter);
+      cell.textContent = cell.dataset.counter.includes("bytes") ? bytes(value) : count(value);
+    }
+    for (const cell of document.querySelectorAll("#bus [data-rate]")) {
+      const value = counter(counters, cell.dataset.rate);
+      const before = previous && counter(previous.counters, cell.dataset.rate);
+      const seconds = previous ? now - previous.time : 0;
+      cell.textContent = seconds > 0 && typeof before === "number" && value >= before
+        ? rate((value - before) / seconds) : "–";
+    }
+    if (counters) previous = {time: now, counters};
+  }
+
+  function renderBridge(bridge) {
+    if (off(bridge)) return body("bridge").replaceChildren(el("p", {class: "muted", text: "disabled"}));
+    const routes = findList(bridge, "routes");
+    const columns = [...new Set(routes.flatMap((r) => Object.keys(r)))];
+    body("bridge").replaceChildren(facts(bridge),
+      routes.length ? table(columns, routes.map((r) => columns.map((c) => String(r[c] ?? "")))) : "");
+  }
+
+  function renderAgents(agents) {
+    if (off(agents)) return body("agents").replaceChildren(el("p", {class: "muted", text: "disabled"}));
+    const clients = findList(agents, "agents");
+    const tools = findList(agents, "tools");
+    body("agents").replaceChildren(
+      el("h3", {text: `Agents and clients (${clients.length})`}),
+      clients.length ? table(["id", "role", "heartbeats", "last seen"], clients.map((a) =>
+        [a.id, a.role, count(a.heartbeats), ago(a.age)]), "list agents")
+        : el("p", {class: "muted", text: "none seen yet (agents send heartbeats on _ping/<id>)"}),
+      el("h3", {text: `Tools (${tools.length})`}),
+      tools.length ? table(["name", "state", "provider", "agent", "last seen"], tools.map((t) =>
+        [t.name, t.state, t.provider || "–", t.agent || "–", ago(t.age)]), "list tools")
+        : el("p", {class: "muted", text: "none registered yet"}));
+  }
+
+  async function peerAction(id, action) {
+    const result = await api("POST", `api/peers/${encodeURIComponent(id)}/${action}`);
+    live.textContent = result.ok ? `${action}: ${id}` : `${action} failed: ${result.data.error}`;
+  }
+
+  function renderPeers(peers) {
+    if (off(peers)) return body("peers").replaceChildren(el("p", {class: "muted", text: "discovery disabled"}));
+    const list = findList(peers, "peers");
+    if (!list.length) return body("peers").replaceChildren(el("p", {class: "muted", text: "no peers found"}));
+    body("peers").replaceChildren(table(["peer", "state", "trust", ""], list.map((p) => {
+      const id = p.id || p.peer_id || p.name;
+      return [p.name && p.name !== id ? `${p.name} (${id})` : String(id), String(p.state ?? "–"),
+        String(p.trust ?? "–"), el("span", {class: "buttons"},
+        el("button", {type: "button", text: "Approve", onclick: () => peerAction(id, "approve")}),
+        el("button", {type: "button", class: "secondary", text: "Forget", onclick: () => peerAction(id, "forget")}))];
+    })));
+  }
+
+  function certificates(value, out) {
+    if (Array.isArray(value)) value.forEach((v) => certificates(v, out));
+    else if (value && typeof value === "object") {
+      if ("days_left" in value) out.push(value);
+      else Object.values(value).forEach((v) => certificates(v, out));
+    }
+    return out;
+  }
+
+  function renderCertificates(certs) {
+    if (off(certs)) return body("certificates").replaceChildren(el("p", {class: "muted", text: "certificates disabled"}));
+    const list = certificates(certs, []);
+    body("certificates").replaceChildren(certs.error ? el("p", {class: "bad", text: certs.error}) : "", list.length ? table(["certificate", "days left"], list.map((c) =>
+      [String(c.name ?? c.subject ?? "–"), el("span", {class: c.days_left < 30 ? "bad" : "ok", text: Math.floor(c.days_left)})]))
+      : el("p", {class: "muted", text: "none yet"}));
+  }
+
+  function renderWarnings(warnings) {
+    body("warnings").replaceChildren(warnings.length ? el("ul", {class: "warnings"}, warnings.map((w) =>
+      el("li", {}, el("time", {text: new Date(w.time * 1000).toLocaleTimeString()}), " ",
+        el("strong", {text: w.level}), " ", el("span", {class: "muted", text: w.logger}), " ", w.message)))
+      : el("p", {class: "muted", text: "none"}));
+  }
+
+  function render(doc) {
+    if (doc.error) { live.textContent = doc.error; return; }
+    renderNode(doc);
+    renderBus(doc.bus, doc.time);
+    renderBridge(doc.bridge);
+    renderAgents(doc.agents);
+    renderPeers(doc.peers);
+    renderCertificates(doc.certificates);
+    renderWarnings(doc.warnings || []);
+    live.textContent = `live · updated ${new Date(doc.time * 1000).toLocaleTimeString()}`;
+    live.className = "live on";
+  }
+
+  const events = new EventSource("api/events");
+  events.onmessage = (event) => { lastEvent = Date.now(); render(JSON.parse(event.data)); };
+  events.onerror = () => { live.textContent = "reconnecting…"; live.className = "live"; };
+  setInterval(async () => {
+    if (Date.now() - lastEvent < 5000) return;
+    const result = await api("GET", "api/status");
+    if (result.ok) render(result.data);
+  }, 2500);
+})();

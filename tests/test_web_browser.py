@@ -1,0 +1,119 @@
+"""The page in a real headless Chromium: log in, watch live counters, edit the configuration,
+and the same page under a Home Assistant ingress prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import zmq
+from aiohttp.test_utils import TestServer
+
+from argentic_edge.client import publish
+from argentic_edge.web import create_app
+from tests.browser import CHROMIUM, Browser
+from tests.webtools import PASSWORD, SUPERVISOR, config_document, ingress_proxy, running_edge
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs chromium")]
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    chromium = await Browser.launch(tmp_path / "chromium")
+    yield chromium
+    await chromium.close()
+    assert chromium.problems == [], chromium.problems
+
+
+def text_of(selector: str) -> str:
+    return f"(document.querySelector({json.dumps(selector)}) || {{}}).textContent"
+
+
+async def test_log_in_watch_the_bus_and_change_the_configuration(
+        tmp_path: Path, browser: Browser) -> None:
+    document = config_document(tmp_path)
+    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
+    async with running_edge(tmp_path, document) as edge:
+        await browser.navigate(base)
+        assert await browser.evaluate("location.pathname") == "/login"
+        await browser.submit_and_load(
+            f"document.getElementById('password').value = {json.dumps(PASSWORD)};"
+            "document.getElementById('login-form').submit()")
+        assert await browser.evaluate("location.pathname") == "/"
+        await browser.wait_for("document.getElementById('live').classList.contains('on')")
+        published = '[data-counter="frontend.messages_in"]'
+        assert await browser.evaluate(text_of(published)) == "0"
+
+        endpoint = edge.services["bus"].bus.endpoints.publish  # type: ignore[attr-defined]
+        context = zmq.Context()
+        for _ in range(5):
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: publish(context, endpoint, "_ping/kitchen-agent",
+                                      b'{"type": "INFO", "source": "kitchen-agent"}', wait=2.0))
+        context.term()
+        await browser.wait_for(f"{text_of(published)} === '5'")
+        await browser.wait_for(f"{text_of('#agents table.agents')}.includes('kitchen-agent')")
+        assert await browser.evaluate(text_of("#bridge .body")) == "disabled"
+        assert await browser.evaluate(text_of("#peers .body")) == "discovery disabled"
+        await browser.screenshot(ARTIFACTS / "web-status.png")
+        await browser.screenshot(ARTIFACTS / "web-status-phone.png", width=390, height=844,
+                                 mobile=True)
+
+        await browser.submit_and_load("document.getElementById('nav-config').click()")
+        field = "[data-where='web.port']"
+        await browser.wait_for(f"document.querySelector(\"{field} input\")")
+        file_before = (tmp_path / "argentic-edge.yaml").read_text()
+        await browser.evaluate(f"document.querySelector(\"{field} input\").value = '70000';"
+                               "document.getElementById('config-save').click()")
+        error = await browser.wait_for(f"{text_of(field + ' .error')}")
+        assert error.startswith("expected a TCP port from 1 to 65535")
+        assert (tmp_path / "argentic-edge.yaml").read_text() == file_before
+
+        port = document["web"]["port"]  # type: ignore[index]
+        await browser.evaluate(
+            f"document.querySelector(\"{field} input\").value = '{port}';"
+            "document.querySelector(\"[data-where='node_name'] input\").value = 'renamed-node';"
+            "document.getElementById('config-save').click()")
+        result = await browser.wait_for(
+            f"{text_of('#config-result')}.startsWith('Saved') && {text_of('#config-result')}")
+        assert result == "Saved and applied (restarted: web)."
+        assert edge.config.node_name == "renamed-node"
+        await browser.screenshot(ARTIFACTS / "web-config.png", height=1400)
+
+        await browser.submit_and_load("document.getElementById('nav-status').click()")
+        await browser.wait_for(f"{text_of('#node-name')} === 'renamed-node'")
+        assert edge.status()["node"]["name"] == "renamed-node"
+
+
+async def test_the_page_works_under_an_ingress_prefix(tmp_path: Path, browser: Browser) -> None:
+    prefix = "/api/hassio_ingress/Xy12abcDEF"
+    document = config_document(tmp_path, web_options={"enabled": False, "ingress": True,
+                                                      "password": None})
+    async with running_edge(tmp_path, document) as edge:
+        appliance = TestServer(create_app(edge, supervisor_address=SUPERVISOR), host="127.0.0.1")
+        await appliance.start_server()
+        proxy = TestServer(ingress_proxy(str(appliance.make_url("")), prefix, SUPERVISOR),
+                           host="127.0.0.1")
+        await proxy.start_server()
+        try:
+            await browser.navigate(str(proxy.make_url(prefix + "/")))
+            await browser.wait_for("document.getElementById('live').classList.contains('on')")
+            assert await browser.evaluate(text_of("#node-name")) == "test-node"
+            assert await browser.evaluate("document.querySelector('form.logout')") is None
+            await browser.submit_and_load("document.getElementById('nav-config').click()")
+            assert await browser.evaluate("location.pathname") == prefix + "/config"
+            await browser.wait_for("document.querySelector(\"[data-where='web.port'] input\")")
+            await browser.screenshot(ARTIFACTS / "web-ingress-config.png")
+            # The appliance itself, reached from anywhere but the Supervisor, refuses.
+            await browser.navigate(str(appliance.make_url("/")))
+            assert "Home Assistant" in await browser.evaluate("document.body.textContent")
+        finally:
+            await proxy.close()
+            await appliance.close()
