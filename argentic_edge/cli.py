@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 import zmq
 
-from argentic_edge import __version__
+from argentic_edge import __version__, discovery_cli
 from argentic_edge.client import BusUnreachable, Subscriber, publish
 from argentic_edge.config import ConfigError, EdgeConfig, dump_yaml, file_problems, load_config
 from argentic_edge.proxy import Bus, BusError, connect_host, tcp_endpoint
@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bus_options(subscribe)
     subscribe.set_defaults(func=cmd_sub)
 
+    discovery_cli.add_parser(sub)
     return parser
 
 
