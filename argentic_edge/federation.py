@@ -524,10 +524,10 @@ class FederatedBus:
 
     async def retry(self, peer_ids: Iterable[str]) -> None:
         """Connect again to peers that refused us (libzmq gives up after a ZAP refusal)."""
-        targets = [self.links[p].target for p in peer_ids if p in self.links]
-        for peer in peer_ids:
-            if peer in self.links:
-                self.links[peer].state = "connecting"
+        known = [peer for peer in peer_ids if peer in self.links]
+        targets = [self.links[peer].target for peer in known]
+        for peer in known:
+            self.links[peer].state = "connecting"
         if targets and self.federating:
             await self._reconnect(targets, targets)
 
@@ -560,13 +560,15 @@ class FederatedBus:
                 state = _LINK_EVENTS.get(event["event"])
                 endpoint = event["endpoint"].decode("utf-8", "replace")
                 for peer_id, link in self.links.items():
-                    if link.target.endpoint == endpoint and state and link.state != state:
-                        link.state, link.since = state, time.time()
-                        if state in ("refused", "failed"):
-                            log.warning("federation: peer %s %s our link (%s)", peer_id,
-                                        "refused" if state == "refused" else "failed",
-                                        endpoint)
-                        for listener in list(self._listeners):
-                            listener(peer_id, state)
+                    if link.target.endpoint != endpoint or state is None or link.state == state:
+                        continue
+                    if state == "connecting" and link.state in ("refused", "failed"):
+                        continue  # the disconnect that follows a refusal; only retry() resumes
+                    link.state, link.since = state, time.time()
+                    if state in ("refused", "failed"):
+                        log.warning("federation: peer %s %s our link (%s)", peer_id,
+                                    "refused" if state == "refused" else "failed", endpoint)
+                    for listener in list(self._listeners):
+                        listener(peer_id, state)
         finally:
             monitor.close()
