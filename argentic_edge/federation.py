@@ -319,6 +319,7 @@ class FederatedBus:
         self._inproc_front = f"inproc://argentic-edge-fed-front-{instance}"
         self._inproc_back = f"inproc://argentic-edge-fed-back-{instance}"
         self._monitor_endpoint = f"inproc://argentic-edge-fed-monitor-{instance}"
+        self._export_endpoint = ""
 
     # the Bus face
 
@@ -432,6 +433,7 @@ class FederatedBus:
             bind_or_explain(e_back, tcp_endpoint(config.broker_address,
                                                  self.federation.export_port),
                             "federation export port (discovery.federation.export_port)")
+            self._export_endpoint = e_back.last_endpoint.decode()
         except BaseException:
             for sock in opened:
                 sock.close(linger=0)
@@ -530,6 +532,26 @@ class FederatedBus:
             self.links[peer].state = "connecting"
         if targets and self.federating:
             await self._reconnect(targets, targets)
+
+    async def revoke(self) -> None:
+        """Drop every peer connection to our export port, so each must pass ZAP again.
+
+        ZAP runs only at the handshake: after a peer is forgotten, its open connection would
+        keep pulling our traffic. Rebinding the port ends all of them; trusted peers reconnect
+        within a few hundred milliseconds (messages queued for them meanwhile are lost).
+        """
+        if not self.federating:
+            return
+        endpoint = self._export_endpoint
+
+        def rebind(frontend: zmq.Socket, backend: zmq.Socket) -> None:
+            backend.unbind(endpoint)
+            backend.bind(endpoint)
+
+        export = self._proxies["export"]
+        await asyncio.get_running_loop().run_in_executor(None, export.reconfigure, rebind)
+        log.info("federation: dropped every peer connection to %s; trusted peers reconnect",
+                 endpoint)
 
     async def _reconnect(self, removed: list[LinkTarget], added: list[LinkTarget]) -> None:
         def change(frontend: zmq.Socket, backend: zmq.Socket) -> None:

@@ -170,7 +170,10 @@ class PeersService:
         if not removed:
             raise FederationError(f"peer {peer_id} was not approved")
         log.info("federation: no longer trusting peer %s", peer_id)
-        return await self._after_trust_change(peer_id)
+        document = await self._after_trust_change(peer_id)
+        if self.bus is not None:
+            await self.bus.revoke()
+        return document
 
     async def _after_trust_change(self, peer_id: str) -> dict[str, Any]:
         await self._reconcile()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -53,6 +54,7 @@ def main() -> None:
     next_warm = 0.0
     report_at: float | None = None
     last_data = time.monotonic()
+    pending = b""
     while True:
         now = time.monotonic()
         if warming and now >= next_warm:
@@ -71,16 +73,19 @@ def main() -> None:
                     counts[rest] += 1
                     last_data = time.monotonic()
             else:
-                line = sys.stdin.readline().strip()
-                if line == "":
+                chunk = os.read(sys.stdin.fileno(), 4096)  # not readline: poll sees the fd only
+                if not chunk:
                     return
-                if line == "go":
-                    warming = False
-                    for i in range(args.count):
-                        pub.send(f"data/{args.origin}/{i} {{\"i\": {i}}}".encode())
-                elif line == "report":
-                    report_at = time.monotonic()
-                    last_data = max(last_data, report_at)
+                pending += chunk
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    if line == b"go":
+                        warming = False
+                        for i in range(args.count):
+                            pub.send(f"data/{args.origin}/{i} {{\"i\": {i}}}".encode())
+                    elif line == b"report":
+                        report_at = time.monotonic()
+                        last_data = max(last_data, report_at)
         if not announced and expect <= warm_seen:
             print(json.dumps({"warm": sorted(warm_seen)}), flush=True)
             announced = True

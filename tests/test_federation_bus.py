@@ -298,3 +298,23 @@ async def test_without_federation_the_edge_runs_the_plain_single_proxy_bus(
         assert "federation" not in status["bus"]
         assert status["peers"] == {"enabled": False}
     assert not (tmp_path / "federation").exists()
+
+
+async def until(states: asyncio.Queue[str], wanted: str, timeout: float = 5.0) -> None:
+    while (state := await asyncio.wait_for(states.get(), timeout)) != wanted:
+        assert state in ("connecting", "up", "refused"), state
+
+
+async def test_revoking_drops_a_forgotten_peer_while_trusted_peers_come_back(make_bus) -> None:
+    a, b, c = [await make_bus(n) for n in "abc"]
+    await link([(a, [b, c]), (b, [a]), (c, [a])])
+    from_b: asyncio.Queue[str] = asyncio.Queue()
+    from_c: asyncio.Queue[str] = asyncio.Queue()
+    b.add_link_listener(lambda peer, state: from_b.put_nowait(state))
+    c.add_link_listener(lambda peer, state: from_c.put_nowait(state))
+    a.policy = KeyPolicy(ids=frozenset({ident(c)}))   # A forgets B
+    await a.revoke()
+    await until(from_b, "refused")
+    await until(from_c, "connecting")
+    await until(from_c, "up")
+    assert b.link_state(ident(a)) == "refused" and c.link_state(ident(a)) == "up"
