@@ -620,4 +620,5 @@ class Advertiser:
         """Say goodbye, so peers drop us at once instead of waiting for the liveness check."""
         if self.registered is not None:
             await self.azc.async_unregister_all_services()
+            log.info("discovery: said goodbye as %r", self.name)
             self.registered = None

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from argentic_edge.discovery import (MAX_ADDRESSES, SERVICE_TYPE, Advert, LocalAddress, Peer,
                                      PeerTable, RecordError, link_address, parse_record,
                                      peer_from_info)
+from argentic_edge.discover import find_edge
 from argentic_edge.federation import node_id
 
 NAME = f"kitchen.{SERVICE_TYPE}"
@@ -229,3 +230,8 @@ def test_we_only_link_to_an_advertised_address_on_our_own_subnet() -> None:
     assert link_address(peer(addresses=("8.8.8.8", "10.1.7.7")), here) == "10.1.7.7"
     assert link_address(peer(addresses=("8.8.8.8",)), here) is None
     assert link_address(peer(addresses=("192.168.1.10",)), here) is None  # that is us
+
+
+async def test_find_edge_refuses_to_block_a_running_event_loop() -> None:
+    with pytest.raises(RuntimeError, match="async_find_edge"):
+        find_edge(0.1)
