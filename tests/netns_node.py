@@ -70,8 +70,9 @@ async def main(config_path: str) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     async with Edge(config, config_path=config_path) as edge:
-        peers = edge.services["peers"]
-        ready = {"ready": True, "node_id": peers.keys.node_id}  # type: ignore[attr-defined]
+        peers = edge.services.get("peers")  # absent when discovery is disabled
+        keys = getattr(peers, "keys", None)
+        ready = {"ready": True, "node_id": keys.node_id if keys else None}
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
         while line := await reader.readline():

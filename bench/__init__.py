@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: each prints ours beside its baseline from the same run."""
