@@ -24,11 +24,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import ifaddr
-from zeroconf import (DNSOutgoing, DNSQuestion, DNSQuestionType, IPVersion,
-                      NonUniqueNameException, RecordUpdate, RecordUpdateListener,
+from zeroconf import (DNSOutgoing, DNSQuestion, DNSQuestionType, InterfaceChoice,
+                      InterfacesType, IPVersion, NonUniqueNameException, RecordUpdate, RecordUpdateListener,
                       ServiceInfo, ServiceNameAlreadyRegistered, ServiceStateChange, Zeroconf)
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from argentic_edge.config import ConfigError, Problem
 from argentic_edge.federation import is_curve_key, is_node_id, node_id
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ PeerState = Literal["discovered", "trusted", "linked", "lost"]
 
 
 class DiscoveryError(Exception):
-    """Discovery cannot run as configured (an interface that does not exist)."""
+    """Advertising failed at runtime (no free name): logged by the service, never fatal."""
 
 
 class RecordError(ValueError):
@@ -305,13 +306,14 @@ class LocalAddress:
 def local_addresses(interfaces: Sequence[str] = ()) -> list[LocalAddress]:
     """This host's IPv4 addresses: on the named interfaces, or on every non-loopback one.
 
-    Raises DiscoveryError naming the interfaces when a named one does not exist.
+    Raises ConfigError naming discovery.interfaces when a named one does not exist.
     """
     adapters = {adapter.nice_name: adapter for adapter in ifaddr.get_adapters()}
     unknown = [name for name in interfaces if name not in adapters]
     if unknown:
-        raise DiscoveryError(f"discovery.interfaces: no network interface named "
-                             f"{', '.join(unknown)} (this host has: {', '.join(sorted(adapters))})")
+        raise ConfigError([Problem("discovery.interfaces", list(interfaces),
+                                   f"no network interface named {', '.join(unknown)}; this "
+                                   f"host has {', '.join(sorted(adapters))}")])
     found = []
     for name in interfaces or sorted(adapters):
         for ip in adapters[name].ips:
@@ -339,14 +341,22 @@ def link_address(peer: Peer, local: Sequence[LocalAddress]) -> str | None:
 
 
 def zeroconf_for(interfaces: Sequence[str]) -> AsyncZeroconf:
-    """An AsyncZeroconf on the configured interfaces (IPv4; every interface when none named)."""
-    if not interfaces:
-        return AsyncZeroconf(ip_version=IPVersion.V4Only)
-    addresses = [here.address for here in local_addresses(interfaces)]
-    if not addresses:
-        raise DiscoveryError(f"discovery.interfaces: {', '.join(interfaces)} "
-                             "has no IPv4 address")
-    return AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
+    """An AsyncZeroconf on the configured interfaces (IPv4; every interface when none named).
+
+    Problems are ConfigErrors naming the key, so the user sees a sentence, not a traceback.
+    """
+    choice: InterfacesType = InterfaceChoice.All
+    if interfaces:
+        choice = [here.address for here in local_addresses(interfaces)]
+        if not choice:
+            raise ConfigError([Problem("discovery.interfaces", list(interfaces),
+                                       "these interfaces have no IPv4 address")])
+    try:
+        return AsyncZeroconf(interfaces=choice, ip_version=IPVersion.V4Only)
+    except OSError as exc:
+        raise ConfigError([Problem("discovery", "enabled",
+                                   f"mDNS cannot open UDP port 5353 ({exc}); free it, or set "
+                                   "discovery.enabled: false")]) from None
 
 
 # --- browsing --------------------------------------------------------------------------------

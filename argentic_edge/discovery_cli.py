@@ -54,12 +54,10 @@ def _table(result: dict[str, Any], timeout: float) -> str:
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    from argentic_edge.discovery import DiscoveryError
-
     try:
         interfaces = load_config(args.config).discovery.interfaces if args.config else ()
         result = asyncio.run(browse(args.timeout, interfaces))
-    except (ConfigError, DiscoveryError, OSError) as exc:
+    except (ConfigError, OSError) as exc:
         sys.stderr.write(f"argentic-edge: {exc}\n")
         return 1
     if args.json:

@@ -58,8 +58,10 @@ RECONNECT_IVL_MAX = 5000
 _instance_ids = itertools.count(1)
 
 
-class FederationError(Exception):
-    """A federation file is unusable, or a trust change is not possible as asked."""
+class FederationError(BusError):
+    """A federation file is unusable, or a trust change is not possible as asked.
+
+    A BusError: federation is part of the bus, and the CLI explains bus errors to the user."""
 
 
 def is_node_id(text: str) -> bool:

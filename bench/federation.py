@@ -25,11 +25,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
 import yaml
+import zmq
 
 from argentic_edge.federation import load_or_create_keys
 from tests.netns import Lan, Lines, Namespace, Node, netns_unavailable
@@ -49,7 +51,8 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 # --- the LAN ---------------------------------------------------------------------------------
 
-PUB, SUB, EXPORT = 45555, 45556, 45557  # inside fresh namespaces: nothing else is there
+# Inside fresh namespaces nothing else listens, so fixed ports are safe here.
+PUB, SUB, EXPORT, RAW = 45555, 45556, 45557, 45560
 HIGH_WATER_MARK = 1_000_000  # buffer the burst instead of dropping it: measure delivery
 
 
@@ -119,16 +122,29 @@ def loss(bench: Bench, a: Node, rounds: int) -> list[float]:
     return times
 
 
-def burst(publisher: Namespace, publish: str, subscriber: Namespace, subscribe: str,
-          count: int) -> dict[str, float]:
+@dataclass(frozen=True)
+class Setup:
+    """One publisher → subscriber path; ``pub_args``/``sub_args`` go to bench.fedload."""
+
+    publisher: Namespace
+    publish: str
+    subscriber: Namespace
+    subscribe: str
+    pub_args: tuple[str, ...] = ()
+    sub_args: tuple[str, ...] = ()
+
+
+def burst(setup: Setup, count: int, size: int) -> dict[str, float]:
     """One burst of ``count`` messages; the subscriber's received count and rate."""
     python = [sys.executable, "-m", "bench.fedload"]
-    sub = subscriber.popen([*python, "sub", subscribe, "--count", str(count)],
-                           stdout=subprocess.PIPE)
+    sub = setup.subscriber.popen(
+        [*python, "sub", setup.subscribe, "--count", str(count), *setup.sub_args],
+        stdout=subprocess.PIPE)
     sub_lines = Lines(sub.stdout)  # type: ignore[arg-type]
     assert "ready" in json.loads(sub_lines.next(20))
-    pub = publisher.popen([*python, "pub", publish, "--count", str(count)],
-                          stdin=subprocess.PIPE)
+    pub = setup.publisher.popen(
+        [*python, "pub", setup.publish, "--count", str(count), "--size", str(size),
+         *setup.pub_args], stdin=subprocess.PIPE)
     try:
         assert "warm" in json.loads(sub_lines.next(20))
         pub.stdin.write(b"go\n")  # type: ignore[union-attr]
@@ -141,17 +157,27 @@ def burst(publisher: Namespace, publish: str, subscriber: Namespace, subscribe: 
     return result
 
 
-def throughput(bench: Bench, a: Node, count: int, rounds: int) -> dict[str, dict[str, float]]:
+BASELINE = "single-node bus (baseline)"
+CEILING = "raw libzmq CURVE hop A -> B"
+FEDERATED = "federated A -> B"
+
+
+def throughput(bench: Bench, a: Node, count: int, size: int,
+               rounds: int) -> dict[str, dict[str, float]]:
     ns_a, ns_b = bench.ns["a"], bench.ns["b"]
-    local = ("tcp://127.0.0.1:%d" % PUB, "tcp://127.0.0.1:%d" % SUB)
+    local = (f"tcp://127.0.0.1:{PUB}", f"tcp://127.0.0.1:{SUB}")
     plain_ports = (PUB + 10, SUB + 10)
     plain = Node(ns_a, bench.config("a", "plain", federation=False, ports=plain_ports),
                  bench.tmp / "plain", bench.tmp / "plain.log")
+    server_public, server_secret = (key.decode() for key in zmq.curve_keypair())
     setups = {
-        "single-node bus (baseline)": (ns_a, "tcp://127.0.0.1:%d" % plain_ports[0],
-                                       ns_a, "tcp://127.0.0.1:%d" % plain_ports[1]),
-        "federated node, local": (ns_a, local[0], ns_a, local[1]),
-        "federated A -> B": (ns_a, local[0], ns_b, local[1]),
+        BASELINE: Setup(ns_a, f"tcp://127.0.0.1:{plain_ports[0]}",
+                        ns_a, f"tcp://127.0.0.1:{plain_ports[1]}"),
+        "federated node, local": Setup(ns_a, local[0], ns_a, local[1]),
+        CEILING: Setup(ns_a, f"tcp://0.0.0.0:{RAW}", ns_b, f"tcp://{ns_a.address}:{RAW}",
+                       ("--bind", "--curve-secret", server_secret),
+                       ("--curve-server", server_public)),
+        FEDERATED: Setup(ns_a, local[0], ns_b, local[1]),
     }
     b = bench.node("b", "node-b").start()
     plain.start()
@@ -159,8 +185,8 @@ def throughput(bench: Bench, a: Node, count: int, rounds: int) -> dict[str, dict
     results: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
     try:
         for _ in range(rounds):  # interleaved, so drift on the machine hits every setup
-            for name, (pub_ns, pub_ep, sub_ns, sub_ep) in setups.items():
-                results[name].append(burst(pub_ns, pub_ep, sub_ns, sub_ep, count))
+            for name, setup in setups.items():
+                results[name].append(burst(setup, count, size))
     finally:
         plain.stop()
         b.stop()
@@ -173,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.federation")
     parser.add_argument("--quick", action="store_true",
                         help="fewer rounds, smaller bursts, 1 s liveness interval")
+    parser.add_argument("--size", type=int, default=64,
+                        help="message size in bytes, topic included (default 64)")
     args = parser.parse_args(argv)
     reason = netns_unavailable()
     if reason is not None:
@@ -186,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             a = bench.node("a", "node-a").start()
             found = discovery(bench, a, rounds)
             killed = loss(bench, a, rounds)
-            rates = throughput(bench, a, count, rounds)
+            rates = throughput(bench, a, count, args.size, rounds)
             a.stop()
         finally:
             bench.close()
@@ -201,14 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                  " ".join(f"{v:.2f}" for v in killed)))
     print(table(rows))
     print()
-    baseline = rates["single-node bus (baseline)"]["rate"]
-    rows = [("throughput, 64 B burst of %d" % count, "msg/s", "loss", "ratio")]
+    baseline, ceiling = rates[BASELINE]["rate"], rates[CEILING]["rate"]
+    rows = [(f"throughput, {args.size} B burst of {count}", "msg/s", "loss", "vs baseline",
+             "vs CURVE hop")]
     for name, result in rates.items():
         rows.append((name, f"{result['rate']:,.0f}", f"{result['loss']:.1%}",
-                     f"{result['rate'] / baseline:.2f}"))
+                     f"{result['rate'] / baseline:.2f}", f"{result['rate'] / ceiling:.2f}"))
     print(table(rows))
-    ratio = rates["federated A -> B"]["rate"] / baseline
-    print(f"\nfederated A -> B / single node = {ratio:.2f} (goal >= 0.8)")
+    federated = rates[FEDERATED]["rate"]
+    print(f"\nfederated A -> B / single node = {federated / baseline:.2f} (goal >= 0.8); "
+          f"/ raw CURVE hop = {federated / ceiling:.2f}")
     return 0
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -13,10 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from argentic_edge.discovery import (MAX_ADDRESSES, SERVICE_TYPE, Advert, LocalAddress, Peer,
-                                     PeerTable, RecordError, link_address, parse_record,
-                                     peer_from_info)
+                                     PeerTable, RecordError, link_address, local_addresses,
+                                     parse_record, peer_from_info)
+from argentic_edge.config import ConfigError
 from argentic_edge.discover import find_edge
 from argentic_edge.federation import node_id
+from tests.netns import ROOT
 
 NAME = f"kitchen.{SERVICE_TYPE}"
 
@@ -235,3 +240,16 @@ def test_we_only_link_to_an_advertised_address_on_our_own_subnet() -> None:
 async def test_find_edge_refuses_to_block_a_running_event_loop() -> None:
     with pytest.raises(RuntimeError, match="async_find_edge"):
         find_edge(0.1)
+
+
+def test_an_unknown_interface_is_a_configuration_error_naming_the_key(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="discovery.interfaces") as caught:
+        local_addresses(("no-such-if0",))
+    assert "no-such-if0" in str(caught.value) and "lo" in str(caught.value)
+    config = tmp_path / "edge.yaml"
+    config.write_text("discovery:\n  interfaces: [no-such-if0]\n")
+    result = subprocess.run([sys.executable, "-m", "argentic_edge", "peers", "--config",
+                             str(config)], capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1
+    assert "discovery.interfaces" in result.stderr and "Traceback" not in result.stderr

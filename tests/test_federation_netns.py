@@ -200,3 +200,14 @@ def test_approving_at_runtime_links_both_ways_and_forgetting_unlinks(site: Site)
     assert a.request({"op": "forget", "id": site.ids["d"]})["ok"]
     a.wait_peer(site.ids["d"], "discovered", 5)
     d.wait_peer(site.ids["a"], "trusted", 10)     # its connection was dropped and is refused
+
+
+def test_a_damaged_key_file_stops_the_appliance_with_a_sentence(site: Site) -> None:
+    broken = site.tmp / "broken"
+    (broken / "federation").mkdir(parents=True)
+    (broken / "federation" / "curve.json").write_text("{not json")
+    config = site.config("broken", "node-x", [])  # its data_dir is site.tmp / "broken"
+    result = site.ns["d"].run(site.ns["d"].python("-m", "argentic_edge", "run", "--config",
+                                                  str(config)), timeout=30)
+    assert result.returncode == 1
+    assert "curve.json" in result.stderr and "Traceback" not in result.stderr
