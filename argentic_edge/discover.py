@@ -74,7 +74,7 @@ async def async_find_edge(timeout: float = 3.0, *,
         await browser.start()
         try:
             event = await asyncio.wait_for(events.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         peer = event.peer
         return EdgeEndpoints(peer.name, peer.id, _best_address(peer), peer.pub, peer.sub,

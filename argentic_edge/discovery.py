@@ -20,13 +20,14 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 import ifaddr
 from zeroconf import (DNSOutgoing, DNSQuestion, DNSQuestionType, InterfaceChoice,
-                      InterfacesType, IPVersion, NonUniqueNameException, RecordUpdate, RecordUpdateListener,
-                      ServiceInfo, ServiceNameAlreadyRegistered, ServiceStateChange, Zeroconf)
+                      InterfacesType, IPVersion, NonUniqueNameException, RecordUpdate,
+                      RecordUpdateListener, ServiceInfo, ServiceNameAlreadyRegistered,
+                      ServiceStateChange, Zeroconf)
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from argentic_edge.config import ConfigError, Problem
@@ -67,8 +68,11 @@ class RecordError(ValueError):
 
 
 @dataclass(frozen=True)
-class Peer:
-    """Another appliance on the LAN, as its mDNS record describes it."""
+class Record:
+    """What an appliance's mDNS record says: its id and name, addresses, ports and keys.
+
+    Ours is built from the configuration and advertised; others' are parsed from the network.
+    """
 
     id: str
     name: str
@@ -80,6 +84,29 @@ class Peer:
     curve: str
     tls: str
     version: str
+
+    def txt(self) -> dict[str, str]:
+        txt = {"v": FORMAT_VERSION, "id": self.id, "ver": self.version,
+               "pub": str(self.pub), "sub": str(self.sub), "web": str(self.web),
+               "curve": self.curve, "tls": self.tls}
+        if self.fed:
+            txt["fed"] = str(self.fed)
+        return txt
+
+    def service_info(self, instance: str) -> ServiceInfo:
+        return ServiceInfo(SERVICE_TYPE, f"{instance}.{SERVICE_TYPE}", port=self.pub,
+                           properties=self.txt(), server=f"argentic-{self.id[:12]}.local.",
+                           addresses=[socket.inet_aton(a) for a in self.addresses],
+                           host_ttl=RECORD_TTL, other_ttl=RECORD_TTL)
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(Record))
+
+
+@dataclass(frozen=True)
+class Peer(Record):
+    """Another appliance on the LAN: its record, when we saw it, and what it is to us."""
+
     first_seen: float
     last_seen: float
     state: PeerState = "discovered"
@@ -92,8 +119,7 @@ class Peer:
 
     def same_record(self, other: Peer) -> bool:
         """True when only the bookkeeping (times, state) differs."""
-        return replace(self, first_seen=0, last_seen=0, state="discovered") == replace(
-            other, first_seen=0, last_seen=0, state="discovered")
+        return all(getattr(self, name) == getattr(other, name) for name in _RECORD_FIELDS)
 
 
 # --- records ---------------------------------------------------------------------------------
@@ -544,45 +570,15 @@ class Browser:
 
 # --- advertising -----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Advert:
-    """What this node tells the LAN about itself."""
-
-    node_id: str
-    name: str
-    pub: int
-    sub: int
-    fed: int
-    web: int
-    curve: str
-    tls: str
-    version: str
-    addresses: tuple[str, ...]
-
-    def txt(self) -> dict[str, str]:
-        txt = {"v": FORMAT_VERSION, "id": self.node_id, "ver": self.version,
-               "pub": str(self.pub), "sub": str(self.sub), "web": str(self.web),
-               "curve": self.curve, "tls": self.tls}
-        if self.fed:
-            txt["fed"] = str(self.fed)
-        return txt
-
-    def service_info(self, instance: str) -> ServiceInfo:
-        return ServiceInfo(SERVICE_TYPE, f"{instance}.{SERVICE_TYPE}", port=self.pub,
-                           properties=self.txt(), server=f"argentic-{self.node_id[:12]}.local.",
-                           addresses=[socket.inet_aton(a) for a in self.addresses],
-                           host_ttl=RECORD_TTL, other_ttl=RECORD_TTL)
-
-
 class Advertiser:
-    """Registers our Advert, renaming on a conflict as mDNS asks ("name (2)"), and keeps it
+    """Registers our Record, renaming on a conflict as mDNS asks ("name (2)"), and keeps it
     current: ``refresh()`` re-reads the advert (addresses, certificate) and re-announces."""
 
-    def __init__(self, azc: AsyncZeroconf, source: Callable[[], Advert]) -> None:
+    def __init__(self, azc: AsyncZeroconf, source: Callable[[], Record]) -> None:
         self.azc = azc
         self.source = source
         self.registered: ServiceInfo | None = None
-        self.advert: Advert | None = None
+        self.advert: Record | None = None
 
     @property
     def name(self) -> str | None:
@@ -611,7 +607,7 @@ class Advertiser:
         self.registered = await self._register(advert)
         self.advert = advert
 
-    async def _register(self, advert: Advert) -> ServiceInfo:
+    async def _register(self, advert: Record) -> ServiceInfo:
         for attempt in range(1, RENAME_ATTEMPTS + 1):
             instance = advert.name if attempt == 1 else f"{advert.name} ({attempt})"
             info = advert.service_info(instance)

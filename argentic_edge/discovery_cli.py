@@ -45,7 +45,7 @@ def _table(result: dict[str, Any], timeout: float) -> str:
                      str(peer["web"] or "-"), peer["version"],
                      time.strftime("%H:%M:%S", time.localtime(peer["last_seen"]))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in rows]
     ignored = {k: v for k, v in result["counters"].items() if v}
     if ignored:

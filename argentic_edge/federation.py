@@ -22,7 +22,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping

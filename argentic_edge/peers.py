@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from argentic_edge import __version__
-from argentic_edge.discovery import (Advert, Advertiser, Browser, LocalAddress, Peer,
-                                     PeerState, PeerTable, link_address, local_addresses,
+from argentic_edge.discovery import (Advertiser, Browser, LocalAddress, Peer, PeerState,
+                                     PeerTable, Record, link_address, local_addresses,
                                      zeroconf_for)
 from argentic_edge.federation import (DENY_ALL, RETRY_FIRST, RETRY_MAX, CurveKeys, FederatedBus,
                                       FederationError, LinkTarget, TrustStore,
@@ -124,7 +124,7 @@ class PeersService:
         if self._advertiser is not None:
             await self._advertiser.refresh()
 
-    def _advert(self) -> Advert:
+    def _advert(self) -> Record:
         assert self.keys is not None
         self._local = local_addresses(self.config.interfaces)
         addresses = tuple(dict.fromkeys(a.address for a in self._local
@@ -135,7 +135,7 @@ class PeersService:
                 tls = self.fingerprint() or ""
             except Exception:
                 log.exception("discovery: the certificate fingerprint provider failed")
-        return Advert(node_id=self.keys.node_id, name=self.node_name, pub=self.bus_config.port,
+        return Record(id=self.keys.node_id, name=self.node_name, pub=self.bus_config.port,
                       sub=self.bus_config.backend_port,
                       fed=self.bus.export_port if self.bus is not None else 0,
                       web=self.web_port, curve=self.keys.public, tls=tls, version=__version__,

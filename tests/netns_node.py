@@ -39,7 +39,7 @@ async def wait_peer(edge: Edge, wanted: str, state: str, timeout: float) -> dict
         while found is None and (remaining := deadline - time.monotonic()) > 0:
             try:
                 event = await asyncio.wait_for(events.get(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             if _matches(event.peer, wanted, state):
                 found = event.peer

@@ -15,7 +15,7 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from argentic_edge.discovery import (MAX_ADDRESSES, SERVICE_TYPE, Advert, LocalAddress, Peer,
+from argentic_edge.discovery import (MAX_ADDRESSES, SERVICE_TYPE, LocalAddress, Peer, Record,
                                      PeerTable, RecordError, link_address, local_addresses,
                                      parse_record, peer_from_info)
 from argentic_edge.config import ConfigError
@@ -121,19 +121,19 @@ def test_arbitrary_records_never_break_the_parser(
 
 def test_what_we_advertise_is_what_a_peer_parses() -> None:
     public = zmq.curve_keypair()[0].decode()
-    advert = Advert(node_id=node_id(public), name="kitchen", pub=5555, sub=5556, fed=5557,
+    advert = Record(id=node_id(public), name="kitchen", pub=5555, sub=5556, fed=5557,
                     web=8099, curve=public, tls="", version="0.1.0",
                     addresses=("10.0.0.7", "192.168.4.2"))
     parsed = peer_from_info(advert.service_info("kitchen (2)"), now=1.0)
     assert parsed.name == "kitchen (2)"
-    assert (parsed.id, parsed.curve, parsed.version) == (advert.node_id, public, "0.1.0")
+    assert (parsed.id, parsed.curve, parsed.version) == (advert.id, public, "0.1.0")
     assert (parsed.pub, parsed.sub, parsed.fed, parsed.web) == (5555, 5556, 5557, 8099)
     assert parsed.addresses == ("10.0.0.7", "192.168.4.2")
 
 
 def test_without_federation_the_fed_key_is_absent() -> None:
     public = zmq.curve_keypair()[0].decode()
-    advert = Advert(node_id=node_id(public), name="n", pub=5555, sub=5556, fed=0, web=0,
+    advert = Record(id=node_id(public), name="n", pub=5555, sub=5556, fed=0, web=0,
                     curve=public, tls="", version="0.1.0", addresses=("10.0.0.7",))
     assert "fed" not in advert.txt()
     assert advert.txt()["v"] == "1"

@@ -55,12 +55,17 @@ def ident(bus: FederatedBus) -> str:
 async def link(pairs: list[tuple[FederatedBus, list[FederatedBus]]]) -> None:
     """Each bus trusts and links the listed others; returns once every link is up."""
     pending: dict[tuple[str, str], asyncio.Event] = {}
+    def listener(me: str) -> Callable[[str, str], None]:
+        def up(peer: str, state: str) -> None:
+            if state == "up":
+                pending[(me, peer)].set()
+        return up
+
     for bus, others in pairs:
         bus.policy = KeyPolicy(ids=frozenset(ident(o) for o in others))
         for other in others:
-            event = pending[(ident(bus), ident(other))] = asyncio.Event()
-            bus.add_link_listener(
-                lambda peer, state, me=ident(bus): state == "up" and pending[(me, peer)].set())
+            pending[(ident(bus), ident(other))] = asyncio.Event()
+        bus.add_link_listener(listener(ident(bus)))
     for bus, others in pairs:
         await bus.set_links({ident(o): target(o) for o in others})
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in pending.values())), 10)
