@@ -33,7 +33,7 @@ import zmq
 import zmq.asyncio
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
-from zmq.utils.monitor import parse_monitor_message
+from zmq.utils.monitor import parse_monitor_message, recv_monitor_message
 
 from argentic_edge.config import Z85_KEY_PATTERN, BusConfig, FederationConfig, Secret
 from argentic_edge.fsutil import atomic_write
@@ -546,8 +546,18 @@ class FederatedBus:
         endpoint = self._export_endpoint
 
         def rebind(frontend: zmq.Socket, backend: zmq.Socket) -> None:
-            backend.unbind(endpoint)
-            backend.bind(endpoint)
+            # libzmq closes the listener in its IO thread; bind again once it says it did.
+            closed = backend.get_monitor_socket(zmq.EVENT_CLOSED)
+            try:
+                backend.unbind(endpoint)
+                if not closed.poll(5000):
+                    raise BusError(f"federation: {endpoint} did not close within 5 s")
+                recv_monitor_message(closed)
+            finally:
+                backend.disable_monitor()
+                closed.close(linger=0)
+            bind_or_explain(backend, endpoint,
+                            "federation export port (discovery.federation.export_port)")
 
         export = self._proxies["export"]
         await asyncio.get_running_loop().run_in_executor(None, export.reconfigure, rebind)

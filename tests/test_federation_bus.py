@@ -323,3 +323,11 @@ async def test_revoking_drops_a_forgotten_peer_while_trusted_peers_come_back(mak
     await until(from_c, "connecting")
     await until(from_c, "up")
     assert b.link_state(ident(a)) == "refused" and c.link_state(ident(a)) == "up"
+
+
+async def test_revoking_again_and_again_always_gets_the_export_port_back(make_bus) -> None:
+    a = await make_bus("a")
+    for _ in range(50):  # the old listener closes asynchronously; rebinding must wait for it
+        socket.create_connection(("127.0.0.1", a.federation.export_port), timeout=2).close()
+        await a.revoke()
+    socket.create_connection(("127.0.0.1", a.federation.export_port), timeout=2).close()

@@ -189,15 +189,18 @@ def test_approving_at_runtime_links_both_ways_and_forgetting_unlinks(site: Site)
     a.wait_peer(site.ids["d"], "discovered", 20)
     d.wait_peer(site.ids["a"], "discovered", 20)
 
-    assert a.request({"op": "approve", "id": site.ids["d"]})["ok"]
+    reply = a.request({"op": "approve", "id": site.ids["d"]})
+    assert reply["ok"], reply
     a.wait_peer(site.ids["d"], "trusted", 5)      # D does not trust A yet: A's link is refused
-    assert d.request({"op": "approve", "id": site.ids["a"]})["ok"]
+    reply = d.request({"op": "approve", "id": site.ids["a"]})
+    assert reply["ok"], reply
     d.wait_peer(site.ids["a"], "linked", 10)
     a.wait_peer(site.ids["d"], "linked", 10)      # A retried after its back-off
     saved = json.loads((site.tmp / "d" / "federation" / TRUST_FILE).read_text())
     assert [entry["id"] for entry in saved["approved"]] == [site.ids["a"]]
 
-    assert a.request({"op": "forget", "id": site.ids["d"]})["ok"]
+    reply = a.request({"op": "forget", "id": site.ids["d"]})
+    assert reply["ok"], reply
     a.wait_peer(site.ids["d"], "discovered", 5)
     d.wait_peer(site.ids["a"], "trusted", 10)     # its connection was dropped and is refused
 
