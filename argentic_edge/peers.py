@@ -228,9 +228,11 @@ class PeersService:
             for peer_id in list(self._retry_at):
                 if peer_id not in targets or peer_id in due:
                     self._retry_at.pop(peer_id)
+            for peer_id in [p for p in self._backoff if p not in targets]:
+                del self._backoff[peer_id]  # bounded by the links we have, not by history
             if due:
                 await self.bus.retry(due)
-        for peer in peers:
+        for peer in self.table.peers():  # afresh: the table may have moved during the awaits
             state = self._state(peer)
             if state != peer.state:
                 self.table.set_state(peer.id, state)
