@@ -154,3 +154,18 @@ def test_junk_and_a_flood_of_fake_appliances_are_ignored_counted_and_bounded(
     finally:
         flooder.stdin.close()  # type: ignore[union-attr]
         flooder.wait(timeout=15)
+
+
+def test_open_trust_links_peers_without_approval_but_not_those_that_refuse(site: Site) -> None:
+    open_b = site.node("open-b", site.ns[1], "open-b",
+                       federation={"trust": "open", "export_port": site.export}).start()
+    open_c = site.node("open-c", site.ns[2], "open-c",
+                       federation={"trust": "open", "export_port": site.export}).start()
+    try:
+        open_b.wait_peer("open-c", "linked", 20)
+        open_c.wait_peer("open-b", "linked", 20)
+        open_b.wait_peer("node-a", "trusted", 20)   # node-a (approved mode) refuses them
+        site.a.wait_peer("open-b", "discovered", 5)       # and node-a does not trust them
+    finally:
+        open_b.stop()
+        open_c.stop()
