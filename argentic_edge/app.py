@@ -12,13 +12,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 
 from argentic_edge import __version__
 from argentic_edge.config import EdgeConfig
 from argentic_edge.proxy import Bus
+
+if TYPE_CHECKING:
+    from argentic_edge.federation import FederatedBus
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,29 @@ class Service(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
+def federation_wanted(config: EdgeConfig) -> bool:
+    """Federation runs on our own embedded proxies only; an external proxy is not ours to split."""
+    bus = config.messaging
+    return (config.discovery.enabled and config.discovery.federation.enabled
+            and bus.start_proxy and bus.proxy_mode == "embedded")
+
+
 class BusService:
-    """The bus as an Edge service: the Bus plus health and status in the common shape."""
+    """The bus as an Edge service: the plain Bus, or the FederatedBus when federation is on
+    (both have the same face), plus health and status in the common shape."""
 
     name = "bus"
 
     def __init__(self, edge: Edge) -> None:
-        self.bus = Bus(edge.config.messaging, edge.context)
+        config = edge.config
+        self.bus: Bus | FederatedBus
+        if federation_wanted(config):
+            from argentic_edge.federation import FederatedBus
+
+            self.bus = FederatedBus(config.messaging, config.discovery.federation,
+                                    config.data_path / "federation", edge.context)
+        else:
+            self.bus = Bus(config.messaging, edge.context)
 
     async def start(self) -> None:
         await self.bus.start()
@@ -65,12 +84,29 @@ class BusService:
     def status(self) -> dict[str, Any]:
         stats = self.bus.stats()
         endpoints = self.bus.endpoints
-        return {
+        status = {
             "mode": self.bus.mode,
             "publish": endpoints.publish,
             "subscribe": endpoints.subscribe,
             "counters": stats.to_dict() if stats is not None else None,
         }
+        if not isinstance(self.bus, Bus):
+            status["federation"] = self.bus.federation_status()
+        return status
+
+
+def _peers(edge: Edge) -> Service:
+    from argentic_edge.peers import PeersService
+
+    peers = PeersService(edge)
+    certificates = edge.services.get("certificates")
+    if certificates is not None:
+        # The mDNS `tls` key carries the server certificate's fingerprint, kept current on renewal.
+        # Whenever peers restarts, so does certificates (it comes first and shares its sections).
+        server = lambda: certificates.server  # noqa: E731 - read at advertisement time
+        peers.set_fingerprint_provider(lambda: server().fingerprint_sha256 if server() else "")
+        certificates.on_renewed(lambda _info: peers.refresh_advertisement())
+    return peers
 
 
 @dataclass(frozen=True)
@@ -112,9 +148,11 @@ def service_specs() -> list[ServiceSpec]:
     Builders import their modules when called, so a disabled feature costs no memory.
     """
     return [
-        ServiceSpec("bus", ("messaging",), lambda c: True, BusService),
+        ServiceSpec("bus", ("messaging", "discovery", "data_dir"), lambda c: True, BusService),
         ServiceSpec("certificates", ("certificates", "node_name", "data_dir"),
                     lambda c: c.certificates.enabled, _certificates),
+        ServiceSpec("peers", ("messaging", "discovery", "node_name", "data_dir"),
+                    lambda c: c.discovery.enabled, _peers),
         ServiceSpec("agents", ("messaging",), lambda c: True, _agents),
         ServiceSpec("web", ("web", "certificates", "node_name", "data_dir"),
                     lambda c: c.web.enabled, _web),

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 import zmq
 
-from argentic_edge import __version__
+from argentic_edge import __version__, certs_cli, discovery_cli
 from argentic_edge.app import ServiceError
 from argentic_edge.client import BusUnreachable, Subscriber, publish
 from argentic_edge.config import SAVED_CONFIG_NAME, ConfigError, EdgeConfig, default_data_dir, \
@@ -219,9 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     _bus_options(subscribe)
     subscribe.set_defaults(func=cmd_sub)
 
-    from argentic_edge import certs_cli
-
     certs_cli.add_parser(sub)
+    discovery_cli.add_parser(sub)
     return parser
 
 

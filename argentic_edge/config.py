@@ -34,6 +34,8 @@ from argentic_edge.topics import TopicError, parse_filter, validate_topic_name
 
 MASK = "********"
 SAVED_CONFIG_NAME = "argentic-edge.yaml"  # what the web editor writes when run without --config
+# A CURVE public key in Z85 text form: 40 characters of ZeroMQ's Z85 alphabet.
+Z85_KEY_PATTERN = r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}"
 
 
 class Secret:
@@ -166,6 +168,14 @@ def _topic_prefix(value: str) -> str | None:
         return f"expected a topic prefix without wildcards ({exc})"
 
 
+def _peer_refs(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        if not (re.fullmatch(r"[0-9a-f]{32}", value) or re.fullmatch(Z85_KEY_PATTERN, value)):
+            return (f"{value!r} is neither a peer id (32 hex digits, see `argentic-edge peers`) "
+                    "nor a CURVE public key (40 Z85 characters)")
+    return None
+
+
 def _node_name(value: str) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-_]{0,62}", value):
         return None
@@ -296,7 +306,7 @@ class BridgeConfig:
 class FederationConfig:
     enabled: bool = _opt(True)
     trust: Literal["approved", "open"] = _opt("approved")
-    trusted_peers: tuple[str, ...] = _opt((), doc="peer ids or CURVE public keys")
+    trusted_peers: tuple[str, ...] = _opt((), check=_peer_refs, doc="peer ids or CURVE public keys")
     export_port: int = _opt(5557, check=_port)
 
 
@@ -304,6 +314,9 @@ class FederationConfig:
 class DiscoveryConfig:
     enabled: bool = _opt(True)
     interfaces: tuple[str, ...] = _opt((), doc="empty: every LAN interface")
+    liveness_interval: float = _opt(3.0, check=_between(1, 60),
+                                    doc="seconds between checks; silent 3 intervals = lost")
+    max_peers: int = _opt(64, check=_between(1, 4096), doc="peers remembered at most")
     federation: FederationConfig = _opt(FederationConfig())
 
 
