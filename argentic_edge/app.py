@@ -8,6 +8,7 @@ the API, and applies a new configuration by restarting only the services whose s
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -114,9 +115,10 @@ class ServiceSpec:
     """How to build one service, and which configuration sections it depends on."""
 
     name: str
-    sections: tuple[str, ...]
+    sections: tuple[str, ...]  # top-level sections or dotted keys ("discovery.enabled")
     enabled: Callable[[EdgeConfig], bool]
     build: Callable[[Edge], Service]
+    after: tuple[str, ...] = ()  # services it holds on to: when one restarts, so does this one
 
 
 def _certificates(edge: Edge) -> Service:
@@ -142,20 +144,26 @@ def _web(edge: Edge) -> Service:
     return WebService(edge)
 
 
+def _value(config: EdgeConfig, key: str) -> Any:
+    return functools.reduce(getattr, key.split("."), config)
+
+
 def service_specs() -> list[ServiceSpec]:
     """Every service in start order. Later ones may use earlier ones through ``edge.services``.
 
     Builders import their modules when called, so a disabled feature costs no memory.
     """
     return [
-        ServiceSpec("bus", ("messaging", "discovery", "data_dir"), lambda c: True, BusService),
+        ServiceSpec("bus", ("messaging", "data_dir", "discovery.enabled",
+                            "discovery.federation.enabled", "discovery.federation.export_port"),
+                    lambda c: True, BusService),
         ServiceSpec("certificates", ("certificates", "node_name", "data_dir"),
                     lambda c: c.certificates.enabled, _certificates),
         ServiceSpec("peers", ("messaging", "discovery", "node_name", "data_dir"),
-                    lambda c: c.discovery.enabled, _peers),
-        ServiceSpec("agents", ("messaging",), lambda c: True, _agents),
+                    lambda c: c.discovery.enabled, _peers, after=("bus", "certificates")),
+        ServiceSpec("agents", ("messaging",), lambda c: True, _agents, after=("bus",)),
         ServiceSpec("web", ("web", "certificates", "node_name", "data_dir"),
-                    lambda c: c.web.enabled, _web),
+                    lambda c: c.web.enabled, _web, after=("certificates",)),
     ]
 
 
@@ -217,15 +225,16 @@ class Edge:
         async with self._lock:
             previous = self.config
             specs = service_specs()
-            changed = [spec for spec in specs
-                       if any(getattr(previous, s) != getattr(config, s) for s in spec.sections)
-                       or spec.enabled(previous) != spec.enabled(config)]
-            if not changed:
+            restarting: set[str] = set()
+            for spec in specs:  # in start order, so a dependency is decided before its users
+                if (any(_value(previous, s) != _value(config, s) for s in spec.sections)
+                        or spec.enabled(previous) != spec.enabled(config)
+                        or restarting.intersection(spec.after)):
+                    restarting.add(spec.name)
+            affected = [spec for spec in specs if spec.name in restarting]
+            if not affected:
                 self.config = config
                 return []
-            # A service restarts with everything that depends on it (those later in the order).
-            first = min(specs.index(spec) for spec in changed)
-            affected = specs[first:]
             for spec in reversed(affected):
                 service = self.services.pop(spec.name, None)
                 if service is not None:
