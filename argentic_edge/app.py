@@ -175,6 +175,9 @@ class Edge:
         self.config = config
         self.config_path = config_path
         self.addon = addon
+        # Turns the file the web editor edits into the configuration that runs; the add-on merges
+        # its options and the Supervisor's broker in here. None: the file is the configuration.
+        self.compose: Callable[[Any], Any] | None = None
         self.context = zmq.Context()
         self.services: dict[str, Service] = {}
         self.started_at = time.time()

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import ipaddress
 import json
 import logging
 import os
 import random
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -508,52 +507,3 @@ def _discovery_node(node_id: str) -> str:
 
 def _discovery_topic(prefix: str, component: str, object_node: str, key: str) -> str:
     return f"{prefix}/{component}/{object_node}/{key}/config"
-
-
-# ---------------------------------------------------------------------------------------------
-# LAN addresses
-# ---------------------------------------------------------------------------------------------
-
-# The Supervisor's hassio bridge and Docker's default bridge: reachable only from this host.
-_INTERNAL_NETWORKS = (ipaddress.ip_network("172.30.32.0/23"), ipaddress.ip_network("172.17.0.0/16"))
-# hassio, Docker bridges (docker0, br-<12 hex> user networks) and container veth ends.
-_INTERNAL_INTERFACE = re.compile(r"^(hassio|docker.*|veth.*|br-[0-9a-f]{12})$")
-
-
-def lan_addresses() -> list[str]:
-    """The host's addresses that LAN peers can reach, for mDNS records (see select_lan_addresses)."""
-    import ifaddr  # installed with zeroconf; only add-on and discovery code needs it
-
-    entries = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            address = ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip
-            entries.append((adapter.nice_name, address))
-    return select_lan_addresses(entries)
-
-
-def select_lan_addresses(entries: Iterable[tuple[str, str]]) -> list[str]:
-    """From (interface, address) pairs, the addresses worth announcing on the LAN, IPv4 first.
-
-    Left out: loopback; the hassio and Docker bridges (by interface name and by network), which
-    only this host reaches; multicast and unspecified addresses; IPv6 link-local (fe80::/10),
-    because a peer cannot use it without knowing the zone index of its own interface. IPv4
-    link-local (169.254/16) stays: it is how two machines on a bare cable find each other.
-    """
-    selected: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
-    for interface, text in entries:
-        if _INTERNAL_INTERFACE.match(interface):
-            continue
-        try:
-            address = ipaddress.ip_address(text.split("%", 1)[0])
-        except ValueError:
-            continue
-        if address.is_loopback or address.is_multicast or address.is_unspecified:
-            continue
-        if address.version == 6 and address.is_link_local:
-            continue
-        if any(address in network for network in _INTERNAL_NETWORKS):
-            continue
-        selected.add(address)
-    ordered = sorted(selected, key=lambda address: (address.version, address))
-    return [str(address) for address in ordered]

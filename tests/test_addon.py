@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import ipaddress
 import json
 import logging
 import os
@@ -525,25 +524,6 @@ async def _retained(port: int, expected: int) -> dict[str, bytes]:
 
 
 # --- host details ------------------------------------------------------------------------------
-
-
-def test_lan_addresses_leave_out_what_peers_cannot_reach() -> None:
-    entries = [
-        ("lo", "127.0.0.1"), ("lo", "::1"),
-        ("eth0", "192.168.1.20"), ("eth0", "fe80::1%eth0"), ("eth0", "2001:db8::20"), ("eth0", "fd00::20"),
-        ("wlan0", "169.254.7.7"), ("br0", "10.0.0.2"),
-        ("hassio", "172.30.32.1"), ("docker0", "172.17.0.1"), ("veth12ab", "fe80::2"),
-        ("br-0123456789ab", "172.18.0.1"), ("eth1", "172.30.33.5"), ("eth1", "not-an-address"),
-    ]
-    assert ha.select_lan_addresses(entries) == [
-        "10.0.0.2", "169.254.7.7", "192.168.1.20", "2001:db8::20", "fd00::20",
-    ]
-
-
-def test_lan_addresses_of_this_host() -> None:
-    addresses = [ipaddress.ip_address(address) for address in ha.lan_addresses()]
-    assert all(not address.is_loopback for address in addresses)
-    assert addresses == sorted(addresses, key=lambda address: (address.version, address))
 
 
 def test_healthz_url_for_the_dockerfile(tmp_path: Path) -> None:

@@ -253,3 +253,15 @@ def test_an_unknown_interface_is_a_configuration_error_naming_the_key(tmp_path) 
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 1
     assert "discovery.interfaces" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_host_only_bridges_are_never_lan_addresses() -> None:
+    from argentic_edge.discovery import is_internal
+
+    assert is_internal("hassio", ipaddress.IPv4Address("172.30.32.1"))
+    assert is_internal("docker0", ipaddress.IPv4Address("172.17.0.1"))
+    assert is_internal("br-0123456789ab", ipaddress.IPv4Address("172.18.0.1"))
+    assert is_internal("veth12ab", ipaddress.IPv4Address("10.1.2.3"))
+    assert is_internal("eth1", ipaddress.IPv4Address("172.30.33.5")), "the hassio network by address"
+    assert not is_internal("eth0", ipaddress.IPv4Address("192.168.1.20"))
+    assert not is_internal("br0", ipaddress.IPv4Address("10.0.0.2"))

@@ -235,9 +235,13 @@ def restore_document(submitted: Any, stored: Any, shown: Any) -> Any:
 
 # --- validation ----------------------------------------------------------------------------
 
-def validate(document: Any) -> EdgeConfig:
-    """The same checks as ``check-config``: the schema, then the files it names."""
-    config = parse_config(document)
+def validate(document: Any, compose: Callable[[Any], Any] | None = None) -> EdgeConfig:
+    """The same checks as ``check-config``: the schema, then the files it names.
+
+    ``compose`` turns the edited file into the configuration that runs (the add-on merges its
+    options and the Supervisor's broker with it); without it the file is the configuration.
+    """
+    config = parse_config(compose(document) if compose is not None else document)
     problems = file_problems(config)
     if problems:
         raise ConfigError(problems)
@@ -318,12 +322,12 @@ class ConfigEditor:
 
     def prepare_document(self, submitted: Any) -> tuple[str, EdgeConfig]:
         document = restore_document(submitted, *self._stored())
-        config = validate(document)
+        config = validate(document, self.edge.compose)
         return yaml.safe_dump(document, sort_keys=False, allow_unicode=True), config
 
     def prepare_text(self, submitted: str) -> tuple[str, EdgeConfig]:
         restored = restore_text(submitted, self.stored_text())
-        return restored, validate(load_text(restored))
+        return restored, validate(load_text(restored), self.edge.compose)
 
     async def save(self, prepare: Callable[[], tuple[str, EdgeConfig]]) -> dict[str, Any]:
         """Validate (``prepare``), apply, then write. Runs to its end even if the request that
