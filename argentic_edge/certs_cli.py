@@ -12,7 +12,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from argentic_edge.certs import CertError, CertInfo, CertStore
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # cryptography loads when a certs command runs, not for every command
+    from argentic_edge.certs import CertInfo, CertStore
 from argentic_edge.config import default_data_dir, default_node_name
 
 
@@ -54,6 +57,8 @@ def _handler(run: Callable[[CertStore, argparse.Namespace], int]) -> Callable[[a
     """Build the store from the common options; a CertError or OSError becomes exit code 1."""
 
     def handle(args: argparse.Namespace) -> int:
+        from argentic_edge.certs import CertError, CertStore
+
         try:
             store = CertStore(
                 (args.data_dir or default_data_dir()) / "certs",

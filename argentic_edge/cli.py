@@ -20,6 +20,7 @@ import zmq
 
 from argentic_edge import __version__, certs_cli, discovery_cli
 from argentic_edge.app import ServiceError
+from argentic_edge.homeassistant import AddonError
 from argentic_edge.client import BusUnreachable, Subscriber, publish
 from argentic_edge.config import SAVED_CONFIG_NAME, ConfigError, EdgeConfig, default_data_dir, \
     dump_yaml, file_problems, load_config
@@ -64,6 +65,16 @@ def _stop_on_signals() -> asyncio.Event:
 # --- run and proxy --------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.addon:
+        from argentic_edge.addon import run_addon
+
+        async def addon() -> None:
+            await run_addon(_stop_on_signals())
+            log.info("stopped")
+
+        asyncio.run(addon())
+        return 0
+
     from argentic_edge.app import Edge
 
     args.config = _run_config_path(args)
@@ -73,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = _stop_on_signals()
-        async with Edge(config, config_path=args.config, addon=args.addon):
+        async with Edge(config, config_path=args.config):
             await stop.wait()
         log.info("stopped")
 
@@ -190,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the appliance (bus, bridge, discovery, web)")
     run.add_argument("--config", "-c", help="YAML configuration (default: embedded defaults)")
     run.add_argument("--addon", action="store_true",
-                     help="Home Assistant add-on mode: options from /data/options.json")
+                     help="Home Assistant add-on mode: options from /data/options.json, the "
+                          "Supervisor's MQTT service, ingress")
     run.set_defaults(func=cmd_run)
 
     proxy = sub.add_parser("proxy", help="run only the ZeroMQ proxy (proxy_mode: external setups)")
@@ -247,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         return _fail(str(exc))
-    except (BusError, BusUnreachable, TopicError, ServiceError) as exc:
+    except (BusError, BusUnreachable, TopicError, ServiceError, AddonError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130

@@ -19,11 +19,13 @@ import random
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 
 from argentic_edge.fsutil import atomic_write
+
+if TYPE_CHECKING:  # aiohttp loads only when the Supervisor is asked something
+    import aiohttp
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -267,7 +269,7 @@ class SupervisorClient:
             )
         self._base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -344,8 +346,11 @@ class SupervisorClient:
             await asyncio.sleep(delay)
 
     async def _get(self, path: str) -> tuple[int, dict[str, Any]]:
+        import aiohttp
+
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout))
         url = f"{self._base_url}{path}"
         try:
             async with self._session.get(url, headers=self._headers) as response:
