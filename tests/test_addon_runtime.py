@@ -1,0 +1,139 @@
+"""The add-on as the Supervisor runs it: the `run` script's command against a stand-in Supervisor.
+
+Everything but the Supervisor's HTTP API is real: the appliance process, a Mosquitto that only
+accepts the credentials the Supervisor hands out, the ingress listener, MQTT discovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from aiohttp import web
+
+from tests.brokers import Mosquitto, free_port, wait_for_port
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "addon"))
+from supervisor_standin import SupervisorState, create_app, default_info  # noqa: E402
+
+TOKEN = "supervisor-token"
+API_TOKEN = "scripts-token-for-the-api"
+RUN_SCRIPT = REPO_ROOT / "rootfs/etc/s6-overlay/s6-rc.d/argentic-edge/run"
+
+
+def run_script_command() -> list[str]:
+    """The command the s6 `run` script execs, so the test runs what the add-on runs."""
+    line = next(line for line in RUN_SCRIPT.read_text().splitlines() if line.startswith("exec "))
+    argv = line.split()[1:]
+    assert argv[:3] == ["python3", "-m", "argentic_edge"], line
+    return [sys.executable, *argv[1:]]
+
+
+@pytest.fixture
+async def supervisor(tmp_path: Path) -> AsyncIterator[tuple[SupervisorState, str]]:
+    state = SupervisorState(token=TOKEN, info=default_info(ingress_port=free_port()))
+    runner = web.AppRunner(create_app(state))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield state, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def retained(port: int, topic_filter: str, count: int, timeout: float = 20) -> dict[str, bytes]:
+    """What the broker keeps under a filter (user 'reader', allowed by the broker's ACL)."""
+    found: dict[str, bytes] = {}
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-reader")
+    client.username_pw_set("reader", "reader-pass")
+    client.on_connect = lambda c, *_: c.subscribe(topic_filter)
+
+    def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        found[message.topic] = message.payload
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.loop_stop()
+    client.disconnect()
+    return found
+
+
+async def test_zero_typing_add_on_with_the_supervisors_broker(
+        tmp_path: Path, supervisor: tuple[SupervisorState, str]) -> None:
+    state, api = supervisor
+    passwords = tmp_path / "passwords"
+    passwords.touch()
+    for user, password in (("addons", "from-the-supervisor"), ("reader", "reader-pass")):
+        subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True)
+    broker = Mosquitto(tmp_path / "mosquitto",
+                       extra_conf=[f"password_file {passwords}", "allow_anonymous false"]).start()
+    state.mqtt = {"host": "127.0.0.1", "port": broker.port, "ssl": False, "username": "addons",
+                  "password": "from-the-supervisor", "protocol": "3.1.1"}
+    state.mqtt_unavailable_for = 2  # Mosquitto "still booting": the add-on must not wait for it
+
+    data, config, run = tmp_path / "data", tmp_path / "config", tmp_path / "run"
+    for folder in (data, config, run):
+        folder.mkdir()
+    (data / "options.json").write_text(json.dumps({
+        "log_level": "info", "bridge_enabled": True, "ha_discovery": True,
+        "discovery_enabled": False, "api_token": API_TOKEN, "node_name": "ha-edge",
+    }))
+    bus_port, backend_port = free_port(), free_port()
+    (config / "argentic-edge.yaml").write_text(yaml.safe_dump({  # the advanced file adds keys
+        "messaging": {"broker_address": "127.0.0.1", "port": bus_port,
+                      "backend_port": backend_port},
+        "bridge": {"mqtt": {"connect_retry_delay": 0.2}},
+    }))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SUPERVISOR_TOKEN": TOKEN,
+           "SUPERVISOR_API": api, "ARGENTIC_EDGE_ADDON_DATA": str(data),
+           "ARGENTIC_EDGE_ADDON_CONFIG": str(config), "ARGENTIC_EDGE_ADDON_RUN": str(run)}
+    appliance = await asyncio.create_subprocess_exec(
+        *run_script_command(), env=env, stderr=asyncio.subprocess.PIPE)
+    ingress = state.info["ingress_port"]
+    try:
+        await asyncio.to_thread(wait_for_port, ingress, "127.0.0.1", 20)
+        assert (run / "healthz-url").read_text() == f"http://127.0.0.1:{ingress}/healthz\n"
+
+        configs = await asyncio.to_thread(retained, broker.port, "homeassistant/#", 5)
+        assert len(configs) == 5, f"discovery configs on the broker: {sorted(configs)}"
+        device = {json.loads(payload)["device"]["name"] for payload in configs.values()}
+        assert device == {"ha-edge"}
+        assert state.mqtt_requests >= 3, "the broker was adopted after the service appeared"
+
+        base = f"http://127.0.0.1:{ingress}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/healthz") as answer:
+                assert answer.status == 200, await answer.text()
+            async with session.get(f"{base}/") as answer:
+                assert answer.status == 403, "ingress answers only the Supervisor's address"
+            async with session.get(f"{base}/api/status",
+                                   headers={"Authorization": f"Bearer {API_TOKEN}"}) as answer:
+                status = await answer.json()
+        assert status["bridge"]["state"] == "connected"
+        assert status["bridge"]["broker"].endswith(f":{broker.port}")
+        assert status["node"]["addon"] is True
+        assert status["bus"]["publish"].endswith(f":{bus_port}")
+    finally:
+        appliance.terminate()
+        _, stderr = await asyncio.wait_for(appliance.communicate(), 15)
+        broker.stop()
+    log = stderr.decode()
+    assert appliance.returncode == 0, log
+    assert "from-the-supervisor" not in log and API_TOKEN not in log and TOKEN not in log
+    assert re.search(r"MQTT service from the Supervisor: 127\.0\.0\.1:\d+", log)
