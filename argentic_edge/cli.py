@@ -10,9 +10,12 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -185,6 +188,22 @@ def _render(topic: str, payload: bytes, args: argparse.Namespace) -> str:
     return f"{topic} {text}" if args.verbose else text
 
 
+# --- bench ----------------------------------------------------------------------------------
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run bench/ from the source checkout this package was installed from."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "__main__.py").is_file():
+        return _fail("the benchmarks ship with the source checkout (bench/ beside argentic_edge/); "
+                     "run this from a clone installed with scripts/setup")
+    command = [sys.executable, "-m", "bench", *(["--quick"] if args.quick else []),
+               *(["--json", str(args.json)] if args.json else [])]
+    for only in args.only or ():
+        command += ["--only", only]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(command, cwd=root, env=env, check=False).returncode
+
+
 # --- the parser -----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="exit after this many seconds without a message")
     _bus_options(subscribe)
     subscribe.set_defaults(func=cmd_sub)
+
+    bench = sub.add_parser("bench", help="run the benchmarks (from a source checkout)")
+    bench.add_argument("--quick", action="store_true")
+    bench.add_argument("--json", type=Path)
+    bench.add_argument("--only", action="append",
+                       choices=["bus", "bridge", "federation", "footprint"])
+    bench.set_defaults(func=cmd_bench)
 
     certs_cli.add_parser(sub)
     discovery_cli.add_parser(sub)
