@@ -79,10 +79,18 @@ class ServiceSpec:
     build: Callable[[Edge], Service]
 
 
+def _bridge(edge: Edge) -> Service:
+    from argentic_edge.bridge import Bridge  # paho is imported only when the bridge runs
+
+    return Bridge.from_edge(edge)
+
+
 def service_specs() -> list[ServiceSpec]:
     """Every service in start order. Later ones may use earlier ones through ``edge.services``."""
     return [
         ServiceSpec("bus", ("messaging",), lambda c: True, BusService),
+        ServiceSpec("bridge", ("messaging", "bridge", "node_name"), lambda c: c.bridge.enabled,
+                    _bridge),
     ]
 
 
