@@ -21,7 +21,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +127,9 @@ class Bridge:
         self.max_payload = config.bridge.max_payload
         self.encoding = config.messaging.topic_encoding
         self.outbox = Outbox(config.bridge.buffer.max_messages, config.bridge.buffer.max_bytes)
+        # The bridge's own messages (presence, publish_retained): few, sent before the outbox,
+        # and never pushed out by bus traffic.
+        self._priority: deque[Outgoing] = deque()
         self.bus_guard = LoopGuard()
         self.mqtt_guard = LoopGuard()
         self._drops = DropLog()
@@ -215,14 +218,16 @@ class Bridge:
         if link is not None and link.connected and self._online:
             await self._say_offline()
             await link.disconnect()
-        elif link is not None:
-            link.abort()
+        if link is not None:
+            link.close()
         self._online = False
         waiting = self.outbox.clear()
         if waiting:
             log.warning("bridge: stopping with %d bus message(s) still waiting for the broker; "
                         "they are dropped", len(waiting))
-        for item in waiting + [item for _, item in self._inflight.values()]:
+        waiting += list(self._priority) + [item for _, item in self._inflight.values()]
+        self._priority.clear()
+        for item in waiting:
             if item.done is not None and not item.done.done():
                 item.done.set_exception(BridgeError("the bridge stopped before the broker had it"))
         self._inflight.clear()
@@ -237,7 +242,7 @@ class Bridge:
         assert self._loop is not None
         done: asyncio.Future[None] = self._loop.create_future()
         self._submit(Outgoing(self.presence_topic, b"offline", 1, True, None, done),
-                     echo=self._echo_on_broker(self.presence_topic))
+                     echo=self._echo_on_broker(self.presence_topic), priority=True)
         try:
             await asyncio.wait_for(done, STOP_TIMEOUT)
         except (TimeoutError, BridgeError) as exc:
@@ -260,6 +265,8 @@ class Bridge:
                 if exc.protocol_refused:
                     log.info("bridge: %s does not speak MQTT 5; using MQTT 3.1.1", self.where)
                     self._mqtt5 = False
+                    if self._link is not None:
+                        self._link.close()
                     self._link = None
                     continue
                 failure = str(exc)
@@ -334,8 +341,8 @@ class Bridge:
                  session.protocol, ", TLS" if self.mqtt.tls_params else "",
                  "clean" if self.mqtt.clean_session else "persistent",
                  ", resumed" if session.session_present else "")
-        self.outbox.append(Outgoing(self.presence_topic, b"online", 1, True),
-                           first=True)
+        self._priority.appendleft(Outgoing(self.presence_topic, b"online", 1, True,
+                                           echo=self._echo_on_broker(self.presence_topic)))
         self._flush()
         for hook in self._hooks:
             task = asyncio.create_task(self._run_hook(hook), name="bridge-on-connect")
@@ -348,7 +355,6 @@ class Bridge:
 
     def _went_offline(self, reason: str) -> None:
         self._online = False
-        log.warning("bridge: %s", reason)
 
     async def _run_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -398,12 +404,16 @@ class Bridge:
                 self._submit(Outgoing(delivery.topic, payload, delivery.qos, delivery.retain,
                                       counters), echo=delivery.echo_expected)
 
-    def _submit(self, item: Outgoing, *, echo: bool) -> None:
+    def _submit(self, item: Outgoing, *, echo: bool, priority: bool = False) -> None:
         """Publish now if the broker can take it, else queue it behind what already waits."""
-        if self._online and not self.outbox and (item.qos == 0 or len(self._inflight) < self._window):
+        if self._online and not self.outbox and not self._priority and (
+                item.qos == 0 or len(self._inflight) < self._window):
             self._send(item, echo)
             return
         item.echo = echo
+        if priority:
+            self._priority.append(item)
+            return
         if item.counters is not None:
             item.counters.buffered += 1
         for dropped in self.outbox.append(item):
@@ -411,11 +421,17 @@ class Bridge:
 
     def _flush(self) -> None:
         """Send queued messages in order while the broker's window has room."""
-        outbox = self.outbox
-        while outbox and self._online:
-            if outbox.peek().qos and len(self._inflight) >= self._window:
+        priority, outbox = self._priority, self.outbox
+        while self._online:
+            if priority:
+                item, take = priority[0], priority.popleft
+            elif outbox:
+                item, take = outbox.peek(), outbox.popleft
+            else:
                 return
-            item = outbox.popleft()
+            if item.qos and len(self._inflight) >= self._window:
+                return
+            take()
             self._send(item, item.echo)
 
     def _send(self, item: Outgoing, echo: bool) -> None:
@@ -423,7 +439,8 @@ class Bridge:
         info = self._link.publish(item.topic, item.payload, item.qos, item.retain)
         if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
             # paho still holds a QoS>=1 message under the same id: wait for its acknowledgement.
-            self.outbox.append(item, first=True)
+            item.echo = echo
+            self._priority.appendleft(item)
             return
         if item.qos == 0 and info.rc != paho.MQTT_ERR_SUCCESS:
             self._lose(item, "not_connected")
@@ -545,7 +562,7 @@ class Bridge:
             raise BridgeError(f"the bridge is not connected to a broker ({self.state})")
         done: asyncio.Future[None] = self._loop.create_future()
         self._submit(Outgoing(topic, payload, qos, True, None, done),
-                     echo=self._echo_on_broker(topic))
+                     echo=self._echo_on_broker(topic), priority=True)
         await done
 
     def _echo_on_broker(self, topic: str) -> bool:

@@ -48,8 +48,8 @@ class Outbox:
     def __bool__(self) -> bool:
         return bool(self._items)
 
-    def append(self, item: Outgoing, *, first: bool = False) -> list[Outgoing]:
-        """Queue ``item`` (at the front with ``first``); returns what was dropped to make room.
+    def append(self, item: Outgoing) -> list[Outgoing]:
+        """Queue ``item``; returns what was dropped to make room.
 
         An item larger than ``max_bytes`` on its own cannot wait here and is the one dropped.
         """
@@ -61,10 +61,7 @@ class Outbox:
                                or self.bytes + item.size > self.max_bytes):
             dropped.append(self.popleft())
         self.dropped += len(dropped)
-        if first:
-            self._items.appendleft(item)
-        else:
-            self._items.append(item)
+        self._items.append(item)
         self.bytes += item.size
         return dropped
 

@@ -166,6 +166,7 @@ class MqttLink:
         # Unlimited in paho: the bridge keeps its own window (paho rescans every queued message
         # on each acknowledgement when it limits, which is quadratic under load).
         client.max_inflight_messages_set(0)
+        client.connect_timeout = CONNECT_TIMEOUT
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_subscribe = self._handle_subscribe
@@ -218,7 +219,6 @@ class MqttLink:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = 0 if config.clean_session else NEVER_EXPIRES
             clean_start = config.clean_session
-        self.client.connect_timeout = CONNECT_TIMEOUT
         self.client.connect(config.broker_address, config.port, config.keepalive,
                             clean_start=clean_start, properties=properties)
 
@@ -335,6 +335,15 @@ class MqttLink:
             self._unwatch(sock.fileno())
             sock.close()
         self.connected = False
+
+    def close(self) -> None:
+        """Abort and detach from the loop for good (paho's finaliser closes sockets later)."""
+        self.abort()
+        client = self.client
+        client.on_socket_open = client.on_socket_close = None
+        client.on_socket_register_write = client.on_socket_unregister_write = None
+        client.on_connect = client.on_disconnect = client.on_message = None
+        client.on_publish = client.on_subscribe = None
 
     def reset(self) -> None:
         """Make the link usable for another connect() after a lost connection."""
