@@ -19,6 +19,7 @@ import logging
 import socket
 import ssl
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,8 +70,13 @@ def tls_context(params: TlsParams) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     version = _TLS_VERSIONS[params.tls_version]
     if version is not None:
-        context.minimum_version = version
-        context.maximum_version = version
+        if version < ssl.TLSVersion.TLSv1_2:
+            log.warning("bridge: tls_version %s is obsolete and most OpenSSL builds refuse it",
+                        params.tls_version)
+        with warnings.catch_warnings():  # the deprecation is said above, in the user's terms
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = version
+            context.maximum_version = version
     if params.cert_reqs == "CERT_NONE":
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -99,8 +105,11 @@ def _file_error(key: str, path: str | None, exc: OSError) -> BridgeError:
     return BridgeError(f"bridge.mqtt.tls_params.{key}: cannot load {path!r}: {reason}")
 
 
-def describe_failure(exc: BaseException, where: str) -> str:
+def describe_failure(exc: BaseException, where: str, tls: bool = False) -> str:
     """A sentence for a failed TCP/TLS connection, with the likely fix."""
+    if tls and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError)):
+        return (f"{where} closed the connection during the TLS handshake "
+                "(is this port a TLS listener? does it want a client certificate?)")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"TLS: the certificate of {where} is not trusted ({exc.verify_message}); "
                 "check bridge.mqtt.tls_params.ca_certs and the broker's host name")
@@ -198,7 +207,7 @@ class MqttLink:
         try:
             await asyncio.shield(self._connecting)  # on cancel, the thread's socket is closed
         except (OSError, ValueError) as exc:
-            raise ConnectError(describe_failure(exc, self.where)) from None
+            raise ConnectError(describe_failure(exc, self.where, self._tls is not None)) from None
         try:
             session = await asyncio.wait_for(self._connack, CONNECT_TIMEOUT)
         except TimeoutError:
@@ -251,9 +260,11 @@ class MqttLink:
         else:
             text = str(reason)
         if self._connack is not None and not self._connack.done():
+            hint = ("does it want a client certificate (tls_params.certfile and keyfile)"
+                    if self._tls is not None else "does the broker expect TLS")
             self._connack.set_exception(ConnectError(
                 f"{self.where} closed the connection before accepting it ({text}; "
-                "does the broker expect TLS, or refuse this client id?)"))
+                f"{hint}, or refuse this client id?)"))
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
         for future in self._subscribes.values():
@@ -435,7 +446,8 @@ def _refusal_hint(reason: ReasonCode) -> str:
     if "user name or password" in name:
         return " (check bridge.mqtt.username and password)"
     if "not authorized" in name:
-        return " (the broker's access rules do not allow this user or client id)"
+        return (" (check bridge.mqtt.username and password; the broker's access rules may also "
+                "refuse this client id)")
     if "identifier" in name:
         return " (check bridge.mqtt.client_id)"
     return ""
