@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 import yaml
 
@@ -256,6 +257,12 @@ async def test_invalid_utf8_topic_never_gets_past_mosquitto(mosquitto: Mosquitto
         writer.close()
         assert bridge.status()["routes"][0]["in"]["messages"] == 0
         assert bridge.state == "connected"
+
+        # A broker that did not check would hand paho such a message; the bridge counts it.
+        lax = paho.MQTTMessage(mid=0, topic=b"bad/\xff\xfe")
+        lax.payload = b"{}"
+        bridge._from_broker(lax)
+        assert bridge.status()["unrouted_drops"]["from_broker"] == {"invalid_utf8": 1}
 
 
 async def test_presence_online_offline_and_last_will(mosquitto: Mosquitto, tmp_path: Path) -> None:
