@@ -306,9 +306,10 @@ class Bridge:
         link = self._link
         try:
             session = await link.connect()
+            identify = bool(self.routes.overlaps)  # identifiers only where copies can double
             for subscription in self.routes.subscriptions:
                 answer = await link.subscribe(subscription.filter.value, subscription.qos,
-                                              subscription.identifier)
+                                              subscription.identifier if identify else None)
                 self._check_subscription(subscription.filter.value, answer)
         except BaseException:
             link.abort()
