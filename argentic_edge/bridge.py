@@ -185,18 +185,24 @@ class Bridge:
         """A PUB for broker-to-bus traffic and a SUB for bus-to-broker, on the shared context."""
         bus_config = self.config.messaging
         pub = self.context.socket(zmq.PUB)
-        apply_socket_options(pub, bus_config)
-        pub.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue says EAGAIN instead of dropping silently
-        pub.setsockopt(zmq.LINGER, 0)
-        pub.connect(self.endpoints.local_publish)
         async_context = zmq.asyncio.Context.shadow(self.context.underlying)
         sub = async_context.socket(zmq.SUB)
-        apply_socket_options(sub, bus_config)
-        sub.setsockopt(zmq.RCVHWM, max(bus_config.high_water_mark, SUB_HIGH_WATER_MARK))
-        sub.setsockopt(zmq.LINGER, 0)
-        for prefix in self.routes.bus_prefixes:
-            sub.setsockopt(zmq.SUBSCRIBE, prefix.encode(self.encoding))
-        sub.connect(self.endpoints.local_subscribe)
+        try:
+            apply_socket_options(pub, bus_config)
+            pub.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue says EAGAIN, not silence
+            pub.setsockopt(zmq.LINGER, 0)
+            pub.connect(self.endpoints.local_publish)
+            apply_socket_options(sub, bus_config)
+            sub.setsockopt(zmq.RCVHWM, max(bus_config.high_water_mark, SUB_HIGH_WATER_MARK))
+            sub.setsockopt(zmq.LINGER, 0)
+            for prefix in self.routes.bus_prefixes:
+                sub.setsockopt(zmq.SUBSCRIBE, prefix.encode(self.encoding))
+            sub.connect(self.endpoints.local_subscribe)
+        except zmq.ZMQError as exc:
+            pub.close(linger=0)
+            sub.close(linger=0)
+            raise BridgeError(f"bridge: cannot join the bus at {self.endpoints.local_publish} / "
+                              f"{self.endpoints.local_subscribe}: {exc}") from None
         self._pub, self._sub = pub, sub
         self._sub_sync = zmq.Socket.shadow(sub.underlying)
 
@@ -346,9 +352,7 @@ class Bridge:
                                            echo=self._echo_on_broker(self.presence_topic)))
         self._flush()
         for hook in self._hooks:
-            task = asyncio.create_task(self._run_hook(hook), name="bridge-on-connect")
-            self._hook_tasks.add(task)
-            task.add_done_callback(self._hook_tasks.discard)
+            self._start_hook(hook)
 
     def _connection_lost(self, reason: str) -> None:
         if self._lost is not None and not self._lost.done():
@@ -545,10 +549,17 @@ class Bridge:
         """
         self._hooks.append(callback)
         if self._online:
-            task = asyncio.create_task(self._run_hook(callback), name="bridge-on-connect")
-            self._hook_tasks.add(task)
-            task.add_done_callback(self._hook_tasks.discard)
-        return lambda: self._hooks.remove(callback) if callback in self._hooks else None
+            self._start_hook(callback)
+
+        def remove() -> None:
+            if callback in self._hooks:
+                self._hooks.remove(callback)
+        return remove
+
+    def _start_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
+        task = asyncio.create_task(self._run_hook(hook), name="bridge-on-connect")
+        self._hook_tasks.add(task)
+        task.add_done_callback(self._hook_tasks.discard)
 
     async def publish_retained(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish a retained message and wait until the broker has it (QoS>=1) or it is written.

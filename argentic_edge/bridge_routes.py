@@ -122,6 +122,7 @@ class BridgeRoute:
             document["out"] = self.counters_out.to_dict()
         if self.inbound:
             document["in"] = self.counters_in.to_dict()
+            del document["in"]["buffered"]  # only bus-to-broker messages wait
         return document
 
 

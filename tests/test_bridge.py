@@ -95,6 +95,7 @@ async def test_qos_and_retain_per_route_and_by_category(mosquitto: Mosquitto) ->
     routes = [
         {"topic": "exact/#", "direction": "out", "qos": 2, "retain": True},
         {"topic": "agent/#", "direction": "out", "qos": "auto", "retain": "auto"},
+        {"topic": "inbound/#", "direction": "in", "qos": 2},
     ]
     mqtt_keys = {"retain_messages": {"status": True}, "qos_levels": {"tool_calls": 2}}
     config = edge_config(mosquitto.port, bridge={"routes": routes}, mqtt=mqtt_keys)
@@ -123,6 +124,19 @@ async def test_qos_and_retain_per_route_and_by_category(mosquitto: Mosquitto) ->
                 retained = {item.topic for item in await late.quiet(0.3) if item.retain}
             assert retained == {topic for topic, (_, retain) in cases.items() if retain} | {
                 presence_topic("testnode")}
+
+            bus_in = BusClient(edge, subscribe="inbound/")
+            try:  # QoS 2 from the broker: exactly once on the bus
+                await probe_mqtt_to_bus(mqtt, bus_in, "inbound/probe", "inbound/probe")
+                await drain_probes(bus_in)
+                exactly_once = message("Q2")
+                await mqtt.publish("inbound/q2", exactly_once, qos=2)
+                got_in = await bus_in.next()
+                assert (got_in.topic, got_in.payload) == ("inbound/q2", exactly_once)
+                assert not await bus_in.quiet(0.2)
+                assert bridge_of(edge).routes.subscriptions[0].qos == 2
+            finally:
+                bus_in.close()
         finally:
             bus.close()
             async with MqttClient(mosquitto.port) as cleaner:  # persistence is on: clear
