@@ -12,9 +12,9 @@ topic: agents use a handful of topics over and over, so the hot path is one dict
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from argentic_edge.config import MqttConfig, Route
 from argentic_edge.topics import MAX_TOPIC_BYTES, TopicFilter, TopicTree, category_of
@@ -232,6 +232,19 @@ def _can_share_a_topic(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
     return True
 
 
+Resolved = TypeVar("Resolved")
+
+
+def _remember(cache: dict[str, Resolved], topic: str,
+              resolve: Callable[[str], Resolved]) -> Resolved:
+    """Resolve a topic not in the cache and keep the answer (the cache starts over when full)."""
+    found = resolve(topic)
+    if len(cache) >= CACHE_SIZE:
+        cache.clear()
+    cache[topic] = found
+    return found
+
+
 class RouteTable:
     """Every route of a bridge, indexed both ways by topic trees."""
 
@@ -254,10 +267,7 @@ class RouteTable:
         """Where a bus message goes: one delivery per distinct broker topic, first route wins."""
         found = self._out_cache.get(local_topic)
         if found is None:
-            found = self._resolve_out(local_topic)
-            if len(self._out_cache) >= CACHE_SIZE:
-                self._out_cache.clear()
-            self._out_cache[local_topic] = found
+            found = _remember(self._out_cache, local_topic, self._resolve_out)
         return found
 
     def _resolve_out(self, local_topic: str) -> tuple[OutDelivery, ...]:
@@ -280,10 +290,7 @@ class RouteTable:
         """Where a broker message goes: one delivery per distinct bus topic, first route wins."""
         found = self._in_cache.get(remote_topic)
         if found is None:
-            found = self._resolve_in(remote_topic)
-            if len(self._in_cache) >= CACHE_SIZE:
-                self._in_cache.clear()
-            self._in_cache[remote_topic] = found
+            found = _remember(self._in_cache, remote_topic, self._resolve_in)
         return found
 
     def _resolve_in(self, remote_topic: str) -> InResolution:

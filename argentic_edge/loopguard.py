@@ -30,7 +30,8 @@ def fingerprint(topic: str, payload: bytes) -> int:
 
 
 class LoopGuard:
-    """A time-limited multiset of fingerprints: ``add`` what was injected, ``consume`` what came in.
+    """A time-limited multiset of fingerprints: ``add`` what was injected, ``consume`` what
+    came in.
 
     ``_order`` keeps every entry in insertion order with its expiry; ``_live`` keeps, per
     fingerprint, the expiries of entries not matched yet, oldest first. Matching removes the

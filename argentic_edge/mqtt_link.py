@@ -1,4 +1,4 @@
-"""MqttLink: one paho-mqtt client driven by the asyncio loop, with callbacks straight to the bridge.
+"""MqttLink: one paho-mqtt client driven by the asyncio loop, its callbacks wired to the bridge.
 
 Why not aiomqtt's own API: it turns every received message into a queue item plus a task plus an
 ``asyncio.wait``, and every publish into a future. Measured here, that caps the bridge at about
@@ -182,7 +182,7 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_subscribe = self._handle_subscribe
         client.on_message = lambda _client, _userdata, message: on_message(message)
-        client.on_publish = lambda _client, _userdata, mid, reason, _props: on_published(mid, reason)
+        client.on_publish = lambda _client, _data, mid, reason, _props: on_published(mid, reason)
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
         client.on_socket_register_write = self._register_write
@@ -300,7 +300,8 @@ class MqttLink:
         else:
             result, mid = self.client.subscribe(topic_filter, qos)
         if result != paho.MQTT_ERR_SUCCESS or mid is None:
-            raise ConnectError(f"cannot subscribe to {topic_filter!r}: {paho.error_string(result)}")
+            raise ConnectError(
+                f"cannot subscribe to {topic_filter!r}: {paho.error_string(result)}")
         future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
         self._subscribes[mid] = future
         try:

@@ -14,7 +14,8 @@ import json
 import struct
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,12 +75,67 @@ class Received:
     qos: int = 0
     retain: bool = False
 
+    @property
+    def is_probe(self) -> bool:
+        return self.payload.startswith(PROBE)
 
-class MqttClient:
+
+class Collector:
+    """What a test client received. Probes are told apart from test messages: a probe wait
+    keeps the test messages it passes for ``next``, and ``next`` skips probes."""
+
+    def __init__(self) -> None:
+        self.pending: deque[Received] = deque()
+
+    async def receive(self, timeout: float) -> Received:
+        raise NotImplementedError
+
+    async def next(self, timeout: float = 5.0) -> Received:
+        while self.pending:
+            return self.pending.popleft()
+        while True:
+            item = await self.receive(timeout)
+            if not item.is_probe:
+                return item
+
+    async def take(self, count: int, timeout: float = 5.0) -> list[Received]:
+        return [await self.next(timeout) for _ in range(count)]
+
+    async def quiet(self, period: float = 0.3) -> list[Received]:
+        """Whatever else arrives within ``period``: proves nothing more (a duplicate) came."""
+        extra = list(self.pending)
+        self.pending.clear()
+        try:
+            while True:
+                extra.append(await self.next(period))
+        except TimeoutError:
+            return extra
+
+    async def probe_arrived(self, topic: str) -> None:
+        while True:
+            item = await self.receive(60)
+            if item.is_probe and item.topic == topic:
+                return
+            if not item.is_probe:
+                self.pending.append(item)
+
+    async def drain_probes(self, period: float = 0.1) -> None:
+        """Let probes still on their way arrive and go; test messages stay for ``next``."""
+        try:
+            while True:
+                item = await self.receive(period)
+                if not item.is_probe:
+                    self.pending.append(item)
+        except TimeoutError:
+            return
+
+
+class MqttClient(Collector):
     """A paho client in its own thread; received messages land in an asyncio queue."""
 
     def __init__(self, port: int, *, client_id: str = "", clean: bool = True,
                  protocol: int = paho.MQTTv311, auto_reconnect: bool = False) -> None:
+        super().__init__()
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Received] = asyncio.Queue()
         self.port = port
@@ -107,6 +163,9 @@ class MqttClient:
         self.client.disconnect()
         await asyncio.to_thread(self.client.loop_stop)
 
+    async def receive(self, timeout: float) -> Received:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
     async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         done = asyncio.Event()
         self.client.on_subscribe = lambda *_: self.loop.call_soon_threadsafe(done.set)
@@ -122,29 +181,12 @@ class MqttClient:
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> paho.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos)
 
-    async def next(self, timeout: float = 5.0) -> Received:
-        while True:
-            item = await asyncio.wait_for(self.queue.get(), timeout)
-            if not item.payload.startswith(PROBE):
-                return item
 
-    async def take(self, count: int, timeout: float = 5.0) -> list[Received]:
-        return [await self.next(timeout) for _ in range(count)]
-
-    async def quiet(self, period: float = 0.3) -> list[Received]:
-        """Whatever else arrives within ``period``: proves nothing more (a duplicate) came."""
-        extra = []
-        try:
-            while True:
-                extra.append(await self.next(period))
-        except TimeoutError:
-            return extra
-
-
-class BusClient:
+class BusClient(Collector):
     """An agent on the bus: a plain PUB to the frontend, a SUB on the backend."""
 
     def __init__(self, edge: Edge, subscribe: str = "") -> None:
+        super().__init__()
         endpoints = edge.services["bus"].bus.endpoints  # type: ignore[attr-defined]
         self.context = zmq.asyncio.Context()
         self.pub = self.context.socket(zmq.PUB)
@@ -166,66 +208,50 @@ class BusClient:
     async def send_raw(self, frame: bytes) -> None:
         await self.pub.send(frame)
 
-    async def next(self, timeout: float = 5.0) -> Received:
-        while True:
-            frame = await asyncio.wait_for(self.sub.recv(), timeout)
-            topic, _, payload = frame.partition(b" ")
-            if not payload.startswith(PROBE):
-                return Received(topic.decode(errors="replace"), payload)
-
-    async def take(self, count: int, timeout: float = 5.0) -> list[Received]:
-        return [await self.next(timeout) for _ in range(count)]
-
-    async def quiet(self, period: float = 0.3) -> list[Received]:
-        extra = []
-        try:
-            while True:
-                extra.append(await self.next(period))
-        except TimeoutError:
-            return extra
+    async def receive(self, timeout: float) -> Received:
+        frame = await asyncio.wait_for(self.sub.recv(), timeout)
+        topic, _, payload = frame.partition(b" ")
+        return Received(topic.decode(errors="replace"), payload)
 
 
-async def _probe(send: Callable[[], Any], arrived: Callable[[], Any], what: str,
+async def _probe(send: Callable[[], Any], arrived: Awaitable[None], what: str,
                  timeout: float = 5.0) -> None:
     """Send probes until one comes through: ZeroMQ drops what a PUB sends before the
     subscriptions reach it, so each path is proven live before a test relies on it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await send()
-        try:
-            await asyncio.wait_for(arrived(), 0.05)
-            return
-        except TimeoutError:
-            continue
-    raise AssertionError(f"{what} did not come up within {timeout}s")
+    waiting = asyncio.ensure_future(arrived)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await send()
+            done, _ = await asyncio.wait({waiting}, timeout=0.05)
+            if done:
+                return waiting.result()
+        raise AssertionError(f"{what} did not come up within {timeout}s")
+    finally:
+        waiting.cancel()
 
 
-async def probe_bus_to_mqtt(bus: BusClient, mqtt: MqttClient, local: str, remote: str) -> None:
-    """Prove bus -> bridge -> broker -> client works (``mqtt`` must be subscribed to remote)."""
-    async def send() -> None:
-        await bus.send(local, PROBE + b"}")
+async def prove_paths(bus: BusClient, mqtt: MqttClient, *,
+                      out: tuple[str, str] | None = None,
+                      into: tuple[str, str] | None = None) -> None:
+    """Prove bus -> broker (``out`` = (bus topic, broker topic)) and broker -> bus (``into`` =
+    (broker topic, bus topic)) work, then let stray probes pass. ``mqtt`` must already be
+    subscribed to the broker topic of ``out``, ``bus`` to the bus topic of ``into``."""
+    if out is not None:
+        local, remote = out
 
-    async def arrived() -> None:
-        while (await mqtt.queue.get()).topic != remote:
-            pass
-    await _probe(send, arrived, f"the path bus {local} -> MQTT {remote}")
+        async def send_out() -> None:
+            await bus.send(local, PROBE + b"}")
+        await _probe(send_out, mqtt.probe_arrived(remote), f"the path bus {local} -> {remote}")
+    if into is not None:
+        remote_in, local_in = into
 
-
-async def probe_mqtt_to_bus(mqtt: MqttClient, bus: BusClient, remote: str, local: str) -> None:
-    """Prove client -> broker -> bridge -> bus works (``bus`` must subscribe to local)."""
-    async def send() -> None:
-        mqtt.publish_nowait(remote, PROBE + b"}", qos=0)
-
-    async def arrived() -> None:
-        while not (await bus.sub.recv()).startswith(local.encode() + b" "):
-            pass
-    await _probe(send, arrived, f"the path MQTT {remote} -> bus {local}")
-
-
-async def drain_probes(*clients: MqttClient | BusClient) -> None:
-    """Let probes still on their way arrive and be discarded by the collectors."""
-    for client in clients:
-        await client.quiet(0.1)
+        async def send_in() -> None:
+            mqtt.publish_nowait(remote_in, PROBE + b"}", qos=0)
+        await _probe(send_in, bus.probe_arrived(local_in),
+                     f"the path broker {remote_in} -> bus {local_in}")
+    for client in (mqtt, bus):
+        await client.drain_probes()
 
 
 def bridge_of(edge: Edge) -> Any:

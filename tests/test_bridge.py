@@ -19,9 +19,10 @@ from argentic_edge.app import Edge
 from argentic_edge.bridge import presence_topic
 from tests.brokers import Mosquitto, free_port
 from tests.bridge_support import (
-    BusClient, MqttClient, Mqtt311Only, bridge_of, drain_probes, edge_config, matching, message,
-    probe_bus_to_mqtt, probe_mqtt_to_bus, wait_until,
+    BusClient, MqttClient, Mqtt311Only, bridge_of, edge_config, matching, message, prove_paths,
+    wait_until,
 )
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,9 +33,8 @@ async def test_round_trip_both_ways_in_argentic_wire_format(mosquitto: Mosquitto
         bus = BusClient(edge, subscribe="agent/")
         try:
             await mqtt.subscribe("agent/#")
-            await probe_bus_to_mqtt(bus, mqtt, "agent/probe", "agent/probe")
-            await probe_mqtt_to_bus(mqtt, bus, "agent/probe", "agent/probe")
-            await drain_probes(mqtt, bus)
+            await prove_paths(bus, mqtt, out=("agent/probe", "agent/probe"),
+                              into=("agent/probe", "agent/probe"))
 
             ask = message("ASK_QUESTION", question="why?", data={"é": [1, 2.5, None]})
             await bus.send("agent/command/ask_question", ask)
@@ -69,9 +69,9 @@ async def test_wildcards_and_prefixes_rewrite_topics(mosquitto: Mosquitto) -> No
         bus = BusClient(edge, subscribe="remote/")
         try:
             await mqtt.subscribe("site/#")
-            await probe_bus_to_mqtt(bus, mqtt, "tools/probe/status", "site/kitchen/tools/probe/status")
-            await probe_mqtt_to_bus(mqtt, bus, "site/kitchen/cmd/probe", "remote/cmd/probe")
-            await drain_probes(mqtt, bus)
+            await prove_paths(bus, mqtt,
+                              out=("tools/probe/status", "site/kitchen/tools/probe/status"),
+                              into=("site/kitchen/cmd/probe", "remote/cmd/probe"))
 
             payload = message("STATUS", state="ok")
             await bus.send("tools/search/status", payload)
@@ -102,9 +102,9 @@ async def test_qos_and_retain_per_route_and_by_category(mosquitto: Mosquitto) ->
     async with Edge(config) as edge, MqttClient(mosquitto.port) as mqtt:
         bus = BusClient(edge)
         try:
-            await mqtt.subscribe("#", qos=2)
-            await probe_bus_to_mqtt(bus, mqtt, "exact/probe", "exact/probe")
-            await drain_probes(mqtt)
+            for topic_filter in ("exact/#", "agent/#"):
+                await mqtt.subscribe(topic_filter, qos=2)
+            await prove_paths(bus, mqtt, out=("exact/probe", "exact/probe"))
             cases = {
                 "exact/thing": (2, True),
                 "agent/tools/call/t1": (2, False),  # tool_calls: qos from qos_levels
@@ -127,8 +127,7 @@ async def test_qos_and_retain_per_route_and_by_category(mosquitto: Mosquitto) ->
 
             bus_in = BusClient(edge, subscribe="inbound/")
             try:  # QoS 2 from the broker: exactly once on the bus
-                await probe_mqtt_to_bus(mqtt, bus_in, "inbound/probe", "inbound/probe")
-                await drain_probes(bus_in)
+                await prove_paths(bus_in, mqtt, into=("inbound/probe", "inbound/probe"))
                 exactly_once = message("Q2")
                 await mqtt.publish("inbound/q2", exactly_once, qos=2)
                 got_in = await bus_in.next()
@@ -158,23 +157,23 @@ async def test_both_on_hash_delivers_each_message_exactly_once(
             bus = BusClient(edge)
             try:
                 await mqtt.subscribe("#")
-                await probe_bus_to_mqtt(bus, mqtt, "probe/a", "probe/a")
-                await probe_mqtt_to_bus(mqtt, bus, "probe/b", "probe/b")
-                await drain_probes(mqtt, bus)
+                await prove_paths(bus, mqtt,
+                                  out=("probe/a", "probe/a"), into=("probe/b", "probe/b"))
 
                 count = 20
                 sent_bus = [(f"loop/bus/{i}", message("B", i=i)) for i in range(count)]
                 sent_mqtt = [(f"loop/mqtt/{i}", message("M", i=i)) for i in range(count)]
-                for (bus_topic, bus_payload), (mqtt_topic, mqtt_payload) in zip(sent_bus, sent_mqtt):
-                    await bus.send(bus_topic, bus_payload)
+                for (topic, payload), (mqtt_topic, mqtt_payload) in zip(sent_bus, sent_mqtt):
+                    await bus.send(topic, payload)
                     mqtt.publish_nowait(mqtt_topic, mqtt_payload)
                 expected = sorted(sent_bus + sent_mqtt)
                 on_mqtt = await mqtt.take(2 * count)
                 on_bus = await bus.take(2 * count)
                 on_mqtt += await mqtt.quiet(0.5)
                 on_bus += await bus.quiet(0.1)
-                assert sorted((m.topic, m.payload) for m in matching(on_mqtt, "loop/#")) == expected
-                assert sorted((m.topic, m.payload) for m in matching(on_bus, "loop/#")) == expected
+                for side in (on_mqtt, on_bus):
+                    got = sorted((m.topic, m.payload) for m in matching(side, "loop/#"))
+                    assert got == expected
                 guard = bridge.status()["loop_guard"]
                 assert guard["bus"]["echoes_dropped"] >= count
                 if protocol == "3.1.1":
@@ -194,8 +193,7 @@ async def test_overlapping_broker_subscriptions_inject_once(mosquitto: Mosquitto
     async with Edge(config) as edge, MqttClient(mosquitto.port) as mqtt:
         bus = BusClient(edge, subscribe="home/")
         try:
-            await probe_mqtt_to_bus(mqtt, bus, "home/kitchen/probe", "home/kitchen/probe")
-            await drain_probes(bus)
+            await prove_paths(bus, mqtt, into=("home/kitchen/probe", "home/kitchen/probe"))
             payload = message("T", celsius=21.5)
             await mqtt.publish("home/kitchen/temp", payload)  # matches both subscriptions
             await mqtt.publish("home/hall/temp", payload)
@@ -216,9 +214,7 @@ async def test_bad_input_is_dropped_counted_and_logged_once(
         bridge = bridge_of(edge)
         try:
             await mqtt.subscribe("#")
-            await probe_bus_to_mqtt(bus, mqtt, "probe/a", "probe/a")
-            await probe_mqtt_to_bus(mqtt, bus, "probe/b", "probe/b")
-            await drain_probes(mqtt, bus)
+            await prove_paths(bus, mqtt, out=("probe/a", "probe/a"), into=("probe/b", "probe/b"))
             big = b'{"type":"big","data":"' + b"x" * 300 + b'"}'
             for _ in range(2):  # twice each: counted twice, logged once
                 await bus.send("ok/big", big)
@@ -231,20 +227,21 @@ async def test_bad_input_is_dropped_counted_and_logged_once(
             good = message("GOOD")
             await bus.send("ok/after", good)
             await mqtt.publish("ok/after-mqtt", good)
-            on_mqtt = [m for m in await mqtt.take(1) + await mqtt.quiet() if m.topic.startswith("ok/")]
-            # the oversize one from the broker side is the test client's own; none came via us
+            on_mqtt = matching(await mqtt.take(1) + await mqtt.quiet(), "ok/#")
+            # both oversize ones are the MQTT client's own: none came through the bridge
             assert sorted((m.topic, m.payload) for m in on_mqtt) == [
                 ("ok/after", good), ("ok/after-mqtt", good), ("ok/big", big), ("ok/big", big)]
-            on_bus = [m for m in await bus.quiet(0.3) if m.topic.startswith("ok/")]
-            assert ("ok/after-mqtt", good) in [(m.topic, m.payload) for m in on_bus]
-            assert all(len(m.payload) <= 200 or m.topic == "ok/big" for m in on_bus)
+            on_bus = matching(await bus.quiet(0.3), "ok/#")  # the same, seen from the bus
+            assert sorted((m.topic, m.payload) for m in on_bus) == [
+                ("ok/after", good), ("ok/after-mqtt", good), ("ok/big", big), ("ok/big", big)]
 
             status = bridge.status()
             route = status["routes"][0]
             assert route["out"]["dropped"] == {"too_large": 2, "wildcard_in_topic": 2}
             assert route["in"]["dropped"] == {"too_large": 2, "space_in_topic": 2,
                                               "empty_level": 2}
-            assert status["unrouted_drops"]["from_bus"] == {"malformed_frame": 2, "invalid_utf8": 2}
+            assert status["unrouted_drops"]["from_bus"] == {"malformed_frame": 2,
+                                                            "invalid_utf8": 2}
             assert status["state"] == "connected"
             dropping = [r.getMessage() for r in caplog.records if "dropping" in r.getMessage()]
             assert len(dropping) == 6, dropping  # one line per kind, not per message

@@ -11,9 +11,9 @@ import pytest
 from argentic_edge.app import Edge
 from tests.brokers import Mosquitto, free_port
 from tests.bridge_support import (
-    BusClient, MqttClient, bridge_of, drain_probes, edge_config, message, probe_bus_to_mqtt,
-    probe_mqtt_to_bus, wait_until,
+    BusClient, MqttClient, bridge_of, edge_config, message, prove_paths, wait_until,
 )
+
 
 ROUTES = [{"topic": "agent/#", "direction": "both", "qos": 1}]
 
@@ -34,9 +34,8 @@ async def test_outage_buffers_and_replays_in_order_exactly_once(broker: Mosquitt
         bus = BusClient(edge, subscribe="agent/mqtt/")
         try:
             await mqtt.subscribe("agent/bus/#", qos=1)
-            await probe_bus_to_mqtt(bus, mqtt, "agent/bus/probe", "agent/bus/probe")
-            await probe_mqtt_to_bus(mqtt, bus, "agent/mqtt/probe", "agent/mqtt/probe")
-            await drain_probes(mqtt, bus)
+            await prove_paths(bus, mqtt, out=("agent/bus/probe", "agent/bus/probe"),
+                              into=("agent/mqtt/probe", "agent/mqtt/probe"))
 
             buffered_before = bridge.status()["routes"][0]["out"]["buffered"]  # early probes
             broker.stop()
@@ -75,8 +74,7 @@ async def test_full_outbox_drops_the_oldest_and_counts(broker: Mosquitto) -> Non
         bus = BusClient(edge)
         try:
             await mqtt.subscribe("agent/#", qos=1)
-            await probe_bus_to_mqtt(bus, mqtt, "agent/probe", "agent/probe")
-            await drain_probes(mqtt)
+            await prove_paths(bus, mqtt, out=("agent/probe", "agent/probe"))
             broker.stop()
             await wait_until(lambda: bridge.state != "connected", what="the bridge to notice")
             sent = [(f"agent/n/{i}", message("N", i=i)) for i in range(20)]
@@ -95,47 +93,29 @@ async def test_full_outbox_drops_the_oldest_and_counts(broker: Mosquitto) -> Non
             bus.close()
 
 
-async def test_persistent_session_keeps_messages_while_the_bridge_is_away(
-        broker: Mosquitto) -> None:
+@pytest.mark.parametrize("clean_session", [False, True])
+async def test_what_was_sent_while_the_bridge_was_away(broker: Mosquitto,
+                                                       clean_session: bool) -> None:
     """clean_session false + fixed client id: QoS 1 messages sent while the bridge was stopped
-    arrive on the bus when it starts again."""
+    arrive on the bus when it starts again; with a clean session they are gone."""
     config = edge_config(broker.port, bridge={"routes": ROUTES},
-                         mqtt={"client_id": "edge-persistent", "clean_session": False})
+                         mqtt={"client_id": f"edge-{clean_session}",
+                               "clean_session": clean_session})
     without_bridge = dataclasses.replace(
         config, bridge=dataclasses.replace(config.bridge, enabled=False))
     async with Edge(config) as edge, MqttClient(broker.port) as mqtt:
         bus = BusClient(edge, subscribe="agent/")
         try:
-            await probe_mqtt_to_bus(mqtt, bus, "agent/probe", "agent/probe")
-            await drain_probes(bus)
+            await prove_paths(bus, mqtt, into=("agent/probe", "agent/probe"))
             assert await edge.apply(without_bridge) == []  # the bridge stops; the bus stays
             assert "bridge" not in edge.services
             sent = [(f"agent/while-away/{i}", message("W", i=i)) for i in range(10)]
             for topic, payload in sent:
                 await mqtt.publish(topic, payload, qos=1)
             assert await edge.apply(config) == ["bridge"]
-            got = await bus.take(10, timeout=10)
-            assert [(m.topic, m.payload) for m in got] == sent
-        finally:
-            bus.close()
-
-
-async def test_clean_session_forgets_what_was_sent_while_away(broker: Mosquitto) -> None:
-    config = edge_config(broker.port, bridge={"routes": ROUTES},
-                         mqtt={"client_id": "edge-clean", "clean_session": True})
-    without_bridge = dataclasses.replace(
-        config, bridge=dataclasses.replace(config.bridge, enabled=False))
-    async with Edge(config) as edge, MqttClient(broker.port) as mqtt:
-        bus = BusClient(edge, subscribe="agent/")
-        try:
-            await probe_mqtt_to_bus(mqtt, bus, "agent/probe", "agent/probe")
-            await drain_probes(bus)
-            await edge.apply(without_bridge)
-            await mqtt.publish("agent/while-away/0", message("W"), qos=1)
-            await edge.apply(config)
-            await probe_mqtt_to_bus(mqtt, bus, "agent/probe", "agent/probe")
-            await drain_probes(bus)
-            assert not await bus.quiet(0.2)
+            await prove_paths(bus, mqtt, into=("agent/probe", "agent/probe"))
+            got = [(m.topic, m.payload) for m in await bus.quiet(0.2)]
+            assert got == ([] if clean_session else sent)
         finally:
             bus.close()
 

@@ -24,9 +24,9 @@ from argentic_edge.config import TlsParams
 from argentic_edge.mqtt_link import BridgeError, tls_context
 from tests.brokers import Mosquitto, free_port
 from tests.bridge_support import (
-    BusClient, MqttClient, bridge_of, drain_probes, edge_config, message, probe_bus_to_mqtt,
-    wait_until,
+    BusClient, MqttClient, bridge_of, edge_config, message, prove_paths, wait_until,
 )
+
 
 PASSWORD = "s3cret-Pa55word!"
 
@@ -196,7 +196,8 @@ def test_tls_context_follows_every_seed_value(pki: Pki) -> None:
                           ("PROTOCOL_TLSv1_1", ssl.TLSVersion.TLSv1_1),
                           ("PROTOCOL_TLSv1_2", ssl.TLSVersion.TLSv1_2),
                           ("PROTOCOL_TLSv1_3", ssl.TLSVersion.TLSv1_3)]:
-        pinned = tls_context(TlsParams(cert_reqs="CERT_NONE", tls_version=name))  # type: ignore[arg-type]
+        pinned = tls_context(TlsParams(cert_reqs="CERT_NONE",
+                                       tls_version=name))  # type: ignore[arg-type]
         assert (pinned.minimum_version, pinned.maximum_version) == (version, version)
     with pytest.raises(BridgeError, match=r"tls_params.certfile/keyfile: cannot load"):
         tls_context(TlsParams(cert_reqs="CERT_NONE", certfile=str(pki.ca),
@@ -268,8 +269,7 @@ async def test_tls_with_cert_required_carries_messages(
         bus = BusClient(edge)
         try:
             await mqtt.subscribe("agent/#")
-            await probe_bus_to_mqtt(bus, mqtt, "agent/probe", "agent/probe")
-            await drain_probes(mqtt)
+            await prove_paths(bus, mqtt, out=("agent/probe", "agent/probe"))
             payload = message("OVER_TLS")
             await bus.send("agent/secure", payload)
             got = await mqtt.next()
