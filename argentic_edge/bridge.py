@@ -31,7 +31,7 @@ import zmq.asyncio
 from paho.mqtt.reasoncodes import ReasonCode
 
 from argentic_edge.bridge_buffer import Outbox, Outgoing
-from argentic_edge.bridge_routes import RouteTable, mqtt_topic_problem
+from argentic_edge.bridge_routes import InDelivery, RouteTable, mqtt_topic_problem
 from argentic_edge.config import EdgeConfig
 from argentic_edge.loopguard import LoopGuard
 from argentic_edge.mqtt_link import BridgeError, ConnectError, MqttLink, Session
@@ -152,6 +152,7 @@ class Bridge:
         self._window = 1
         self._inflight: dict[int, tuple[paho.MQTTMessageInfo, Outgoing]] = {}
         self._acked: list[tuple[int, ReasonCode]] = []
+        self._to_bus: list[tuple[InDelivery, bytes]] = []
         self._dedupe = False
         self._hooks: list[Callable[[], Awaitable[None]]] = []
         self._hook_tasks: set[asyncio.Task[None]] = set()
@@ -237,6 +238,7 @@ class Bridge:
             if item.done is not None and not item.done.done():
                 item.done.set_exception(BridgeError("the bridge stopped before the broker had it"))
         self._inflight.clear()
+        self._send_to_bus()  # what the last read brought, before the socket goes
         for sock in (self._pub, self._sub):
             if sock is not None:
                 sock.close(linger=0)
@@ -510,20 +512,35 @@ class Bridge:
         payload = message.payload
         if not self._mqtt5 and self.mqtt_guard.consume(topic, payload):
             return
-        pub = self._pub
-        assert pub is not None
         for delivery in resolution.deliveries:
             counters = delivery.route.counters_in
             if delivery.problem is not None:
                 self._drop(counters, delivery.problem, repr(topic))
-                continue
-            if len(payload) > self.max_payload:
+            elif len(payload) > self.max_payload:
                 self._drop(counters, "too_large", f"{len(payload)} bytes on {topic!r}")
-                continue
+            else:
+                if not self._to_bus:
+                    assert self._loop is not None
+                    self._loop.call_soon(self._send_to_bus)
+                self._to_bus.append((delivery, payload))
+
+    def _send_to_bus(self) -> None:
+        """Put what the last read from the broker brought on the bus, back to back.
+
+        The first frame wakes the bus's proxy thread (about 10 us when it sleeps); frames right
+        behind it cost about 1 us. Sending after paho's read batch instead of one by one saves
+        most wake-ups under load and delays nothing when messages come one at a time.
+        """
+        batch, self._to_bus = self._to_bus, []
+        pub = self._pub
+        if pub is None:
+            return
+        for delivery, payload in batch:
+            counters = delivery.route.counters_in
             try:
                 pub.send(delivery.frame_head + payload, zmq.NOBLOCK)
             except zmq.Again:
-                self._drop(counters, "bus_full", repr(topic))
+                self._drop(counters, "bus_full", repr(delivery.topic))
                 continue
             counters.messages += 1
             counters.bytes += len(payload)
