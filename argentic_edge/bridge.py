@@ -6,8 +6,9 @@ to the broker topic and handed to paho without waiting for the broker: QoS 0 goe
 socket, QoS>=1 keeps up to the broker's receive maximum in flight. While the broker is away, or
 its window is full, messages wait in a bounded outbox (drop-oldest).
 
-Broker to bus: paho's message callback writes the frame ``<topic> <payload>`` to a PUB socket on
-the bus with NOBLOCK; at the high-water mark the message is dropped and counted.
+Broker to bus: paho's message callback resolves the routes; after each read batch the frames
+``<topic> <payload>`` go to a PUB socket on the bus with NOBLOCK, back to back; at the
+high-water mark a message is dropped and counted.
 
 Payloads pass byte for byte. Loops are stopped by MQTT 5 no-local subscriptions and by a
 fingerprint set of what the bridge injected on each side (loopguard.py). Connection: exponential
@@ -202,7 +203,8 @@ class Bridge:
         except zmq.ZMQError as exc:
             pub.close(linger=0)
             sub.close(linger=0)
-            raise BridgeError(f"bridge: cannot join the bus at {self.endpoints.local_publish} / "
+            raise BridgeError(f"the bridge cannot join the bus at "
+                              f"{self.endpoints.local_publish} and "
                               f"{self.endpoints.local_subscribe}: {exc}") from None
         self._pub, self._sub = pub, sub
         self._sub_sync = zmq.Socket.shadow(sub.underlying)
@@ -285,7 +287,7 @@ class Bridge:
                 failure = f"internal error: {exc}"
             else:
                 failure = await self._lost
-                self._went_offline(failure)
+                self._online = False
                 if self.connected_since is not None and \
                         time.monotonic() - self.connected_since >= STABLE_AFTER:
                     self.attempts = 0
@@ -359,9 +361,6 @@ class Bridge:
     def _connection_lost(self, reason: str) -> None:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
-
-    def _went_offline(self, reason: str) -> None:
-        self._online = False
 
     async def _run_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -445,7 +444,8 @@ class Bridge:
         assert self._link is not None
         info = self._link.publish(item.topic, item.payload, item.qos, item.retain)
         if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-            # paho still holds a QoS>=1 message under the same id: wait for its acknowledgement.
+            # paho still holds an unacknowledged message under this id (after 65535 others):
+            # put it back first; the next attempt gets the next id.
             item.echo = echo
             self._priority.appendleft(item)
             return
