@@ -59,9 +59,8 @@ class LoopGuard:
     def add(self, topic: str, payload: bytes) -> None:
         now = self._clock()
         self._expire(now)
-        if len(self._order) >= self.max_entries:
-            if self._forget(*self._order.popleft()):
-                self.evicted += 1
+        if len(self._order) >= self.max_entries and self._forget(*self._order.popleft()):
+            self.evicted += 1
         key = fingerprint(topic, payload)
         expiry = now + self.ttl
         self._order.append((expiry, key))

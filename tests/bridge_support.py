@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import paho.mqtt.client as paho
 import zmq
@@ -153,7 +153,7 @@ class MqttClient(Collector):
         item = Received(msg.topic, msg.payload, msg.qos, bool(msg.retain))
         self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
-    async def __aenter__(self) -> MqttClient:
+    async def __aenter__(self) -> Self:
         self.client.connect("127.0.0.1", self.port, keepalive=10)
         self.client.loop_start()
         await asyncio.wait_for(self.connected.wait(), 5)
@@ -276,7 +276,7 @@ class Mqtt311Only:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __aenter__(self) -> Mqtt311Only:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

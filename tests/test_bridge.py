@@ -4,10 +4,10 @@ presence and bad input, as an agent on the bus and an MQTT client see them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,12 +17,18 @@ import yaml
 
 from argentic_edge.app import Edge
 from argentic_edge.bridge import presence_topic
-from tests.brokers import Mosquitto, free_port
 from tests.bridge_support import (
-    BusClient, MqttClient, Mqtt311Only, bridge_of, edge_config, matching, message, prove_paths,
+    BusClient,
+    Mqtt311Only,
+    MqttClient,
+    bridge_of,
+    edge_config,
+    matching,
+    message,
+    prove_paths,
     wait_until,
 )
-
+from tests.brokers import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,6 +60,7 @@ async def test_round_trip_both_ways_in_argentic_wire_format(mosquitto: Mosquitto
             assert agent_route["out"]["messages"] >= 1
             assert agent_route["in"]["messages"] >= 1
             assert edge.health() == (True, [])
+            assert json.loads(json.dumps(edge.status()))["bridge"]["state"] == "connected"
         finally:
             bus.close()
 
@@ -291,10 +298,11 @@ async def test_presence_online_offline_and_last_will(mosquitto: Mosquitto, tmp_p
     path.write_text(yaml.safe_dump(config))
     async with MqttClient(mosquitto.port) as watcher:
         await watcher.subscribe(topic)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "argentic_edge", "run", "--config", str(path)],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with (tmp_path / "edge.log").open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "argentic_edge", "run", "--config", str(path),
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=asyncio.subprocess.DEVNULL, stderr=log)
         try:
             online = await watcher.next(timeout=15)
             assert (online.topic, online.payload) == (topic, b"online")
@@ -302,10 +310,9 @@ async def test_presence_online_offline_and_last_will(mosquitto: Mosquitto, tmp_p
             will = await watcher.next(timeout=10)
             assert (will.topic, will.payload) == (topic, b"offline")
         finally:
-            process.kill()
-            process.wait()
-            assert process.stderr is not None
-            process.stderr.close()
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
 
     config_clean = edge_config(mosquitto.port, node="clean")
     async with MqttClient(mosquitto.port) as watcher:

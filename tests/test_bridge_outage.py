@@ -9,11 +9,16 @@ from pathlib import Path
 import pytest
 
 from argentic_edge.app import Edge
-from tests.brokers import Mosquitto, free_port
 from tests.bridge_support import (
-    BusClient, MqttClient, bridge_of, edge_config, message, prove_paths, wait_until,
+    BusClient,
+    MqttClient,
+    bridge_of,
+    edge_config,
+    message,
+    prove_paths,
+    wait_until,
 )
-
+from tests.brokers import Mosquitto, free_port
 
 ROUTES = [{"topic": "agent/#", "direction": "both", "qos": 1}]
 

@@ -22,11 +22,16 @@ from cryptography.x509.oid import NameOID
 from argentic_edge.app import Edge
 from argentic_edge.config import TlsParams
 from argentic_edge.mqtt_link import BridgeError, tls_context
-from tests.brokers import Mosquitto, free_port
 from tests.bridge_support import (
-    BusClient, MqttClient, bridge_of, edge_config, message, prove_paths, wait_until,
+    BusClient,
+    MqttClient,
+    bridge_of,
+    edge_config,
+    message,
+    prove_paths,
+    wait_until,
 )
-
+from tests.brokers import Mosquitto, free_port
 
 PASSWORD = "s3cret-Pa55word!"
 
@@ -61,7 +66,7 @@ def _write_cert(path: Path, cert: x509.Certificate) -> Path:
 def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = _key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -78,7 +83,7 @@ def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 def _leaf(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, name: str,
           server: bool) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = _key()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server else \
         x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (x509.CertificateBuilder()

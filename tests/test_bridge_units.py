@@ -10,10 +10,21 @@ from hypothesis import strategies as st
 from argentic_edge.bridge import backoff_delay
 from argentic_edge.bridge_buffer import Outbox, Outgoing
 from argentic_edge.bridge_routes import (
-    RouteTable, bus_topic_problem, covers, minimal_prefixes, mqtt_topic_problem,
+    RouteTable,
+    bus_topic_problem,
+    covers,
+    minimal_prefixes,
+    mqtt_topic_problem,
 )
-from argentic_edge.config import DEFAULT_ROUTES, ConfigError, MqttConfig, QosLevels, \
-    RetainMessages, Route, parse_config
+from argentic_edge.config import (
+    DEFAULT_ROUTES,
+    ConfigError,
+    MqttConfig,
+    QosLevels,
+    RetainMessages,
+    Route,
+    parse_config,
+)
 from argentic_edge.loopguard import LoopGuard
 from argentic_edge.topics import TopicFilter
 
