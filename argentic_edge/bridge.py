@@ -32,7 +32,7 @@ import zmq.asyncio
 from paho.mqtt.reasoncodes import ReasonCode
 
 from argentic_edge.bridge_buffer import Outbox, Outgoing
-from argentic_edge.bridge_routes import InDelivery, RouteTable, mqtt_topic_problem
+from argentic_edge.bridge_routes import Counters, InDelivery, RouteTable, mqtt_topic_problem
 from argentic_edge.config import EdgeConfig
 from argentic_edge.loopguard import LoopGuard
 from argentic_edge.mqtt_link import BridgeError, ConnectError, MqttLink, Session
@@ -402,11 +402,7 @@ class Bridge:
             return
         for delivery in self.routes.outbound(topic):
             counters = delivery.route.counters_out
-            if delivery.problem is not None:
-                self._drop(counters, delivery.problem, repr(topic))
-            elif len(payload) > self.max_payload:
-                self._drop(counters, "too_large", f"{len(payload)} bytes on {topic!r}")
-            else:
+            if self._passes(counters, delivery.problem, topic, payload):
                 self._submit(Outgoing(delivery.topic, payload, delivery.qos, delivery.retain,
                                       counters), echo=delivery.echo_expected)
 
@@ -513,12 +509,7 @@ class Bridge:
         if not self._mqtt5 and self.mqtt_guard.consume(topic, payload):
             return
         for delivery in resolution.deliveries:
-            counters = delivery.route.counters_in
-            if delivery.problem is not None:
-                self._drop(counters, delivery.problem, repr(topic))
-            elif len(payload) > self.max_payload:
-                self._drop(counters, "too_large", f"{len(payload)} bytes on {topic!r}")
-            else:
+            if self._passes(delivery.route.counters_in, delivery.problem, topic, payload):
                 if not self._to_bus:
                     assert self._loop is not None
                     self._loop.call_soon(self._send_to_bus)
@@ -549,7 +540,19 @@ class Bridge:
 
     # --- counting -----------------------------------------------------------------------------
 
-    def _drop(self, counters: Any, reason: str, example: str) -> None:
+    def _passes(self, counters: Counters, problem: str | None, topic: str,
+                payload: bytes) -> bool:
+        """False (and counted) if the topic cannot exist on the other side or the payload is
+        over bridge.max_payload."""
+        if problem is not None:
+            self._drop(counters, problem, repr(topic))
+            return False
+        if len(payload) > self.max_payload:
+            self._drop(counters, "too_large", f"{len(payload)} bytes on {topic!r}")
+            return False
+        return True
+
+    def _drop(self, counters: Counters, reason: str, example: str) -> None:
         counters.dropped[reason] += 1
         self._drops.note(reason, example)
 
