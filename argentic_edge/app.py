@@ -148,6 +148,17 @@ def _value(config: EdgeConfig, key: str) -> Any:
     return functools.reduce(getattr, key.split("."), config)
 
 
+def _bridge(edge: Edge) -> Service:
+    from argentic_edge.bridge import Bridge  # paho is imported only when the bridge runs
+
+    return Bridge.from_edge(edge)
+
+
+def _home_assistant(edge: Edge) -> Service:
+    from argentic_edge.ha_discovery import HomeAssistantDiscovery
+    return HomeAssistantDiscovery(edge)
+
+
 def service_specs() -> list[ServiceSpec]:
     """Every service in start order. Later ones may use earlier ones through ``edge.services``.
 
@@ -161,6 +172,11 @@ def service_specs() -> list[ServiceSpec]:
                     lambda c: c.certificates.enabled, _certificates),
         ServiceSpec("peers", ("messaging", "discovery", "node_name", "data_dir"),
                     lambda c: c.discovery.enabled, _peers, after=("bus", "certificates")),
+        ServiceSpec("bridge", ("messaging", "bridge", "node_name"), lambda c: c.bridge.enabled,
+                    _bridge, after=("bus",)),
+        ServiceSpec("homeassistant", ("bridge", "node_name"),
+                    lambda c: c.bridge.enabled and c.bridge.ha_discovery, _home_assistant,
+                    after=("bridge",)),
         ServiceSpec("agents", ("messaging",), lambda c: True, _agents, after=("bus",)),
         ServiceSpec("web", ("web", "certificates", "node_name", "data_dir"),
                     lambda c: c.web.enabled, _web, after=("certificates",)),

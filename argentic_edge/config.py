@@ -576,6 +576,13 @@ def _cross_checks(builder: _Builder, bus: BusConfig, config: EdgeConfig) -> None
     if (certs.certfile is None) != (certs.keyfile is None):
         builder.fail("certificates.keyfile" if certs.keyfile is None else "certificates.certfile",
                      None, "certfile and keyfile go together: set both or neither")
+    for index, route in enumerate(config.bridge.routes):
+        for side in ("local_prefix", "remote_prefix"):
+            prefix = getattr(route, side)
+            if prefix and _topic_filter(prefix + route.topic) is not None:
+                builder.fail(f"bridge.routes[{index}].{side}", prefix,
+                             f"{side} + topic must be a valid filter, and {prefix + route.topic!r} "
+                             "is not (end the prefix with '/')")
     tls = config.bridge.mqtt.tls_params
     if tls is not None and (tls.certfile is None) != (tls.keyfile is None):
         builder.fail("bridge.mqtt.tls_params", "certfile/keyfile",

@@ -166,9 +166,9 @@ def run(quick: bool) -> list[dict[str, object]]:
                                             kind), []).append(result["rate"])
                     times = latency(port, backend, samples)
                     results.setdefault(("latency p50 (µs)", kind), []).append(
-                        percentile(times, 50) * 1e6)
+                        percentile(times, 0.5) * 1e6)
                     results.setdefault(("latency p99 (µs)", kind), []).append(
-                        percentile(times, 99) * 1e6)
+                        percentile(times, 0.99) * 1e6)
                 finally:
                     proxy.terminate()
                     proxy.wait(timeout=10)

@@ -1,75 +1,113 @@
-"""What every benchmark shares: robust statistics, the results table, JSON output."""
+"""What every benchmark shares: robust statistics, the results table, JSON output.
+
+Every benchmark prints its baseline beside our figure and the ratio; these helpers keep the
+numbers and their presentation the same across benchmarks, as Markdown tables README can carry.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values)) if values else math.nan
+COLUMNS = ("scenario", "ours", "baseline", "ratio", "unit")
 
 
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile: a value that was really measured, never an interpolation."""
+def median(values: Iterable[float]) -> float:
+    """The median, NaN for no values (a run that delivered nothing shows as such)."""
+    items = list(values)
+    return float(statistics.median(items)) if items else math.nan
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` 0..1): a value really measured, never interpolated."""
+    if not 0 <= fraction <= 1:
+        raise ValueError("fraction must be between 0 and 1")
     if not values:
         return math.nan
     ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    rank = max(1, math.ceil(fraction * len(ordered)))
     return ordered[rank - 1]
 
 
-def _fmt(value: Any) -> str:
+def ratio(ours: float, baseline: float) -> float:
+    return ours / baseline if baseline else math.nan
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """Numbers for people: thousands grouped, floats rounded, NaN and None as a dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
     return str(value)
 
 
-@dataclass
 class Table:
-    """scenario | ours | baseline | ratio, printed as Markdown so README can carry it as is."""
+    """A Markdown table whose columns are also aligned as plain text.
 
-    columns: tuple[str, ...] = ("scenario", "ours", "baseline", "ratio", "unit")
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    note: str = ""
+    ``Table(["a", "b"]).add(1, 2.5)`` for cells in order, ``Table.from_rows(rows)`` for the
+    scenario/ours/baseline/ratio/unit rows every benchmark module returns.
+    """
+
+    def __init__(self, columns: Sequence[str] = COLUMNS, note: str = "") -> None:
+        self.columns = list(columns)
+        self.rows: list[list[str]] = []
+        self.note = note
 
     @classmethod
-    def from_rows(cls, rows: list[dict[str, Any]], baseline: str = "") -> Table:
-        return cls(rows=list(rows), note=f"baseline: {baseline}" if baseline else "")
+    def from_rows(cls, rows: Iterable[dict[str, Any]], baseline: str = "") -> Table:
+        table = cls(COLUMNS, note=f"baseline: {baseline}" if baseline else "")
+        for row in rows:
+            table.add(*(row.get(column) for column in COLUMNS))
+        return table
 
-    def add(self, **row: Any) -> Table:
-        self.rows.append(row)
+    def add(self, *cells: Any) -> Table:
+        if len(cells) != len(self.columns):
+            raise ValueError(f"expected {len(self.columns)} cells, got {len(cells)}")
+        self.rows.append([fmt(cell) for cell in cells])
         return self
 
     def render(self) -> str:
-        lines = [f"| {' | '.join(self.columns)} |", f"|{'---|' * len(self.columns)}"]
-        lines += [f"| {' | '.join(_fmt(row.get(c)) for c in self.columns)} |" for row in self.rows]
+        widths = [max(len(row[i]) for row in [self.columns, *self.rows])
+                  for i in range(len(self.columns))]
+
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(cell.rjust(width) if index else cell.ljust(width)
+                                     for index, (cell, width) in enumerate(zip(cells, widths))) + " |"
+
+        rule = "|" + "|".join("-" * (width + 1) + (":" if index else "-")
+                              for index, width in enumerate(widths)) + "|"
+        lines = [line(self.columns), rule, *(line(row) for row in self.rows)]
         if self.note:
-            lines.append(f"\n{self.note}")
-        return "\n".join(lines)
+            lines += ["", self.note]
+        return "\n".join(lines) + "\n"
 
 
-def write_json(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Results with enough context (machine, time) to compare runs later."""
+def write_json(path: str | os.PathLike[str], rows: Any) -> None:
+    """Results with enough context (machine, time) to compare runs later; NaN written as null."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(item) for item in value]
+        return value
+
     document = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "machine": {"python": platform.python_version(), "cpus": _cpus(),
+                "machine": {"python": platform.python_version(), "cpus": os.cpu_count() or 0,
                             "platform": platform.platform()},
-                "rows": rows}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
-
-
-def _cpus() -> int:
-    import os
-    return os.cpu_count() or 0
+                "rows": clean(rows)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")

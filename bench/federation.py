@@ -10,9 +10,6 @@
   (1) one plain single-proxy bus — the baseline, (2) a federated node locally, and
   (3) federated A → B across the namespace LAN; each with its ratio to the baseline
   (the goal for A → B is at least 0.8).
-
-bench/common.py (median/percentile/Table) is not in this branch yet, so the few helpers this
-file needs are at the top; they are meant to be replaced by the shared ones.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -34,21 +30,8 @@ import yaml
 import zmq
 
 from argentic_edge.federation import load_or_create_keys
+from bench.common import Table, median, ratio, write_json
 from tests.netns import Lan, Lines, Namespace, Node, netns_unavailable
-
-# --- minimal helpers (bench/common.py will provide these) ------------------------------------
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-             for row in rows]
-    return "\n".join(line.rstrip() for line in lines)
-
 
 # --- the LAN ---------------------------------------------------------------------------------
 
@@ -196,51 +179,60 @@ def throughput(bench: Bench, a: Node, count: int, size: int,
             for name, runs in results.items()}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.federation")
-    parser.add_argument("--quick", action="store_true",
-                        help="one round of the timing figures, smaller bursts, 1 s liveness")
-    parser.add_argument("--size", type=int, default=64,
-                        help="message size in bytes, topic included (default 64)")
-    args = parser.parse_args(argv)
+def measure_all(quick: bool, size: int = 64) -> list[dict[str, Any]]:
     reason = netns_unavailable()
     if reason is not None:
-        sys.stderr.write(f"bench.federation: {reason}\n")
-        return 1
+        raise SystemExit(reason)
     # Throughput is always the median of 3 interleaved rounds: one burst is too noisy.
-    rounds, count = (1, 100_000) if args.quick else (3, 500_000)
-    liveness = 1.0 if args.quick else 3.0
+    rounds, count = (1, 100_000) if quick else (3, 500_000)
+    liveness = 1.0 if quick else 3.0
     with TemporaryDirectory(prefix="bench-federation-") as tmp:
         bench = Bench(Path(tmp), liveness)
         try:
             a = bench.node("a", "node-a").start()
             found = discovery(bench, a, rounds)
             killed = loss(bench, a, rounds)
-            rates = throughput(bench, a, count, args.size, 3)
+            rates = throughput(bench, a, count, size, 3)
             a.stop()
         finally:
             bench.close()
-    rows = [("measure", "median", "samples")]
-    rows.append(("process start -> peer seen (s)", f"{median(found['seen']):.2f}",
-                 " ".join(f"{v:.2f}" for v in found["seen"])))
-    rows.append(("process start -> link up (s)", f"{median(found['linked']):.2f}",
-                 " ".join(f"{v:.2f}" for v in found["linked"])))
-    rows.append(("clean stop -> lost (goodbye) (s)", f"{median(found['goodbye']):.2f}",
-                 " ".join(f"{v:.2f}" for v in found["goodbye"])))
-    rows.append((f"SIGKILL -> lost (liveness {liveness:g} s) (s)", f"{median(killed):.2f}",
-                 " ".join(f"{v:.2f}" for v in killed)))
-    print(table(rows))
-    print()
-    baseline, ceiling = rates[BASELINE]["rate"], rates[CEILING]["rate"]
-    rows = [(f"throughput, {args.size} B burst of {count}", "msg/s", "loss", "vs baseline",
-             "vs CURVE hop")]
+    rows: list[dict[str, Any]] = [
+        {"scenario": "process start -> peer seen", "ours": median(found["seen"]), "unit": "s"},
+        {"scenario": "process start -> link up", "ours": median(found["linked"]), "unit": "s"},
+        {"scenario": "clean stop -> lost (goodbye)", "ours": median(found["goodbye"]),
+         "unit": "s"},
+        {"scenario": f"SIGKILL -> lost (liveness {liveness:g} s)", "ours": median(killed),
+         "unit": "s"},
+    ]
+    baseline = rates[BASELINE]["rate"]
     for name, result in rates.items():
-        rows.append((name, f"{result['rate']:,.0f}", f"{result['loss']:.1%}",
-                     f"{result['rate'] / baseline:.2f}", f"{result['rate'] / ceiling:.2f}"))
-    print(table(rows))
-    federated = rates[FEDERATED]["rate"]
-    print(f"\nfederated A -> B / single node = {federated / baseline:.2f} (goal >= 0.8); "
-          f"/ raw CURVE hop = {federated / ceiling:.2f}")
+        if name != BASELINE:
+            rows.append({"scenario": f"{name}, {size} B x {count:,}", "ours": result["rate"],
+                         "baseline": baseline, "ratio": ratio(result["rate"], baseline),
+                         "unit": f"msg/s (loss {result['loss']:.1%})"})
+    return rows
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    return measure_all(quick)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.federation", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="one round of the timing figures, smaller bursts, 1 s liveness")
+    parser.add_argument("--size", type=int, default=64,
+                        help="message size in bytes, topic included (default 64)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    try:
+        rows = measure_all(args.quick, args.size)
+    except SystemExit as skipped:
+        sys.stderr.write(f"bench.federation: {skipped}\n")
+        return 1
+    sys.stdout.write(Table.from_rows(rows, baseline=BASELINE).render())
+    if args.json:
+        write_json(args.json, rows)
     return 0
 
 

@@ -6,6 +6,7 @@ password file). The broker can be stopped and restarted on the same port to simu
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -65,6 +66,10 @@ class Mosquitto:
         ]
         if not any(line.startswith(("allow_anonymous", "password_file")) for line in self.extra_conf):
             lines.append("allow_anonymous true")
+        if os.geteuid() == 0 and not any(line.startswith("user ") for line in self.extra_conf):
+            # Started as root, Mosquitto drops to the "mosquitto" user, which cannot read the
+            # test's password files and keys or write its persistence file in a 0700 tmp dir.
+            lines.append("user root")
         self.conf_path.write_text("\n".join(lines) + "\n")
 
     def start(self) -> "Mosquitto":

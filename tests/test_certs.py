@@ -308,9 +308,6 @@ async def test_mosquitto_mutual_tls_with_bundles_from_certs_issue(
         f"certfile {broker_files / 'broker.pem'}",
         f"keyfile {broker_files / 'broker.key'}",
         "require_certificate true",
-        # Run as root, mosquitto drops to its own user before reading the files, and pytest's
-        # directories are root-only; on a real install chown the bundle to mosquitto instead.
-        "user root",
     ])
 
     ours = client_context(agent_files / "ca.pem")
