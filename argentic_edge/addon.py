@@ -70,6 +70,10 @@ class AddonRuntime:
             log.warning("no add-on info from the Supervisor (%s); the web keeps its port", exc)
         else:
             self.ingress_port = info.get("ingress_port") or None
+        return self.current()
+
+    def current(self) -> EdgeConfig:
+        """The configuration from what is known now (options, YAML file, broker service)."""
         return parse_config(self.compose(self._extra()))
 
     def _extra(self) -> Any:
@@ -103,7 +107,7 @@ class AddonRuntime:
             return
         self.mqtt_service = service
         try:
-            await edge.apply(parse_config(self.compose(self._extra())))
+            await edge.apply(self.current())
         except (ConfigError, Exception) as exc:  # the running configuration stays as it was
             log.error("could not use the Supervisor's MQTT broker: %s", exc)
 

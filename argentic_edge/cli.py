@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 import zmq
 
-from argentic_edge import __version__, certs_cli, discovery_cli
+from argentic_edge import __version__, certs_cli, discovery_cli, ha_remove_cli
 from argentic_edge.app import ServiceError
 from argentic_edge.homeassistant import AddonError
 from argentic_edge.client import BusUnreachable, Subscriber, publish
@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     certs_cli.add_parser(sub)
     discovery_cli.add_parser(sub)
+    ha_remove_cli.add_parser(sub)
     return parser
 
 

@@ -42,6 +42,7 @@ class HomeAssistantDiscovery:
         self.prefix = edge.config.bridge.ha_discovery_prefix
         self.announcements = 0
         self.states = 0
+        self.withdrawn = False
         self._last_count: tuple[float, int] | None = None
         self._remove_hook: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -58,13 +59,26 @@ class HomeAssistantDiscovery:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def health(self) -> tuple[bool, str]:
+        if self.withdrawn:
+            return True, "removed from Home Assistant until the next start"
         return True, f"announced {self.announcements} time(s)"
 
     def status(self) -> dict[str, Any]:
         return {"enabled": True, "prefix": self.prefix, "state_topic": state_topic(self.node),
-                "announcements": self.announcements, "states_published": self.states}
+                "announcements": self.announcements, "states_published": self.states,
+                "withdrawn": self.withdrawn}
+
+    async def withdraw(self) -> int:
+        """Remove the device from Home Assistant (before uninstalling the add-on): nothing is
+        announced again until the service starts anew. Raises BridgeError when offline."""
+        removed = await remove_from_home_assistant(self.bridge, self.node, self.prefix)
+        self.withdrawn = True
+        log.info("removed the appliance from Home Assistant (%d retained topics cleared)", removed)
+        return removed
 
     async def _announce(self) -> None:
+        if self.withdrawn:
+            return
         for topic, payload, _retain in discovery_messages(
                 self.node, self.node, __version__, self.bridge.presence_topic,
                 state_topic(self.node), self.prefix):
@@ -76,7 +90,7 @@ class HomeAssistantDiscovery:
     async def _publish_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            if self.bridge.state == "connected":
+            if self.bridge.state == "connected" and not self.withdrawn:
                 await self._publish_state()
 
     async def _publish_state(self) -> None:
@@ -106,8 +120,9 @@ class HomeAssistantDiscovery:
 
 
 async def remove_from_home_assistant(bridge: Any, node_name: str, prefix: str) -> int:
-    """Publish empty retained configs so Home Assistant removes the device; returns how many."""
-    messages = removal_messages(node_name, prefix)
+    """Empty retained configs (Home Assistant removes the device) and an empty retained state;
+    returns how many topics were cleared."""
+    messages = [*removal_messages(node_name, prefix), (state_topic(node_name), b"", True)]
     for topic, payload, _retain in messages:
         await bridge.publish_retained(topic, payload)
     return len(messages)

@@ -150,7 +150,7 @@ class MqttLink:
     """
 
     def __init__(self, config: MqttConfig, client_id: str, *, mqtt5: bool,
-                 will: tuple[str, bytes],
+                 will: tuple[str, bytes] | None,
                  on_message: Callable[[paho.MQTTMessage], None],
                  on_published: Callable[[int, ReasonCode], None],
                  on_lost: Callable[[str], None]) -> None:
@@ -187,7 +187,8 @@ class MqttLink:
         client.on_socket_close = self._socket_close
         client.on_socket_register_write = self._register_write
         client.on_socket_unregister_write = self._unregister_write
-        client.will_set(will[0], will[1], qos=1, retain=True)
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
         if config.username is not None:
             password = config.password.reveal() if config.password is not None else None
             client.username_pw_set(config.username, password)

@@ -489,8 +489,10 @@ def test_discovery_node_ids_are_topic_safe() -> None:
     assert all(topic.startswith("ha/") and "/kitchen_pi_local/" in topic for topic in topics)
 
 
-async def test_discovery_and_removal_through_a_real_broker(mosquitto: Mosquitto) -> None:
-    """What Home Assistant sees: retained configs after announcing, nothing after removal."""
+async def test_discovery_and_removal_through_a_real_broker(
+        mosquitto: Mosquitto, tmp_path: Path, repo_env: dict[str, str]) -> None:
+    """What Home Assistant sees: retained configs after announcing, nothing after
+    ``argentic-edge ha-remove`` (the appliance itself need not run)."""
     messages = ha.discovery_messages("kitchen-pi", "Kitchen Pi", "0.1.0", STATUS_TOPIC, STATE_TOPIC)
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="edge") as client:
         for topic, payload, retain in messages:
@@ -498,10 +500,28 @@ async def test_discovery_and_removal_through_a_real_broker(mosquitto: Mosquitto)
     announced = {topic: payload for topic, payload, _retain in messages}
     assert await _retained(mosquitto.port, len(messages)) == announced
 
-    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="edge") as client:
-        for topic, payload, retain in ha.removal_messages("kitchen-pi"):
-            await client.publish(topic, payload, qos=1, retain=retain)
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump({"node_name": "kitchen-pi", "bridge": {"mqtt": {
+        "broker_address": "127.0.0.1", "port": mosquitto.port}}}))
+    removal = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "argentic_edge", "ha-remove", "--config", str(config),
+        env=repo_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(removal.communicate(), 30)
+    assert removal.returncode == 0, err.decode()
+    assert out.decode() == f"removed from Home Assistant: {len(messages) + 1} retained topics cleared\n"
     assert await _retained(mosquitto.port, 0) == {}
+
+
+async def test_ha_remove_names_an_unreachable_broker(tmp_path: Path, repo_env: dict[str, str]) -> None:
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump({"bridge": {"mqtt": {"broker_address": "127.0.0.1",
+                                                          "port": free_port()}}}))
+    removal = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "argentic_edge", "ha-remove", "--config", str(config),
+        env=repo_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _out, err = await asyncio.wait_for(removal.communicate(), 30)
+    assert removal.returncode == 1
+    assert "127.0.0.1" in err.decode() and "Traceback" not in err.decode()
 
 
 async def _retained(port: int, expected: int) -> dict[str, bytes]:

@@ -74,6 +74,17 @@ def retained(port: int, topic_filter: str, count: int, timeout: float = 20) -> d
     return found
 
 
+def publish_retained(port: int, messages: dict[str, bytes]) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-writer")
+    client.username_pw_set("reader", "reader-pass")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    for topic, payload in messages.items():
+        client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+
+
 async def test_zero_typing_add_on_with_the_supervisors_broker(
         tmp_path: Path, supervisor: tuple[SupervisorState, str]) -> None:
     state, api = supervisor
@@ -129,6 +140,28 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
         assert status["bridge"]["broker"].endswith(f":{broker.port}")
         assert status["node"]["addon"] is True
         assert status["bus"]["publish"].endswith(f":{bus_port}")
+
+        # Before uninstalling: the page's "Remove from Home Assistant" (the API) ...
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{base}/api/homeassistant/remove",
+                                    headers={"Authorization": f"Bearer {API_TOKEN}"}) as answer:
+                assert answer.status == 200, await answer.text()
+                assert (await answer.json())["removed"] == 6
+            async with session.get(f"{base}/api/status",
+                                   headers={"Authorization": f"Bearer {API_TOKEN}"}) as answer:
+                status = await answer.json()
+        assert status["homeassistant"]["withdrawn"] is True
+        assert await asyncio.to_thread(retained, broker.port, "homeassistant/#", 1, 1.0) == {}
+
+        # ... or `ha-remove --addon`, with the Supervisor's broker (stale configs put back here)
+        await asyncio.to_thread(publish_retained, broker.port, configs)
+        removal = await asyncio.create_subprocess_exec(
+            *run_script_command()[:3], "ha-remove", "--addon", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(removal.communicate(), 30)
+        assert removal.returncode == 0, err.decode()
+        assert "6 retained topics cleared" in out.decode()
+        assert await asyncio.to_thread(retained, broker.port, "homeassistant/#", 1, 1.0) == {}
     finally:
         appliance.terminate()
         _, stderr = await asyncio.wait_for(appliance.communicate(), 15)

@@ -136,6 +136,18 @@ async def config_check(request: web.Request) -> web.Response:
 
 # --- peers ---------------------------------------------------------------------------------
 
+async def remove_from_home_assistant(request: web.Request) -> web.Response:
+    """Clear the appliance's retained discovery topics: the step before uninstalling."""
+    service = request.app[EDGE].services.get("homeassistant")
+    if service is None:
+        raise web.HTTPConflict(text="Home Assistant discovery is off (bridge.ha_discovery)")
+    try:
+        removed = await service.withdraw()
+    except Exception as exc:  # BridgeError: not connected to a broker
+        raise web.HTTPConflict(text=str(exc)) from None
+    return _json({"ok": True, "removed": removed})
+
+
 async def peer_action(request: web.Request) -> web.Response:
     """Approve or forget a discovered peer through the peers service."""
     peer_id, action = request.match_info["peer_id"], request.match_info["action"]

@@ -61,6 +61,8 @@ def _routes(router: web.UrlDispatcher) -> None:
     router.add_post("/api/config/check", api.config_check, name="config_check")
     router.add_post("/api/peers/{peer_id}/{action:approve|forget}", api.peer_action,
                     name="peer_action")
+    router.add_post("/api/homeassistant/remove", api.remove_from_home_assistant,
+                     name="homeassistant_remove")
     router.add_get("/api/openapi.json", api.openapi_document, name="openapi")
     router.add_static("/static", STATIC, name="static")
 

@@ -24,7 +24,7 @@ from argentic_edge.web.logbuffer import RecentWarnings
 log = logging.getLogger(__name__)
 
 # Sections the page always shows, present or not ("disabled" when the service is absent).
-SECTIONS = ("bus", "bridge", "peers", "certificates", "agents")
+SECTIONS = ("bus", "bridge", "homeassistant", "peers", "certificates", "agents")
 
 
 def _plain(value: Any) -> str:

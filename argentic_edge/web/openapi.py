@@ -46,13 +46,13 @@ def _status_schema() -> dict[str, Any]:
     section = {"type": "object", "additionalProperties": True}
     return {
         "type": "object",
-        "required": ["node", "bus", "bridge", "peers", "certificates", "agents", "health",
-                     "warnings"],
+        "required": ["node", "bus", "bridge", "homeassistant", "peers", "certificates", "agents",
+                     "health", "warnings"],
         "properties": {
             "node": {"type": "object", "required": ["name", "version", "uptime"],
                      "properties": {"name": {"type": "string"}, "version": {"type": "string"},
                                     "uptime": {"type": "number"}, "addon": {"type": "boolean"}}},
-            "bus": section, "bridge": section, "peers": section, "certificates": section,
+            "bus": section, "bridge": section, "homeassistant": section, "peers": section, "certificates": section,
             "agents": section, "web": section,
             "health": {"type": "object", "properties": {
                 "ok": {"type": "boolean"},
@@ -133,6 +133,17 @@ def document() -> dict[str, Any]:
                     **_REFUSED,
                     "404": _error("No such peer."),
                     "409": _error("Discovery is disabled.")}}},
+            "/api/homeassistant/remove": {"post": {
+                "summary": "Remove the appliance's device from Home Assistant (empty retained "
+                           "discovery configs) until the next start; do this before "
+                           "uninstalling the add-on.",
+                "responses": {
+                    "200": {"description": "Cleared.", "content": {"application/json": {
+                        "schema": {"type": "object", "required": ["ok", "removed"],
+                                   "properties": {"ok": {"type": "boolean"},
+                                                  "removed": {"type": "integer"}}}}}},
+                    **_REFUSED,
+                    "409": _error("Discovery is off, or the bridge is not connected.")}}},
             "/api/openapi.json": {"get": {
                 "summary": "This document.",
                 "responses": {"200": {"description": "OpenAPI 3.0 document.",

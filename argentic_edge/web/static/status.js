@@ -64,6 +64,22 @@
       routes.length ? table(columns, routes.map((r) => columns.map((c) => String(r[c] ?? "")))) : "");
   }
 
+  async function removeFromHomeAssistant() {
+    const result = await api("POST", "api/homeassistant/remove");
+    live.textContent = result.ok ? `removed from Home Assistant (${result.data.removed} topics cleared)`
+      : `removal failed: ${result.data.error}`;
+  }
+
+  function renderHomeAssistant(ha) {
+    const card = document.getElementById("homeassistant");
+    card.hidden = off(ha);
+    if (off(ha)) return;
+    body("homeassistant").replaceChildren(facts(ha), ha.withdrawn ? "" : el("p", {},
+      el("button", {type: "button", class: "secondary", text: "Remove from Home Assistant",
+        title: "Clears the device's retained discovery topics; do this before uninstalling",
+        onclick: removeFromHomeAssistant})));
+  }
+
   function renderAgents(agents) {
     if (off(agents)) return body("agents").replaceChildren(el("p", {class: "muted", text: "disabled"}));
     const clients = findList(agents, "agents");
@@ -126,6 +142,7 @@
     renderNode(doc);
     renderBus(doc.bus, doc.time);
     renderBridge(doc.bridge);
+    renderHomeAssistant(doc.homeassistant);
     renderAgents(doc.agents);
     renderPeers(doc.peers);
     renderCertificates(doc.certificates);
