@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from argentic_edge import __version__
 from tests.brokers import Mosquitto, free_port, wait_for_port
 from tests.conftest import REPO_ROOT
 
@@ -170,3 +172,69 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
     assert appliance.returncode == 0, log
     assert "from-the-supervisor" not in log and API_TOKEN not in log and TOKEN not in log
     assert re.search(r"MQTT service from the Supervisor: 127\.0\.0\.1:\d+", log)
+
+
+def dockerfile_install(dockerfile: Path, image_root: Path) -> list[str]:
+    """Copy what the Dockerfile copies before its ``pip install`` into ``image_root`` and
+    return that RUN command with paths moved under it: the image's install step, as written."""
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and words[-1].startswith("/tmp/src"):
+            target = image_root / words[-1].lstrip("/")
+            for source in words[1:-1]:
+                origin = REPO_ROOT / source
+                if origin.is_dir():
+                    shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(origin, target / origin.name)
+        if words[:3] == ["RUN", "pip", "install"]:
+            return line.removeprefix("RUN ").replace("/tmp/src", str(image_root / "tmp/src"))
+    raise AssertionError("the Dockerfile has no RUN pip install line")
+
+
+async def test_the_image_install_step_gives_a_working_add_on(
+        tmp_path: Path, supervisor: tuple[SupervisorState, str]) -> None:
+    """The Dockerfile's install command in a fresh virtualenv (no Docker engine here), then the
+    s6 `run` script's command from it, outside the checkout: the package is complete."""
+    state, api = supervisor
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    command = dockerfile_install(REPO_ROOT / "Dockerfile", tmp_path / "image")
+    bin_dir = venv / "bin"
+    install = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=tmp_path,
+                             env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+                             capture_output=True, text=True, timeout=240)
+    assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
+    assert not (tmp_path / "image/tmp/src").exists(), "the sources are removed after installing"
+    where = subprocess.run([str(bin_dir / "python3"), "-c",
+                            "import argentic_edge; print(argentic_edge.__file__)"],
+                           cwd=tmp_path, env={"PATH": os.environ["PATH"]}, check=True,
+                           capture_output=True, text=True).stdout
+    assert where.startswith(str(venv)), f"imported from {where}, not the installed package"
+
+    data, config, run = tmp_path / "data", tmp_path / "config", tmp_path / "run"
+    for folder in (data, config, run):
+        folder.mkdir()
+    (data / "options.json").write_text(json.dumps({"discovery_enabled": False}))
+    (config / "argentic-edge.yaml").write_text(yaml.safe_dump({"messaging": {
+        "broker_address": "127.0.0.1", "port": free_port(), "backend_port": free_port()}}))
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update({"SUPERVISOR_TOKEN": TOKEN, "SUPERVISOR_API": api,
+                "ARGENTIC_EDGE_ADDON_DATA": str(data), "ARGENTIC_EDGE_ADDON_CONFIG": str(config),
+                "ARGENTIC_EDGE_ADDON_RUN": str(run)})
+    appliance = await asyncio.create_subprocess_exec(
+        str(bin_dir / "python3"), *run_script_command()[1:], env=env, cwd=tmp_path,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        await asyncio.to_thread(wait_for_port, state.info["ingress_port"], "127.0.0.1", 30)
+        async with aiohttp.ClientSession() as session:
+            async with session.get((run / "healthz-url").read_text().strip()) as answer:
+                health = await answer.json()
+        assert answer.status == 200, health
+    finally:
+        appliance.terminate()
+        _, stderr = await asyncio.wait_for(appliance.communicate(), 15)
+    log = stderr.decode()
+    assert appliance.returncode == 0, log
+    assert f"argentic-edge {__version__} is up" in log
