@@ -24,21 +24,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import ifaddr
-from zeroconf import (
-    DNSOutgoing,
-    DNSQuestion,
-    DNSQuestionType,
-    InterfaceChoice,
-    InterfacesType,
-    IPVersion,
-    NonUniqueNameException,
-    RecordUpdate,
-    RecordUpdateListener,
-    ServiceInfo,
-    ServiceNameAlreadyRegistered,
-    ServiceStateChange,
-    Zeroconf,
-)
+from zeroconf import (DNSOutgoing, DNSQuestion, DNSQuestionType, InterfaceChoice,
+                      InterfacesType, IPVersion, NonUniqueNameException, RecordUpdate,
+                      RecordUpdateListener, ServiceInfo, ServiceNameAlreadyRegistered,
+                      ServiceStateChange, Zeroconf)
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from argentic_edge.config import ConfigError, Problem
