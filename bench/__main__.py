@@ -1,7 +1,7 @@
 """Every benchmark in one run, one table: ``python -m bench [--quick] [--json FILE] [--only NAME]``.
 
 Each scenario runs beside its raw baseline in the same run (see each module); this only runs
-them in turn and puts their rows together. Network-namespace scenarios (federation, footprint)
+them in turn and puts their rows together. Network-namespace scenarios (web, federation, footprint)
 need root; they are reported as skipped otherwise.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.common import Table, write_json
 
-SUITES = ("bus", "bridge", "federation", "footprint")
+SUITES = ("bus", "bridge", "bridge_routes", "web", "federation", "footprint")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,15 @@
 """Benchmark workers for bench/bridge.py, each in its own process (its own GIL):
 
-    python -m bench.bridge_worker mqtt-pub  PORT TOPIC COUNT QOS RATE
+    python -m bench.bridge_worker mqtt-pub  PORT TOPIC COUNT QOS RATE [SPREAD]
     python -m bench.bridge_worker mqtt-sub  PORT FILTER COUNT QOS
-    python -m bench.bridge_worker bus-pub   ENDPOINT TOPIC COUNT RATE
+    python -m bench.bridge_worker bus-pub   ENDPOINT TOPIC COUNT RATE [SPREAD]
     python -m bench.bridge_worker bus-sub   ENDPOINT PUBLISH_ENDPOINT PREFIX COUNT
 
 Publishers stamp each payload with time.monotonic_ns() (one clock for every process on Linux);
 subscribers print "ready" once they are subscribed, then one JSON line: how many arrived, the
 first and last arrival times and, for every message, the one-way latency. RATE 0 means as fast
-as possible; otherwise messages are paced at RATE per second.
+as possible; otherwise messages are paced at RATE per second. SPREAD n > 0 sends message i to
+``TOPIC/<i mod n>`` instead of TOPIC, so a receiver's per-topic caches miss (route scaling).
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ class Counter:
                           "latencies_us": self.latencies_us}), flush=True)
 
 
+def topics(topic: str, spread: int) -> Callable[[int], str]:
+    """Message i's topic: always ``topic``, or with a spread one of ``spread`` topics below it."""
+    if not spread:
+        return lambda _index: topic
+    return lambda index: f"{topic}/{index % spread}"
+
+
 def paced(count: int, rate: float, send: Callable[[int], None]) -> float:
     """Call send(i) ``count`` times, at ``rate`` per second (0: flat out); returns seconds."""
     start = time.perf_counter()
@@ -88,12 +96,14 @@ def mqtt_client() -> paho.Client:
     return client
 
 
-def mqtt_pub(port: int, topic: str, count: int, qos: int, rate: float) -> None:
+def mqtt_pub(port: int, topic: str, count: int, qos: int, rate: float, spread: int = 0) -> None:
     client = mqtt_client()
     client.connect("127.0.0.1", port)
     client.loop_start()
     infos = []
-    seconds = paced(count, rate, lambda i: infos.append(client.publish(topic, payload(i), qos)))
+    name = topics(topic, spread)
+    seconds = paced(count, rate,
+                    lambda i: infos.append(client.publish(name(i), payload(i), qos)))
     infos[-1].wait_for_publish(60)
     print(json.dumps({"sent": count, "seconds": seconds}), flush=True)
     client.disconnect()
@@ -121,7 +131,7 @@ def mqtt_sub(port: int, topic_filter: str, count: int, qos: int) -> None:
     client.disconnect()
 
 
-def bus_pub(endpoint: str, topic: str, count: int, rate: float) -> None:
+def bus_pub(endpoint: str, topic: str, count: int, rate: float, spread: int = 0) -> None:
     """An XPUB publisher (the bus sees a publisher): it waits until the bridge's subscription
     for the topic has arrived, so the first message is not lost to ZeroMQ's slow joiner, and
     blocks instead of dropping when the bus is full (the bridge's rate is what we measure)."""
@@ -130,12 +140,14 @@ def bus_pub(endpoint: str, topic: str, count: int, rate: float) -> None:
     socket.setsockopt(zmq.XPUB_NODROP, 1)
     socket.setsockopt(zmq.SNDHWM, 100_000)
     socket.connect(endpoint)
-    prefix = topic.encode()
+    name = topics(topic, spread)
+    prefix = name(0).encode()
     while True:
         subscription = socket.recv()
         if subscription[:1] == b"\x01" and prefix.startswith(subscription[1:]):
             break
-    seconds = paced(count, rate, lambda i: socket.send(prefix + b" " + payload(i)))
+    seconds = paced(count, rate,
+                    lambda i: socket.send(name(i).encode() + b" " + payload(i)))
     print(json.dumps({"sent": count, "seconds": seconds}), flush=True)
     socket.close(linger=5000)
     context.term()
@@ -171,11 +183,12 @@ def bus_sub(endpoint: str, publish_endpoint: str, prefix: str, count: int) -> No
 def main(argv: list[str]) -> None:
     role, *args = argv
     if role == "mqtt-pub":
-        mqtt_pub(int(args[0]), args[1], int(args[2]), int(args[3]), float(args[4]))
+        mqtt_pub(int(args[0]), args[1], int(args[2]), int(args[3]), float(args[4]),
+                 *map(int, args[5:6]))
     elif role == "mqtt-sub":
         mqtt_sub(int(args[0]), args[1], int(args[2]), int(args[3]))
     elif role == "bus-pub":
-        bus_pub(args[0], args[1], int(args[2]), float(args[3]))
+        bus_pub(args[0], args[1], int(args[2]), float(args[3]), *map(int, args[4:5]))
     elif role == "bus-sub":
         bus_sub(args[0], args[1], args[2], int(args[3]))
     else:

@@ -15,6 +15,7 @@ from argentic_edge.bridge_routes import (
     covers,
     minimal_prefixes,
     mqtt_topic_problem,
+    related,
 )
 from argentic_edge.config import (
     DEFAULT_ROUTES,
@@ -184,6 +185,27 @@ def test_covers_is_exact_on_small_topic_spaces(wide: TopicFilter, narrow: TopicF
         universe += topics
     included = all(wide.matches(t) for t in universe if narrow.matches(t))
     assert covers(wide, narrow) == included
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(filters(), min_size=1, max_size=8))
+def test_related_keeps_every_pair_that_can_share_a_topic(group: list[TopicFilter]) -> None:
+    """The pruning that keeps large route tables cheap to build never drops a real relation."""
+    neighbours = related(group)
+    for index, first in enumerate(group):
+        assert neighbours[index] == sorted(neighbours[index])
+        for other, second in enumerate(group):
+            if covers(first, second) or covers(second, first):
+                assert other in neighbours[index]
+
+
+def test_many_unrelated_routes_are_all_subscribed_without_overlaps() -> None:
+    routes = [Route(topic=f"site{k}/#", direction="in") for k in range(300)]
+    routes += [Route(topic="site7/+/sensor", direction="in"), Route(topic="+/x", direction="in")]
+    built = table(*routes)
+    assert len(built.subscriptions) == 301  # site7/+/sensor is covered by site7/#
+    assert ("site1/#", "+/x") in built.overlaps
+    assert len(built.overlaps) == 300  # +/x can share a topic with each site<k>/#
 
 
 def test_route_prefixes_must_make_a_valid_filter() -> None:
