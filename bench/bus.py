@@ -7,7 +7,6 @@ reported. Run: ``python -m bench.bus [--quick] [--json FILE]``.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import subprocess
@@ -20,7 +19,7 @@ import yaml
 import zmq
 
 from argentic_edge.proxy import ProxyThread
-from bench.common import Table, median, percentile, write_json
+from bench.common import median, percentile, suite_main
 from tests.brokers import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,15 +182,7 @@ def run(quick: bool) -> list[dict[str, object]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    rows = run(args.quick)
-    sys.stdout.write(Table.from_rows(rows, baseline="bare libzmq proxy").render() + "\n")
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return suite_main(run, "bare libzmq proxy", __doc__ or "", argv)
 
 
 if __name__ == "__main__":

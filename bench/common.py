@@ -6,13 +6,15 @@ numbers and their presentation the same across benchmarks, as Markdown tables RE
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +113,18 @@ def write_json(path: str | os.PathLike[str], rows: Any) -> None:
                 "rows": clean(rows)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def suite_main(run: Callable[[bool], list[dict[str, Any]]], baseline: str, description: str,
+               argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.<suite> [--quick] [--json FILE]``: one suite alone, as ``python -m bench``
+    runs it."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer, smaller runs")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    rows = run(args.quick)
+    sys.stdout.write(Table.from_rows(rows, baseline=baseline).render())
+    if args.json:
+        write_json(args.json, rows)
+    return 0

@@ -8,12 +8,11 @@ Python process with pyzmq costs before any feature. Run: ``python -m bench.footp
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from bench.common import Table, median, write_json
+from bench.common import median, suite_main
 from tests.netns import Lan, netns_unavailable
 
 GOALS = {"idle_rss_mib": 60.0, "idle_cpu_pct": 1.0, "start_to_healthy_s": 1.5}
@@ -58,15 +57,7 @@ def run(quick: bool) -> list[dict[str, object]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    rows = run(args.quick)
-    sys.stdout.write(Table.from_rows(rows, baseline="a bare libzmq proxy process").render() + "\n")
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return suite_main(run, "a bare libzmq proxy process", __doc__ or "", argv)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ p99 per path, and their ratio to the empty appliance.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import Table, median, percentile, ratio, write_json
+from bench.common import median, percentile, ratio, suite_main
 from bench.web_probe import PATHS
 from tests.netns import Lan, netns_unavailable
 
@@ -56,15 +55,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.web", description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    rows = run(args.quick)
-    sys.stdout.write(Table.from_rows(rows, baseline="the empty appliance").render())
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return suite_main(run, "the empty appliance", __doc__ or "", argv)
 
 
 if __name__ == "__main__":
