@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from bench.common import median, suite_main
 from tests.netns import Lan, netns_unavailable
