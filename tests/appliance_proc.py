@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import yaml
 
 from tests.brokers import free_port
 
+_UNVERIFIED = ssl._create_unverified_context()  # the appliance's own CA; not what is tested here
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "fault-token-5d1e"
 
@@ -60,6 +62,12 @@ class Appliance:
     @property
     def web_port(self) -> int:
         return int(self.document["web"]["port"])
+
+    @property
+    def base_url(self) -> str:
+        """https when the appliance has its certificates (it then serves TLS only)."""
+        tls = self.document.get("certificates", {}).get("enabled", True)
+        return f"{'https' if tls else 'http'}://127.0.0.1:{self.web_port}"
 
     @property
     def bus_publish(self) -> str:
@@ -125,10 +133,10 @@ class Appliance:
                 ) -> tuple[int, Any]:
         """(status, JSON body or text) from the web API, authenticated with the token."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.web_port}{path}", data=body, method=method,
+            f"{self.base_url}{path}", data=body, method=method,
             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout, context=_UNVERIFIED) as response:
                 return response.status, _decode(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _decode(exc.read())
