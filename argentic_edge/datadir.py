@@ -1,4 +1,4 @@
-"""Housekeeping of the data directory after a power cut.
+"""The data directory's troubles: orphans of interrupted writes, and saying why a write failed.
 
 ``fsutil.atomic_write`` writes a hidden temporary file (``.<name>.<random>.tmp``) and renames it
 over the target. A power cut (or SIGKILL) between the two leaves the temporary file behind: the
@@ -8,6 +8,7 @@ was since renewed. The appliance removes such orphans when it starts.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import time
@@ -36,3 +37,11 @@ def sweep_stale_temp_files(root: Path, older_than: float = STALE_AFTER) -> list[
         log.warning("removed %d temporary file(s) left by writes a power cut interrupted: %s",
                     len(removed), ", ".join(str(p) for p in removed))
     return removed
+
+
+def describe_os_error(exc: OSError) -> str:
+    """"No space left on device (ENOSPC)": the words and the errno, for status and API answers
+    (the caller names the file)."""
+    text = exc.strerror or str(exc)
+    code = errno.errorcode.get(exc.errno) if exc.errno is not None else None
+    return f"{text} ({code})" if code else text
