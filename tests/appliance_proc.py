@@ -98,7 +98,11 @@ class Appliance:
                  "--config", str(self.config_path)],
                 env=env, stdout=log, stderr=log, cwd=self.workdir)
         self.starts += 1
-        self.wait_answering(timeout)
+        try:
+            self.wait_answering(timeout)
+        except AssertionError:
+            self.kill()  # never leave a half-started appliance holding ports behind
+            raise
         return self
 
     def wait_answering(self, timeout: float) -> None:
