@@ -19,6 +19,7 @@ import zmq
 
 from argentic_edge import __version__
 from argentic_edge.config import EdgeConfig
+from argentic_edge.datadir import sweep_stale_temp_files
 from argentic_edge.proxy import Bus
 
 if TYPE_CHECKING:
@@ -208,6 +209,7 @@ class Edge:
 
     async def start(self) -> None:
         async with self._lock:
+            sweep_stale_temp_files(self.config.data_path)
             try:
                 for spec in service_specs():
                     if spec.enabled(self.config):

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from argentic_edge.datadir import describe_os_error
 from argentic_edge.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     except OSError as exc:
         if path.parent.exists() and not path.parent.is_dir():
             raise CertError(f"{path}: cannot write: {path.parent} is not a directory") from None
-        raise CertError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise CertError(f"{path}: cannot write: {describe_os_error(exc)}") from None
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -36,6 +36,7 @@ from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message, recv_monitor_message
 
 from argentic_edge.config import Z85_KEY_PATTERN, BusConfig, FederationConfig, Secret
+from argentic_edge.datadir import describe_os_error
 from argentic_edge.fsutil import atomic_write
 from argentic_edge.proxy import (BusEndpoints, BusError, ProxyStats, ProxyThread,
                                  apply_socket_options, bind_or_explain, connect_host,
@@ -186,9 +187,16 @@ class TrustStore:
                 log.warning("federation: %s: ignoring a malformed approval %r",
                             self.path, approval.peer_id)
 
-    def _save(self) -> None:
-        document = {"approved": [a.to_dict() for a in self._approvals.values()]}
-        atomic_write(self.path, json.dumps(document, indent=2) + "\n", mode=0o600)
+    def _save(self, approvals: dict[str, Approval]) -> None:
+        """Write ``approvals``, then make them the ones in force: if the disk refuses (full,
+        read-only), the trust list stays what the file says and the caller hears why."""
+        document = {"approved": [a.to_dict() for a in approvals.values()]}
+        try:
+            atomic_write(self.path, json.dumps(document, indent=2) + "\n", mode=0o600)
+        except OSError as exc:
+            raise FederationError(f"cannot save {self.path}: {describe_os_error(exc)}; "
+                                  "the trusted peers are unchanged") from None
+        self._approvals = approvals
 
     def trusts(self, peer_id: str, key: str | None) -> bool:
         """Whether we want this peer's traffic and let it take ours."""
@@ -212,8 +220,7 @@ class TrustStore:
         if key is not None and node_id(key) != peer_id:
             raise FederationError(f"the key given for peer {peer_id} does not match its id")
         approval = Approval(peer_id, key, name, time.time())
-        self._approvals[peer_id] = approval
-        self._save()
+        self._save({**self._approvals, peer_id: approval})
         return approval
 
     def forget(self, peer_id: str) -> bool:
@@ -221,9 +228,9 @@ class TrustStore:
         if peer_id in self._config_ids:
             raise FederationError(f"peer {peer_id} is trusted by the configuration "
                                   "(discovery.federation.trusted_peers); remove it there")
-        if self._approvals.pop(peer_id, None) is None:
+        if peer_id not in self._approvals:
             return False
-        self._save()
+        self._save({k: v for k, v in self._approvals.items() if k != peer_id})
         return True
 
     def approvals(self) -> list[Approval]:

@@ -32,6 +32,7 @@ from argentic_edge.config import (
     file_problems,
     parse_config,
 )
+from argentic_edge.datadir import describe_os_error
 from argentic_edge.fsutil import atomic_write
 from argentic_edge.web.schema import dotted, form_fields, is_secret
 
@@ -354,7 +355,7 @@ class ConfigEditor:
                     None, _write, path, text, previous_bytes)
             except OSError as exc:
                 await self.edge.apply(previous)
-                raise ApplyError(f"could not save {path}: {exc}. "
+                raise ApplyError(f"could not save {path}: {describe_os_error(exc)}. "
                                  "The previous configuration is running again.") from None
             if self.edge.config_path is None:
                 self.edge.config_path = str(path)
