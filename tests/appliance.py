@@ -1,0 +1,80 @@
+"""The appliance as users run it: ``python -m argentic_edge run`` in its own process.
+
+The security tests look at it from outside (its sockets, its output, its HTTP answers), so it
+runs as a separate process whose stdout and stderr are kept in files for grepping afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from tests.brokers import wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "argentic_edge", *args]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
+@dataclass
+class Appliance:
+    """``argentic-edge <args>`` started on entry, stopped with SIGTERM on exit."""
+
+    workdir: Path
+    args: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, wait_port: int | None = None, timeout: float = 20.0) -> Self:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.workdir / "stdout", "wb") as out, open(self.workdir / "stderr", "wb") as err:
+            self.process = subprocess.Popen(command(*self.args), stdout=out, stderr=err,
+                                            env=environment(**self.env))
+        if wait_port is not None:
+            try:
+                wait_for_port(wait_port, timeout=timeout)
+            except TimeoutError:
+                self.stop()
+                raise AssertionError(f"the appliance did not start:\n{self.output()}") from None
+        return self
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then the exit code (SIGKILL if it does not stop in time)."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def output(self) -> str:
+        """Everything it wrote to stdout and stderr so far."""
+        return "".join((self.workdir / name).read_text(errors="replace")
+                       for name in ("stdout", "stderr") if (self.workdir / name).exists())
+
+    def __enter__(self) -> Self:
+        return self if self.process is not None else self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
