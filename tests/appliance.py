@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -66,6 +67,17 @@ class Appliance:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+    def wait_for_output(self, text: str, timeout: float = 20.0) -> str:
+        """Poll the output files until ``text`` shows up (a log line is the only signal a
+        separate process gives); the output so far."""
+        deadline = time.monotonic() + timeout
+        while text not in (output := self.output()):
+            assert self.process is not None
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} never appeared; the output:\n{output}")
+            time.sleep(0.05)
+        return output
 
     def output(self) -> str:
         """Everything it wrote to stdout and stderr so far."""
