@@ -11,26 +11,21 @@ topic: agents use a handful of topics over and over, so the hot path is one dict
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from argentic_edge.config import MqttConfig, Route
-from argentic_edge.topics import MAX_TOPIC_BYTES, TopicFilter, TopicTree, category_of
+from argentic_edge.topics import (
+    MAX_TOPIC_BYTES,
+    TopicFilter,
+    TopicTree,
+    category_of,
+    has_mqtt_forbidden_character,
+)
 
 CACHE_SIZE = 4096  # distinct topics remembered per direction; cleared at once when full
-
-# MQTT 3.1.1 section 1.5.3 and MQTT 5 section 1.5.4: a receiver MAY treat control characters
-# and Unicode non-characters in a string as a malformed packet, and Mosquitto does: it
-# disconnects the client. A bus topic carrying one would knock the bridge off the broker, and
-# as an unacknowledged QoS>=1 message it would be sent again after every reconnect.
-_FORBIDDEN_IN_MQTT = re.compile(
-    "[\x01-\x1f\x7f-\x9f\ufdd0-\ufdef"
-    + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}"
-              for plane in range(17))
-    + "]")
 
 
 @dataclass(slots=True)
@@ -70,7 +65,7 @@ def mqtt_topic_problem(topic: str) -> str | None:
         return "wildcard_in_topic"
     if "\x00" in topic:
         return "nul_in_topic"
-    if _FORBIDDEN_IN_MQTT.search(topic):
+    if has_mqtt_forbidden_character(topic):
         return "forbidden_character"
     if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
         return "topic_too_long"

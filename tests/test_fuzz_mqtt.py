@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from argentic_edge.app import Edge
 from argentic_edge.bridge import presence_topic
+from argentic_edge.config import ConfigError, parse_config
 from tests.bridge_support import (
     BusClient,
     MqttClient,
@@ -346,3 +347,13 @@ async def test_a_bus_topic_mosquitto_calls_malformed_does_not_knock_the_bridge_o
                 ] == []
         assert r.drops("out")[0]["forbidden_character"] == 1
         r.assert_connected()
+
+
+def test_a_route_a_broker_would_call_malformed_is_a_configuration_error() -> None:
+    """The same characters in a route would make the bridge's SUBSCRIBE malformed."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"bridge": {"routes": [{"topic": "agent/#"},
+                                            {"topic": "x/#", "remote_prefix": "site\x07/"}]}},
+                     env={})
+    assert [(p.path, p.value) for p in caught.value.problems] == [
+        ("bridge.routes[1].topic", "site\x07/x/#")]
