@@ -57,7 +57,7 @@ class Appliance:
         return self
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then the exit code (SIGKILL if it does not stop in time)."""
+        """SIGTERM, then the exit code. Not stopping in time is a failure (after a SIGKILL)."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -66,6 +66,8 @@ class Appliance:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+                raise AssertionError(f"the appliance ignored SIGTERM for {timeout}s:\n"
+                                     f"{self.output()[-3000:]}") from None
         return self.process.returncode
 
     def wait_for_output(self, text: str, timeout: float = 20.0) -> str:

@@ -95,9 +95,9 @@ def test_the_api_never_fails_and_keeps_to_its_description(
     base_url, document = appliance
     excluded = []
     if case.method in ("PUT", "POST") and case.path.startswith("/api/config"):
-        # The description says "a JSON object or YAML text"; what makes a configuration
-        # valid is the configuration schema, whose answer (422 naming each problem) is
-        # described. So a schema-valid body may be refused; everything else still holds.
+        # The description says "a mapping of sections"; what makes a configuration valid is
+        # the configuration schema, whose answer (422 naming each problem) is described. So a
+        # schema-valid body may be refused; everything else still holds.
         excluded.append(schemathesis.checks.positive_data_acceptance)
     if case.method == "PUT":
         generated = case.body
