@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+import yaml
 
 from tests.brokers import wait_for_port
 
@@ -27,6 +29,13 @@ def command(*args: str) -> list[str]:
 
 def environment(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
+def write_yaml(path: Path, document: dict[str, Any]) -> Path:
+    """A configuration file as a user keeps it: YAML, readable by its owner only."""
+    path.write_text(yaml.safe_dump(document, allow_unicode=True))
+    path.chmod(0o600)
+    return path
 
 
 @dataclass

@@ -14,7 +14,6 @@ Every other part of a fuzzed body is left as generated; ``/api/config/check`` ta
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest

@@ -15,9 +15,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.appliance import Appliance
+from tests.appliance import Appliance, write_yaml
 from tests.brokers import Mosquitto, free_port
 from tests.netns import Lan, Lines, netns_unavailable
 from tests.sockets import listening
@@ -27,18 +26,12 @@ WEB_ADDRESS = "127.0.0.3"
 UP = "is up as node"
 
 
-def _write(path: Path, document: dict[str, object]) -> Path:
-    path.write_text(yaml.safe_dump(document))
-    path.chmod(0o600)
-    return path
-
-
 def test_every_service_on_listens_only_where_configured(tmp_path: Path,
                                                         mosquitto: Mosquitto) -> None:
     """Bus, bridge, certificates (so the web is HTTPS), web, agents; discovery off: the bus's
     two ports on its address, the web port on its own, no UDP at all (no mDNS)."""
     front, back, web = free_port(), free_port(), free_port()
-    config = _write(tmp_path / "edge.yaml", {
+    config = write_yaml(tmp_path / "edge.yaml", {
         "node_name": "listen-test",
         "data_dir": str(tmp_path / "data"),
         "messaging": {"broker_address": BUS_ADDRESS, "port": front, "backend_port": back},
@@ -71,7 +64,7 @@ def test_in_a_lan_namespace_mdns_and_federation_listen_only_when_enabled(
     lan = Lan().create()
     try:
         node = lan.add()
-        config = _write(tmp_path / "edge.yaml", {
+        config = write_yaml(tmp_path / "edge.yaml", {
             "node_name": "listen-lan",
             "data_dir": str(tmp_path / "data"),
             "messaging": {"port": front, "backend_port": back},

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.appliance import ROOT, Appliance, command, environment
+from tests.appliance import ROOT, Appliance, command, environment, write_yaml
 from tests.brokers import Mosquitto, free_port, wait_for_port
 
 WEB_PASSWORD = "web-pw Zq7/+&é"
@@ -66,7 +66,7 @@ def own_certificate(folder: Path) -> tuple[Path, Path, list[str]]:
     """A self-signed server certificate for 127.0.0.1; its files and its key's PEM body lines."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secrets-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -135,12 +135,6 @@ def _document(tmp_path: Path, broker: Mosquitto, certfile: Path, keyfile: Path,
     }
 
 
-def _write(path: Path, document: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(document, allow_unicode=True))
-    path.chmod(0o600)
-    return path
-
-
 def _until(condition: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := condition()):
@@ -155,7 +149,7 @@ def test_secrets_stay_out_of_every_output(tmp_path: Path, strict_broker: Mosquit
     secrets = [WEB_PASSWORD, API_TOKEN, MQTT_PASSWORD, NEW_MQTT_PASSWORD, *key_body]
     web_port = free_port()
     document = _document(tmp_path, strict_broker, certfile, keyfile, web_port)
-    config = _write(tmp_path / "edge.yaml", document)
+    config = write_yaml(tmp_path / "edge.yaml", document)
     said: list[tuple[str, str]] = []  # (where, text)
     base = f"https://127.0.0.1:{web_port}"
     bearer = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -219,9 +213,9 @@ def test_secrets_stay_out_of_every_output(tmp_path: Path, strict_broker: Mosquit
             **document, "web": {**document["web"], "password": [WEB_PASSWORD]},
             "bridge": {"mqtt": {"password": MQTT_PASSWORD, "port": 0}}})):
         if doc is not None:
-            _write(path, doc)
-        result = subprocess.run(command("check-config", str(path)), capture_output=True,
-                                text=True, timeout=30, env=environment())
+            write_yaml(path, doc)
+        result = subprocess.run(command("check-config", str(path)), check=False,
+                                capture_output=True, text=True, timeout=30, env=environment())
         said.append((f"check-config {path.name}", result.stdout + result.stderr))
         assert result.returncode == (0 if doc is None else 1), result.stderr
 
@@ -230,16 +224,17 @@ def test_secrets_stay_out_of_every_output(tmp_path: Path, strict_broker: Mosquit
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        crash = _write(tmp_path / "taken.yaml", {**document, "web": {**document["web"],
+        crash = write_yaml(tmp_path / "taken.yaml", {**document, "web": {**document["web"],
                                                                       "port": port}})
         result = subprocess.run(command("--log-level", "debug", "run", "--config", str(crash)),
-                                capture_output=True, text=True, timeout=30, env=environment())
+                                check=False, capture_output=True, text=True, timeout=30,
+                                env=environment())
     said.append(("a taken port", result.stdout + result.stderr))
     assert result.returncode == 1 and "already in use" in result.stderr, result.stderr
     damaged = tmp_path / "ssl" / "damaged.key"
     damaged.write_text("\n".join(keyfile.read_text().splitlines()[:3]) + "\n")
     damaged.chmod(0o600)
-    crash = _write(tmp_path / "damaged.yaml", {**document, "certificates": {
+    crash = write_yaml(tmp_path / "damaged.yaml", {**document, "certificates": {
         **document["certificates"], "keyfile": str(damaged)}})
     # The certificates service reports the file; the rest keeps running (the page is needed to
     # repair the configuration), so this one is stopped by hand.
@@ -275,7 +270,8 @@ def test_the_add_on_keeps_the_supervisors_secrets(tmp_path: Path,
         (config / "argentic-edge.yaml").write_text(yaml.safe_dump({
             "messaging": {"broker_address": "127.0.0.1", "port": free_port(),
                           "backend_port": free_port()}}))
-        env = {"SUPERVISOR_TOKEN": SUPERVISOR_TOKEN, "SUPERVISOR_API": f"http://127.0.0.1:{api_port}",
+        env = {"SUPERVISOR_TOKEN": SUPERVISOR_TOKEN,
+               "SUPERVISOR_API": f"http://127.0.0.1:{api_port}",
                "ARGENTIC_EDGE_ADDON_DATA": str(data), "ARGENTIC_EDGE_ADDON_CONFIG": str(config),
                "ARGENTIC_EDGE_ADDON_RUN": str(run)}
         said: list[tuple[str, str]] = []
