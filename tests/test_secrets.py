@@ -32,8 +32,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from argentic_edge.config import parse_config
 from tests.appliance import ROOT, Appliance, command, environment, write_yaml
 from tests.brokers import Mosquitto, free_port, wait_for_port
+from tests.webtools import config_document, running_edge
 
 WEB_PASSWORD = "web-pw Zq7/+&é"
 API_TOKEN = "api-tok-Lm3+/=Qx"
@@ -236,12 +238,14 @@ def test_secrets_stay_out_of_every_output(tmp_path: Path, strict_broker: Mosquit
     damaged.chmod(0o600)
     crash = write_yaml(tmp_path / "damaged.yaml", {**document, "certificates": {
         **document["certificates"], "keyfile": str(damaged)}})
-    # The certificates service reports the file; the rest keeps running (the page is needed to
-    # repair the configuration), so this one is stopped by hand.
-    with Appliance(tmp_path / "damaged", ("--log-level", "debug", "run", "--config", str(crash))
-                   ) as broken:
-        broken.wait_for_output(f"{damaged}: not a PEM private key")
-    said.append(("a damaged key", broken.output()))
+    # The page is never served without TLS when certificates are on: the run stops, naming
+    # the file.
+    result = subprocess.run(command("--log-level", "debug", "run", "--config", str(crash)),
+                            check=False, capture_output=True, text=True, timeout=30,
+                            env=environment())
+    said.append(("a damaged key", result.stdout + result.stderr))
+    assert result.returncode == 1, result.stderr
+    assert f"{damaged}: not a PEM private key" in result.stderr.splitlines()[-1], result.stderr
 
     for where, text in said:
         assert "Traceback" not in text, (where, text[-3000:])
@@ -295,3 +299,22 @@ def test_the_add_on_keeps_the_supervisors_secrets(tmp_path: Path,
     finally:
         supervisor.terminate()
         supervisor.wait(10)
+
+
+async def test_a_broken_key_never_turns_the_page_into_plain_http(tmp_path: Path) -> None:
+    """With certificates on, the page is HTTPS or nothing: a change to a damaged key is
+    refused and rolled back, and the page keeps its HTTPS (the password never goes in clear)."""
+    document = config_document(tmp_path, certificates={"enabled": True})
+    async with running_edge(tmp_path, document) as edge:
+        assert edge.services["web"].status()["https"] is True
+        damaged = tmp_path / "damaged.key"
+        damaged.write_text("-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n")
+        damaged.chmod(0o600)
+        broken = parse_config({**document, "certificates": {
+            "enabled": True, "keyfile": str(damaged),
+            "certfile": str(tmp_path / "data" / "certs" / "server.pem")}}, env={})
+        previous = edge.config
+        with pytest.raises(Exception, match="the web needs HTTPS"):
+            await edge.apply(broken)
+        assert edge.config == previous
+        assert edge.services["web"].status()["https"] is True
