@@ -11,8 +11,6 @@ take on the way out: as written, JSON- or repr-escaped, URL-encoded, base64 (alo
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import json
 import socket
 import subprocess
@@ -27,14 +25,11 @@ import paho.mqtt.client as paho
 import pytest
 import requests
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from argentic_edge.config import parse_config
 from tests.appliance import ROOT, Appliance, command, environment, write_yaml
 from tests.brokers import Mosquitto, free_port, wait_for_port
+from tests.test_web_security import LocalCertificate
 from tests.webtools import config_document, running_edge
 
 WEB_PASSWORD = "web-pw Zq7/+&é"
@@ -66,25 +61,11 @@ def assert_clean(where: str, text: str, secrets: Iterator[str] | list[str]) -> N
 
 def own_certificate(folder: Path) -> tuple[Path, Path, list[str]]:
     """A self-signed server certificate for 127.0.0.1; its files and its key's PEM body lines."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secrets-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    folder.mkdir(parents=True, exist_ok=True)
-    certfile, keyfile = folder / "server.pem", folder / "server.key"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_text(pem)
-    keyfile.chmod(0o600)
-    body = [line for line in pem.splitlines() if line and not line.startswith("-----")]
-    return certfile, keyfile, body
+    local = LocalCertificate(folder)
+    local.key.chmod(0o600)
+    body = [line for line in local.key.read_text().splitlines()
+            if line and not line.startswith("-----")]
+    return local.cert, local.key, body
 
 
 # --- a broker that refuses the bridge's password ------------------------------------------------
