@@ -64,6 +64,8 @@ DROP_REASONS = {
                       "'<topic> <json>')",
     "empty_level": "broker messages whose topic has an empty level ('a//b', '/a', 'a/')",
     "nul_in_topic": "messages whose topic contains NUL",
+    "forbidden_character": "bus messages whose topic has a control character or a Unicode "
+                           "non-character (MQTT brokers disconnect for them)",
     "topic_too_long": "messages whose topic is longer than 65535 bytes",
     "invalid_utf8": "messages whose topic is not valid UTF-8",
     "wildcard_in_topic": "bus messages whose topic contains + or # (MQTT topic names cannot)",
@@ -93,9 +95,12 @@ def backoff_delay(attempt: int, base: float, cap: float = BACKOFF_CAP,
     return min(cap, schedule * (0.75 + 0.5 * rand()))
 
 
+EXAMPLE_CHARS = 120  # a hostile topic can be 64 KiB; the log shows its beginning
+
+
 class DropLog:
     """One warning per kind of dropped message, then only counting: a flood of bad messages
-    must not become a flood of log lines."""
+    must not become a flood of log lines, nor one huge topic a huge line."""
 
     def __init__(self) -> None:
         self._seen: set[str] = set()
@@ -103,6 +108,8 @@ class DropLog:
     def note(self, reason: str, example: str) -> None:
         if reason not in self._seen:
             self._seen.add(reason)
+            if len(example) > EXAMPLE_CHARS:
+                example = f"{example[:EXAMPLE_CHARS]}... ({len(example)} characters)"
             log.warning("bridge: dropping %s, e.g. %s; counted in the status from now on, "
                         "not logged again", DROP_REASONS.get(reason, reason), example)
 

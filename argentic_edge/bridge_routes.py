@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from argentic_edge.config import MqttConfig, Route
-from argentic_edge.topics import MAX_TOPIC_BYTES, TopicFilter, TopicTree, category_of
+from argentic_edge.topics import (
+    MAX_TOPIC_BYTES,
+    TopicFilter,
+    TopicTree,
+    category_of,
+    has_mqtt_forbidden_character,
+)
 
 CACHE_SIZE = 4096  # distinct topics remembered per direction; cleared at once when full
 
@@ -59,6 +65,8 @@ def mqtt_topic_problem(topic: str) -> str | None:
         return "wildcard_in_topic"
     if "\x00" in topic:
         return "nul_in_topic"
+    if has_mqtt_forbidden_character(topic):
+        return "forbidden_character"
     if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
         return "topic_too_long"
     return None

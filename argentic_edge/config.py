@@ -30,7 +30,12 @@ from typing import Any, Literal
 
 import yaml
 
-from argentic_edge.topics import TopicError, parse_filter, validate_topic_name
+from argentic_edge.topics import (
+    TopicError,
+    has_mqtt_forbidden_character,
+    parse_filter,
+    validate_topic_name,
+)
 
 MASK = "********"
 SAVED_CONFIG_NAME = "argentic-edge.yaml"  # what the web editor writes when run without --config
@@ -577,6 +582,10 @@ def _cross_checks(builder: _Builder, bus: BusConfig, config: EdgeConfig) -> None
         builder.fail("certificates.keyfile" if certs.keyfile is None else "certificates.certfile",
                      None, "certfile and keyfile go together: set both or neither")
     for index, route in enumerate(config.bridge.routes):
+        if has_mqtt_forbidden_character(route.remote_prefix + route.topic):
+            builder.fail(f"bridge.routes[{index}].topic", route.remote_prefix + route.topic,
+                         "a broker filter without control characters or Unicode "
+                         "non-characters (brokers disconnect a client that sends them)")
         for side in ("local_prefix", "remote_prefix"):
             prefix = getattr(route, side)
             if prefix and _topic_filter(prefix + route.topic) is not None:

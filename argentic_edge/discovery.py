@@ -44,6 +44,7 @@ RECORD_TTL = 60
 MIN_PORT = 1024
 LOST_AFTER = 3  # silent liveness intervals
 MAX_ADDRESSES = 8
+MAX_CLAIMANTS = 8  # other names remembered per claimed id (a flood of copies stays bounded)
 RESOLVE_TIMEOUT = 3.0
 RENAME_ATTEMPTS = 16
 # DNS numbers (RFC 1035, RFC 2782) for the liveness query.
@@ -443,6 +444,8 @@ class Browser:
         self._pending: set[str] = set()
         self._names: dict[str, tuple[str, str]] = {}  # instance key → (full name, peer id)
         self._heard: dict[str, float] = {}  # instance key → monotonic time
+        # Other names that claimed the id of a live peer: resolved again once it is lost.
+        self._claimants: dict[str, set[str]] = {}  # peer id → full names
         self._logged: set[str] = set()
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
@@ -522,6 +525,8 @@ class Browser:
         if peer.id == self.own_id:
             return
         key = name.lower()
+        if self._claimed_elsewhere(key, name, peer):
+            return
         previous = self._names.get(key)
         if previous is not None and previous[1] != peer.id and previous[1] in self.table:
             self._lost(previous[1], f"its name {peer.name!r} now belongs to {peer.id}")
@@ -539,10 +544,30 @@ class Browser:
                      ", ".join(peer.addresses))
         self.first_answer.set()
 
+    def _claimed_elsewhere(self, key: str, name: str, peer: Peer) -> bool:
+        """True (and counted) when another instance name already holds ``peer.id`` and is
+        alive. An id and its key are public (every record shows them), so anyone on the LAN
+        can copy them into a record of its own with its own address: first come keeps the
+        id, or a copy would move our link away from the real peer (the CURVE handshake would
+        then fail: a copy can never link, but it could cut the real peer off). A real peer
+        that changes its name says goodbye first, or goes silent; then the claim is heard."""
+        holder = next((k for k, (_, pid) in self._names.items() if pid == peer.id), None)
+        existing = self.table.get(peer.id)
+        if holder is None or holder == key or existing is None or existing.state == "lost":
+            return False
+        claimants = self._claimants.setdefault(peer.id, set())
+        if len(claimants) < MAX_CLAIMANTS:
+            claimants.add(name)
+        self._count("duplicate_id", f"{name!r} claims the id {peer.id} of the live peer "
+                                    f"{existing.name!r}")
+        return True
+
     def _forget_evicted(self) -> None:
         for key in [k for k, (_, peer_id) in self._names.items() if peer_id not in self.table]:
             del self._names[key]
             self._heard.pop(key, None)
+        for peer_id in [p for p in self._claimants if p not in self.table]:
+            del self._claimants[peer_id]
 
     def _heard_from(self, key: str) -> None:
         known = self._names.get(key)
@@ -562,6 +587,8 @@ class Browser:
         if peer is not None and peer.state != "lost":
             self.table.set_state(peer_id, "lost")
             log.info("discovery: lost %s (%s): %s", peer.name, peer_id, why)
+            for name in self._claimants.pop(peer_id, ()):
+                self._enqueue(name)  # the id is free: the other claim may be the real one
 
     async def _liveness(self) -> None:
         assert self.liveness_interval is not None

@@ -7,11 +7,26 @@ so its cost grows with the depth of the topic, not with the number of routes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 MAX_TOPIC_BYTES = 65535  # MQTT's limit; the bus keeps to it so every bus topic can be bridged
+
+# MQTT 3.1.1 section 1.5.3 and MQTT 5 section 1.5.4: a receiver MAY treat control characters
+# and Unicode non-characters in a string as a malformed packet, and Mosquitto does: it
+# disconnects the client. The bus carries any bytes; what goes to a broker must avoid these.
+_FORBIDDEN_IN_MQTT = re.compile(
+    "[\x01-\x1f\x7f-\x9f\ufdd0-\ufdef"
+    + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}"
+              for plane in range(17))
+    + "]")
+
+
+def has_mqtt_forbidden_character(text: str) -> bool:
+    """True when a broker may disconnect a client for sending ``text`` as a topic or filter."""
+    return _FORBIDDEN_IN_MQTT.search(text) is not None
 
 
 class TopicError(ValueError):

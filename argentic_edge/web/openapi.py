@@ -29,12 +29,15 @@ _PROBLEMS = {
         "properties": {"problems": {"type": "array",
                                     "items": {"$ref": "#/components/schemas/Problem"}}}}}},
 }
+# The document is a mapping of sections in either notation (YAML text parses to the same
+# values as JSON). Null, like an empty file, is every default. What makes a document valid is
+# the configuration schema; its answer (422, naming each problem) is described below.
+_CONFIG_DOCUMENT = {"type": "object", "nullable": True, "additionalProperties": True}
 _CONFIG_BODY = {
     "required": True,
     "content": {
-        "application/json": {"schema": {"type": "object", "additionalProperties": True},
-                             "example": {"web": {"port": 8099}}},
-        "application/yaml": {"schema": {"type": "string"}, "example": "web:\n  port: 8099\n"},
+        "application/json": {"schema": _CONFIG_DOCUMENT, "example": {"web": {"port": 8099}}},
+        "application/yaml": {"schema": _CONFIG_DOCUMENT, "example": {"web": {"port": 8099}}},
     },
 }
 _TOO_LARGE = {"413": _error("The body is larger than the limit.")}

@@ -58,11 +58,22 @@ class WebService:
         self._https = False
 
     def _ssl_context(self) -> ssl.SSLContext | None:
+        """HTTPS when the certificates service runs. When it runs but has no usable
+        certificate, the page is not served at all: falling back to plain HTTP would send the
+        password across the LAN in clear because a file broke."""
         if self.edge.config.web.ingress:
             return None
         certificates = self.edge.services.get("certificates")
         provider = getattr(certificates, "ssl_context", None)
-        return provider() if provider is not None else None
+        if provider is None:
+            return None
+        context = provider()
+        if context is None:
+            raise WebError(f"the web needs HTTPS and the certificates are not usable "
+                           f"({getattr(certificates, 'error', None) or 'no certificate'}); "
+                           "repair them, or set certificates.enabled: false to serve plain "
+                           "HTTP")
+        return context
 
     async def start(self) -> None:
         config = self.edge.config.web

@@ -1,0 +1,181 @@
+"""A hostile neighbour against federation, on a LAN of network namespaces.
+
+node-a and node-c are real appliances that trust anyone (``trust: open``, the most exposed
+setting) and link. A lure (tests/netns_lure.py) on a third machine advertises:
+
+- a stranger whose addresses are off our subnet: one routed to the lure, loopback, a public
+  one. We must never connect to any of them, though the stranger is trusted;
+- a stranger on our subnet, as a control: we do connect to it (and the CURVE handshake fails),
+  which shows the link machinery ran for the lure's records at all;
+- a copy of node-c's record (its id and key are public) under another name, at the lure's
+  address. It must not take node-c's place: no connection to the lure's copy, node-c stays
+  linked at its own address, and the copy's goodbye does not make node-c lost.
+
+Every TCP connection to the lure's ports is reported by the lure itself.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+import zmq
+
+from argentic_edge.federation import node_id
+from tests.netns import Lan, Lines, Namespace, Node, netns_unavailable
+
+UNAVAILABLE = netns_unavailable()
+pytestmark = [pytest.mark.netns,
+              pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")]
+
+PUB, SUB, EXPORT = 6555, 6556, 6557  # namespaces of our own: every port is free
+STRANGER_FED, CONTROL_FED = 7600, 7601
+ROUTED = "10.99.0.5"  # on the lure, and routed there from node-a: reachable, but not our LAN
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def stranger_txt(fed: int) -> dict[str, str]:
+    public = zmq.curve_keypair()[0].decode()
+    return {"v": "1", "id": node_id(public), "curve": public, "ver": "0.0-lure",
+            "pub": "6555", "sub": "6556", "fed": str(fed), "web": "0", "tls": ""}
+
+
+def copy_txt(peer: dict[str, Any]) -> dict[str, str]:
+    return {"v": "1", "id": peer["id"], "curve": peer["curve"], "ver": peer["version"],
+            "pub": str(peer["pub"]), "sub": str(peer["sub"]), "fed": str(peer["fed"]),
+            "web": str(peer["web"]), "tls": peer["tls"]}
+
+
+@dataclass
+class Lure:
+    process: subprocess.Popen[bytes]
+    lines: Lines
+    early: list[str] = field(default_factory=list)  # connections before it said ready
+
+    def connections(self, period: float) -> list[str]:
+        """Connections reported within ``period`` s: a negative needs a window to look in."""
+        seen, deadline = self.early, time.monotonic() + period
+        self.early = []
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                seen.append(json.loads(self.lines.next(left))["connection"])
+            except TimeoutError:
+                break
+        return seen
+
+    def wait_for(self, where: str, timeout: float) -> None:
+        if where in self.early:
+            self.early.remove(where)
+            return
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if json.loads(self.lines.next(left)).get("connection") == where:
+                return
+        raise AssertionError(f"no connection to {where} within {timeout}s")
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=15)
+
+
+def start_lure(ns: Namespace, records: list[dict[str, Any]], listen: list[str]) -> Lure:
+    argv = ["-m", "tests.netns_lure", "--interface", ns.address, "--records",
+            json.dumps(records)]
+    for where in listen:
+        argv += ["--listen", where]
+    process = ns.popen(ns.python(*argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    lure = Lure(process, Lines(process.stdout))  # type: ignore[arg-type]
+    while "ready" not in (line := json.loads(lure.lines.next(20))):
+        lure.early.append(line["connection"])
+    return lure
+
+
+def node_config(tmp: Path, key: str, name: str) -> Path:
+    path = tmp / f"{key}.yaml"
+    path.write_text(yaml.safe_dump({
+        "node_name": name, "data_dir": str(tmp / key),
+        "messaging": {"port": PUB, "backend_port": SUB},
+        "bridge": {"enabled": False}, "web": {"enabled": False},
+        "certificates": {"enabled": False},
+        "discovery": {"liveness_interval": 1.0,
+                      "federation": {"trust": "open", "export_port": EXPORT}},
+    }))
+    return path
+
+
+@pytest.fixture
+def lan() -> Iterator[Lan]:
+    lan = Lan().create()
+    try:
+        yield lan
+    finally:
+        lan.close()
+
+
+def peer_named(node: Node, name: str) -> dict[str, Any]:
+    return next(p for p in node.status()["peers"]["peers"] if p["name"] == name)
+
+
+def test_a_peer_can_neither_send_us_elsewhere_nor_take_another_peers_place(
+        lan: Lan, tmp_path: Path) -> None:
+    ns_a, ns_c, ns_lure = lan.add(), lan.add(), lan.add()
+    _ip("-n", ns_lure.name, "addr", "add", f"{ROUTED}/32", "dev", "lo")
+    _ip("-n", ns_a.name, "route", "add", f"{ROUTED}/32", "via", ns_lure.address)
+    a = Node(ns_a, node_config(tmp_path, "a", "node-a"), tmp_path / "a", tmp_path / "a.log")
+    c = Node(ns_c, node_config(tmp_path, "c", "node-c"), tmp_path / "c", tmp_path / "c.log")
+    lures: list[Lure] = []
+    try:
+        a.start()
+        c.start()
+        a.wait_peer("node-c", "linked", 20)
+        real_c = peer_named(a, "node-c")
+
+        # node-a's own loopback, where a record naming 127.0.0.1 would send it.
+        local = start_lure(ns_a, [], [f"127.0.0.1:{STRANGER_FED}"])
+        lures.append(local)
+        remote = start_lure(ns_lure, [
+            {"name": "stranger-offnet", "txt": stranger_txt(STRANGER_FED),
+             "addresses": [ROUTED, "127.0.0.1", "8.8.8.8"]},
+            {"name": "stranger-onlan", "txt": stranger_txt(CONTROL_FED),
+             "addresses": [ns_lure.address]},
+            {"name": "node-c-copy", "txt": copy_txt(real_c), "addresses": [ns_lure.address]},
+        ], [f"{ROUTED}:{STRANGER_FED}", f"{ns_lure.address}:{CONTROL_FED}",
+            f"{ns_lure.address}:{EXPORT}"])
+        lures.append(remote)
+
+        remote.wait_for(f"{ns_lure.address}:{CONTROL_FED}", 20)  # the control: links do run
+        a.wait_peer("stranger-offnet", "trusted", 10)
+        deadline = time.monotonic() + 10
+        while a.status()["peers"]["counters"].get("duplicate_id", 0) < 1:
+            assert time.monotonic() < deadline, a.status()["peers"]["counters"]
+            time.sleep(0.1)
+        # Links are retried within a second or two: none of them may go to the lure.
+        stray = remote.connections(3.0) + local.connections(0.1)
+        assert set(stray) <= {f"{ns_lure.address}:{CONTROL_FED}"}, stray
+
+        offnet = peer_named(a, "stranger-offnet")
+        assert offnet["link_address"] is None and offnet["link"] is None
+        now_c = peer_named(a, "node-c")
+        assert now_c["addresses"] == [ns_c.address] and now_c["state"] == "linked"
+        assert not any(p["name"] == "node-c-copy" for p in a.status()["peers"]["peers"])
+
+        remote.close()  # goodbye for every record of the lure, the copy of node-c included
+        lures.remove(remote)
+        a.wait_peer("stranger-onlan", "lost", 10)
+        assert peer_named(a, "node-c")["state"] == "linked"
+    finally:
+        for lure in lures:
+            lure.close()
+        a.stop()
+        c.stop()
