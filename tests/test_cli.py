@@ -15,6 +15,7 @@ import yaml
 
 from tests.brokers import wait_for_port
 from tests.conftest import free_bus_config
+from tests.netns import Lan, netns_unavailable
 
 
 def write_config(tmp_path: Path, **sections: object) -> tuple[Path, dict]:
@@ -64,22 +65,28 @@ def test_run_logs_where_it_listens_and_stops_within_two_seconds(
     assert "Traceback" not in stderr
 
 
+@pytest.mark.netns
 def test_run_with_defaults_and_no_file(tmp_path: Path, repo_env: dict[str, str]) -> None:
-    """The README's first command: nothing configured, the bus on 5555/5556 (skipped if taken)."""
-    import socket
-    for port in (5555, 5556):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                pytest.skip(f"port {port} is in use on this machine")
-    env = {**repo_env, "ARGENTIC_EDGE_DATA_DIR": str(tmp_path / "data")}
-    process = spawn("run", env=env)
+    """The README's first command, nothing configured: the bus on 5555/5556 and every default
+    service on. In a network namespace of its own, so its mDNS never reaches the real LAN and
+    no port on this machine is in the way."""
+    unavailable = netns_unavailable()
+    if unavailable is not None:
+        pytest.skip(unavailable)
+    lan = Lan().create()
     try:
-        wait_for_port(5555)
-        wait_for_port(5556)
-    finally:
+        namespace = lan.add()
+        env = {**repo_env, "ARGENTIC_EDGE_DATA_DIR": str(tmp_path / "data")}
+        process = namespace.popen([sys.executable, "-m", "argentic_edge", "run"], env=env,
+                                  stderr=subprocess.PIPE)
+        probe = namespace.run([sys.executable, "-c", "from tests.brokers import wait_for_port; "
+                               "wait_for_port(5555); wait_for_port(5556)"], timeout=30)
+        assert probe.returncode == 0, probe.stderr
         process.terminate()
-        _, stderr = process.communicate(timeout=10)
-    assert process.returncode == 0, stderr
+        _, stderr = process.communicate(timeout=2)
+        assert process.returncode == 0, stderr.decode()
+    finally:
+        lan.close()
 
 
 def test_a_taken_port_is_explained_not_a_traceback(tmp_path: Path,
