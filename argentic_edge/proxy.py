@@ -84,10 +84,15 @@ class ProxyThread:
         self.frontend = frontend
         self.backend = backend
         self.name = name
-        self._lock = threading.Lock()
+        # One lock over the control socket's whole life (requests, halt, restart): the status
+        # reads counters from the event loop while the federation reconfigures from a thread,
+        # and a ZeroMQ socket used or closed by two threads at once aborts the process.
+        self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._control: zmq.Socket | None = None
         self._carried = ProxyStats()
+        self._last = ProxyStats()
+        self._stale = False
         self._runs = itertools.count()
 
     @property
@@ -95,6 +100,10 @@ class ProxyThread:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
         endpoint = f"inproc://argentic-edge-control-{self.name}-{next(self._runs)}-{id(self)}"
         theirs = self.context.socket(zmq.REP)
         theirs.bind(endpoint)
@@ -102,6 +111,10 @@ class ProxyThread:
         ours.setsockopt(zmq.LINGER, 0)
         ours.setsockopt(zmq.RCVTIMEO, 2000)
         ours.setsockopt(zmq.SNDTIMEO, 2000)
+        # After a request that timed out, the next one may be sent and the late answer to the
+        # old one is dropped, instead of the REQ socket refusing every request from then on.
+        ours.setsockopt(zmq.REQ_RELAXED, 1)
+        ours.setsockopt(zmq.REQ_CORRELATE, 1)
         ours.connect(endpoint)
         self._control = ours
         self._thread = threading.Thread(target=self._run, args=(theirs,),
@@ -121,14 +134,38 @@ class ProxyThread:
         if self._control is None:
             raise BusError(f"proxy {self.name} is not running")
         with self._lock:
-            self._control.send(command)
-            return self._control.recv_multipart()
+            try:
+                self._control.send(command)
+                return self._control.recv_multipart()
+            except zmq.Again:
+                raise BusError(f"proxy {self.name} did not answer {command.decode()} within "
+                               f"2 s (busy, or blocked sending to a full peer)") from None
 
     def statistics(self) -> ProxyStats:
-        """Counters since the first start (runs before a reconfigure included)."""
-        if not self.running:
-            return self._carried
-        return self._carried + ProxyStats.from_frames(self._command(b"STATISTICS"))
+        """Counters since the first start (runs before a reconfigure included).
+
+        Never an error and never a long wait: while another thread reconfigures the proxy, or
+        when it does not answer in time, the last counters read are reported (the status page
+        and health must not fail, nor block the event loop, because libzmq is busy)."""
+        if not self._lock.acquire(timeout=0.1):
+            return self._last
+        try:
+            if not self.running:
+                return self._carried
+            try:
+                current = self._carried + ProxyStats.from_frames(self._command(b"STATISTICS"))
+            except BusError as exc:
+                if not self._stale:
+                    log.warning("%s; its counters are shown as last read", exc)
+                self._stale = True
+                return self._last
+            if self._stale:
+                log.info("proxy %s answers again", self.name)
+            self._stale = False
+            self._last = current
+            return current
+        finally:
+            self._lock.release()
 
     def _halt(self) -> None:
         if not self.running:
@@ -143,16 +180,18 @@ class ProxyThread:
 
     def reconfigure(self, change: Callable[[zmq.Socket, zmq.Socket], None]) -> None:
         """Stop the loop, apply ``change(frontend, backend)`` in this thread, start it again."""
-        self._halt()
-        try:
-            change(self.frontend, self.backend)
-        finally:
-            self.start()
+        with self._lock:
+            self._halt()
+            try:
+                change(self.frontend, self.backend)
+            finally:
+                self._start()
 
     def stop(self, release: Callable[[], None] | None = None) -> None:
         """Stop the loop and close both sockets; the counters stay readable. ``release`` runs
         in between (the bus unbinds its ports there, so they can be bound again at once)."""
-        self._halt()
+        with self._lock:
+            self._halt()
         if release is not None:
             release()
         self.frontend.close()

@@ -3,6 +3,8 @@ process a test can SIGKILL, restart and measure from /proc (RSS, threads, file d
 
 Fault tests need a process of its own: a SIGKILL must hit the appliance, not pytest, and memory
 or descriptor growth is only visible from outside. The web API (Bearer token) is the window in.
+(tests/appliance.py runs any ``argentic-edge`` command and keeps its output for the security
+tests, which read it; this one manages a configured ``run`` through its API.)
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import os
 import signal
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,10 +22,10 @@ from typing import Any
 
 import yaml
 
+from tests.appliance import command, environment
 from tests.brokers import free_port
 
 _UNVERIFIED = ssl._create_unverified_context()  # the appliance's own CA; not what is tested here
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "fault-token-5d1e"
 
 
@@ -90,12 +91,11 @@ class Appliance:
     def start(self, timeout: float = 20.0, write_config: bool = True) -> Appliance:
         if write_config:
             self.write_config()
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        env = environment(PYTHONUNBUFFERED="1")
         env.pop("ARGENTIC_EDGE_DATA_DIR", None)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*self.prefix, sys.executable, "-m", "argentic_edge", "run",
-                 "--config", str(self.config_path)],
+                [*self.prefix, *command("run", "--config", str(self.config_path))],
                 env=env, stdout=log, stderr=log, cwd=self.workdir)
         self.starts += 1
         try:

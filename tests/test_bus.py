@@ -123,6 +123,42 @@ def test_counters_come_from_libzmq() -> None:
     ctx.term()
 
 
+def test_counters_read_while_another_thread_reconfigures(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The status (event loop) reads counters while the federation reconfigures the proxy from
+    another thread: never a request to a loop that is just terminating (which went unanswered
+    for 2 s and crashed the status), and the counts never go back."""
+    ctx = zmq.Context()
+    frontend, backend = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
+    frontend.bind("inproc://race-f")
+    backend.bind("inproc://race-b")
+    proxy = ProxyThread(ctx, frontend, backend, "race")
+    proxy.start()
+    pub = ctx.socket(zmq.PUB)
+    pub.connect("inproc://race-f")
+    done = threading.Event()
+
+    def reconfigure() -> None:
+        for _ in range(150):
+            proxy.reconfigure(lambda f, b: None)
+        done.set()
+
+    worker = threading.Thread(target=reconfigure)
+    seen = 0
+    with caplog.at_level("WARNING", logger="argentic_edge.proxy"):
+        worker.start()
+        while not done.is_set():
+            pub.send(b"t x")
+            count = proxy.statistics().frontend.messages_in
+            assert count >= seen
+            seen = count
+        worker.join()
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    proxy.stop()
+    pub.close(0)
+    ctx.term()
+
+
 async def test_a_taken_port_is_a_clear_error() -> None:
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))

@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from argentic_edge.config import load_config
 from argentic_edge.datadir import sweep_stale_temp_files
 from argentic_edge.federation import TRUST_FILE
-from tests.appliance_proc import ROOT, Appliance, appliance_document
+from tests.appliance import ROOT
+from tests.appliance_proc import Appliance, appliance_document
 from tests.brokers import free_port
 
 KILLS = 4
