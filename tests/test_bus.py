@@ -86,16 +86,22 @@ async def test_argentic_zeromq_driver_round_trip(edge: Edge) -> None:
     assert stats["backend"]["messages_out"] >= 3
 
 
+def inproc_proxy(ctx: zmq.Context, name: str) -> ProxyThread:
+    """A started proxy on ``inproc://<name>-f`` (publishers) and ``inproc://<name>-b``."""
+    frontend, backend = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
+    frontend.bind(f"inproc://{name}-f")
+    backend.bind(f"inproc://{name}-b")
+    proxy = ProxyThread(ctx, frontend, backend, name)
+    proxy.start()
+    return proxy
+
+
 def test_counters_come_from_libzmq() -> None:
     ctx = zmq.Context()
-    frontend, backend = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
-    frontend.bind("inproc://f")
-    backend.bind("inproc://b")
-    proxy = ProxyThread(ctx, frontend, backend, "t")
-    proxy.start()
+    proxy = inproc_proxy(ctx, "t")
     pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
-    pub.connect("inproc://f")
-    sub.connect("inproc://b")
+    pub.connect("inproc://t-f")
+    sub.connect("inproc://t-b")
     sub.subscribe(b"t")
     while True:
         pub.send(b"t warmup")
@@ -129,11 +135,7 @@ def test_counters_read_while_another_thread_reconfigures(
     another thread: never a request to a loop that is just terminating (which went unanswered
     for 2 s and crashed the status), and the counts never go back."""
     ctx = zmq.Context()
-    frontend, backend = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
-    frontend.bind("inproc://race-f")
-    backend.bind("inproc://race-b")
-    proxy = ProxyThread(ctx, frontend, backend, "race")
-    proxy.start()
+    proxy = inproc_proxy(ctx, "race")
     pub = ctx.socket(zmq.PUB)
     pub.connect("inproc://race-f")
     done = threading.Event()
