@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestServer
 
 from argentic_edge.client import publish
 from argentic_edge.web import create_app
+from tests.bridge_support import MqttClient
+from tests.brokers import Mosquitto
 from tests.browser import CHROMIUM, Browser
 from tests.webtools import PASSWORD, SUPERVISOR, config_document, ingress_proxy, running_edge
 
@@ -117,3 +119,40 @@ async def test_the_page_works_under_an_ingress_prefix(tmp_path: Path, browser: B
         finally:
             await proxy.close()
             await appliance.close()
+
+
+async def test_remove_from_home_assistant_before_uninstalling(
+        tmp_path: Path, browser: Browser, mosquitto: Mosquitto) -> None:
+    """The add-on user's last step: the Home Assistant card's button clears the device's
+    retained discovery messages on the broker."""
+    document = config_document(tmp_path, bridge={"enabled": True, "mqtt": {
+        "broker_address": "127.0.0.1", "port": mosquitto.port, "connect_retry_delay": 0.1}})
+    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
+    async with running_edge(tmp_path, document):
+        await browser.navigate(base)
+        await browser.submit_and_load(
+            f"document.getElementById('password').value = {json.dumps(PASSWORD)};"
+            "document.getElementById('login-form').submit()")
+        await browser.wait_for("!document.getElementById('homeassistant').hidden && "
+                               f"{text_of('#homeassistant .body')}.includes('announcements1')")
+        bridge = await browser.evaluate(text_of("#bridge .body"))
+        assert "stateconnected" in bridge and "[object" not in bridge, bridge
+        assert "buffered0 of 10,000 msgs, 0 B" in bridge, bridge
+        assert await browser.evaluate(
+            "[...document.querySelectorAll('#bridge table.routes tbody tr')].map((r) => "
+            "[...r.cells].map((c) => c.textContent))[0]") == [
+                "agent/#", "both", "auto", "auto", "agent/#", "0 msgs", "0 msgs"]
+        await browser.screenshot(ARTIFACTS / "web-status-bridge.png")
+        async with MqttClient(mosquitto.port) as home_assistant:
+            await home_assistant.subscribe("homeassistant/#")
+            announced = {item.topic for item in await home_assistant.quiet(0.5) if item.retain}
+        assert len(announced) == 5, announced
+
+        await browser.evaluate("[...document.querySelectorAll('#homeassistant button')]"
+                               ".find((b) => b.textContent === 'Remove from Home Assistant')"
+                               ".click()")
+        await browser.wait_for(f"{text_of('#live')}.startsWith('removed from Home Assistant')")
+        await browser.wait_for("!document.querySelector('#homeassistant button')")
+        async with MqttClient(mosquitto.port) as home_assistant:
+            await home_assistant.subscribe("homeassistant/#")
+            assert [item.topic for item in await home_assistant.quiet(0.5) if item.retain] == []

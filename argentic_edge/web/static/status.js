@@ -59,9 +59,20 @@
   function renderBridge(bridge) {
     if (off(bridge)) return body("bridge").replaceChildren(el("p", {class: "muted", text: "disabled"}));
     const routes = findList(bridge, "routes");
-    const columns = [...new Set(routes.flatMap((r) => Object.keys(r)))];
-    body("bridge").replaceChildren(facts(bridge),
-      routes.length ? table(columns, routes.map((r) => columns.map((c) => String(r[c] ?? "")))) : "");
+    const traffic = (counters) => {
+      if (!counters) return "–";
+      const dropped = Object.values(counters.dropped || {}).reduce((a, b) => a + b, 0);
+      return `${count(counters.messages)} msgs` + (dropped ? `, ${count(dropped)} dropped` : "");
+    };
+    const buffer = bridge.buffer || {};
+    const shown = {...bridge, connected_for: bridge.connected_for == null ? undefined
+      : duration(bridge.connected_for), buffered: bridge.buffer === undefined ? undefined
+      : `${count(buffer.messages)} of ${count(buffer.max_messages)} msgs, ${bytes(buffer.bytes)}`
+        + (buffer.dropped_oldest ? `, ${count(buffer.dropped_oldest)} oldest dropped` : "")};
+    body("bridge").replaceChildren(facts(shown), routes.length ? table(
+      ["bus filter", "direction", "qos", "retain", "broker filter", "to MQTT", "from MQTT"],
+      routes.map((r) => [r.local, r.direction, String(r.qos), String(r.retain), r.remote,
+        traffic(r.out), traffic(r.in)]), "list routes") : "");
   }
 
   async function removeFromHomeAssistant() {
