@@ -31,7 +31,7 @@ from tests.bridge_support import (
     prove_paths,
     wait_until,
 )
-from tests.brokers import Mosquitto, free_port
+from tests.brokers import Mosquitto, free_port, wait_for_port
 
 PASSWORD = "s3cret-Pa55word!"
 
@@ -263,6 +263,7 @@ async def test_tls_with_cert_required_carries_messages(
     plain_port = free_port()
     broker = mosquitto_factory(tls_listener(pki, f"listener {plain_port} 127.0.0.1",
                                             "allow_anonymous true"), name="tls-rt")
+    wait_for_port(plain_port)  # the start waited for the first listener only
     tls = {"ca_certs": str(pki.ca), "cert_reqs": "CERT_REQUIRED", "tls_version": "PROTOCOL_TLS"}
     config = edge_config(broker.port, mqtt={"tls_params": tls},
                          bridge={"routes": [{"topic": "agent/#", "direction": "out"}]})
