@@ -252,8 +252,10 @@ def route_counters(status: dict[str, Any]) -> dict[str, Any]:
 async def settle(appliance: Appliance, progress: Callable[[], object],
                  complete: Callable[[], bool], quiet: float = 2.0,
                  timeout: float = 20.0) -> dict[str, Any]:
-    """Wait until everything arrived, or nothing moves any more (the bridge holds nothing in
-    flight or waiting and no message arrived for ``quiet`` seconds); the final status."""
+    """Wait until the bridge holds nothing in flight or waiting, and everything arrived or no
+    message arrived for ``quiet`` seconds; the final status. (A message the broker received but
+    whose acknowledgement a kill cut off stays in flight until the bridge is back and resends it,
+    even when every message has already arrived.)"""
     deadline = time.monotonic() + timeout
     last, since = progress(), time.monotonic()
     while True:
@@ -263,7 +265,7 @@ async def settle(appliance: Appliance, progress: Callable[[], object],
         now = progress()
         if now != last:
             last, since = now, time.monotonic()
-        if complete() or (idle and time.monotonic() - since > quiet):
+        if idle and (complete() or time.monotonic() - since > quiet):
             return status
         if time.monotonic() > deadline:
             raise AssertionError(f"still moving after {timeout}s: {bridge}")
