@@ -1,23 +1,16 @@
-"""TLS and authentication against a real Mosquitto: certificates made here with `cryptography`,
+"""TLS and authentication against a real Mosquitto: certificates made by tests/pki.py,
 passwords with mosquitto_passwd. Failures must be clear in the status, slow (back-off) and
 never show a secret."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import logging
 import ssl
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from argentic_edge.app import Edge
 from argentic_edge.config import TlsParams
@@ -32,91 +25,14 @@ from tests.bridge_support import (
     wait_until,
 )
 from tests.brokers import Mosquitto, free_port, wait_for_port
+from tests.pki import Pki
 
 PASSWORD = "s3cret-Pa55word!"
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path  # a CA that signed nothing here
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
-    return path
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> Path:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
-def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def _leaf(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, name: str,
-          server: bool) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _key()
-    now = datetime.datetime.now(datetime.UTC)
-    usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server else \
-        x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
-    builder = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-               .issuer_name(ca_cert.subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
-    if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-    return key, builder.sign(ca_key, hashes.SHA256())
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
-    ca_key, ca_cert = _ca("argentic-edge test CA")
-    server_key, server_cert = _leaf(ca_key, ca_cert, "localhost", server=True)
-    client_key, client_cert = _leaf(ca_key, ca_cert, "edge-client", server=False)
-    _, other = _ca("some other CA")
-    pki = Pki(
-        ca=_write_cert(directory / "ca.pem", ca_cert),
-        server_cert=_write_cert(directory / "server.pem", server_cert),
-        server_key=_write_key(directory / "server.key", server_key),
-        client_cert=_write_cert(directory / "client.pem", client_cert),
-        client_key=_write_key(directory / "client.key", client_key),
-        other_ca=_write_cert(directory / "other-ca.pem", other),
-    )
-    return pki
+    return Pki.create(tmp_path_factory.mktemp("pki"))
 
 
 def tls_listener(pki: Pki, *extra: str) -> list[str]:

@@ -29,7 +29,7 @@ import yaml
 from argentic_edge.config import parse_config
 from tests.appliance import ROOT, Appliance, command, environment, write_yaml
 from tests.brokers import Mosquitto, free_port, wait_for_port
-from tests.test_web_security import LocalCertificate
+from tests.pki import Pki
 from tests.webtools import config_document, running_edge
 
 WEB_PASSWORD = "web-pw Zq7/+&é"
@@ -59,13 +59,12 @@ def assert_clean(where: str, text: str, secrets: Iterator[str] | list[str]) -> N
 
 # --- the brought-your-own certificate ----------------------------------------------------------
 
-def own_certificate(folder: Path) -> tuple[Path, Path, list[str]]:
-    """A self-signed server certificate for 127.0.0.1; its files and its key's PEM body lines."""
-    local = LocalCertificate(folder)
-    local.key.chmod(0o600)
-    body = [line for line in local.key.read_text().splitlines()
+def own_certificate(folder: Path) -> tuple[Pki, list[str]]:
+    """A server certificate for 127.0.0.1 from a CA of the test's own; its key's PEM body lines."""
+    pki = Pki.create(folder)
+    body = [line for line in pki.server_key.read_text().splitlines()
             if line and not line.startswith("-----")]
-    return local.cert, local.key, body
+    return pki, body
 
 
 # --- a broker that refuses the bridge's password ------------------------------------------------
@@ -128,7 +127,8 @@ def _until(condition: Any, timeout: float, what: str) -> Any:
 
 
 def test_secrets_stay_out_of_every_output(tmp_path: Path, strict_broker: Mosquitto) -> None:
-    certfile, keyfile, key_body = own_certificate(tmp_path / "ssl")
+    pki, key_body = own_certificate(tmp_path / "ssl")
+    certfile, keyfile, ca = pki.server_cert, pki.server_key, pki.ca
     secrets = [WEB_PASSWORD, API_TOKEN, MQTT_PASSWORD, NEW_MQTT_PASSWORD, *key_body]
     web_port = free_port()
     document = _document(tmp_path, strict_broker, certfile, keyfile, web_port)
@@ -138,7 +138,7 @@ def test_secrets_stay_out_of_every_output(tmp_path: Path, strict_broker: Mosquit
     bearer = {"Authorization": f"Bearer {API_TOKEN}"}
 
     def get(path: str, **kwargs: Any) -> requests.Response:
-        answer = requests.get(base + path, verify=str(certfile), timeout=10, **kwargs)
+        answer = requests.get(base + path, verify=str(ca), timeout=10, **kwargs)
         said.append((f"GET {path}", f"{answer.headers}\n{answer.text}"))
         return answer
 
@@ -155,11 +155,11 @@ def test_secrets_stay_out_of_every_output(tmp_path: Path, strict_broker: Mosquit
         # The pages, as a browser that logged in with the password sees them.
         session = requests.Session()
         login = session.post(f"{base}/login", data={"password": WEB_PASSWORD},
-                             verify=str(certfile), allow_redirects=False, timeout=10)
+                             verify=str(ca), allow_redirects=False, timeout=10)
         assert login.status_code == 303
         said.append(("the login answer", f"{login.headers}\n{login.text}"))
         for page in ("/", "/config"):
-            answer = session.get(base + page, verify=str(certfile), timeout=10)
+            answer = session.get(base + page, verify=str(ca), timeout=10)
             assert answer.status_code == 200
             said.append((f"page {page}", answer.text))
         # Config changes: a bad value next to a new password, a secret of the wrong type, and a
@@ -173,7 +173,7 @@ def test_secrets_stay_out_of_every_output(tmp_path: Path, strict_broker: Mosquit
         good["node_name"] = "secrets-test-2"
         for body, expected in ((bad, 422), (wrong_type, 422), (good, 200)):
             answer = requests.put(f"{base}/api/config", json=body, headers=bearer,
-                                  verify=str(certfile), timeout=30)
+                                  verify=str(ca), timeout=30)
             said.append(("PUT /api/config", f"{answer.headers}\n{answer.text}"))
             assert answer.status_code == expected, answer.text
         yaml_wrong = yaml.safe_dump({**shown, "web": {**shown["web"],
@@ -181,7 +181,7 @@ def test_secrets_stay_out_of_every_output(tmp_path: Path, strict_broker: Mosquit
                                     allow_unicode=True)
         answer = requests.post(f"{base}/api/config/check", data=yaml_wrong.encode(),
                                headers={**bearer, "Content-Type": "application/yaml"},
-                               verify=str(certfile), timeout=10)
+                               verify=str(ca), timeout=10)
         said.append(("POST /api/config/check", answer.text))
         assert answer.status_code == 422
         appliance.wait_for_output("configuration applied")

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import logging
 import re
-import ssl
 import stat
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from yarl import URL
 
 from argentic_edge.web import WebService, create_app
 from argentic_edge.web.auth import SESSION_COOKIE
 from argentic_edge.web.credentials import AUTH_FILE
+from tests.pki import Pki
 from tests.webtools import (
     PASSWORD,
     SUPERVISOR,
@@ -233,46 +227,14 @@ async def test_ingress_trusts_only_the_supervisor(tmp_path: Path) -> None:
         assert not (tmp_path / "data" / AUTH_FILE).read_text().count('"password"')
 
 
-class LocalCertificate:
-    """In the place of the certificates service (written elsewhere): a real self-signed server
-    certificate for 127.0.0.1 and the SSLContext that service hands the web."""
-
-    def __init__(self, directory: Path) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=1))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-                .sign(key, hashes.SHA256()))
-        directory.mkdir(parents=True, exist_ok=True)
-        self.cert = directory / "server.pem"
-        self.key = directory / "server.key"
-        self.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                               serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-
-    def ssl_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert, self.key)
-        return context
-
-    def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.cert))
-
-
 @pytest.fixture
-def certificates(tmp_path: Path) -> LocalCertificate:
-    return LocalCertificate(tmp_path / "certs")
+def certificates(tmp_path: Path) -> Pki:
+    """In the place of the certificates service: a server certificate and its SSLContext."""
+    return Pki.create(tmp_path / "certs")
 
 
 async def test_https_with_the_certificates_service_marks_the_cookie_secure(
-        tmp_path: Path, certificates: LocalCertificate) -> None:
+        tmp_path: Path, certificates: Pki) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge:
         # The Edge's own web is off; this one is started by hand beside a certificates service.
         edge.services["certificates"] = certificates  # type: ignore[assignment]
