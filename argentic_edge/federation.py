@@ -533,7 +533,8 @@ class FederatedBus:
             log.info("federation: linking peer %s at %s", peer, target.endpoint)
 
     async def retry(self, peer_ids: Iterable[str]) -> None:
-        """Connect again to peers that refused us (libzmq gives up after a ZAP refusal)."""
+        """Connect again to peers that refused us (libzmq gives up after a ZAP refusal), or
+        whose link never came up."""
         known = [peer for peer in peer_ids if peer in self.links]
         targets = [self.links[peer].target for peer in known]
         for peer in known:

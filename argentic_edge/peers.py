@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFRESH_INTERVAL = 30.0  # seconds between checks of our addresses and certificate
+# libzmq reconnects by itself at most every 5 s (RECONNECT_IVL_MAX); a link to a live peer still
+# not up after that is connected anew (seen once in CI: a link that stayed "connecting" for 20 s
+# without a single handshake event, while both nodes were up and trusted each other).
+STUCK_AFTER = 5.0
 
 
 class PeersService:
@@ -59,6 +63,7 @@ class PeersService:
         self._wake = asyncio.Event()
         self._retry_at: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
+        self._stuck_at: dict[str, float] = {}
 
     @property
     def federating(self) -> bool:
@@ -183,6 +188,8 @@ class PeersService:
     # reconciling
 
     def _on_link(self, peer_id: str, state: str) -> None:
+        """Refused or failed links are retried with back-off; links still connecting after
+        STUCK_AFTER seconds are made again (see ``_reconcile``)."""
         if state == "up":
             self._backoff.pop(peer_id, None)
             self._retry_at.pop(peer_id, None)
@@ -198,8 +205,9 @@ class PeersService:
             while True:
                 await self._reconcile()
                 timeout = None
-                if self._retry_at:
-                    timeout = max(0.0, min(self._retry_at.values()) - time.monotonic())
+                if self._retry_at or self._stuck_at:
+                    soonest = min([*self._retry_at.values(), *self._stuck_at.values()])
+                    timeout = max(0.0, soonest - time.monotonic())
                 waiter = asyncio.create_task(events.get())
                 woken = asyncio.create_task(self._wake.wait())
                 try:
@@ -224,14 +232,24 @@ class PeersService:
             targets = {p.id: target for p in peers if (target := self._target(p)) is not None}
             await self.bus.set_links(targets)
             now = time.monotonic()
+            for peer_id in targets:  # a link that never comes up is made again
+                if self.bus.link_state(peer_id) != "connecting":
+                    self._stuck_at.pop(peer_id, None)
+                elif peer_id not in self._stuck_at:
+                    self._stuck_at[peer_id] = now + STUCK_AFTER
+            for peer_id in [p for p in self._stuck_at if p not in targets]:
+                del self._stuck_at[peer_id]
+            stuck = [p for p, at in self._stuck_at.items() if at <= now]
+            for peer_id in stuck:
+                del self._stuck_at[peer_id]
             due = [p for p, at in self._retry_at.items() if at <= now and p in targets]
             for peer_id in list(self._retry_at):
                 if peer_id not in targets or peer_id in due:
                     self._retry_at.pop(peer_id)
             for peer_id in [p for p in self._backoff if p not in targets]:
                 del self._backoff[peer_id]  # bounded by the links we have, not by history
-            if due:
-                await self.bus.retry(due)
+            if due or stuck:
+                await self.bus.retry([*due, *stuck])
         for peer in self.table.peers():  # afresh: the table may have moved during the awaits
             state = self._state(peer)
             if state != peer.state:
