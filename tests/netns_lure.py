@@ -2,10 +2,13 @@
 reports every TCP connection made to the ports it listens on.
 
     python -m tests.netns_lure --interface ADDRESS --records JSON [--listen HOST:PORT ...]
+                               [--hold HOST:PORT ...]
 
 JSON is a list of {"name": instance name, "txt": {...}, "addresses": [...]}: any TXT, any
 addresses, under its own host names (lure-N.local.). Prints {"ready": true} once the records are
 announced and the listeners are open, then {"connection": "HOST:PORT"} per accepted connection.
+``--listen`` ports close each connection at once; ``--hold`` ports keep it open and say nothing
+(a peer that accepts but never completes a handshake).
 End of input withdraws the records (goodbye) and exits.
 """
 
@@ -28,12 +31,16 @@ def report(document: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-async def listen(where: str) -> asyncio.Server:
+async def listen(where: str, hold: bool = False) -> asyncio.Server:
     host, port = where.rsplit(":", 1)
+    held: list[asyncio.StreamWriter] = []
 
     def connected(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         report({"connection": where})
-        writer.close()
+        if hold:
+            held.append(writer)
+        else:
+            writer.close()
 
     return await asyncio.start_server(connected, host, int(port))
 
@@ -43,8 +50,10 @@ async def main() -> None:
     parser.add_argument("--interface", help="advertise on this address (none: no records)")
     parser.add_argument("--records", default="[]")
     parser.add_argument("--listen", action="append", default=[])
+    parser.add_argument("--hold", action="append", default=[])
     args = parser.parse_args()
     servers = [await listen(where) for where in args.listen]
+    servers += [await listen(where, hold=True) for where in args.hold]
     azc = None
     records = json.loads(args.records)
     if records:

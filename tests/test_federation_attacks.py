@@ -89,11 +89,14 @@ class Lure:
         self.process.wait(timeout=15)
 
 
-def start_lure(ns: Namespace, records: list[dict[str, Any]], listen: list[str]) -> Lure:
+def start_lure(ns: Namespace, records: list[dict[str, Any]], listen: list[str],
+               hold: tuple[str, ...] = ()) -> Lure:
     argv = ["-m", "tests.netns_lure", "--interface", ns.address, "--records",
             json.dumps(records)]
     for where in listen:
         argv += ["--listen", where]
+    for where in hold:
+        argv += ["--hold", where]
     process = ns.popen(ns.python(*argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     lure = Lure(process, Lines(process.stdout))  # type: ignore[arg-type]
     while "ready" not in (line := json.loads(lure.lines.next(20))):
@@ -179,3 +182,26 @@ def test_a_peer_can_neither_send_us_elsewhere_nor_take_another_peers_place(
             lure.close()
         a.stop()
         c.stop()
+
+
+def test_a_link_that_never_completes_its_handshake_is_made_again(
+        lan: Lan, tmp_path: Path) -> None:
+    """A trusted peer whose export port accepts and then says nothing: libzmq alone would wait
+    for its 30 s handshake timeout; the peers service connects anew after 5 s."""
+    ns_a, ns_lure = lan.add(), lan.add()
+    a = Node(ns_a, node_config(tmp_path, "a", "node-a"), tmp_path / "a", tmp_path / "a.log")
+    lure: Lure | None = None
+    try:
+        a.start()
+        silent = f"{ns_lure.address}:{CONTROL_FED}"
+        lure = start_lure(ns_lure, [{"name": "silent-peer", "txt": stranger_txt(CONTROL_FED),
+                                     "addresses": [ns_lure.address]}], [], hold=(silent,))
+        lure.wait_for(silent, 20)
+        started = time.monotonic()
+        lure.wait_for(silent, 12)
+        assert time.monotonic() - started > 3, "connected again before the link was stuck"
+        assert peer_named(a, "silent-peer")["state"] == "trusted"  # never linked
+    finally:
+        if lure is not None:
+            lure.close()
+        a.stop()
