@@ -123,16 +123,16 @@ class ServiceSpec:
 
 
 def _certificates(edge: Edge) -> Service:
-    from argentic_edge.certs import CertStore
+    from argentic_edge.cert_files import CertFiles
     from argentic_edge.certs_manager import CertManager
 
     config = edge.config.certificates
-    store = CertStore(edge.config.data_path / "certs", edge.config.node_name,
+    files = CertFiles(edge.config.data_path / "certs", edge.config.node_name,
                       certfile=config.certfile, keyfile=config.keyfile,
                       validity_days=config.validity_days,
                       ca_validity_days=config.ca_validity_days,
                       renewal_window=config.renewal_window)
-    return CertManager(store, check_interval=config.check_interval)
+    return CertManager(files, check_interval=config.check_interval)
 
 
 def _agents(edge: Edge) -> Service:

@@ -16,6 +16,9 @@ Every file is written with :func:`argentic_edge.fsutil.atomic_write` (keys 0600,
 0644), so a reader sees the old file or the new one, never half of either. A new server key is
 written before its certificate; a crash in between leaves a key/certificate mismatch, which the
 next :meth:`CertStore.ensure` repairs by issuing again.
+
+The running appliance does not import this module: its certificate service runs it in a child
+process (:mod:`argentic_edge.cert_worker`); :mod:`argentic_edge.cert_files` says why.
 """
 
 from __future__ import annotations
@@ -27,9 +30,7 @@ import logging
 import os
 import re
 import socket
-import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from argentic_edge.cert_files import CertError, CertFiles, CertInfo, utcnow
 from argentic_edge.datadir import describe_os_error
 from argentic_edge.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
-MAX_VALIDITY_DAYS = 397  # what browsers and Apple clients accept for a TLS server certificate
 KEY_MODE = 0o600
 CERT_MODE = 0o644
 ORGANIZATION = "argentic-edge"
@@ -55,63 +56,26 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
-class CertError(Exception):
-    """A certificate problem a user can act on; the message names the file and what is wrong."""
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 def fingerprint_sha256(cert: x509.Certificate) -> str:
     """SHA-256 of the DER certificate as 64 lowercase hex digits (the mDNS TXT ``tls`` value)."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-@dataclass(frozen=True)
-class CertInfo:
-    """What a user (status page, ``certs show``, metrics) needs to know about one certificate."""
-
-    name: str
-    path: Path
-    subject: str
-    sans: tuple[str, ...]
-    issuer: str
-    fingerprint_sha256: str
-    not_before: dt.datetime
-    not_after: dt.datetime
-    days_left: float
-    is_ca: bool
-
-    @classmethod
-    def of(cls, name: str, path: Path, cert: x509.Certificate, now: dt.datetime | None = None) -> CertInfo:
-        now = now or utcnow()
-        return cls(
-            name=name,
-            path=path,
-            subject=cert.subject.rfc4514_string(),
-            sans=_sans(cert),
-            issuer=cert.issuer.rfc4514_string(),
-            fingerprint_sha256=fingerprint_sha256(cert),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            days_left=(cert.not_valid_after_utc - now).total_seconds() / 86400,
-            is_ca=_is_ca(cert),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "subject": self.subject,
-            "sans": list(self.sans),
-            "issuer": self.issuer,
-            "fingerprint_sha256": self.fingerprint_sha256,
-            "not_before": self.not_before.isoformat(),
-            "not_after": self.not_after.isoformat(),
-            "days_left": round(self.days_left, 3),
-            "is_ca": self.is_ca,
-        }
+def describe(name: str, path: Path, cert: x509.Certificate, now: dt.datetime | None = None) -> CertInfo:
+    """The facts a user reads about ``cert`` (stored at ``path``), days left counted from ``now``."""
+    now = now or utcnow()
+    return CertInfo(
+        name=name,
+        path=path,
+        subject=cert.subject.rfc4514_string(),
+        sans=_sans(cert),
+        issuer=cert.issuer.rfc4514_string(),
+        fingerprint_sha256=fingerprint_sha256(cert),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        days_left=(cert.not_valid_after_utc - now).total_seconds() / 86400,
+        is_ca=_is_ca(cert),
+    )
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -344,71 +308,13 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 # --- the store ---------------------------------------------------------------------------------
 
 
-class CertStore:
-    """The certificate files of one node in ``directory`` (normally ``<data_dir>/certs``).
+class CertStore(CertFiles):
+    """Issues and checks the files :class:`CertFiles` describes (see there for the layout)."""
 
-    Layout: ``ca.pem``/``ca.key`` (local CA), ``server.pem``/``server.key`` (this node), and
-    ``issued/<name>/{<name>.pem,<name>.key,ca.pem}`` for bundles made by :meth:`issue`. With
-    ``certfile``/``keyfile`` the server certificate is the user's own and the local CA is only
-    created when a bundle is issued.
-
-    ``validity_days`` may be fractional (tests use seconds-long certificates); ``renewal_window``
-    is the last fraction of a server certificate's life in which it is issued again.
-    """
-
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        node_name: str,
-        *,
-        certfile: str | os.PathLike[str] | None = None,
-        keyfile: str | os.PathLike[str] | None = None,
-        validity_days: float = MAX_VALIDITY_DAYS,
-        ca_validity_days: float = 3650,
-        renewal_window: float = 1 / 3,
-    ) -> None:
-        if not node_name:
-            raise CertError("node_name: empty; the server certificate needs a name")
-        if (certfile is None) != (keyfile is None):
-            raise CertError("certificates.certfile and certificates.keyfile go together: set both or neither")
-        if not 0 < validity_days <= MAX_VALIDITY_DAYS:
-            raise CertError(f"certificates.validity_days: {validity_days} is not between 0 and {MAX_VALIDITY_DAYS}")
-        if not ca_validity_days > 0:
-            raise CertError(f"certificates.ca_validity_days: {ca_validity_days} must be positive")
-        if not 0 < renewal_window < 1:
-            raise CertError(f"certificates.renewal_window: {renewal_window} is not a fraction between 0 and 1")
-        self.directory = Path(directory)
-        self.node_name = node_name
-        self._byo = (Path(certfile), Path(keyfile)) if certfile is not None and keyfile is not None else None
-        self.validity = dt.timedelta(days=validity_days)
-        self.ca_validity = dt.timedelta(days=ca_validity_days)
-        self.renewal_window = renewal_window
-        self._warned: set[str] = set()
-
-    @property
-    def brought(self) -> bool:
-        """True when the server certificate is the user's own (``certfile``/``keyfile``)."""
-        return self._byo is not None
-
-    @property
-    def ca_cert_path(self) -> Path:
-        return self.directory / "ca.pem"
-
-    @property
-    def ca_key_path(self) -> Path:
-        return self.directory / "ca.key"
-
-    @property
-    def server_cert_path(self) -> Path:
-        return self._byo[0] if self._byo else self.directory / "server.pem"
-
-    @property
-    def server_key_path(self) -> Path:
-        return self._byo[1] if self._byo else self.directory / "server.key"
-
-    @property
-    def issued_dir(self) -> Path:
-        return self.directory / "issued"
+    def __init__(self, directory: str | os.PathLike[str], node_name: str, **options: Any) -> None:
+        super().__init__(directory, node_name, **options)
+        # Conditions nobody can fix from here, already logged; the worker carries them across runs.
+        self.warned: set[str] = set()
 
     def ensure(self) -> None:
         """Make the files ready to serve: create what is missing, re-issue a disposable server
@@ -484,7 +390,7 @@ class CertStore:
             found += [(f"issued/{d.name}", d / f"{d.name}.pem") for d in sorted(self.issued_dir.iterdir())]
         # A brought certificate that is missing is an error to report, our own ones just not made yet.
         wanted = [(name, path) for name, path in found if path.exists() or (self._byo and name == "server")]
-        return [CertInfo.of(name, path, load_certificates(path)[0], now) for name, path in wanted]
+        return [describe(name, path, load_certificates(path)[0], now) for name, path in wanted]
 
     def fingerprint(self) -> str:
         """SHA-256 of the server certificate in use (hex), for the mDNS TXT ``tls`` key."""
@@ -513,8 +419,8 @@ class CertStore:
 
     def _warn_once(self, message: str) -> None:
         """Checks run every hour; a condition nobody can fix from here is logged only the first time."""
-        if message not in self._warned:
-            self._warned.add(message)
+        if message not in self.warned:
+            self.warned.add(message)
             log.warning("%s", message)
 
     def _check_brought(self, now: dt.datetime) -> None:
@@ -586,28 +492,3 @@ class CertStore:
             "issued the server certificate %s (sha256 %s, expires %s): %s",
             self.server_cert_path, fingerprint_sha256(cert), cert.not_valid_after_utc.isoformat(), reason,
         )
-
-
-# --- TLS contexts ------------------------------------------------------------------------------
-
-
-def load_server_chain(context: ssl.SSLContext, store: CertStore) -> None:
-    """(Re)load the store's server certificate into ``context``.
-
-    OpenSSL copies the certificate into each connection when it starts, so loading again on the
-    same context changes new handshakes only; established connections keep theirs.
-    """
-    try:
-        context.load_cert_chain(store.server_cert_path, store.server_key_path)
-    except (OSError, ssl.SSLError) as exc:
-        raise CertError(
-            f"{store.server_cert_path} with {store.server_key_path}: cannot be loaded for TLS: {exc}"
-        ) from None
-
-
-def server_ssl_context(store: CertStore) -> ssl.SSLContext:
-    """A TLS server context (TLS 1.2+) with the store's certificate, reloadable in place."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    load_server_chain(context, store)
-    return context

@@ -11,12 +11,13 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # cryptography loads when a certs command runs, not for every command
-    from argentic_edge.certs import CertInfo, CertStore
+from argentic_edge.cert_files import CertError, CertInfo
 from argentic_edge.config import default_data_dir, default_node_name
+
+if TYPE_CHECKING:  # cryptography loads when a certs command runs, not for every command
+    from argentic_edge.certs import CertStore
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -57,7 +58,7 @@ def _handler(run: Callable[[CertStore, argparse.Namespace], int]) -> Callable[[a
     """Build the store from the common options; a CertError or OSError becomes exit code 1."""
 
     def handle(args: argparse.Namespace) -> int:
-        from argentic_edge.certs import CertError, CertStore
+        from argentic_edge.certs import CertStore
 
         try:
             store = CertStore(

@@ -9,6 +9,9 @@ connections keep their certificate; new handshakes get the new one.
 Errors never stop the service: the current certificate stays in use, the error is logged once
 (again only when it changes), counted, shown in :meth:`CertManager.status`, and the next check
 comes sooner (``ERROR_RETRY`` seconds) so a fixed clock or a remounted disk is noticed quickly.
+
+The checks themselves run in a child process (:mod:`argentic_edge.cert_worker`), so this
+long-running service never imports cryptography (:mod:`argentic_edge.cert_files` says why).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from argentic_edge.certs import CertError, CertInfo, CertStore, load_server_chain, \
+from argentic_edge import cert_worker
+from argentic_edge.cert_files import CertError, CertFiles, CertInfo, load_server_chain, \
     server_ssl_context, utcnow
 
 log = logging.getLogger(__name__)
@@ -33,12 +37,12 @@ RenewedCallback = Callable[[CertInfo], Awaitable[None] | None]
 
 
 class CertManager:
-    """Runs the checks of one :class:`CertStore`; ``start()``/``stop()`` like every service."""
+    """Runs the checks of one node's :class:`CertFiles`; ``start()``/``stop()`` like every service."""
 
     name = "certificates"
 
-    def __init__(self, store: CertStore, *, check_interval: float = 3600.0, warn_days: tuple[int, ...] = WARN_DAYS):
-        self.store = store
+    def __init__(self, files: CertFiles, *, check_interval: float = 3600.0, warn_days: tuple[int, ...] = WARN_DAYS):
+        self.files = files
         self.check_interval = check_interval
         self.error: str | None = None
         self.errors = 0
@@ -47,6 +51,7 @@ class CertManager:
         self._contexts: list[ssl.SSLContext] = []
         self._callbacks: list[RenewedCallback] = []
         self._served: str | None = None  # fingerprint of the server certificate the contexts hold
+        self._warned: set[str] = set()  # the store's once-only warnings, kept across checks
         self._expiry = ExpiryWarnings(warn_days)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -68,7 +73,7 @@ class CertManager:
         if self.error is not None and self._served is None:
             return None
         if not self._contexts:
-            self.add_ssl_context(server_ssl_context(self.store))
+            self.add_ssl_context(server_ssl_context(self.files))
         return self._contexts[0]
 
     def health(self) -> tuple[bool, str]:
@@ -125,12 +130,12 @@ class CertManager:
 
     async def _check(self, *, notify: bool) -> None:
         try:
-            infos = await asyncio.to_thread(self._refresh)
+            infos = await cert_worker.refresh(self.files, self._warned)
             server = next(info for info in infos if info.name == "server")
             changed = server.fingerprint_sha256 != self._served
             if changed:
                 for context in self._contexts:
-                    load_server_chain(context, self.store)
+                    load_server_chain(context, self.files)
         except (CertError, OSError) as exc:  # OSError: a directory listing the store does not wrap
             self._fail(str(exc))
             return
@@ -145,11 +150,6 @@ class CertManager:
                 log.info("serving the new server certificate (sha256 %s)", server.fingerprint_sha256)
                 await self._notify(server)
         self._expiry.check(infos)
-
-    def _refresh(self) -> list[CertInfo]:
-        """Blocking file work (key generation, fsync), run in a thread."""
-        self.store.ensure()
-        return self.store.status()
 
     async def _notify(self, server: CertInfo) -> None:
         for callback in self._callbacks:

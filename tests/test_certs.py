@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from argentic_edge import certs_cli
-from argentic_edge.certs import CertError, CertStore, make_ca, make_leaf, server_ssl_context, utcnow
+from argentic_edge.cert_files import CertError, server_ssl_context, utcnow
+from argentic_edge.certs import CertStore, make_ca, make_leaf
 from argentic_edge.certs_manager import CertManager, ExpiryWarnings
 from tests.brokers import Mosquitto
 
