@@ -136,7 +136,7 @@ class CertManager:
             if changed:
                 for context in self._contexts:
                     load_server_chain(context, self.files)
-        except (CertError, OSError) as exc:  # OSError: a directory listing the store does not wrap
+        except (CertError, OSError) as exc:  # OSError: the worker could not be started at all
             self._fail(str(exc))
             return
         self.certificates = infos

@@ -140,7 +140,10 @@ async def test_a_crashing_worker_is_counted_and_the_service_recovers(
     with monkeypatch.context() as patch:
         patch.setattr(sys, "executable", "/bin/false")
         await manager.check()
-    assert manager.errors == 1 and "checking the certificates failed" in str(manager.error)
+        assert manager.errors == 1 and "checking the certificates failed" in str(manager.error)
+        patch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+        await manager.check()  # the worker cannot even be started
+        assert manager.errors == 2 and "no-such-python" in str(manager.error)
     assert manager.server == served, "the certificate in use stays in use"
     await manager.check()
     await manager.stop()
