@@ -25,6 +25,7 @@ import yaml
 from aiohttp import web
 
 from argentic_edge import __version__
+from tests.bridge_support import wait_until
 from tests.brokers import Mosquitto, free_port, wait_for_port
 from tests.conftest import REPO_ROOT
 
@@ -80,9 +81,7 @@ async def healthz_url(run: Path, timeout: float = 10) -> str:
     """The HEALTHCHECK's URL file. It is written once the web listener is up, so it may trail
     the port by a moment."""
     path = run / "healthz-url"
-    deadline = time.monotonic() + timeout
-    while not path.exists() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_until(path.exists, timeout, "the HEALTHCHECK URL file")
     return path.read_text()
 
 
