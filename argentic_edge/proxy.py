@@ -93,7 +93,6 @@ class ProxyThread:
         self._carried = ProxyStats()
         self._last = ProxyStats()
         self._stale = False
-        self._runs = itertools.count()
 
     @property
     def running(self) -> bool:
@@ -104,7 +103,9 @@ class ProxyThread:
             self._start()
 
     def _start(self) -> None:
-        endpoint = f"inproc://argentic-edge-control-{self.name}-{next(self._runs)}-{id(self)}"
+        # Unique in the process: libzmq frees an inproc name only when its reaper has destroyed
+        # the closed socket, so a name used again right after a stop can still be taken.
+        endpoint = f"inproc://argentic-edge-control-{self.name}-{next(_instance_ids)}"
         theirs = self.context.socket(zmq.REP)
         theirs.bind(endpoint)
         ours = self.context.socket(zmq.REQ)
