@@ -4,13 +4,17 @@ counted, and the bus keeps its file descriptors whatever the web is sent."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
+from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import urlencode
 
 import zmq
 
-from tests.appliance_proc import Appliance, appliance_document
+from argentic_edge.web.auth import SESSION_COOKIE
+from tests.appliance_proc import TOKEN, Appliance, appliance_document
 
 NOFILE = 256  # the process's descriptor limit for the whole test: a small device's setting
 CLIENTS = 300
@@ -67,6 +71,8 @@ def test_idle_and_half_open_connections_cannot_take_down_the_web_or_the_bus(
         web = appliance.status()["web"]["connections"]
         assert web["limit"] < NOFILE
         assert web["refused"] > 0
+        code, metrics = appliance.request("GET", "/metrics")
+        assert code == 200 and f"argentic_edge_web_connection_limit {web['limit']}" in metrics
     finally:
         for client in clients:
             client.close()
@@ -78,3 +84,56 @@ def test_idle_and_half_open_connections_cannot_take_down_the_web_or_the_bus(
     assert log.count("web: connection limit") == 1, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     assert appliance.log_path.stat().st_size < 64 * 1024
+
+
+def _session_cookie(appliance: Appliance) -> str:
+    """A real session cookie, from logging in through the form."""
+    connection = http.client.HTTPConnection("127.0.0.1", appliance.web_port, timeout=10)
+    password = appliance.document["web"]["password"]
+    connection.request("POST", "/login", body=urlencode({"password": password}),
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = connection.getresponse()
+    assert response.status == 303, response.status
+    cookie = SimpleCookie(response.headers["Set-Cookie"])[SESSION_COOKIE].value
+    connection.close()
+    return cookie
+
+
+def _send_raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(request)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_malformed_requests_are_logged_once_without_tracebacks_or_credentials(
+        tmp_path: Path) -> None:
+    document = appliance_document(tmp_path / "data", certificates={"enabled": False})
+    appliance = Appliance(tmp_path, document)
+    try:
+        appliance.start()
+        cookie = _session_cookie(appliance)
+        malformed = [
+            b"GARBAGE\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+            + b"\x01\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + SESSION_COOKIE.encode() + b"="
+            + cookie.encode() + b"\x01\r\n\r\n",
+            b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]
+        for _ in range(25):
+            for request in malformed:
+                assert _send_raw(appliance.web_port, request).split(b" ")[1] == b"400", request
+        requests = appliance.status()["web"]["requests"]
+        assert requests["malformed"] == 25 * len(malformed)
+        code, metrics = appliance.request("GET", "/metrics")
+        assert code == 200
+        assert f"argentic_edge_web_requests_malformed_total {25 * len(malformed)}" in metrics
+    finally:
+        appliance.stop()
+    log = appliance.log_path.read_text(errors="replace")
+    assert log.count("malformed HTTP request") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert TOKEN not in log and cookie not in log and cookie.split(".")[1] not in log

@@ -31,6 +31,7 @@ from argentic_edge.web.listener import (
     connection_limit,
     listen,
 )
+from argentic_edge.web.protolog import RequestErrors
 from argentic_edge.web.security import SERVING
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class WebService:
         self._runner: web.AppRunner | None = None
         self._https = False
         self._gate: ConnectionGate | None = None
+        self._errors = RequestErrors()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         """HTTPS when the certificates service runs. When it runs but has no usable
@@ -89,7 +91,7 @@ class WebService:
         context = self._ssl_context()
         app = create_app(self.edge, supervisor_address=self.supervisor_address)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
-                               keepalive_timeout=IDLE_TIMEOUT)
+                               keepalive_timeout=IDLE_TIMEOUT, logger=self._errors)
         await runner.setup()
         gate = ConnectionGate(connection_limit())
         listeners: list[GatedListener] = []
@@ -145,4 +147,5 @@ class WebService:
         config = self.edge.config.web
         return {"url": self.url if self._runner else None, "port": self.port,
                 "https": self._https, "ingress": config.ingress,
-                "connections": self._gate.to_dict() if self._gate else None}
+                "connections": self._gate.to_dict() if self._gate else None,
+                "requests": self._errors.to_dict()}
