@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -14,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from argentic_edge.web import WebService, create_app
-from argentic_edge.web.auth import SESSION_COOKIE
+from argentic_edge.web.auth import ACCESS, SESSION_COOKIE
 from argentic_edge.web.credentials import AUTH_FILE
 from tests.pki import Pki
 from tests.webtools import (
@@ -28,6 +29,8 @@ from tests.webtools import (
 )
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
+PARALLEL_LOGINS = 200
+ATTACKERS = ("127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8")
 
 
 def quiet(tmp_path: Path, **web_options: object) -> dict[str, object]:
@@ -135,6 +138,50 @@ async def test_login_attempts_are_rate_limited_per_client(tmp_path: Path) -> Non
                                                      data={"password": PASSWORD})
         assert status == 429 and "Too many attempts" in body
         assert 55 <= int(headers["Retry-After"]) <= 61
+
+
+async def test_parallel_logins_from_one_address_get_no_more_checks_than_the_limit(
+        tmp_path: Path) -> None:
+    async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
+        credentials = client.client.server.app[ACCESS].credentials
+        checks = []
+        check_password = credentials.check_password
+
+        def counted(given: str) -> bool:
+            checks.append(given)
+            return check_password(given)
+
+        credentials.check_password = counted  # type: ignore[method-assign]
+        answers = await asyncio.gather(*(
+            client.request("POST", "/login", data={"password": f"guess-{n}"})
+            for n in range(PARALLEL_LOGINS)))
+        statuses = sorted(status for status, _, _ in answers)
+        limit = client.client.server.app[ACCESS].limiter.attempts
+        assert len(checks) <= limit
+        assert statuses == [401] * len(checks) + [429] * (PARALLEL_LOGINS - len(checks))
+
+
+async def test_failed_logins_cannot_fill_the_recent_warnings(tmp_path: Path) -> None:
+    async with running_edge(tmp_path, quiet(tmp_path)) as edge:
+        server = TestServer(create_app(edge), host="127.0.0.1")
+        await server.start_server()
+        try:
+            for address in ATTACKERS:
+                connector = aiohttp.TCPConnector(local_addr=(address, 0))
+                async with aiohttp.ClientSession(connector=connector) as session:
+                    for _ in range(5):
+                        async with session.post(server.make_url("/login"),
+                                                data={"password": "guess"}) as response:
+                            assert response.status == 401
+            async with aiohttp.ClientSession(headers=BEARER) as session, \
+                    session.get(server.make_url("/api/status")) as response:
+                document = await response.json()
+            warnings = [w for w in document["warnings"] if "failed login" in w["message"]
+                        and any(address in w["message"] for address in ATTACKERS)]
+            assert len(warnings) == 1, warnings
+            assert server.app[ACCESS].limiter.to_dict()["failed"] == 5 * len(ATTACKERS)
+        finally:
+            await server.close()
 
 
 async def test_every_response_carries_the_security_headers(tmp_path: Path) -> None:

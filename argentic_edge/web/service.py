@@ -22,7 +22,7 @@ from aiohttp import web
 
 from argentic_edge.app import ServiceError
 from argentic_edge.web.app import create_app
-from argentic_edge.web.auth import SUPERVISOR_ADDRESS
+from argentic_edge.web.auth import ACCESS, SUPERVISOR_ADDRESS
 from argentic_edge.web.listener import (
     IDLE_TIMEOUT,
     ConnectionGate,
@@ -148,4 +148,5 @@ class WebService:
         return {"url": self.url if self._runner else None, "port": self.port,
                 "https": self._https, "ingress": config.ingress,
                 "connections": self._gate.to_dict() if self._gate else None,
-                "requests": self._errors.to_dict()}
+                "requests": self._errors.to_dict(),
+                "logins": self._runner.app[ACCESS].limiter.to_dict() if self._runner else None}
