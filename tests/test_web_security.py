@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import stat
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 import aiohttp
@@ -30,6 +31,7 @@ from tests.webtools import (
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 PARALLEL_LOGINS = 200
+LOGOUTS = 257
 ATTACKERS = ("127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8")
 
 
@@ -76,6 +78,25 @@ async def test_login_sets_a_strict_session_cookie_and_logout_ends_it(tmp_path: P
         # The old cookie, replayed by someone who kept it, no longer works.
         status, _, _ = await client.request("GET", "/api/status",
                                             cookies={SESSION_COOKIE: value})
+        assert status == 401
+
+
+async def test_a_logged_out_cookie_stays_logged_out_after_many_more_logouts(
+        tmp_path: Path) -> None:
+    async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
+        first = None
+        for n in range(LOGOUTS):
+            status, headers, _ = await client.request("POST", "/login",
+                                                      data={"password": PASSWORD})
+            assert status == 303
+            value = SimpleCookie(headers["Set-Cookie"])[SESSION_COOKIE].value
+            first = first or value
+            csrf = await client.csrf()
+            status, _, _ = await client.request("POST", "/logout", data={"csrf": csrf})
+            assert status == 303
+            client.client.session.cookie_jar.clear()
+        status, _, _ = await client.request("GET", "/api/status",
+                                            cookies={SESSION_COOKIE: first})
         assert status == 401
 
 

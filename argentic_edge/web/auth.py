@@ -185,8 +185,9 @@ async def login(request: web.Request) -> web.Response:
         access.limiter.failed(client, time.monotonic())
         return render_login(request, "Wrong password.", status=401)
     access.limiter.succeeded(client)
+    cookie = await asyncio.get_running_loop().run_in_executor(None, credentials.new_session)
     response = web.HTTPSeeOther("./")
-    response.set_cookie(SESSION_COOKIE, credentials.new_session(), max_age=SESSION_LIFETIME,
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_LIFETIME,
                         httponly=True, samesite="Strict", secure=request.secure, path="/")
     raise response
 
