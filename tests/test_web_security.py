@@ -257,6 +257,19 @@ async def test_hostile_bodies_get_4xx_never_500(tmp_path: Path) -> None:
         assert edge.health() == (True, [])
 
 
+async def test_deeply_nested_json_gets_400_never_500(tmp_path: Path) -> None:
+    async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
+        headers = {**BEARER, "Content-Type": "application/json"}
+        bodies = [b"[" * 500 + b"]" * 500, b'{"a":' * 500 + b"1" + b"}" * 500,
+                  b'{"web": ' + b"[" * 900 + b"]" * 900 + b"}"]
+        for method, path in (("PUT", "/api/config"), ("POST", "/api/config/check")):
+            for body in bodies:
+                status, _, text = await client.request(method, path, data=body, headers=headers)
+                assert status == 400, (method, body[:12], status)
+                assert "levels" in json.loads(text)["error"]
+        assert edge.health() == (True, [])
+
+
 def _billion_laughs() -> bytes:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for level in "bcdefghi":
