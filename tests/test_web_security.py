@@ -18,6 +18,7 @@ from yarl import URL
 from argentic_edge.web import WebService, create_app
 from argentic_edge.web.auth import ACCESS, SESSION_COOKIE
 from argentic_edge.web.credentials import AUTH_FILE
+from tests.brokers import free_port
 from tests.pki import Pki
 from tests.webtools import (
     PASSWORD,
@@ -306,6 +307,47 @@ async def test_ingress_trusts_only_the_supervisor(tmp_path: Path) -> None:
             status, _, _ = await other.request("GET", "/metrics", headers=BEARER)
             assert status == 200
         assert not (tmp_path / "data" / AUTH_FILE).read_text().count('"password"')
+
+
+def _broken_bridge(tmp_path: Path, **web_options: object) -> dict[str, object]:
+    """A configuration whose bridge points at a closed port: unhealthy, with a reason that
+    names the broker's address."""
+    document = quiet(tmp_path, **web_options)
+    document["bridge"] = {"enabled": True,
+                          "mqtt": {"broker_address": "127.0.0.1", "port": free_port()}}
+    return document
+
+
+async def _health(client: Recorder, **kwargs: object) -> tuple[int, dict[str, object]]:
+    status, _, body = await client.request("GET", "/healthz", **kwargs)
+    return status, json.loads(body)
+
+
+async def test_healthz_tells_reasons_only_to_who_may_see_the_status(tmp_path: Path) -> None:
+    document = _broken_bridge(tmp_path)
+    port = str(document["bridge"]["mqtt"]["port"])  # type: ignore[index]
+    async with running_edge(tmp_path, document) as edge, web_client(edge) as client:
+        assert await _health(client) == (503, {"ok": False})
+        status, answer = await _health(client, headers=BEARER)
+        assert status == 503 and port in str(answer["reasons"])
+        await client.login()
+        status, answer = await _health(client)
+        assert status == 503 and port in str(answer["reasons"])
+
+
+async def test_healthz_tells_reasons_to_the_supervisor_only_in_add_on_mode(
+        tmp_path: Path) -> None:
+    document = _broken_bridge(tmp_path, ingress=True, password=None)
+    port = str(document["bridge"]["mqtt"]["port"])  # type: ignore[index]
+    async with running_edge(tmp_path, document) as edge:
+        connector = aiohttp.TCPConnector(local_addr=(SUPERVISOR, 0))
+        async with TestClient(TestServer(create_app(edge, supervisor_address=SUPERVISOR),
+                                         host="127.0.0.1"), connector=connector) as raw:
+            status, answer = await _health(Recorder(raw))
+            assert status == 503 and port in str(answer["reasons"])
+        async with TestClient(TestServer(create_app(edge, supervisor_address=SUPERVISOR),
+                                         host="127.0.0.1")) as raw:
+            assert await _health(Recorder(raw)) == (503, {"ok": False})
 
 
 @pytest.fixture

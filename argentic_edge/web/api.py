@@ -14,7 +14,7 @@ from argentic_edge.config import ConfigError
 from argentic_edge.web import metrics, openapi
 from argentic_edge.web.configedit import ApplyError, ConfigEditor, load_text, problems_json
 from argentic_edge.web.feed import FEED, StatusUnavailable, status_document, to_json
-from argentic_edge.web.keys import EDGE
+from argentic_edge.web.keys import EDGE, IDENTITY
 from argentic_edge.web.logbuffer import WARNINGS
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,14 @@ def _json(document: Any, status: int = 200) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Anyone may ask whether the appliance is up (the add-on's HEALTHCHECK does, anonymously);
+    only who may see the status (the Supervisor, a token, a session) learns why not: the reasons
+    name brokers, addresses and errors."""
     healthy, reasons = request.app[EDGE].health()
-    return _json({"ok": healthy, "reasons": reasons}, 200 if healthy else 503)
+    answer: dict[str, Any] = {"ok": healthy}
+    if IDENTITY in request:
+        answer["reasons"] = reasons
+    return _json(answer, 200 if healthy else 503)
 
 
 def _status(request: web.Request) -> dict[str, Any]:
