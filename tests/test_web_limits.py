@@ -4,6 +4,7 @@ counted, and the bus keeps its file descriptors whatever the web is sent."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import socket
 import time
@@ -11,13 +12,18 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
 import zmq
 
+from argentic_edge.web import WebService, service
 from argentic_edge.web.auth import SESSION_COOKIE
 from tests.appliance_proc import TOKEN, Appliance, appliance_document
+from tests.pki import Pki
+from tests.webtools import config_document, running_edge
 
 NOFILE = 256  # the process's descriptor limit for the whole test: a small device's setting
 CLIENTS = 300
+CLOSED_WITHIN = 30.0  # far above the idle timeout the test sets; aiohttp's own is an hour
 
 
 def _forwarded(pub: zmq.Socket[bytes], sub: zmq.Socket[bytes], mark: bytes,
@@ -39,6 +45,16 @@ def _healthz_answers(appliance: Appliance, timeout: float) -> bool:
                 return True
         except OSError:
             pass
+        time.sleep(0.2)
+    return False
+
+
+def _connections_released(appliance: Appliance, timeout: float = 10.0) -> bool:
+    """Every closed connection gave its slot back (only the status request's own is open)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if appliance.status()["web"]["connections"]["open"] <= 1:
+            return True
         time.sleep(0.2)
     return False
 
@@ -73,6 +89,9 @@ def test_idle_and_half_open_connections_cannot_take_down_the_web_or_the_bus(
         assert web["refused"] > 0
         code, metrics = appliance.request("GET", "/metrics")
         assert code == 200 and f"argentic_edge_web_connection_limit {web['limit']}" in metrics
+        for client in clients:
+            client.close()
+        assert _connections_released(appliance), appliance.status()["web"]
     finally:
         for client in clients:
             client.close()
@@ -137,3 +156,27 @@ def test_malformed_requests_are_logged_once_without_tracebacks_or_credentials(
     assert log.count("malformed HTTP request") == 1, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     assert TOKEN not in log and cookie not in log and cookie.split(".")[1] not in log
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+async def test_connections_without_a_request_are_closed_after_the_idle_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tls: bool) -> None:
+    monkeypatch.setattr(service, "IDLE_TIMEOUT", 1.0)
+    document = config_document(tmp_path, web_options={"enabled": False})
+    openings = [b"", b"GET /heal", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
+    async with running_edge(tmp_path, document) as edge:
+        if tls:  # a TLS client that never sends its ClientHello
+            edge.services["certificates"] = Pki.create(tmp_path / "certs")  # type: ignore[assignment]
+            openings = [b""]
+        web = WebService(edge)
+        await web.start()
+        try:
+            for opening in openings:
+                reader, writer = await asyncio.open_connection("127.0.0.1", web.port)
+                writer.write(opening)
+                answer = await asyncio.wait_for(reader.read(), CLOSED_WITHIN)
+                writer.close()
+                assert answer.startswith(b"HTTP/1.1 200") == opening.endswith(b"\r\n\r\n")
+        finally:
+            await web.stop()
+            edge.services.pop("certificates", None)

@@ -169,12 +169,13 @@ def listen(host: str, port: int, gate: ConnectionGate) -> list[GatedListener]:
 
 
 class GatedSite(web.BaseSite):
-    """An aiohttp site on one GatedListener; TLS handshakes get ``IDLE_TIMEOUT`` as well."""
+    """An aiohttp site on one GatedListener; a TLS handshake must end within ``timeout``."""
 
     def __init__(self, runner: web.BaseRunner, sock: GatedListener,
-                 ssl_context: ssl.SSLContext | None) -> None:
+                 ssl_context: ssl.SSLContext | None, timeout: float) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=BACKLOG)
         self._sock = sock
+        self._timeout = timeout
 
     @property
     def name(self) -> str:
@@ -187,4 +188,4 @@ class GatedSite(web.BaseSite):
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
             server, sock=self._sock, ssl=self._ssl_context, backlog=BACKLOG,
-            ssl_handshake_timeout=IDLE_TIMEOUT if self._ssl_context else None)
+            ssl_handshake_timeout=self._timeout if self._ssl_context else None)

@@ -98,7 +98,7 @@ class WebService:
         try:
             listeners = listen(config.host, config.port, gate)
             for sock in listeners:
-                await GatedSite(runner, sock, context).start()
+                await GatedSite(runner, sock, context, IDLE_TIMEOUT).start()
         except OSError as exc:
             await runner.cleanup()
             for sock in listeners:
