@@ -180,3 +180,39 @@ async def test_connections_without_a_request_are_closed_after_the_idle_timeout(
         finally:
             await web.stop()
             edge.services.pop("certificates", None)
+
+
+def test_running_out_of_descriptors_elsewhere_is_logged_once_and_counted(
+        tmp_path: Path) -> None:
+    """Clients of the bus take every descriptor the web's cap left; the web's failed accepts are
+    then logged once and counted (asyncio alone logged up to 128 tracebacks per loop pass)."""
+    document = appliance_document(tmp_path / "data", certificates={"enabled": False})
+    appliance = Appliance(tmp_path, document, prefix=["prlimit", f"--nofile={NOFILE}:{NOFILE}",
+                                                      "--"])
+    hogs: list[socket.socket] = []
+    try:
+        appliance.start()
+        appliance.wait_healthy()
+        for _ in range(CLIENTS):
+            hogs.append(socket.create_connection(("127.0.0.1", document["messaging"]["port"]),
+                                                 timeout=5))
+        for _ in range(5):
+            try:
+                with socket.create_connection(("127.0.0.1", appliance.web_port),
+                                              timeout=1) as client:
+                    client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    client.recv(100)
+            except OSError:
+                pass  # shed, or left waiting while the process had no descriptor to spare
+        for hog in hogs:
+            hog.close()
+        assert _healthz_answers(appliance, timeout=30.0), appliance.log_tail()
+        assert appliance.status()["web"]["connections"]["exhausted"] > 0
+    finally:
+        for hog in hogs:
+            hog.close()
+        appliance.stop()
+    log = appliance.log_path.read_text(errors="replace")
+    assert log.count("web: cannot accept connections") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert appliance.log_path.stat().st_size < 64 * 1024

@@ -8,10 +8,12 @@ appliance; a connection past it is closed at once and counted. The count is kept
 idle HTTP one. Idle connections, including one that sends half a request line and stops, are
 closed after ``IDLE_TIMEOUT`` (aiohttp's keep-alive timer, which starts when the connection does).
 
-When the process runs out of descriptors anyway (another part used them up), asyncio would log
-a traceback for every failed accept; here the first one is logged, every one is counted, and the
-waiting connection is shed with the help of one spare descriptor held for that purpose, so the
-listener neither spins nor keeps clients waiting on a queue it cannot serve.
+When the process runs out of descriptors anyway (another part used them up, such as clients of
+the bus), the waiting connection is shed with the help of one spare descriptor held for that
+purpose. When even that fails (another thread took the freed slot), the listener pauses for a
+second, as asyncio does. asyncio itself would log a traceback for every failed accept, up to its
+backlog of 128 per loop pass (tens of thousands a second); here the first failure is logged,
+every one is counted, and asyncio's report of them is silenced (``quiet_accept_failures``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import os
 import resource
 import socket
 import ssl
+import time
+import weakref
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +39,8 @@ DESCRIPTOR_RESERVE = 128  # descriptors the web never takes: bus, broker, mDNS, 
 BACKLOG = 128
 MAX_SHED_PER_ACCEPT = 64  # connections closed in one accept() call before the loop runs again
 EXHAUSTION = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+PAUSE = 0.5  # after an accept failure nothing could shed: below asyncio's 1 s pause, so its retry runs
+ACCEPT_FAILED = "socket.accept() out of system resource"  # asyncio's report of such a failure
 
 
 def connection_limit(configured: int = MAX_CONNECTIONS, reserve: int = DESCRIPTOR_RESERVE) -> int:
@@ -70,7 +76,7 @@ class ConnectionGate:
 
     def shed(self, listener: socket.socket, exc: OSError) -> bool:
         """Out of descriptors: count, log the first time, and close the waiting connection with
-        the spare descriptor's slot. False when there is no spare to do it with."""
+        the spare descriptor's slot. False when that could not be done."""
         if not self.exhausted:
             log.error("web: cannot accept connections: %s (the process's descriptor limit, "
                       "RLIMIT_NOFILE, or the system's is reached); further failures are counted "
@@ -82,10 +88,11 @@ class ConnectionGate:
         try:
             fd, _ = listener._accept()  # type: ignore[attr-defined]
             os.close(fd)
+            shed = True
         except OSError:
-            pass
+            shed = False
         self._spare = _open_spare()
-        return True
+        return shed
 
     def close(self) -> None:
         if self._spare >= 0:
@@ -128,13 +135,20 @@ class GatedListener(socket.socket):
     """A listening socket whose ``accept()`` (called by asyncio's accept loop) keeps the cap."""
 
     gate: ConnectionGate
+    resume_at = 0.0
 
     def accept(self) -> tuple[socket.socket, Any]:
+        if time.monotonic() < self.resume_at:
+            raise BlockingIOError(errno.EAGAIN, "paused: out of descriptors")
         for _ in range(MAX_SHED_PER_ACCEPT):
             try:
                 fd, address = self._accept()  # type: ignore[attr-defined]
             except OSError as exc:
-                if exc.errno not in EXHAUSTION or not self.gate.shed(self, exc):
+                if exc.errno not in EXHAUSTION:
+                    raise
+                if not self.gate.shed(self, exc):
+                    # asyncio pauses this listener for a second; its report is silenced
+                    self.resume_at = time.monotonic() + PAUSE
                     raise
                 continue
             if self.gate.admit():
@@ -142,6 +156,31 @@ class GatedListener(socket.socket):
                                    gate=self.gate), address
             os.close(fd)
         raise BlockingIOError(errno.EAGAIN, "connections shed; more on the next loop pass")
+
+
+_listeners: weakref.WeakSet[GatedListener] = weakref.WeakSet()
+
+
+def quiet_accept_failures(loop: asyncio.AbstractEventLoop) -> None:
+    """Take asyncio's reports of failed accepts on our listeners (already counted and logged
+    once by the gate) off ``loop``'s exception handler; every other report goes where it went.
+    Installed once per loop."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiets_gated_listeners", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        sock = context.get("socket")
+        if (context.get("message") == ACCEPT_FAILED and sock is not None
+                and any(sock.fileno() == listener.fileno() for listener in _listeners)):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.quiets_gated_listeners = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
 
 
 def listen(host: str, port: int, gate: ConnectionGate) -> list[GatedListener]:
@@ -154,6 +193,7 @@ def listen(host: str, port: int, gate: ConnectionGate) -> list[GatedListener]:
         for family, kind, proto, _, address in dict.fromkeys(infos):
             sock = GatedListener(family, kind, proto)
             listeners.append(sock)
+            _listeners.add(sock)
             sock.gate = gate
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:

@@ -30,6 +30,7 @@ from argentic_edge.web.listener import (
     GatedSite,
     connection_limit,
     listen,
+    quiet_accept_failures,
 )
 from argentic_edge.web.protolog import RequestErrors
 from argentic_edge.web.security import SERVING
@@ -94,6 +95,7 @@ class WebService:
                                keepalive_timeout=IDLE_TIMEOUT, logger=self._errors)
         await runner.setup()
         gate = ConnectionGate(connection_limit())
+        quiet_accept_failures(asyncio.get_running_loop())
         listeners: list[GatedListener] = []
         try:
             listeners = listen(config.host, config.port, gate)
