@@ -166,7 +166,8 @@ async def test_connections_without_a_request_are_closed_after_the_idle_timeout(
     openings = [b"", b"GET /heal", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
     async with running_edge(tmp_path, document) as edge:
         if tls:  # a TLS client that never sends its ClientHello
-            edge.services["certificates"] = Pki.create(tmp_path / "certs")  # type: ignore[assignment]
+            pki = Pki.create(tmp_path / "certs")
+            edge.services["certificates"] = pki  # type: ignore[assignment]
             openings = [b""]
         web = WebService(edge)
         await web.start()

@@ -39,7 +39,7 @@ DESCRIPTOR_RESERVE = 128  # descriptors the web never takes: bus, broker, mDNS, 
 BACKLOG = 128
 MAX_SHED_PER_ACCEPT = 64  # connections closed in one accept() call before the loop runs again
 EXHAUSTION = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-PAUSE = 0.5  # after an accept failure nothing could shed: below asyncio's 1 s pause, so its retry runs
+PAUSE = 0.5  # after a failure nothing could shed; under asyncio's 1 s pause, so its retry runs
 ACCEPT_FAILED = "socket.accept() out of system resource"  # asyncio's report of such a failure
 
 
