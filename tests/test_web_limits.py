@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import pytest
 import zmq
 
-from argentic_edge.web import WebService, service
+from argentic_edge.web import WebService, security, service
 from argentic_edge.web.auth import SESSION_COOKIE
 from tests.appliance_proc import TOKEN, Appliance, appliance_document
 from tests.pki import Pki
@@ -217,3 +217,21 @@ def test_running_out_of_descriptors_elsewhere_is_logged_once_and_counted(
     assert log.count("web: cannot accept connections") == 1, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     assert appliance.log_path.stat().st_size < 64 * 1024
+
+
+async def test_a_body_that_stops_arriving_is_answered_408_after_the_body_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(security, "BODY_TIMEOUT", 1.0)
+    async with running_edge(tmp_path, config_document(tmp_path)) as edge:
+        port = edge.config.web.port
+        for path in ("/login", "/api/config/check"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                         "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+                         "password=".encode())
+            answer = await asyncio.wait_for(reader.readline(), CLOSED_WITHIN)
+            writer.write(b"x" * 91)  # the rest, late: aiohttp would otherwise linger 10 s for it
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            assert answer.startswith(b"HTTP/1.1 408"), answer
