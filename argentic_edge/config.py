@@ -605,6 +605,14 @@ def parse_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = 
             builder.fail("messaging.protocol", written,
                          "expected zeromq (the local bus) or mqtt (the uplink the bridge uses)")
             messaging = None
+    bridge_raw = top.get("bridge")
+    if isinstance(bridge_raw, Mapping) and "mqtt" in bridge_raw and bridge_raw["mqtt"] is None:
+        # Every other empty section means its defaults; this one would mean "no broker", a
+        # bridge that waits forever while /healthz says ok. Leaving the key out says that.
+        builder.fail("bridge.mqtt", None,
+                     "an empty section: give the broker (bridge.mqtt.broker_address, ...), leave "
+                     "the key out (the add-on then uses the Supervisor's broker), or turn the "
+                     "bridge off with bridge.enabled: false")
     config = builder.build(EdgeConfig, top, "", ignore_unknown=True)
     bus = builder.build(BusConfig, messaging, "messaging", ignore=ARGENTIC_CLIENT_KEYS)
     bridge = config.bridge
