@@ -97,3 +97,26 @@ def test_an_empty_bridge_mqtt_is_refused_in_the_add_on_too(tmp_path: Path) -> No
     # Left out, the Supervisor's broker fills it in: that is how "no broker written" is said.
     config = parse_config(runtime.compose(yaml.safe_load("bridge:\n  enabled: true\n")), env={})
     assert config.bridge.mqtt.broker_address == "127.0.0.1"
+
+
+@pytest.mark.parametrize("mode", ["plain", "addon"])
+async def test_the_editor_never_answers_with_an_expanded_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    monkeypatch.setenv("SUPERVISOR_TOKEN", "supervisor-token-77ab")
+    monkeypatch.setenv("PLAIN_VAR", "plain-value-5e")
+    text = ("bridge: {mqtt: {client_id: '${SUPERVISOR_TOKEN}'}}\n"
+            "web: {port: '${SUPERVISOR_TOKEN}'}\n"
+            "messaging: {port: '${PLAIN_VAR}', proxy_mode: '${PLAIN_VAR}'}\n")
+    async with running_edge(tmp_path, config_document(tmp_path, web_options={"enabled": False})
+                            ) as edge, web_client(edge) as client:
+        if mode == "addon":
+            edge.compose = addon_runtime(tmp_path).compose
+        for method, path in (("POST", "/api/config/check"), ("PUT", "/api/config")):
+            status, _, body = await client.request(
+                method, path, data=text.encode(),
+                headers={**BEARER, "Content-Type": "application/yaml"})
+            assert status == 422, body
+            assert "supervisor-token-77ab" not in body and "plain-value-5e" not in body
+            shown = {p["path"]: p["value"] for p in json.loads(body)["problems"]}
+            assert shown["bridge.mqtt.client_id"] == "${SUPERVISOR_TOKEN}"
+            assert shown["messaging.port"] == shown["messaging.proxy_mode"] == "${PLAIN_VAR}"
