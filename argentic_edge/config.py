@@ -19,6 +19,7 @@ import ipaddress
 import math
 import os
 import re
+import reprlib
 import socket
 import ssl
 import types
@@ -70,6 +71,17 @@ class Secret:
         return hash(self._value)
 
 
+def _short_repr() -> reprlib.Repr:
+    """repr() with bounds: a problem's value can be a huge list (it is shown, never walked)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict = 3, 8, 8
+    short.maxstring = short.maxother = 200
+    return short
+
+
+_SHORT = _short_repr()
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a configuration, phrased so a user can fix it."""
@@ -79,7 +91,7 @@ class Problem:
     expected: str
 
     def __str__(self) -> str:
-        shown = MASK if isinstance(self.value, Secret) else repr(self.value)
+        shown = MASK if isinstance(self.value, Secret) else _SHORT.repr(self.value)
         return f"{self.path or '<top>'}: {shown} — {self.expected}"
 
 
@@ -207,6 +219,12 @@ def _peer_refs(values: tuple[str, ...]) -> str | None:
         if not (re.fullmatch(r"[0-9a-f]{32}", value) or re.fullmatch(Z85_KEY_PATTERN, value)):
             return (f"item {index} is neither a peer id (32 hex digits, see `argentic-edge "
                     "peers`) nor a CURVE public key (40 Z85 characters)")
+    return None
+
+
+def _data_dir(value: str) -> str | None:
+    if ".." in Path(value).parts:
+        return "expected a directory without '..' components (write the path it means)"
     return None
 
 
@@ -382,7 +400,7 @@ class WebConfig:
 @dataclass(frozen=True)
 class EdgeConfig:
     node_name: str = _opt("", check=_node_name, doc="default: the host name")
-    data_dir: str = _opt("", doc="default: $XDG_DATA_HOME/argentic-edge")
+    data_dir: str = _opt("", check=_data_dir, doc="default: $XDG_DATA_HOME/argentic-edge")
     log_level: Literal["debug", "info", "warning", "error"] = _opt("info")
     messaging: BusConfig = _opt(BusConfig())
     bridge: BridgeConfig = _opt(BridgeConfig())
@@ -685,20 +703,102 @@ def default_data_dir() -> Path:
     return Path(base) / "argentic-edge"
 
 
+# --- reading YAML within bounds -------------------------------------------------------------
+
+MAX_DOCUMENT_BYTES = 1024 * 1024  # a configuration is a few KiB
+MAX_NODES = 20_000  # values once YAML aliases are expanded: 713 bytes can otherwise mean 9**9
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _yaml_problem(exc: Exception, source: str) -> Problem:
+    if isinstance(exc, RecursionError):
+        return Problem(source, None, "the document is nested too deeply")
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    reason = getattr(exc, "problem", None) or str(exc)
+    return Problem(source, None, f"is not valid YAML{where}: {reason}")
+
+
+def _node_problems(root: yaml.Node) -> list[Problem]:
+    """Duplicate keys and aliases inside themselves, walking aliases within MAX_NODES values.
+
+    PyYAML shares an aliased node instead of copying it, so loading is cheap, but everything
+    that walks the result (validation, error messages, the editor) pays for every expansion.
+    """
+    problems: list[Problem] = []
+    budget = [MAX_NODES]
+
+    def walk(node: yaml.Node, path: str, open_nodes: frozenset[int]) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError([Problem(path, None, f"the document expands to more than "
+                                                   f"{MAX_NODES} values (YAML aliases); write "
+                                                   "it out plainly")])
+        if id(node) in open_nodes:
+            problems.append(Problem(path, None, "a YAML alias contains itself; write it out"))
+            return
+        inner = open_nodes | {id(node)}
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], yaml.Node] = {}
+            for key, value in node.value:
+                label = key.value if isinstance(key, yaml.ScalarNode) else f"<{key.tag}>"
+                key_path = f"{path}.{label}" if path else str(label)
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                    first = seen.setdefault((key.tag, key.value), key)
+                    if first is not key:
+                        problems.append(Problem(key_path, key.value, (
+                            f"the key is given twice (lines {first.start_mark.line + 1} and "
+                            f"{key.start_mark.line + 1}); keep one")))
+                walk(value, key_path, inner)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                walk(value, f"{path}[{index}]", inner)
+
+    walk(root, "", frozenset())
+    return problems
+
+
+def compose_yaml(text: str, source: str = "") -> yaml.Node | None:
+    """The YAML node tree of ``text``: at most MAX_DOCUMENT_BYTES and MAX_NODES values, no
+    duplicate keys, no alias inside itself. ConfigError lists what is wrong (``source`` names
+    the file in syntax and size problems)."""
+    if len(text) > MAX_DOCUMENT_BYTES or len(text.encode("utf-8", "replace")) > MAX_DOCUMENT_BYTES:
+        raise ConfigError([Problem(source, None, f"expected a document of at most "
+                                                 f"{MAX_DOCUMENT_BYTES} bytes")])
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError([_yaml_problem(exc, source)]) from None
+    problems = _node_problems(root) if root is not None else []
+    if problems:
+        raise ConfigError(problems)
+    return root
+
+
+def parse_yaml(text: str, source: str = "") -> Any:
+    """The raw document of ``text`` (plain dicts, lists, scalars), within compose_yaml's bounds."""
+    root = compose_yaml(text, source)
+    if root is None:
+        return None
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(root)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError([_yaml_problem(exc, source)]) from None
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | os.PathLike[str]) -> Any:
     """Read a YAML file, turning I/O and syntax errors into a ConfigError naming the file."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            data = stream.read(MAX_DOCUMENT_BYTES + 1)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(file), None, f"cannot read the file: {exc}")]) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem(str(file), None, f"is not valid YAML{where}: {reason}")]) from None
+    return parse_yaml(text, str(file))
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from argentic_edge.config import BusConfig, ConfigError, parse_config
+from argentic_edge.config import MAX_DOCUMENT_BYTES, BusConfig, ConfigError, parse_config, read_yaml
 from argentic_edge.proxy import apply_socket_options
+from argentic_edge.web.configedit import load_text
 
 INT_MAX = 2**31 - 1
 SUPERVISOR_TOKEN = "supervisor-token-8c1f0e"
@@ -109,3 +110,77 @@ def test_check_config_never_prints_an_expanded_value(tmp_path: Path,
     assert "messaging.port: '${LEAKY}'" in result.stderr
     assert SUPERVISOR_TOKEN not in result.stdout + result.stderr
     assert "leaky-value" not in result.stdout + result.stderr
+
+
+# --- the YAML itself -----------------------------------------------------------------------
+
+LAUGHS = "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9) if previous else ', '.join(['lol'] * 9)}]\n"
+    for previous, name in zip([None, *"abcdefgh"], "abcdefghi")
+) + "discovery: {interfaces: *i}\n"
+
+
+def check_config(file: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "argentic_edge", "check-config", str(file)],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.timeout(90)
+def test_a_billion_laughs_document_is_refused_by_check_config(tmp_path: Path,
+                                                              repo_env: dict[str, str]) -> None:
+    assert len(LAUGHS.encode()) < 1024  # 9**9 values once the aliases are expanded
+    file = tmp_path / "laughs.yaml"
+    file.write_text(LAUGHS)
+    result = check_config(file, repo_env)
+    assert result.returncode == 1, result.stderr
+    assert "aliases" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_billion_laughs_document_is_refused_by_the_loaders(tmp_path: Path) -> None:
+    file = tmp_path / "laughs.yaml"
+    file.write_text(LAUGHS)
+    for load in (lambda: read_yaml(file), lambda: load_text(LAUGHS)):
+        with pytest.raises(ConfigError, match="aliases"):
+            load()
+
+
+def test_a_document_above_the_size_bound_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "big.yaml"
+    file.write_text("# padding\n" * (MAX_DOCUMENT_BYTES // 10 + 1))
+    with pytest.raises(ConfigError, match="at most 1048576 bytes"):
+        read_yaml(file)
+    with pytest.raises(ConfigError, match="at most 1048576 bytes"):
+        load_text(file.read_text())
+
+
+def test_an_alias_inside_itself_is_refused() -> None:
+    with pytest.raises(ConfigError, match="contains itself"):
+        load_text("topics: &t {again: *t}\n")
+
+
+def test_duplicate_keys_are_errors_naming_each_key_path(tmp_path: Path) -> None:
+    text = ("web:\n  port: 8100\n  port: 8101\nbridge:\n  routes:\n    - {topic: a/#, topic: b/#}\n"
+            "web:\n  host: 127.0.0.1\n")
+    file = tmp_path / "twice.yaml"
+    file.write_text(text)
+    for load in (lambda: read_yaml(file), lambda: load_text(text)):
+        with pytest.raises(ConfigError) as caught:
+            load()
+        found = {problem.path: problem for problem in caught.value.problems}
+        assert set(found) == {"web.port", "bridge.routes[0].topic", "web"}
+        assert "lines 2 and 3" in found["web.port"].expected
+    # A merge key's values are defaults the mapping may override: not duplicates.
+    merged = load_text("base: &b {port: 8100, host: 127.0.0.1}\nweb:\n  <<: *b\n  port: 8101\n")
+    assert merged["web"] == {"port": 8101, "host": "127.0.0.1"}
+
+
+@pytest.mark.parametrize("data_dir", ["../data", "/var/lib/../../etc", "data/..", "a/../b"])
+def test_a_data_dir_with_parent_components_is_refused(data_dir: str) -> None:
+    found = problems({"data_dir": data_dir})
+    assert list(found) == ["data_dir"] and found["data_dir"].value == data_dir  # type: ignore[attr-defined]
+    assert "'..'" in found["data_dir"].expected  # type: ignore[attr-defined]
+
+
+def test_a_data_dir_with_dots_in_names_is_fine() -> None:
+    assert parse_config({"data_dir": "/srv/edge..v2/./data"}, env={}).data_dir == \
+        "/srv/edge..v2/./data"
