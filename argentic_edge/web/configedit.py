@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -313,7 +314,8 @@ class ConfigEditor:
         async with lock:
             text, config = prepare()
             path = self.path
-            previous_bytes = path.read_bytes() if path.exists() else None
+            target = Path(os.path.realpath(path))  # a symlinked file is written through the link
+            previous_bytes = target.read_bytes() if target.exists() else None
             previous = self.edge.config
             try:
                 restarted = await self.edge.apply(config)
@@ -322,14 +324,14 @@ class ConfigEditor:
                                  "The previous configuration is still running.") from None
             try:
                 await asyncio.get_running_loop().run_in_executor(
-                    None, _write, path, text, previous_bytes)
+                    None, _write, target, text, previous_bytes)
             except OSError as exc:
                 await self.edge.apply(previous)
                 raise ApplyError(f"could not save {path}: {describe_os_error(exc)}. "
                                  "The previous configuration is running again.") from None
             if self.edge.config_path is None:
                 self.edge.config_path = str(path)
-            backup = str(_backup(path)) if previous_bytes is not None else None
+            backup = str(_backup(target)) if previous_bytes is not None else None
             return {"applied": True, "restarted": restarted, "path": str(path),
                     "backup": backup}
 
