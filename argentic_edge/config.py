@@ -443,8 +443,9 @@ class _Builder:
 
     def fail(self, path: str, value: Any, expected: str) -> None:
         """Record a problem; at a key whose ``${VAR}`` was expanded, with the text as written."""
-        if path in self.written:
-            value = Secret(self.written[path]) if isinstance(value, Secret) else self.written[path]
+        written = self.written.get(path)
+        if written is not None:
+            value = Secret(written) if isinstance(value, Secret) else written
         self.problems.append(Problem(path, value, expected))
 
     def as_written(self, path: str, value: str) -> str:
@@ -762,7 +763,7 @@ def compose_yaml(text: str, source: str = "") -> yaml.Node | None:
     """The YAML node tree of ``text``: at most MAX_DOCUMENT_BYTES and MAX_NODES values, no
     duplicate keys, no alias inside itself. ConfigError lists what is wrong (``source`` names
     the file in syntax and size problems)."""
-    if len(text) > MAX_DOCUMENT_BYTES or len(text.encode("utf-8", "replace")) > MAX_DOCUMENT_BYTES:
+    if len(text.encode("utf-8", "replace")) > MAX_DOCUMENT_BYTES:
         raise ConfigError([Problem(source, None, f"expected a document of at most "
                                                  f"{MAX_DOCUMENT_BYTES} bytes")])
     try:
@@ -776,7 +777,7 @@ def compose_yaml(text: str, source: str = "") -> yaml.Node | None:
 
 
 def parse_yaml(text: str, source: str = "") -> Any:
-    """The raw document of ``text`` (plain dicts, lists, scalars), within compose_yaml's bounds."""
+    """The raw document of ``text`` (dicts, lists, scalars), within compose_yaml's bounds."""
     root = compose_yaml(text, source)
     if root is None:
         return None

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from argentic_edge.config import MAX_DOCUMENT_BYTES, BusConfig, ConfigError, parse_config, read_yaml
+from argentic_edge.config import (
+    MAX_DOCUMENT_BYTES, BusConfig, ConfigError, Problem, parse_config, read_yaml,
+)
 from argentic_edge.proxy import apply_socket_options
 from argentic_edge.web.configedit import load_text
 
@@ -18,7 +20,7 @@ INT_MAX = 2**31 - 1
 SUPERVISOR_TOKEN = "supervisor-token-8c1f0e"
 
 
-def problems(raw: object, env: dict[str, str] | None = None) -> dict[str, object]:
+def problems(raw: object, env: dict[str, str] | None = None) -> dict[str, Problem]:
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, env={} if env is None else env)  # type: ignore[arg-type]
     return {problem.path: problem for problem in caught.value.problems}
@@ -27,7 +29,7 @@ def problems(raw: object, env: dict[str, str] | None = None) -> dict[str, object
 def test_an_unlimited_high_water_mark_is_refused() -> None:
     found = problems({"messaging": {"high_water_mark": 0}})
     assert list(found) == ["messaging.high_water_mark"]
-    assert "unlimited" in found["messaging.high_water_mark"].expected  # type: ignore[attr-defined]
+    assert "unlimited" in found["messaging.high_water_mark"].expected
 
 
 def test_max_message_size_is_on_by_default_and_bounded() -> None:
@@ -41,7 +43,7 @@ def test_max_message_size_is_on_by_default_and_bounded() -> None:
 def test_libzmq_int_options_are_bounded_to_what_libzmq_takes(key: str) -> None:
     found = problems({"messaging": {key: INT_MAX + 1}})
     assert list(found) == [f"messaging.{key}"]
-    assert found[f"messaging.{key}"].value == INT_MAX + 1  # type: ignore[attr-defined]
+    assert found[f"messaging.{key}"].value == INT_MAX + 1
     # The largest accepted value really is one libzmq takes: the bound is not too tight.
     config = parse_config({"messaging": {key: INT_MAX}}, env={}).messaging
     context = zmq.Context()
@@ -57,7 +59,7 @@ def test_libzmq_int_options_are_bounded_to_what_libzmq_takes(key: str) -> None:
 def test_topic_encoding_must_be_a_text_codec_that_keeps_ascii(codec: str) -> None:
     found = problems({"messaging": {"topic_encoding": codec}})
     assert list(found) == ["messaging.topic_encoding"]
-    assert "utf-8" in found["messaging.topic_encoding"].expected  # type: ignore[attr-defined]
+    assert "utf-8" in found["messaging.topic_encoding"].expected
 
 
 def test_text_codecs_that_keep_ascii_are_accepted() -> None:
@@ -78,9 +80,9 @@ def test_problems_show_the_value_as_written_not_the_expanded_one() -> None:
     shown = " ".join(f"{p}" for p in found.values())
     assert SUPERVISOR_TOKEN not in shown and "not-a-port" not in shown
     assert "sideways" not in shown and "a b/" not in shown
-    assert found["messaging.port"].value == "${HOST_PORT}"  # type: ignore[attr-defined]
-    assert found["messaging.proxy_mode"].value == "${MODE}"  # type: ignore[attr-defined]
-    assert found["bridge.routes[0].remote_prefix"].value == "${PFX}"  # type: ignore[attr-defined]
+    assert found["messaging.port"].value == "${HOST_PORT}"
+    assert found["messaging.proxy_mode"].value == "${MODE}"
+    assert found["bridge.routes[0].remote_prefix"].value == "${PFX}"
 
 
 @pytest.mark.parametrize("name", ["SUPERVISOR_TOKEN", "HASSIO_TOKEN", "MQTT_PASSWORD",
@@ -90,7 +92,7 @@ def test_secret_variables_are_expanded_only_into_secret_fields(name: str) -> Non
     found = problems({"bridge": {"mqtt": {"username": f"${{{name}}}"}}}, env)
     assert list(found) == ["bridge.mqtt.username"]
     problem = found["bridge.mqtt.username"]
-    assert name in problem.expected and "secret field" in problem.expected  # type: ignore[attr-defined]
+    assert name in problem.expected and "secret field" in problem.expected
     assert "s3cr3t-value" not in str(problem)
     config = parse_config({"bridge": {"mqtt": {"password": f"${{{name}}}"}},
                            "web": {"api_token": f"${{{name}}}"}}, env)
@@ -177,8 +179,8 @@ def test_duplicate_keys_are_errors_naming_each_key_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize("data_dir", ["../data", "/var/lib/../../etc", "data/..", "a/../b"])
 def test_a_data_dir_with_parent_components_is_refused(data_dir: str) -> None:
     found = problems({"data_dir": data_dir})
-    assert list(found) == ["data_dir"] and found["data_dir"].value == data_dir  # type: ignore[attr-defined]
-    assert "'..'" in found["data_dir"].expected  # type: ignore[attr-defined]
+    assert list(found) == ["data_dir"] and found["data_dir"].value == data_dir
+    assert "'..'" in found["data_dir"].expected
 
 
 def test_a_data_dir_with_dots_in_names_is_fine() -> None:
