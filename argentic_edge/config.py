@@ -426,7 +426,7 @@ ARGENTIC_SECTIONS = frozenset({"llm", "agent", "tools", "logging", "rag", "super
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 # Names of environment variables that hold secrets (the Supervisor's token among them): only a
-# secret field may reference them (SECURITY.md, "Configuration and its API").
+# secret field may reference them (SECURITY.md, "Bad input on every way in").
 SECRET_VARIABLE = re.compile(r"(?:^|_)(?:TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY)(?:_|$)", re.I)
 SECRET_FIELDS = ("bridge.mqtt.password", "web.password", "web.api_token")
 
@@ -795,7 +795,10 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     file = Path(path)
     try:
         with file.open("rb") as stream:
-            data = stream.read(MAX_DOCUMENT_BYTES + 1)
+            data = stream.read(MAX_DOCUMENT_BYTES + 1)  # never more than the bound in memory
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise ConfigError([Problem(str(file), None, f"expected a document of at most "
+                                                        f"{MAX_DOCUMENT_BYTES} bytes")])
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(file), None, f"cannot read the file: {exc}")]) from None
