@@ -518,6 +518,9 @@ class _Builder:
         expanded = self.substitute(value, path, secret=Secret in (hint, *typing.get_args(hint)))
         if expanded != value:  # the expanded text is never shown, even in a problem
             self.written[path] = value
+        if "\x00" in expanded:  # no name, path, codec or cipher list holds one; C APIs refuse it
+            self.fail(path, value, "expected text without NUL characters")
+            return None
         return self._convert(hint, expanded, path)
 
     def _convert(self, hint: Any, value: Any, path: str) -> Any:

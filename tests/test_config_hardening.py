@@ -186,3 +186,15 @@ def test_a_data_dir_with_parent_components_is_refused(data_dir: str) -> None:
 def test_a_data_dir_with_dots_in_names_is_fine() -> None:
     assert parse_config({"data_dir": "/srv/edge..v2/./data"}, env={}).data_dir == \
         "/srv/edge..v2/./data"
+
+
+@pytest.mark.parametrize("document", [
+    {"messaging": {"topic_encoding": "utf\x008"}},
+    {"bridge": {"mqtt": {"broker_address": "broker", "tls_params": {"ciphers": "HIGH\x00"}}}},
+    {"node_name": "kitchen\x00pi"},
+])
+def test_a_nul_character_in_any_text_is_a_problem_not_a_crash(document: dict) -> None:
+    """codecs.lookup and set_ciphers raise ValueError on NUL; the builder names the key instead."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document)
+    assert "expected text without NUL characters" in str(caught.value)
