@@ -90,8 +90,9 @@ class AddonRuntime:
             raw = merge_config(raw, extra)
         elif extra is not None:
             raise ConfigError([Problem(str(self.paths.extra), extra, "expected a mapping")])
-        if self.ingress_port:
-            raw["web"] = {**raw.get("web", {}), "port": self.ingress_port, "ingress": True}
+        web = raw.get("web") or {}
+        if self.ingress_port and isinstance(web, Mapping):  # else parse_config names the shape
+            raw["web"] = {**web, "port": self.ingress_port, "ingress": True}
         if self.mqtt_service is not None:
             raw = apply_supervisor_mqtt(raw, self.mqtt_service)
         return raw

@@ -19,6 +19,7 @@ import ipaddress
 import math
 import os
 import re
+import reprlib
 import socket
 import ssl
 import types
@@ -70,6 +71,17 @@ class Secret:
         return hash(self._value)
 
 
+def _short_repr() -> reprlib.Repr:
+    """repr() with bounds: a problem's value can be a huge list (it is shown, never walked)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict = 3, 8, 8
+    short.maxstring = short.maxother = 200
+    return short
+
+
+_SHORT = _short_repr()
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a configuration, phrased so a user can fix it."""
@@ -79,7 +91,7 @@ class Problem:
     expected: str
 
     def __str__(self) -> str:
-        shown = MASK if isinstance(self.value, Secret) else repr(self.value)
+        shown = MASK if isinstance(self.value, Secret) else _SHORT.repr(self.value)
         return f"{self.path or '<top>'}: {shown} — {self.expected}"
 
 
@@ -126,6 +138,23 @@ def _between(low: float, high: float) -> Check:
     return check
 
 
+INT_MAX = 2**31 - 1  # libzmq's int socket options; Python ints beyond it crash setsockopt
+
+
+def _zmq_int(low: int) -> Check:
+    """A libzmq int option: from ``low`` to 2^31-1 (a larger one makes ``run`` crash)."""
+    return _between(low, INT_MAX)
+
+
+def _high_water_mark(value: int) -> str | None:
+    if 1 <= value <= INT_MAX:
+        return None
+    if value == 0:
+        return ("expected a queue length from 1 to 2147483647 messages; 0 means unlimited, "
+                "and one subscriber that never reads would then grow memory without bound")
+    return "expected a queue length from 1 to 2147483647 messages"
+
+
 def _host(value: str) -> str | None:
     if value in ("*", "0.0.0.0", "::"):
         return None
@@ -140,11 +169,23 @@ def _host(value: str) -> str | None:
 
 
 def _encoding(value: str) -> str | None:
+    """A text codec that keeps ASCII as ASCII: a frame is split at its first space byte and
+    subscriptions are byte prefixes, so ``base64``, ``rot13`` or ``utf-16`` would crash ``run``
+    or match nothing."""
+    expected = "expected a Python text codec that keeps ASCII as it is, such as utf-8"
     try:
-        codecs.lookup(value)
-        return None
+        info = codecs.lookup(value)
     except LookupError:
-        return "expected a Python codec name such as utf-8"
+        return expected
+    sample = "agent/status/info {}"
+    if not getattr(info, "_is_text_encoding", True):
+        return expected
+    try:
+        if sample.encode(info.name) != sample.encode("ascii"):
+            return expected
+    except (UnicodeError, LookupError):
+        return expected
+    return None
 
 
 def _ciphers(value: str) -> str | None:
@@ -174,10 +215,16 @@ def _topic_prefix(value: str) -> str | None:
 
 
 def _peer_refs(values: tuple[str, ...]) -> str | None:
-    for value in values:
+    for index, value in enumerate(values):
         if not (re.fullmatch(r"[0-9a-f]{32}", value) or re.fullmatch(Z85_KEY_PATTERN, value)):
-            return (f"{value!r} is neither a peer id (32 hex digits, see `argentic-edge peers`) "
-                    "nor a CURVE public key (40 Z85 characters)")
+            return (f"item {index} is neither a peer id (32 hex digits, see `argentic-edge "
+                    "peers`) nor a CURVE public key (40 Z85 characters)")
+    return None
+
+
+def _data_dir(value: str) -> str | None:
+    if ".." in Path(value).parts:
+        return "expected a directory without '..' components (write the path it means)"
     return None
 
 
@@ -240,9 +287,12 @@ class BusConfig:
     backend_port: int = _opt(5556, check=_port, doc="backend (XPUB): subscribers connect here")
     start_proxy: bool = _opt(True)
     proxy_mode: Literal["embedded", "external"] = _opt("embedded")
-    high_water_mark: int = _opt(1000, check=_non_negative)
+    high_water_mark: int = _opt(1000, check=_high_water_mark,
+                                doc="messages queued per connection and direction")
+    max_message_size: int = _opt(1024 * 1024, check=_zmq_int(1),
+                                 doc="bytes; a larger message from the network is refused")
     linger: int = _opt(1000, check=_between(-1, 3_600_000))
-    connect_timeout: int = _opt(5000, check=_non_negative)
+    connect_timeout: int = _opt(5000, check=_zmq_int(0))
     topic_encoding: str = _opt("utf-8", check=_encoding)
 
 
@@ -350,7 +400,7 @@ class WebConfig:
 @dataclass(frozen=True)
 class EdgeConfig:
     node_name: str = _opt("", check=_node_name, doc="default: the host name")
-    data_dir: str = _opt("", doc="default: $XDG_DATA_HOME/argentic-edge")
+    data_dir: str = _opt("", check=_data_dir, doc="default: $XDG_DATA_HOME/argentic-edge")
     log_level: Literal["debug", "info", "warning", "error"] = _opt("info")
     messaging: BusConfig = _opt(BusConfig())
     bridge: BridgeConfig = _opt(BridgeConfig())
@@ -375,6 +425,10 @@ ARGENTIC_CLIENT_KEYS = frozenset({"client_id", "tool_client_id", "keepalive", "v
 ARGENTIC_SECTIONS = frozenset({"llm", "agent", "tools", "logging", "rag", "supervisor", "models"})
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+# Names of environment variables that hold secrets (the Supervisor's token among them): only a
+# secret field may reference them (SECURITY.md, "Bad input on every way in").
+SECRET_VARIABLE = re.compile(r"(?:^|_)(?:TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY)(?:_|$)", re.I)
+SECRET_FIELDS = ("bridge.mqtt.password", "web.password", "web.api_token")
 
 
 # --- building --------------------------------------------------------------------------------
@@ -385,13 +439,32 @@ class _Builder:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[Problem] = []
+        self.written: dict[str, str] = {}  # key path -> text as written, where ${VAR} expanded
 
     def fail(self, path: str, value: Any, expected: str) -> None:
+        """Record a problem; at a key whose ``${VAR}`` was expanded, with the text as written."""
+        written = self.written.get(path)
+        if written is not None:
+            value = Secret(written) if isinstance(value, Secret) else written
         self.problems.append(Problem(path, value, expected))
 
-    def substitute(self, text: str, path: str) -> str:
+    def as_written(self, path: str, value: str) -> str:
+        """The value at ``path`` as the document wrote it (for problems about combined keys)."""
+        return self.written.get(path, value)
+
+    def substitute(self, text: str, path: str, *, secret: bool = False) -> str:
+        """``${VAR}`` and ``${VAR:-default}`` expanded from the environment.
+
+        A variable whose name marks it as a secret (``SUPERVISOR_TOKEN``, ``*_PASSWORD``…) is
+        expanded only into a secret field: anywhere else its value would be shown (check-config
+        prints the configuration, the page shows it). Problems always name the text as written.
+        """
         def replace(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
+            if not secret and SECRET_VARIABLE.search(name):
+                self.fail(path, text, f"environment variable {name} holds a secret: it may only "
+                                      f"be used in a secret field ({', '.join(SECRET_FIELDS)})")
+                return ""
             if name in self.env:
                 return self.env[name]
             if default is not None:
@@ -440,8 +513,17 @@ class _Builder:
         return cls(**values)
 
     def convert(self, hint: Any, value: Any, path: str) -> Any:
-        if isinstance(value, str):
-            value = self.substitute(value, path)
+        if not isinstance(value, str):
+            return self._convert(hint, value, path)
+        expanded = self.substitute(value, path, secret=Secret in (hint, *typing.get_args(hint)))
+        if expanded != value:  # the expanded text is never shown, even in a problem
+            self.written[path] = value
+        if "\x00" in expanded:  # no name, path, codec or cipher list holds one; C APIs refuse it
+            self.fail(path, value, "expected text without NUL characters")
+            return None
+        return self._convert(hint, expanded, path)
+
+    def _convert(self, hint: Any, value: Any, path: str) -> Any:
         origin = typing.get_origin(hint)
         args = typing.get_args(hint)
         if origin in (typing.Union, types.UnionType):
@@ -449,7 +531,7 @@ class _Builder:
             if value is None or value == "":
                 if type(None) in args:
                     return None
-            return self.convert(options[0], value, path) if len(options) == 1 else value
+            return self._convert(options[0], value, path) if len(options) == 1 else value
         if origin is Literal:
             for allowed in args:
                 if value == allowed and type(value) is type(allowed):
@@ -537,13 +619,22 @@ def parse_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = 
     messaging = top.pop("messaging", None)
     uplink = None
     if isinstance(messaging, Mapping):
-        protocol = builder.substitute(str(messaging.get("protocol", "zeromq")), "messaging.protocol")
+        written = str(messaging.get("protocol", "zeromq"))
+        protocol = builder.substitute(written, "messaging.protocol")
         if protocol == "mqtt":
             uplink, messaging = messaging, None
         elif protocol != "zeromq":
-            builder.fail("messaging.protocol", protocol,
+            builder.fail("messaging.protocol", written,
                          "expected zeromq (the local bus) or mqtt (the uplink the bridge uses)")
             messaging = None
+    bridge_raw = top.get("bridge")
+    if isinstance(bridge_raw, Mapping) and "mqtt" in bridge_raw and bridge_raw["mqtt"] is None:
+        # Every other empty section means its defaults; this one would mean "no broker", a
+        # bridge that waits forever while /healthz says ok. Leaving the key out says that.
+        builder.fail("bridge.mqtt", None,
+                     "an empty section: give the broker (bridge.mqtt.broker_address, ...), leave "
+                     "the key out (the add-on then uses the Supervisor's broker), or turn the "
+                     "bridge off with bridge.enabled: false")
     config = builder.build(EdgeConfig, top, "", ignore_unknown=True)
     bus = builder.build(BusConfig, messaging, "messaging", ignore=ARGENTIC_CLIENT_KEYS)
     bridge = config.bridge
@@ -582,16 +673,20 @@ def _cross_checks(builder: _Builder, bus: BusConfig, config: EdgeConfig) -> None
         builder.fail("certificates.keyfile" if certs.keyfile is None else "certificates.certfile",
                      None, "certfile and keyfile go together: set both or neither")
     for index, route in enumerate(config.bridge.routes):
+        where = f"bridge.routes[{index}]"
+        written = {side: builder.as_written(f"{where}.{side}", getattr(route, side))
+                   for side in ("topic", "local_prefix", "remote_prefix")}
         if has_mqtt_forbidden_character(route.remote_prefix + route.topic):
-            builder.fail(f"bridge.routes[{index}].topic", route.remote_prefix + route.topic,
+            builder.fail(f"{where}.topic", written["remote_prefix"] + written["topic"],
                          "a broker filter without control characters or Unicode "
                          "non-characters (brokers disconnect a client that sends them)")
         for side in ("local_prefix", "remote_prefix"):
             prefix = getattr(route, side)
             if prefix and _topic_filter(prefix + route.topic) is not None:
-                builder.fail(f"bridge.routes[{index}].{side}", prefix,
-                             f"{side} + topic must be a valid filter, and {prefix + route.topic!r} "
-                             "is not (end the prefix with '/')")
+                builder.fail(f"{where}.{side}", prefix,
+                             f"{side} + topic must be a valid filter, and "
+                             f"{written[side] + written['topic']!r} is not (end the prefix "
+                             "with '/')")
     tls = config.bridge.mqtt.tls_params
     if tls is not None and (tls.certfile is None) != (tls.keyfile is None):
         builder.fail("bridge.mqtt.tls_params", "certfile/keyfile",
@@ -612,20 +707,105 @@ def default_data_dir() -> Path:
     return Path(base) / "argentic-edge"
 
 
+# --- reading YAML within bounds -------------------------------------------------------------
+
+MAX_DOCUMENT_BYTES = 1024 * 1024  # a configuration is a few KiB
+MAX_NODES = 20_000  # values once YAML aliases are expanded: 713 bytes can otherwise mean 9**9
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _yaml_problem(exc: Exception, source: str) -> Problem:
+    if isinstance(exc, RecursionError):
+        return Problem(source, None, "the document is nested too deeply")
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    reason = getattr(exc, "problem", None) or str(exc)
+    return Problem(source, None, f"is not valid YAML{where}: {reason}")
+
+
+def _node_problems(root: yaml.Node) -> list[Problem]:
+    """Duplicate keys and aliases inside themselves, walking aliases within MAX_NODES values.
+
+    PyYAML shares an aliased node instead of copying it, so loading is cheap, but everything
+    that walks the result (validation, error messages, the editor) pays for every expansion.
+    """
+    problems: list[Problem] = []
+    budget = [MAX_NODES]
+
+    def walk(node: yaml.Node, path: str, open_nodes: frozenset[int]) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError([Problem(path, None, f"the document expands to more than "
+                                                   f"{MAX_NODES} values (YAML aliases); write "
+                                                   "it out plainly")])
+        if id(node) in open_nodes:
+            problems.append(Problem(path, None, "a YAML alias contains itself; write it out"))
+            return
+        inner = open_nodes | {id(node)}
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], yaml.Node] = {}
+            for key, value in node.value:
+                label = key.value if isinstance(key, yaml.ScalarNode) else f"<{key.tag}>"
+                key_path = f"{path}.{label}" if path else str(label)
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                    first = seen.setdefault((key.tag, key.value), key)
+                    if first is not key:
+                        problems.append(Problem(key_path, key.value, (
+                            f"the key is given twice (lines {first.start_mark.line + 1} and "
+                            f"{key.start_mark.line + 1}); keep one")))
+                walk(value, key_path, inner)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                walk(value, f"{path}[{index}]", inner)
+
+    walk(root, "", frozenset())
+    return problems
+
+
+def compose_yaml(text: str, source: str = "") -> yaml.Node | None:
+    """The YAML node tree of ``text``: at most MAX_DOCUMENT_BYTES and MAX_NODES values, no
+    duplicate keys, no alias inside itself. ConfigError lists what is wrong (``source`` names
+    the file in syntax and size problems)."""
+    if len(text.encode("utf-8", "replace")) > MAX_DOCUMENT_BYTES:
+        raise ConfigError([Problem(source, None, f"expected a document of at most "
+                                                 f"{MAX_DOCUMENT_BYTES} bytes")])
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError([_yaml_problem(exc, source)]) from None
+    problems = _node_problems(root) if root is not None else []
+    if problems:
+        raise ConfigError(problems)
+    return root
+
+
+def parse_yaml(text: str, source: str = "") -> Any:
+    """The raw document of ``text`` (dicts, lists, scalars), within compose_yaml's bounds."""
+    root = compose_yaml(text, source)
+    if root is None:
+        return None
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(root)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError([_yaml_problem(exc, source)]) from None
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | os.PathLike[str]) -> Any:
     """Read a YAML file, turning I/O and syntax errors into a ConfigError naming the file."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            data = stream.read(MAX_DOCUMENT_BYTES + 1)  # never more than the bound in memory
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise ConfigError([Problem(str(file), None, f"expected a document of at most "
+                                                        f"{MAX_DOCUMENT_BYTES} bytes")])
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(file), None, f"cannot read the file: {exc}")]) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem(str(file), None, f"is not valid YAML{where}: {reason}")]) from None
+    return parse_yaml(text, str(file))
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

@@ -227,10 +227,12 @@ def apply_supervisor_mqtt(config: Mapping[str, Any], service: Mapping[str, Any])
     negotiates MQTT 5 where the broker has it. ``config`` is not modified.
     """
     result = copy.deepcopy(dict(config))
-    mqtt = result.get("bridge", {}).get("mqtt", {})
-    if "broker_address" in mqtt:
-        return result
-    mqtt = result.setdefault("bridge", {}).setdefault("mqtt", {})
+    bridge = result.get("bridge") or {}
+    mqtt = bridge.get("mqtt", {}) if isinstance(bridge, Mapping) else None
+    if not isinstance(mqtt, Mapping) or "broker_address" in mqtt:
+        return result  # a user's broker, or a shape parse_config refuses with its key path
+    mqtt = dict(mqtt)
+    result["bridge"] = {**bridge, "mqtt": mqtt}
     mqtt["broker_address"] = service["host"]
     mqtt["port"] = int(service["port"])
     for key in ("username", "password"):

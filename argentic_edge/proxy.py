@@ -214,9 +214,14 @@ def connect_host(bind_host: str) -> str:
 
 
 def apply_socket_options(socket: zmq.Socket, config: BusConfig) -> None:
-    """The seed's socket options, the same on every bus socket we own."""
+    """The seed's socket options, the same on every bus socket we own.
+
+    Queues count messages, so ``max_message_size`` is what bounds their bytes: libzmq drops the
+    connection of a peer that sends a larger message before buffering it (SECURITY.md).
+    """
     socket.setsockopt(zmq.SNDHWM, config.high_water_mark)
     socket.setsockopt(zmq.RCVHWM, config.high_water_mark)
+    socket.setsockopt(zmq.MAXMSGSIZE, config.max_message_size)
     socket.setsockopt(zmq.LINGER, config.linger)
     socket.setsockopt(zmq.CONNECT_TIMEOUT, config.connect_timeout)
     if ":" in config.broker_address:

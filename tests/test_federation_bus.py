@@ -26,10 +26,11 @@ from tests.brokers import free_port
 async def make_bus(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     started: list[tuple[FederatedBus, zmq.Context]] = []
 
-    async def make(name: str, export_port: int | None = None) -> FederatedBus:
+    async def make(name: str, export_port: int | None = None, **bus_options: int
+                   ) -> FederatedBus:
         context = zmq.Context()
         config = BusConfig(broker_address="127.0.0.1", port=free_port(),
-                           backend_port=free_port())
+                           backend_port=free_port(), **bus_options)
         bus = FederatedBus(config, FederationConfig(export_port=export_port or free_port()),
                            tmp_path / name, context)
         started.append((bus, context))
@@ -190,6 +191,35 @@ async def test_unlinking_a_peer_stops_its_traffic(make_bus) -> None:
         collect(agents, {"A": 1, "B": 2}, timeout=2)
         assert agents[0].counts == Counter({"A/0": 1})       # B's message no longer reaches A
         assert agents[1].counts == Counter({"A/0": 1, "B/0": 1})  # A still exports to B
+    finally:
+        for agent in agents:
+            agent.sub.close()
+            agent.pub.close()
+        context.term()
+
+
+async def test_a_peer_cannot_send_a_message_above_max_message_size(make_bus) -> None:
+    """The link to a peer faces the network: B refuses a frame above its own limit even from a
+    trusted peer whose limit is larger. libzmq ends such a connection for good (a protocol
+    error is not retried), so the link carries traffic again once it is made anew."""
+    limit = BusConfig().max_message_size
+    a = await make_bus("a", max_message_size=4 * limit)
+    b = await make_bus("b")
+    await link([(a, [b]), (b, [a])])
+    context = zmq.Context()
+    agents = [Agent(context, a, "A"), Agent(context, b, "B")]
+    try:
+        warm_up(agents, {"A": {"A", "B"}, "B": {"A", "B"}})
+        agents[0].pub.send(b"data/A/big " + b"x" * (2 * limit))
+        collect(agents[:1], {"A": 1})
+        assert agents[0].counts == Counter({"A/big": 1})  # A's own limit lets it through
+        await b.set_links({})
+        await b.set_links({ident(a): target(a)})
+        agents[1].warm.clear()
+        warm_up(agents, {"A": {"A", "B"}, "B": {"A", "B"}})
+        agents[0].pub.send(b"data/A/after {}")
+        collect(agents[1:], {"B": 1})
+        assert agents[1].counts == Counter({"A/after": 1})  # never the big frame
     finally:
         for agent in agents:
             agent.sub.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -29,15 +30,16 @@ from argentic_edge.config import (
     EdgeConfig,
     Problem,
     Secret,
+    compose_yaml,
     file_problems,
     parse_config,
+    parse_yaml,
 )
 from argentic_edge.datadir import describe_os_error
 from argentic_edge.fsutil import atomic_write
 from argentic_edge.web.schema import dotted, form_fields, is_secret
 
 CONFIG_FILE = "argentic-edge.yaml"
-MAX_NODES = 20_000  # YAML aliases can expand a small text into a huge document
 STARTER = ("# No configuration file yet: every default is in effect.\n"
            "# Write only what you want to change, for example:\n"
            "# web:\n#   port: 8099\n")
@@ -63,58 +65,27 @@ def config_target(edge: Edge) -> Path:
 
 # --- YAML with positions -------------------------------------------------------------------
 
-def _yaml_error(exc: Exception) -> ConfigError:
-    if isinstance(exc, RecursionError):
-        return ConfigError([Problem("", None, "the document is nested too deeply")])
-    mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    reason = getattr(exc, "problem", None) or str(exc)
-    return ConfigError([Problem("", None, f"is not valid YAML{where}: {reason}")])
-
-
-def _compose(text: str) -> yaml.Node | None:
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise _yaml_error(exc) from None
-
-
 def _scalars(root: yaml.Node | None) -> Iterator[tuple[PathKeys, yaml.ScalarNode]]:
-    """Every scalar with its path of keys; aliases are followed, within a bounded budget."""
-    budget = [MAX_NODES]
+    """Every scalar with its path of keys, aliases followed (compose_yaml bounds them)."""
 
-    def walk(node: yaml.Node, path: PathKeys, open_nodes: frozenset[int]) -> Iterator[
-            tuple[PathKeys, yaml.ScalarNode]]:
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise ConfigError([Problem("", None, f"the document expands to more than "
-                                                 f"{MAX_NODES} values (YAML aliases); write it "
-                                                 "out plainly")])
-        if id(node) in open_nodes:
-            return
-        inner = open_nodes | {id(node)}
+    def walk(node: yaml.Node, path: PathKeys) -> Iterator[tuple[PathKeys, yaml.ScalarNode]]:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 label = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark)
-                yield from walk(value, path + (label,), inner)
+                yield from walk(value, path + (label,))
         elif isinstance(node, yaml.SequenceNode):
             for index, value in enumerate(node.value):
-                yield from walk(value, path + (index,), inner)
+                yield from walk(value, path + (index,))
         elif isinstance(node, yaml.ScalarNode):
             yield path, node
 
     if root is not None:
-        yield from walk(root, (), frozenset())
+        yield from walk(root, ())
 
 
 def load_text(text: str) -> Any:
     """Parse YAML text into a raw document; a ConfigError names what is wrong with it."""
-    for _ in _scalars(_compose(text)):
-        pass  # walking checks the alias budget before the full document is built
-    try:
-        return yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise _yaml_error(exc) from None
+    return parse_yaml(text)
 
 
 def _maskable(value: Any) -> bool:
@@ -151,7 +122,7 @@ def _source(text: str, node: yaml.ScalarNode) -> str:
 
 def _secret_nodes(text: str, document: Any) -> Iterator[tuple[PathKeys, yaml.ScalarNode]]:
     seen: set[int] = set()
-    for path, node in _scalars(_compose(text)):
+    for path, node in _scalars(compose_yaml(text)):
         if id(node) not in seen and is_secret(path, document):
             seen.add(id(node))
             yield path, node
@@ -169,7 +140,7 @@ def restore_text(submitted: str, stored: str | None) -> str:
     """Put the stored secrets back where the submitted text still shows the mask."""
     document = load_text(submitted)
     try:
-        kept = dict(_scalars(_compose(stored))) if stored else {}
+        kept = dict(_scalars(compose_yaml(stored))) if stored else {}
     except ConfigError:
         kept = {}  # an unreadable stored file has no secrets to keep
     edits, problems = [], []
@@ -343,7 +314,8 @@ class ConfigEditor:
         async with lock:
             text, config = prepare()
             path = self.path
-            previous_bytes = path.read_bytes() if path.exists() else None
+            target = Path(os.path.realpath(path))  # a symlinked file is written through the link
+            previous_bytes = target.read_bytes() if target.exists() else None
             previous = self.edge.config
             try:
                 restarted = await self.edge.apply(config)
@@ -352,14 +324,14 @@ class ConfigEditor:
                                  "The previous configuration is still running.") from None
             try:
                 await asyncio.get_running_loop().run_in_executor(
-                    None, _write, path, text, previous_bytes)
+                    None, _write, target, text, previous_bytes)
             except OSError as exc:
                 await self.edge.apply(previous)
                 raise ApplyError(f"could not save {path}: {describe_os_error(exc)}. "
                                  "The previous configuration is running again.") from None
             if self.edge.config_path is None:
                 self.edge.config_path = str(path)
-            backup = str(_backup(path)) if previous_bytes is not None else None
+            backup = str(_backup(target)) if previous_bytes is not None else None
             return {"applied": True, "restarted": restarted, "path": str(path),
                     "backup": backup}
 
