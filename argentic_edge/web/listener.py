@@ -39,7 +39,6 @@ DESCRIPTOR_RESERVE = 128  # descriptors the web never takes: bus, broker, mDNS, 
 BACKLOG = 128
 MAX_SHED_PER_ACCEPT = 64  # connections closed in one accept() call before the loop runs again
 EXHAUSTION = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-HANDOVER = 10.0  # seconds a restarting web's listening sockets wait for the instance that follows
 PAUSE = 0.5  # after a failure nothing could shed; under asyncio's 1 s pause, so its retry runs
 ACCEPT_FAILED = "socket.accept() out of system resource"  # asyncio's report of such a failure
 
@@ -184,37 +183,9 @@ def quiet_accept_failures(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
-_parked: dict[tuple[str, int], list[GatedListener]] = {}
-
-
-def park(host: str, port: int, listeners: list[GatedListener]) -> None:
-    """Keep duplicates of a restarting web's listening sockets for the instance that follows on
-    the same address: connections still in their accept queue (the next saves from the page)
-    are then served by it, instead of reset when the old sockets close. Closed if nobody takes
-    them within ``HANDOVER`` seconds (the new configuration moved or disabled the web)."""
-    kept = [sock.dup() for sock in listeners if sock.fileno() >= 0]
-    key = (host, port)
-    _parked[key] = kept
-    asyncio.get_running_loop().call_later(HANDOVER, _expire, key, kept)
-
-
-def _expire(key: tuple[str, int], kept: list[GatedListener]) -> None:
-    if _parked.get(key) is kept:
-        del _parked[key]
-    for sock in kept:
-        sock.close()
-
-
 def listen(host: str, port: int, gate: ConnectionGate) -> list[GatedListener]:
-    """Listening sockets for ``host`` (every address it resolves to; all of them for
-    ``0.0.0.0``/``::``/``*``), the way asyncio's create_server would make them; or the ones a
-    restarting instance parked for this address."""
-    kept = _parked.pop((host, port), None)
-    if kept:
-        for sock in kept:
-            sock.gate = gate
-            _listeners.add(sock)
-        return kept
+    """Bound, listening sockets for ``host`` (every address it resolves to; all of them for
+    ``0.0.0.0``/``::``/``*``), the way asyncio's create_server would make them."""
     infos = socket.getaddrinfo(None if host in ("", "*") else host, port,
                                type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     listeners: list[GatedListener] = []

@@ -4,10 +4,9 @@ HTTPS uses the certificates service's reloadable SSLContext when that service ru
 (ingress) the Supervisor proxies plain HTTP, so the page is served plain.
 
 Every configuration change restarts this service, usually from inside one of its own requests (the
-save from the page). Stopping then parks the listening sockets for the new instance (connections
-waiting to be accepted, such as the next saves, are served by it rather than reset) and stops
-accepting on them at once, but lets the old application finish that request in the background:
-waiting for it here would wait for ourselves.
+save from the page). Stopping then closes the listening socket at once, so the new instance can bind
+the port, but lets the old application finish that request in the background: waiting for it here
+would wait for ourselves.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from argentic_edge.web.listener import (
     GatedSite,
     connection_limit,
     listen,
-    park,
     quiet_accept_failures,
 )
 from argentic_edge.web.protolog import RequestErrors
@@ -69,7 +67,6 @@ class WebService:
         self._runner: web.AppRunner | None = None
         self._https = False
         self._gate: ConnectionGate | None = None
-        self._listeners: list[GatedListener] = []
         self._errors = RequestErrors()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -111,7 +108,6 @@ class WebService:
             gate.close()
             raise WebError(_explain(exc, config.host, config.port)) from None
         self._runner, self._https, self._gate = runner, context is not None, gate
-        self._listeners = listeners
         log.info("web: status page at %s", self.url)
 
     @property
@@ -138,7 +134,6 @@ class WebService:
         if SERVING.get() is not runner.app:
             await runner.cleanup()
             return
-        park(self.edge.config.web.host, self.edge.config.web.port, self._listeners)
         for site in list(runner.sites):
             await site.stop()
         task = asyncio.create_task(runner.cleanup(), name="argentic-edge-web-finish")
