@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import stat
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 import aiohttp
@@ -14,8 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from argentic_edge.web import WebService, create_app
-from argentic_edge.web.auth import SESSION_COOKIE
+from argentic_edge.web.auth import ACCESS, SESSION_COOKIE
 from argentic_edge.web.credentials import AUTH_FILE
+from tests.brokers import free_port
 from tests.pki import Pki
 from tests.webtools import (
     PASSWORD,
@@ -28,6 +31,9 @@ from tests.webtools import (
 )
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
+PARALLEL_LOGINS = 200
+LOGOUTS = 257
+ATTACKERS = ("127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8")
 
 
 def quiet(tmp_path: Path, **web_options: object) -> dict[str, object]:
@@ -73,6 +79,25 @@ async def test_login_sets_a_strict_session_cookie_and_logout_ends_it(tmp_path: P
         # The old cookie, replayed by someone who kept it, no longer works.
         status, _, _ = await client.request("GET", "/api/status",
                                             cookies={SESSION_COOKIE: value})
+        assert status == 401
+
+
+async def test_a_logged_out_cookie_stays_logged_out_after_many_more_logouts(
+        tmp_path: Path) -> None:
+    async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
+        first = None
+        for n in range(LOGOUTS):
+            status, headers, _ = await client.request("POST", "/login",
+                                                      data={"password": PASSWORD})
+            assert status == 303
+            value = SimpleCookie(headers["Set-Cookie"])[SESSION_COOKIE].value
+            first = first or value
+            csrf = await client.csrf()
+            status, _, _ = await client.request("POST", "/logout", data={"csrf": csrf})
+            assert status == 303
+            client.client.session.cookie_jar.clear()
+        status, _, _ = await client.request("GET", "/api/status",
+                                            cookies={SESSION_COOKIE: first})
         assert status == 401
 
 
@@ -137,6 +162,50 @@ async def test_login_attempts_are_rate_limited_per_client(tmp_path: Path) -> Non
         assert 55 <= int(headers["Retry-After"]) <= 61
 
 
+async def test_parallel_logins_from_one_address_get_no_more_checks_than_the_limit(
+        tmp_path: Path) -> None:
+    async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
+        credentials = client.client.server.app[ACCESS].credentials
+        checks = []
+        check_password = credentials.check_password
+
+        def counted(given: str) -> bool:
+            checks.append(given)
+            return check_password(given)
+
+        credentials.check_password = counted  # type: ignore[method-assign]
+        answers = await asyncio.gather(*(
+            client.request("POST", "/login", data={"password": f"guess-{n}"})
+            for n in range(PARALLEL_LOGINS)))
+        statuses = sorted(status for status, _, _ in answers)
+        limit = client.client.server.app[ACCESS].limiter.attempts
+        assert len(checks) <= limit
+        assert statuses == [401] * len(checks) + [429] * (PARALLEL_LOGINS - len(checks))
+
+
+async def test_failed_logins_cannot_fill_the_recent_warnings(tmp_path: Path) -> None:
+    async with running_edge(tmp_path, quiet(tmp_path)) as edge:
+        server = TestServer(create_app(edge), host="127.0.0.1")
+        await server.start_server()
+        try:
+            for address in ATTACKERS:
+                connector = aiohttp.TCPConnector(local_addr=(address, 0))
+                async with aiohttp.ClientSession(connector=connector) as session:
+                    for _ in range(5):
+                        async with session.post(server.make_url("/login"),
+                                                data={"password": "guess"}) as response:
+                            assert response.status == 401
+            async with aiohttp.ClientSession(headers=BEARER) as session, \
+                    session.get(server.make_url("/api/status")) as response:
+                document = await response.json()
+            warnings = [w for w in document["warnings"] if "failed login" in w["message"]
+                        and any(address in w["message"] for address in ATTACKERS)]
+            assert len(warnings) == 1, warnings
+            assert server.app[ACCESS].limiter.to_dict()["failed"] == 5 * len(ATTACKERS)
+        finally:
+            await server.close()
+
+
 async def test_every_response_carries_the_security_headers(tmp_path: Path) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
         responses = [await client.request("GET", path) for path in
@@ -189,6 +258,19 @@ async def test_hostile_bodies_get_4xx_never_500(tmp_path: Path) -> None:
         assert edge.health() == (True, [])
 
 
+async def test_deeply_nested_json_gets_400_never_500(tmp_path: Path) -> None:
+    async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
+        headers = {**BEARER, "Content-Type": "application/json"}
+        bodies = [b"[" * 500 + b"]" * 500, b'{"a":' * 500 + b"1" + b"}" * 500,
+                  b'{"web": ' + b"[" * 900 + b"]" * 900 + b"}"]
+        for method, path in (("PUT", "/api/config"), ("POST", "/api/config/check")):
+            for body in bodies:
+                status, _, text = await client.request(method, path, data=body, headers=headers)
+                assert status == 400, (method, body[:12], status)
+                assert "levels" in json.loads(text)["error"]
+        assert edge.health() == (True, [])
+
+
 def _billion_laughs() -> bytes:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for level in "bcdefghi":
@@ -225,6 +307,47 @@ async def test_ingress_trusts_only_the_supervisor(tmp_path: Path) -> None:
             status, _, _ = await other.request("GET", "/metrics", headers=BEARER)
             assert status == 200
         assert not (tmp_path / "data" / AUTH_FILE).read_text().count('"password"')
+
+
+def _broken_bridge(tmp_path: Path, **web_options: object) -> dict[str, object]:
+    """A configuration whose bridge points at a closed port: unhealthy, with a reason that
+    names the broker's address."""
+    document = quiet(tmp_path, **web_options)
+    document["bridge"] = {"enabled": True,
+                          "mqtt": {"broker_address": "127.0.0.1", "port": free_port()}}
+    return document
+
+
+async def _health(client: Recorder, **kwargs: object) -> tuple[int, dict[str, object]]:
+    status, _, body = await client.request("GET", "/healthz", **kwargs)
+    return status, json.loads(body)
+
+
+async def test_healthz_tells_reasons_only_to_who_may_see_the_status(tmp_path: Path) -> None:
+    document = _broken_bridge(tmp_path)
+    port = str(document["bridge"]["mqtt"]["port"])  # type: ignore[index]
+    async with running_edge(tmp_path, document) as edge, web_client(edge) as client:
+        assert await _health(client) == (503, {"ok": False})
+        status, answer = await _health(client, headers=BEARER)
+        assert status == 503 and port in str(answer["reasons"])
+        await client.login()
+        status, answer = await _health(client)
+        assert status == 503 and port in str(answer["reasons"])
+
+
+async def test_healthz_tells_reasons_to_the_supervisor_only_in_add_on_mode(
+        tmp_path: Path) -> None:
+    document = _broken_bridge(tmp_path, ingress=True, password=None)
+    port = str(document["bridge"]["mqtt"]["port"])  # type: ignore[index]
+    async with running_edge(tmp_path, document) as edge:
+        connector = aiohttp.TCPConnector(local_addr=(SUPERVISOR, 0))
+        async with TestClient(TestServer(create_app(edge, supervisor_address=SUPERVISOR),
+                                         host="127.0.0.1"), connector=connector) as raw:
+            status, answer = await _health(Recorder(raw))
+            assert status == 503 and port in str(answer["reasons"])
+        async with TestClient(TestServer(create_app(edge, supervisor_address=SUPERVISOR),
+                                         host="127.0.0.1")) as raw:
+            assert await _health(Recorder(raw)) == (503, {"ok": False})
 
 
 @pytest.fixture

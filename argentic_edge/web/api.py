@@ -14,7 +14,7 @@ from argentic_edge.config import ConfigError
 from argentic_edge.web import metrics, openapi
 from argentic_edge.web.configedit import ApplyError, ConfigEditor, load_text, problems_json
 from argentic_edge.web.feed import FEED, StatusUnavailable, status_document, to_json
-from argentic_edge.web.keys import EDGE
+from argentic_edge.web.keys import EDGE, IDENTITY
 from argentic_edge.web.logbuffer import WARNINGS
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 JSON_TYPES = frozenset({"application/json"})
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml",
                         "text/plain"})
+MAX_JSON_DEPTH = 32  # a configuration nests 5 or 6 levels; what follows the parser recurses
 
 
 def _json(document: Any, status: int = 200) -> web.Response:
@@ -29,8 +30,14 @@ def _json(document: Any, status: int = 200) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Anyone may ask whether the appliance is up (the add-on's HEALTHCHECK does, anonymously);
+    only who may see the status (the Supervisor, a token, a session) learns why not: the reasons
+    name brokers, addresses and errors."""
     healthy, reasons = request.app[EDGE].health()
-    return _json({"ok": healthy, "reasons": reasons}, 200 if healthy else 503)
+    answer: dict[str, Any] = {"ok": healthy}
+    if IDENTITY in request:
+        answer["reasons"] = reasons
+    return _json(answer, 200 if healthy else 503)
 
 
 def _status(request: web.Request) -> dict[str, Any]:
@@ -94,9 +101,25 @@ async def _submitted(request: web.Request) -> tuple[str, Any]:
     if kind in YAML_TYPES:
         return "yaml", text
     try:
-        return "json", json.loads(text)
+        document = json.loads(text)
     except (ValueError, RecursionError):
         raise web.HTTPBadRequest(text="the body is not valid JSON") from None
+    if _deeper_than(document, MAX_JSON_DEPTH):
+        raise web.HTTPBadRequest(text=f"the JSON body nests more than {MAX_JSON_DEPTH} levels")
+    return "json", document
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    """True when lists and objects nest more than ``limit`` levels (walked without recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((item, depth + 1)
+                         for item in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def _document_of(kind: str, body: Any) -> Any:

@@ -1,8 +1,8 @@
 """The aiohttp application: routes, middlewares and the state handlers share.
 
 ``create_app(edge)`` builds it; the web service runs it. Middlewares, outermost first: errors (no
-traceback ever reaches a client), SERVING (lets the service notice a restart from its own request),
-authentication, CSRF.
+traceback ever reaches a client), the body deadline (no slow bodies), SERVING (lets the service
+notice a restart from its own request), authentication, CSRF.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from argentic_edge.web.credentials import Credentials
 from argentic_edge.web.feed import FEED, StatusFeed, status_document
 from argentic_edge.web.keys import EDGE
 from argentic_edge.web.logbuffer import WARNINGS
-from argentic_edge.web.security import csrf, errors, mark_serving, security_headers
+from argentic_edge.web.security import (
+    body_deadline,
+    csrf,
+    errors,
+    mark_serving,
+    security_headers,
+)
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 256 * 1024  # a configuration file is a few kilobytes
@@ -30,7 +36,8 @@ def create_app(edge: Edge, *, supervisor_address: str = SUPERVISOR_ADDRESS,
                status_interval: float = 1.0) -> web.Application:
     """The web application for ``edge``. ``supervisor_address`` is the only source accepted for
     ingress requests in add-on mode (tests pass a loopback address)."""
-    app = web.Application(middlewares=[errors, mark_serving, auth.authenticate, csrf],
+    app = web.Application(middlewares=[errors, body_deadline, mark_serving, auth.authenticate,
+                                       csrf],
                           client_max_size=MAX_BODY)
     app[EDGE] = edge
     app[ACCESS] = Access(ingress=edge.config.web.ingress, supervisor_address=supervisor_address,

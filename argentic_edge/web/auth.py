@@ -40,25 +40,36 @@ class _Attempts:
 
 
 class LoginLimiter:
-    """At most ``attempts`` failed logins per ``window`` seconds and client address; each lockout
-    doubles the next one (up to ``max_lockout``). Bounded: the oldest addresses are forgotten."""
+    """At most ``attempts`` password checks per ``window`` seconds and client address; each
+    lockout doubles the next one (up to ``max_lockout``). An attempt is taken before its password
+    is checked (``attempt``), so parallel logins cannot all pass the limit while their checks run;
+    a success gives the address a clean slate. Bounded: the oldest addresses are forgotten.
+
+    Failed logins are logged at most once a ``window`` in all (with the number since the last
+    such warning): the status page keeps only the last 50 warnings, and failed logins from many
+    addresses must not push the others out. ``failed_total`` counts wrong passwords and
+    ``refused_total`` the attempts answered 429."""
 
     def __init__(self, attempts: int = 5, window: float = 60.0, max_lockout: float = 900.0,
                  max_clients: int = 1024) -> None:
         self.attempts, self.window, self.max_lockout = attempts, window, max_lockout
         self.max_clients = max_clients
         self._clients: OrderedDict[str, _Attempts] = OrderedDict()
+        self.failed_total = 0
+        self.refused_total = 0
+        self._unreported = 0
+        self._warned_at: float | None = None
 
-    def retry_after(self, client: str, now: float) -> float:
-        """Seconds until ``client`` may try again; 0 when it may try now."""
-        state = self._clients.get(client)
-        return max(0.0, state.locked_until - now) if state else 0.0
-
-    def failed(self, client: str, now: float) -> None:
+    def attempt(self, client: str, now: float) -> float:
+        """Take one attempt for ``client``: 0 when its password may be checked now (the attempt
+        is then counted, whatever the outcome), else the seconds until it may try again."""
         state = self._clients.setdefault(client, _Attempts())
         self._clients.move_to_end(client)
         while len(self._clients) > self.max_clients:
             self._clients.popitem(last=False)
+        if state.locked_until > now:
+            self.refused_total += 1
+            return state.locked_until - now
         if state.locked_until and now - state.locked_until > self.max_lockout:
             state.lockouts = 0  # quiet for long enough: start afresh
         while state.failures and now - state.failures[0] > self.window:
@@ -68,9 +79,24 @@ class LoginLimiter:
             state.locked_until = now + min(self.window * 2 ** state.lockouts, self.max_lockout)
             state.lockouts += 1
             state.failures.clear()
+        return 0.0
+
+    def failed(self, client: str, now: float) -> None:
+        """A wrong password: counted; warned about at most once a window."""
+        self.failed_total += 1
+        self._unreported += 1
+        if self._warned_at is not None and now - self._warned_at < self.window:
+            return
+        log.warning("web: failed login from %s (%d since the last such warning; at most one is "
+                    "logged a minute, status: web.logins.failed counts them all)", client,
+                    self._unreported)
+        self._warned_at, self._unreported = now, 0
 
     def succeeded(self, client: str) -> None:
         self._clients.pop(client, None)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"failed": self.failed_total, "refused": self.refused_total}
 
 
 class Access:
@@ -144,24 +170,24 @@ async def login(request: web.Request) -> web.Response:
     credentials = access.credentials
     assert credentials is not None
     client = request.remote or "unknown"
-    wait = access.limiter.retry_after(client, time.monotonic())
-    if wait > 0:
-        return render_login(request, "Too many attempts. Try again in "
-                                     f"{int(wait) + 1} seconds.", status=429,
-                            headers={"Retry-After": str(int(wait) + 1)})
     form = await request.post()
     password = form.get("password")
     if not isinstance(password, str) or not 0 < len(password) <= MAX_PASSWORD:
         return render_login(request, "Enter the password.", status=400)
+    wait = access.limiter.attempt(client, time.monotonic())  # no await between this and the check
+    if wait > 0:
+        return render_login(request, "Too many attempts. Try again in "
+                                     f"{int(wait) + 1} seconds.", status=429,
+                            headers={"Retry-After": str(int(wait) + 1)})
     ok = await asyncio.get_running_loop().run_in_executor(None, credentials.check_password,
                                                           password)
     if not ok:
         access.limiter.failed(client, time.monotonic())
-        log.warning("web: failed login from %s", client)
         return render_login(request, "Wrong password.", status=401)
     access.limiter.succeeded(client)
+    cookie = await asyncio.get_running_loop().run_in_executor(None, credentials.new_session)
     response = web.HTTPSeeOther("./")
-    response.set_cookie(SESSION_COOKIE, credentials.new_session(), max_age=SESSION_LIFETIME,
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_LIFETIME,
                         httponly=True, samesite="Strict", secure=request.secure, path="/")
     raise response
 

@@ -1,10 +1,11 @@
-"""The web's secrets on disk: the password hash, the session key and revoked sessions.
+"""The web's secrets on disk: the password hash, the session key and the open sessions.
 
-Sessions are signed cookies (expiry, nonce, HMAC) rather than server-side state, because the web
-service restarts whenever the configuration is saved from the page, and a user should not be
-logged out by their own save. The signing key lives in one 0600 file in the data directory and is
-mixed with the password, so changing the password ends every session. A logout is remembered in
-the same file until the cookie would have expired anyway.
+Sessions are signed cookies (expiry, nonce, HMAC) whose nonce must also be among the open sessions
+kept in the same 0600 file in the data directory, so they survive the web service's restarts (one
+happens whenever the configuration is saved from the page, and a user should not be logged out by
+their own save). A logout deletes the nonce: nothing can bring it back. At most ``MAX_SESSIONS``
+stay open; past that the oldest is closed, which logs it out (never in). The signing key is mixed
+with the password, so changing the password ends every session.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hmac
 import json
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 
 AUTH_FILE = "web-auth.json"
 SESSION_LIFETIME = 7 * 86400
-MAX_REVOKED = 256
+MAX_SESSIONS = 64
 
 
 def _b64(data: bytes) -> str:
@@ -77,7 +79,8 @@ class Credentials:
     root_key: bytes
     stored_password: PasswordHash | None
     configured_password: Secret | None
-    revoked: dict[str, float] = field(default_factory=dict)
+    sessions: dict[str, float] = field(default_factory=dict)  # open: nonce -> expiry
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def load(cls, data_dir: Path, configured: Secret | None, need_password: bool) -> Credentials:
@@ -91,11 +94,11 @@ class Credentials:
         try:
             root_key = bytes.fromhex(data["session_key"]) if "session_key" in data else b""
             stored = PasswordHash.from_json(data["password"]) if "password" in data else None
-            revoked = {str(k): float(v) for k, v in dict(data.get("revoked", {})).items()}
+            sessions = {str(k): float(v) for k, v in dict(data.get("sessions", {})).items()}
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("web: %s is damaged (%s); creating new credentials", path, exc)
-            root_key, stored, revoked = b"", None, {}
-        credentials = cls(path, root_key or secrets.token_bytes(32), stored, configured, revoked)
+            root_key, stored, sessions = b"", None, {}
+        credentials = cls(path, root_key or secrets.token_bytes(32), stored, configured, sessions)
         changed = not root_key
         if configured is None and stored is None and need_password:
             password = secrets.token_urlsafe(12)
@@ -120,8 +123,8 @@ class Credentials:
         return data if isinstance(data, dict) else {}
 
     def save(self) -> None:
-        data: dict[str, Any] = {"version": 1, "session_key": self.root_key.hex(),
-                                "revoked": self.revoked}
+        data: dict[str, Any] = {"version": 2, "session_key": self.root_key.hex(),
+                                "sessions": dict(self.sessions)}
         if self.stored_password is not None:
             data["password"] = self.stored_password.to_json()
         atomic_write(self.path, json.dumps(data, indent=2) + "\n", mode=0o600)
@@ -154,20 +157,28 @@ class Credentials:
         return _b64(hmac.new(self._key, text.encode(), hashlib.sha256).digest())
 
     def new_session(self, now: float | None = None) -> str:
-        """A cookie value: ``<expiry>.<nonce>.<mac>``."""
-        expiry = int((now or time.time()) + SESSION_LIFETIME)
-        body = f"{expiry}.{_b64(secrets.token_bytes(16))}"
+        """Open a session; its cookie value is ``<expiry>.<nonce>.<mac>``. Blocking (file write)."""
+        current = now or time.time()
+        expiry = int(current + SESSION_LIFETIME)
+        nonce = _b64(secrets.token_bytes(16))
+        with self._lock:
+            self.sessions = {k: v for k, v in self.sessions.items() if v > current}
+            self.sessions[nonce] = float(expiry)
+            while len(self.sessions) > MAX_SESSIONS:
+                del self.sessions[next(iter(self.sessions))]  # the oldest: logged out
+            self.save()
+        body = f"{expiry}.{nonce}"
         return f"{body}.{self._mac(body)}"
 
     def session(self, cookie: str, now: float | None = None) -> str | None:
-        """The session's nonce when the cookie is genuine, unexpired and not logged out."""
+        """The session's nonce when the cookie is genuine, unexpired and still open."""
         parts = cookie.split(".")
         if len(parts) != 3 or not parts[0].isdigit():
             return None
         body = f"{parts[0]}.{parts[1]}"
         if not hmac.compare_digest(self._mac(body), parts[2]):
             return None
-        if int(parts[0]) < (now or time.time()) or parts[1] in self.revoked:
+        if int(parts[0]) < (now or time.time()) or parts[1] not in self.sessions:
             return None
         return parts[1]
 
@@ -180,9 +191,6 @@ class Credentials:
         nonce = self.session(cookie, now)
         if nonce is None:
             return
-        current = now or time.time()
-        self.revoked = {k: v for k, v in self.revoked.items() if v > current}
-        self.revoked[nonce] = float(cookie.split(".")[0])
-        while len(self.revoked) > MAX_REVOKED:
-            self.revoked.pop(min(self.revoked, key=self.revoked.__getitem__))
-        self.save()
+        with self._lock:
+            self.sessions.pop(nonce, None)
+            self.save()

@@ -161,12 +161,33 @@ def _agents(registry: Registry, agents: Mapping[str, Any]) -> None:
                  agents.get("malformed"))
 
 
+def _web(registry: Registry, web: Mapping[str, Any]) -> None:
+    connections = web.get("connections") or {}
+    registry.add("web_connections", "gauge", "Connections open to the web listener.",
+                 connections.get("open"))
+    registry.add("web_connection_limit", "gauge",
+                 "Most connections the web keeps open (below RLIMIT_NOFILE minus the reserve).",
+                 connections.get("limit"))
+    registry.add("web_connections_refused_total", "counter",
+                 "Connections closed at once because the limit was reached.",
+                 connections.get("refused"))
+    registry.add("web_accept_exhausted_total", "counter",
+                 "Connections the web could not accept for want of descriptors or memory.",
+                 connections.get("exhausted"))
+    requests = web.get("requests") or {}
+    registry.add("web_requests_malformed_total", "counter",
+                 "Malformed HTTP requests answered 400.", requests.get("malformed"))
+    registry.add("web_requests_failed_total", "counter",
+                 "Requests the HTTP server failed to handle outside the application.",
+                 requests.get("failed"))
+
+
 def render(document: Mapping[str, Any], warnings_total: int) -> str:
     registry = Registry()
     _node(registry, document)
     _bus(registry, document.get("bus", {}))
     sections = {"bridge": _bridge, "peers": _peers, "certificates": _certificates,
-                "agents": _agents}
+                "agents": _agents, "web": _web}
     for name, read in sections.items():
         section = document.get(name)
         if isinstance(section, Mapping) and section.get("enabled", True) is not False:

@@ -10,10 +10,12 @@
   Bearer-token requests are exempt: a third-party page cannot make the browser add that header.
 - Errors: HTTP errors become short JSON for the API; anything unexpected is logged and answered
   500 without details, so no traceback or value ever reaches a client.
+- Bodies: read whole within ``BODY_TIMEOUT`` before any handler waits on them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hmac
 import json
@@ -31,6 +33,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'; "
        "object-src 'none'")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+BODY_TIMEOUT = 30.0  # seconds for a whole body (at most 256 KiB): 9 KB/s, a poor Wi-Fi link
 
 # The application whose request is being handled; lets the web service notice that it is being
 # restarted by one of its own requests (a configuration save) and not wait for that request.
@@ -65,7 +68,7 @@ def _same_origin(request: web.Request) -> bool:
 
 
 async def _form_token(request: web.Request) -> str:
-    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    if request.content_type != "application/x-www-form-urlencoded":
         return ""
     value = (await request.post()).get("csrf")
     return value if isinstance(value, str) else ""
@@ -103,6 +106,26 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("web: %s %s failed", request.method, request.path)
         raise web.HTTPInternalServerError(
             text="internal error; see the appliance's log\n") from None
+
+
+@web.middleware
+async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Read the whole body within ``BODY_TIMEOUT``, before authentication and any handler: a
+    client that sends its headers and then trickles its body (or stops) would otherwise hold its
+    connection for as long as it liked, the login form included. aiohttp keeps the body for
+    ``read()`` and ``post()``; multipart forms are refused, because aiohttp streams those instead
+    of keeping them (nothing of ours sends one)."""
+    if request.body_exists:
+        if request.content_type == "multipart/form-data":
+            raise web.HTTPUnsupportedMediaType(
+                text="send forms as application/x-www-form-urlencoded")
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=f"the request body did not arrive within {BODY_TIMEOUT:g} s") from None
+    return await handler(request)
 
 
 @web.middleware

@@ -22,7 +22,17 @@ from aiohttp import web
 
 from argentic_edge.app import ServiceError
 from argentic_edge.web.app import create_app
-from argentic_edge.web.auth import SUPERVISOR_ADDRESS
+from argentic_edge.web.auth import ACCESS, SUPERVISOR_ADDRESS
+from argentic_edge.web.listener import (
+    IDLE_TIMEOUT,
+    ConnectionGate,
+    GatedListener,
+    GatedSite,
+    connection_limit,
+    listen,
+    quiet_accept_failures,
+)
+from argentic_edge.web.protolog import RequestErrors
 from argentic_edge.web.security import SERVING
 
 if TYPE_CHECKING:
@@ -56,6 +66,8 @@ class WebService:
         self.supervisor_address = supervisor_address
         self._runner: web.AppRunner | None = None
         self._https = False
+        self._gate: ConnectionGate | None = None
+        self._errors = RequestErrors()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         """HTTPS when the certificates service runs. When it runs but has no usable
@@ -79,14 +91,23 @@ class WebService:
         config = self.edge.config.web
         context = self._ssl_context()
         app = create_app(self.edge, supervisor_address=self.supervisor_address)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                               keepalive_timeout=IDLE_TIMEOUT, logger=self._errors)
         await runner.setup()
+        gate = ConnectionGate(connection_limit())
+        quiet_accept_failures(asyncio.get_running_loop())
+        listeners: list[GatedListener] = []
         try:
-            await web.TCPSite(runner, config.host, config.port, ssl_context=context).start()
+            listeners = listen(config.host, config.port, gate)
+            for sock in listeners:
+                await GatedSite(runner, sock, context, IDLE_TIMEOUT).start()
         except OSError as exc:
             await runner.cleanup()
+            for sock in listeners:
+                sock.close()
+            gate.close()
             raise WebError(_explain(exc, config.host, config.port)) from None
-        self._runner, self._https = runner, context is not None
+        self._runner, self._https, self._gate = runner, context is not None, gate
         log.info("web: status page at %s", self.url)
 
     @property
@@ -106,6 +127,8 @@ class WebService:
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
+        if self._gate is not None:
+            self._gate.close()
         if runner is None:
             return
         if SERVING.get() is not runner.app:
@@ -125,4 +148,7 @@ class WebService:
     def status(self) -> dict[str, Any]:
         config = self.edge.config.web
         return {"url": self.url if self._runner else None, "port": self.port,
-                "https": self._https, "ingress": config.ingress}
+                "https": self._https, "ingress": config.ingress,
+                "connections": self._gate.to_dict() if self._gate else None,
+                "requests": self._errors.to_dict(),
+                "logins": self._runner.app[ACCESS].limiter.to_dict() if self._runner else None}
