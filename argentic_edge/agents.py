@@ -243,7 +243,8 @@ class AgentsService:
             socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         socket.connect(bus.endpoints.local_subscribe)
         self._socket = socket
-        self._reader = BusReader(socket, self._take, name="agents", share=CPU_SHARE)
+        self._reader = BusReader(socket, self._take, name="agents", share=CPU_SHARE,
+                                 discard_stale=True)
         self._task = asyncio.create_task(self._read(self._reader), name="argentic-edge-agents")
 
     async def _read(self, reader: BusReader) -> None:
