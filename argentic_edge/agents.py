@@ -46,8 +46,9 @@ SUBSCRIPTIONS = ("_ping/", "agent/tools/register", "agent/status/info", "tools/"
 MAX_AGENTS = 256
 MAX_TOOLS = 512
 MAX_NAME = 200  # longer client ids or tool names are treated as malformed
-RECEIVE_HIGH_WATER_MARK = 10_000  # frames queued for the registry before the bus drops for it
-CPU_SHARE = 0.1  # of one core: heartbeats and registrations are a trickle; floods are sampled
+RECEIVE_HIGH_WATER_MARK = 1_000  # frames queued for the registry before the bus drops for it
+CPU_SHARE = 0.02  # of one core, 20 ms a second (a few thousand messages): heartbeats and
+# registrations are a trickle, and every core the registry takes from a flood is the bus's
 
 
 class Malformed(ValueError):
