@@ -2,9 +2,11 @@
 
 Bus to broker: a SUB socket on the bus (one libzmq subscription per outbound route prefix) is
 read through ``BusReader`` (busreader.py): in batches, on a CPU budget high enough for the
-bridge's full rate, sampling (and counting what it skips) only past it; each frame is matched to its routes (a cached topic-tree lookup), rewritten
-to the broker topic and handed to paho without waiting for the broker: QoS 0 goes straight to the
-socket, QoS>=1 keeps up to the broker's receive maximum in flight. While the broker is away, or
+bridge's full rate (past it the reader pauses and its queue buffers; falling a whole queue
+behind, where libzmq drops, shows as ``bus_reader.queue_full``). Each frame is matched to its
+routes (a cached topic-tree lookup), rewritten to the broker topic and handed to paho without
+waiting for the broker: QoS 0 goes straight to the socket, QoS>=1 keeps up to the broker's
+receive maximum in flight. While the broker is away, or
 its window is full, messages wait in a bounded outbox (drop-oldest).
 
 Broker to bus: paho's message callback resolves the routes; after each read batch the frames

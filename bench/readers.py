@@ -111,7 +111,8 @@ def _appliance_with_probe(document: dict[str, Any], pipe: Connection) -> None:
     asyncio.run(main())
 
 
-def lag(workdir: Path, flood_frames: int | None, seconds: float) -> tuple[list[float], dict[str, Any]]:
+def lag(workdir: Path, flood_frames: int | None,
+        seconds: float) -> tuple[list[float], dict[str, Any]]:
     """Lag samples of one appliance, under a flood of ``flood_frames`` frames or idle."""
     port, backend = free_port(), free_port()
     document = appliance_document(workdir / f"lag-{port}", port, backend)
