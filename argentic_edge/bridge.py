@@ -165,6 +165,9 @@ class Bridge:
         self._online = False
         self._window = 1
         self._inflight: dict[int, tuple[paho.MQTTMessageInfo, Outgoing]] = {}
+        # QoS 0 publications handed to paho and not yet written to its socket, oldest first:
+        # paho forgets them when the connection goes, so they are counted lost here.
+        self._unwritten: deque[tuple[paho.MQTTMessageInfo, Outgoing]] = deque()
         self._acked: list[tuple[int, ReasonCode]] = []
         self._to_bus: list[tuple[InDelivery, bytes]] = []
         self._dedupe = False
@@ -375,6 +378,7 @@ class Bridge:
             self._start_hook(hook)
 
     def _connection_lost(self, reason: str) -> None:
+        self._count_unwritten()
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
 
@@ -451,13 +455,32 @@ class Bridge:
             return
         if item.qos:
             self._inflight[info.mid] = (info, item)
-        elif item.done is not None:
-            item.done.set_result(None)
+        else:
+            self._track_unwritten(info, item)
+            if item.done is not None:
+                item.done.set_result(None)
         if item.counters is not None:
             item.counters.messages += 1
             item.counters.bytes += len(item.payload)
         if echo and not self._mqtt5:
             self.mqtt_guard.add(item.topic, item.payload)
+
+    def _track_unwritten(self, info: paho.MQTTMessageInfo, item: Outgoing) -> None:
+        unwritten = self._unwritten
+        while unwritten and unwritten[0][0].is_published():  # paho writes in order
+            unwritten.popleft()
+        if not info.is_published():
+            unwritten.append((info, item))
+
+    def _count_unwritten(self) -> None:
+        """QoS 0 publications paho still held when the connection went: never written, lost."""
+        for info, item in self._unwritten:
+            if not info.is_published():
+                if item.counters is not None:
+                    item.counters.messages -= 1
+                    item.counters.bytes -= len(item.payload)
+                self._lose(item, "not_connected")
+        self._unwritten.clear()
 
     def _published(self, mid: int, reason: ReasonCode) -> None:
         """paho's on_publish. Acknowledgements are handled after paho has marked the message

@@ -55,3 +55,88 @@ async def test_a_flood_the_bridge_cannot_carry_is_counted_with_its_reason(
     finally:
         broker.stop()
 
+
+
+class StallingRelay:
+    """TCP between the bridge and the broker that can stop reading what the bridge sends (its
+    socket buffers fill, paho queues the rest) and then cut the connection."""
+
+    def __init__(self, broker_port: int) -> None:
+        self.broker_port = broker_port
+        self.port = 0
+        self.reading = asyncio.Event()
+        self.reading.set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> StallingRelay:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cut()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.broker_port)
+        self._writers += [client_w, broker_w]
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       stalls: bool) -> None:
+            while True:
+                if stalls:
+                    await self.reading.wait()
+                data = await reader.read(65536)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        await asyncio.gather(pipe(client_r, broker_w, True), pipe(broker_r, client_w, False),
+                             return_exceptions=True)
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+        self.reading.set()
+
+
+async def test_qos0_messages_paho_still_held_when_the_connection_went_are_counted(
+        tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        async with StallingRelay(broker.port) as relay, \
+                Edge(edge_config(relay.port)) as edge, MqttClient(broker.port) as mqtt:
+            bridge = bridge_of(edge)
+            await wait_until(lambda: bridge.state == "connected", 10, "the broker connection")
+            await mqtt.subscribe("agent/#", qos=0)
+            bus = BusClient(edge)
+            try:
+                await prove_paths(bus, mqtt, out=("agent/probe", "agent/probe"))
+                route = bridge.status()["routes"][0]
+                assert route["topic"] == "agent/#"
+                before = route["out"]["messages"]
+                relay.reading.clear()
+                count = 5_000
+                payload = b'{"type":"INFO","data":"' + b"x" * 4000 + b'"}'  # 20 MB in all
+                read = bridge.status()["bus_reader"]["frames"]
+                for chunk in range(count // 500):  # under the PUB's high-water mark each time
+                    for _ in range(500):
+                        await bus.send("agent/bulk", payload)
+                    await wait_until(lambda chunk=chunk: bridge.status()["bus_reader"]["frames"]
+                                     >= read + 500 * (chunk + 1), 20, "the bridge reading them")
+                relay.cut()
+                await wait_until(lambda: bridge.state != "connected", 10, "the cut")
+            finally:
+                bus.close()
+            out = bridge.status()["routes"][0]["out"]
+            lost = out["dropped"].get("not_connected", 0)
+            assert lost > 0, out
+            assert out["messages"] - before + lost == count, out
+    finally:
+        broker.stop()
