@@ -14,6 +14,10 @@ would pull every tool call, result and answer of every agent through this thread
 that way still show up as clients through their heartbeats. ``tools/`` does carry the guide's
 ``tools/<name>/call`` traffic as well; deployments following Argentic's code (``agent/tools/call``)
 send nothing else there.
+
+A flood on a watched topic (a buggy heartbeat loop is enough) arrives faster than Python reads:
+the socket is read through ``BusReader`` (busreader.py) on a small CPU budget, so the registry
+samples under load and says so in its status instead of taking the event loop.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 import zmq.asyncio
 
+from argentic_edge.busreader import BusReader
 from argentic_edge.topics import FrameError, TopicFilter, TopicTree, decode_frame
 
 if TYPE_CHECKING:
@@ -41,6 +46,9 @@ SUBSCRIPTIONS = ("_ping/", "agent/tools/register", "agent/status/info", "tools/"
 MAX_AGENTS = 256
 MAX_TOOLS = 512
 MAX_NAME = 200  # longer client ids or tool names are treated as malformed
+RECEIVE_HIGH_WATER_MARK = 1_000  # frames queued for the registry before the bus drops for it
+CPU_SHARE = 0.02  # of one core, 20 ms a second (a few thousand messages): heartbeats and
+# registrations are a trickle, and every core the registry takes from a flood is the bus's
 
 
 class Malformed(ValueError):
@@ -220,8 +228,9 @@ class AgentsService:
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
         self.registry = AgentRegistry()
-        self.changed = asyncio.Condition()
+        self.changed = asyncio.Event()  # set on every message read; waiters clear it
         self._socket: zmq.asyncio.Socket | None = None
+        self._reader: BusReader | None = None
         self._task: asyncio.Task[None] | None = None
         self._failure: str | None = None
 
@@ -230,30 +239,27 @@ class AgentsService:
         context = zmq.asyncio.Context.shadow(self.edge.context)
         socket = context.socket(zmq.SUB)
         socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.RCVHWM, 10_000)
+        socket.setsockopt(zmq.RCVHWM, RECEIVE_HIGH_WATER_MARK)
         for prefix in SUBSCRIPTIONS:
             socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         socket.connect(bus.endpoints.local_subscribe)
         self._socket = socket
-        self._task = asyncio.create_task(self._read(socket), name="argentic-edge-agents")
+        self._reader = BusReader(socket, self._take, name="agents", share=CPU_SHARE,
+                                 discard_stale=True)
+        self._task = asyncio.create_task(self._read(self._reader), name="argentic-edge-agents")
 
-    async def _read(self, socket: zmq.asyncio.Socket) -> None:
-        encoding = self.edge.config.messaging.topic_encoding
+    async def _read(self, reader: BusReader) -> None:
         try:
-            while True:
-                frame = await socket.recv()
-                self._take(frame, encoding)
-                async with self.changed:
-                    self.changed.notify_all()
+            await reader.run()
         except asyncio.CancelledError:
             raise
         except zmq.ZMQError as exc:
             self._failure = f"stopped reading the bus: {exc}"
             log.error("agents: %s", self._failure)
 
-    def _take(self, frame: bytes, encoding: str) -> None:
+    def _take(self, frame: bytes) -> None:
         try:
-            topic, payload = decode_frame(frame, encoding)
+            topic, payload = decode_frame(frame, self.edge.config.messaging.topic_encoding)
             self.registry.record(topic, payload, time.time())
         except (FrameError, Malformed) as exc:
             if isinstance(exc, FrameError):
@@ -261,13 +267,17 @@ class AgentsService:
             if self.registry.malformed == 1:
                 log.warning("agents: ignoring malformed messages on watched topics (%s); "
                             "counting them", exc)
+        self.changed.set()
 
     async def wait_until(self, predicate: Callable[[AgentRegistry], bool],
                          timeout: float) -> None:
         """Until ``predicate(registry)`` holds; TimeoutError after ``timeout`` seconds."""
         async with asyncio.timeout(timeout):
-            async with self.changed:
-                await self.changed.wait_for(lambda: predicate(self.registry))
+            while True:
+                self.changed.clear()  # before the check: a message after it sets it again
+                if predicate(self.registry):
+                    return
+                await self.changed.wait()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -289,4 +299,6 @@ class AgentsService:
     def status(self) -> dict[str, Any]:
         document = self.registry.snapshot(time.time())
         document["subscriptions"] = list(SUBSCRIPTIONS)
+        if self._reader is not None:
+            document["reader"] = self._reader.status()
         return document

@@ -1,9 +1,12 @@
 """The MQTT bridge: the local ZeroMQ bus and an MQTT broker, joined by routes.
 
 Bus to broker: a SUB socket on the bus (one libzmq subscription per outbound route prefix) is
-drained in batches; each frame is matched to its routes (a cached topic-tree lookup), rewritten
-to the broker topic and handed to paho without waiting for the broker: QoS 0 goes straight to the
-socket, QoS>=1 keeps up to the broker's receive maximum in flight. While the broker is away, or
+read through ``BusReader`` (busreader.py): in batches, on a CPU budget high enough for the
+bridge's full rate (past it the reader pauses and its queue buffers; falling a whole queue
+behind, where libzmq drops, shows as ``bus_reader.queue_full``). Each frame is matched to its
+routes (a cached topic-tree lookup), rewritten to the broker topic and handed to paho without
+waiting for the broker: QoS 0 goes straight to the socket, QoS>=1 keeps up to the broker's
+receive maximum in flight. While the broker is away, or
 its window is full, messages wait in a bounded outbox (drop-oldest).
 
 Broker to bus: paho's message callback resolves the routes; after each read batch the frames
@@ -33,6 +36,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from argentic_edge.bridge_buffer import Outbox, Outgoing
 from argentic_edge.bridge_routes import Counters, InDelivery, RouteTable, mqtt_topic_problem
+from argentic_edge.busreader import BusReader
 from argentic_edge.config import EdgeConfig
 from argentic_edge.loopguard import LoopGuard
 from argentic_edge.mqtt_link import BridgeError, ConnectError, MqttLink, Session
@@ -49,6 +53,8 @@ BACKOFF_CAP = 60.0  # seconds; never wait longer between attempts (unless connec
 STABLE_AFTER = 30.0  # a connection that held this long resets the back-off
 MAX_WINDOW = 1000  # QoS>=1 publications in flight, when the broker allows that many
 BATCH = 1024  # bus frames handled per wake-up before other tasks get a turn
+CPU_SHARE = 0.9  # of one core for reading the bus: forwarding is this service's whole job, but
+# a flood beyond it must still leave the loop time for paho's keepalives and the web server
 SUB_HIGH_WATER_MARK = 100_000  # frames queued for the bridge before the bus drops for it
 STOP_TIMEOUT = 2.0  # seconds to deliver the offline status and what is in flight
 
@@ -159,6 +165,9 @@ class Bridge:
         self._online = False
         self._window = 1
         self._inflight: dict[int, tuple[paho.MQTTMessageInfo, Outgoing]] = {}
+        # QoS 0 publications handed to paho and not yet written to its socket, oldest first:
+        # paho forgets them when the connection goes, so they are counted lost here.
+        self._unwritten: deque[tuple[paho.MQTTMessageInfo, Outgoing]] = deque()
         self._acked: list[tuple[int, ReasonCode]] = []
         self._to_bus: list[tuple[InDelivery, bytes]] = []
         self._dedupe = False
@@ -168,7 +177,7 @@ class Bridge:
         self._tasks: list[asyncio.Task[None]] = []
         self._pub: zmq.Socket | None = None
         self._sub: zmq.asyncio.Socket | None = None
-        self._sub_sync: zmq.Socket | None = None
+        self._reader: BusReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -187,7 +196,8 @@ class Bridge:
             return
         self._open_bus()
         self.state = CONNECTING
-        self._tasks = [asyncio.create_task(self._read_bus(), name="bridge-bus-reader"),
+        assert self._reader is not None
+        self._tasks = [asyncio.create_task(self._reader.run(), name="bridge-bus-reader"),
                        asyncio.create_task(self._run(), name="bridge-connection")]
 
     def _open_bus(self) -> None:
@@ -214,7 +224,9 @@ class Bridge:
                               f"{self.endpoints.local_publish} and "
                               f"{self.endpoints.local_subscribe}: {exc}") from None
         self._pub, self._sub = pub, sub
-        self._sub_sync = zmq.Socket.shadow(sub.underlying)
+        # discard_stale=False: what waits in the queue is still worth forwarding
+        self._reader = BusReader(sub, self._from_bus, name="bridge", share=CPU_SHARE,
+                                 discard_stale=False, batch=BATCH)
 
     async def stop(self) -> None:
         """Say ``offline`` (retained), let what is in flight land, disconnect cleanly."""
@@ -251,7 +263,7 @@ class Bridge:
         for sock in (self._pub, self._sub):
             if sock is not None:
                 sock.close(linger=0)
-        self._pub = self._sub = self._sub_sync = None
+        self._pub = self._sub = None
         self.state = STOPPED
         self.connected_since = None
 
@@ -366,6 +378,7 @@ class Bridge:
             self._start_hook(hook)
 
     def _connection_lost(self, reason: str) -> None:
+        self._count_unwritten()
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
 
@@ -379,21 +392,6 @@ class Bridge:
                           getattr(hook, "__qualname__", hook))
 
     # --- bus to broker ------------------------------------------------------------------------
-
-    async def _read_bus(self) -> None:
-        """Wait for the SUB to be readable, then take everything it has without awaiting."""
-        assert self._sub is not None and self._sub_sync is not None
-        sub, recv = self._sub, self._sub_sync.recv
-        handle = self._from_bus
-        while True:
-            await sub.poll(flags=zmq.POLLIN)
-            try:
-                for _ in range(BATCH):
-                    handle(recv(zmq.NOBLOCK))
-            except zmq.Again:
-                pass
-            except Exception:
-                log.exception("bridge: error while forwarding bus messages; continuing")
 
     def _from_bus(self, frame: bytes) -> None:
         topic_bytes, space, payload = frame.partition(b" ")
@@ -457,13 +455,32 @@ class Bridge:
             return
         if item.qos:
             self._inflight[info.mid] = (info, item)
-        elif item.done is not None:
-            item.done.set_result(None)
+        else:
+            self._track_unwritten(info, item)
+            if item.done is not None:
+                item.done.set_result(None)
         if item.counters is not None:
             item.counters.messages += 1
             item.counters.bytes += len(item.payload)
         if echo and not self._mqtt5:
             self.mqtt_guard.add(item.topic, item.payload)
+
+    def _track_unwritten(self, info: paho.MQTTMessageInfo, item: Outgoing) -> None:
+        unwritten = self._unwritten
+        while unwritten and unwritten[0][0].is_published():  # paho writes in order
+            unwritten.popleft()
+        if not info.is_published():
+            unwritten.append((info, item))
+
+    def _count_unwritten(self) -> None:
+        """QoS 0 publications paho still held when the connection went: never written, lost."""
+        for info, item in self._unwritten:
+            if not info.is_published():
+                if item.counters is not None:
+                    item.counters.messages -= 1
+                    item.counters.bytes -= len(item.payload)
+                self._lose(item, "not_connected")
+        self._unwritten.clear()
 
     def _published(self, mid: int, reason: ReasonCode) -> None:
         """paho's on_publish. Acknowledgements are handled after paho has marked the message
@@ -660,4 +677,5 @@ class Bridge:
             "unrouted_drops": {side: dict(counts) for side, counts in self._unrouted.items()},
             "overlap_duplicates_skipped": self._duplicates,
             "loop_guard": {"bus": self.bus_guard.stats(), "broker": self.mqtt_guard.stats()},
+            "bus_reader": self._reader.status() if self._reader is not None else None,
         }

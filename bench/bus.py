@@ -78,20 +78,20 @@ class CountingSink:
 
 
 def throughput(port: int, backend: int, publishers: int, count: int, size: int,
-               subscribers: int = 1) -> dict[str, float]:
+               subscribers: int = 1, topic: bytes = b"bench/t") -> dict[str, float]:
     """Messages per second the subscribers received in all, and the share lost on the way."""
     context = zmq.Context()
-    sinks = [CountingSink(context, backend, b"bench") for _ in range(subscribers)]
+    sinks = [CountingSink(context, backend, topic) for _ in range(subscribers)]
     expected = publishers * count * subscribers
     warm = context.socket(zmq.PUB)  # every sink must be subscribed before the clock starts
     warm.connect(f"tcp://127.0.0.1:{port}")
     while min(sink.count() for sink in sinks) == 0:
-        warm.send(b"bench/warm-up")
+        warm.send(topic + b"/warm-up")
         time.sleep(0.001)
     warm.close(linger=0)
     time.sleep(0.05)
     base = sum(sink.count() for sink in sinks)
-    procs = [multiprocessing.Process(target=_publisher, args=(port, count, size, b"bench/t"))
+    procs = [multiprocessing.Process(target=_publisher, args=(port, count, size, topic))
              for _ in range(publishers)]
     for proc in procs:
         proc.start()

@@ -136,3 +136,43 @@ async def test_the_service_reads_the_real_bus_through_narrow_subscriptions(
         assert sum("malformed" in r.getMessage() for r in caplog.records
                    if r.levelno == logging.WARNING) == 1
     context.term()
+
+
+async def test_a_multipart_message_is_discarded_whole_counted_and_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Argentic writes one frame per message; a continuation part would otherwise pass as a
+    message of its own, on a topic libzmq never filtered (it matches the first part only)."""
+    config = parse_config({
+        "data_dir": str(tmp_path),
+        "messaging": {"broker_address": "127.0.0.1", "port": free_port(),
+                      "backend_port": free_port()},
+        "bridge": {"enabled": False}, "discovery": {"enabled": False},
+        "certificates": {"enabled": False}, "web": {"enabled": False}})
+    context = zmq.Context()
+    async with Edge(config) as edge:
+        service = edge.services["agents"]
+        assert isinstance(service, AgentsService)
+        endpoint = edge.services["bus"].bus.endpoints.publish  # type: ignore[attr-defined]
+
+        def send() -> None:
+            socket = context.socket(zmq.XPUB)
+            socket.setsockopt(zmq.LINGER, 2000)
+            try:
+                connect_and_wait(socket, endpoint, 5.0)
+                while socket.poll(5000) and socket.recv() != b"\x01_ping/":
+                    pass
+                for index in range(2):
+                    socket.send_multipart([encode_frame(f"_ping/first{index}", message("INFO")),
+                                           encode_frame("_ping/smuggled", message("INFO"))])
+                socket.send(encode_frame("_ping/after", message("INFO")))
+            finally:
+                socket.close()
+
+        await asyncio.get_running_loop().run_in_executor(None, send)
+        await service.wait_until(lambda r: "after" in r.agents, 5.0)
+        status = edge.status()["agents"]
+        assert [a["id"] for a in status["agents"]] == ["after"]
+        assert status["reader"]["multipart"] == 2
+    context.term()
+    assert sum("multipart" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING) == 1

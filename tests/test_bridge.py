@@ -362,3 +362,29 @@ async def test_disabled_bridge_is_not_started() -> None:
         assert "bridge" not in edge.services
         assert edge.status()["bridge"] == {"enabled": False}
 
+
+
+async def test_a_multipart_message_is_discarded_whole_counted_and_logged_once(
+        mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    """Argentic writes one frame per message; libzmq filters on the first part only, so a
+    continuation part must never pass as a message of its own (here, on another topic)."""
+    async with Edge(edge_config(mosquitto.port)) as edge, MqttClient(mosquitto.port) as mqtt:
+        bus = BusClient(edge)
+        try:
+            await mqtt.subscribe("agent/#")
+            await mqtt.subscribe("tools/#")
+            await prove_paths(bus, mqtt, out=("agent/probe", "agent/probe"))
+            for _ in range(2):
+                await bus.pub.send_multipart([b"agent/first " + message(),
+                                              b"tools/smuggled " + message(), b"third"])
+            after = message("AFTER")
+            await bus.send("agent/after", after)
+            got = await mqtt.next()
+            assert (got.topic, got.payload) == ("agent/after", after)
+            assert not await mqtt.quiet()
+            reader = bridge_of(edge).status()["bus_reader"]
+            assert reader["multipart"] == 2
+        finally:
+            bus.close()
+    assert sum("multipart" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING) == 1

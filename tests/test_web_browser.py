@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from argentic_edge.client import publish
 from argentic_edge.web import create_app
 from tests.bridge_support import MqttClient
 from tests.brokers import Mosquitto
+from tests.flood import FLOOD_LIMIT, Flood
 from tests.browser import CHROMIUM, Browser
 from tests.webtools import PASSWORD, SUPERVISOR, config_document, ingress_proxy, running_edge
 
@@ -156,3 +158,30 @@ async def test_remove_from_home_assistant_before_uninstalling(
         async with MqttClient(mosquitto.port) as home_assistant:
             await home_assistant.subscribe("homeassistant/#")
             assert [item.topic for item in await home_assistant.quiet(0.5) if item.retain] == []
+
+
+async def test_the_page_says_when_a_bus_reader_samples_under_load(
+        tmp_path: Path, browser: Browser) -> None:
+    document = config_document(tmp_path)
+    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
+    async with running_edge(tmp_path, document) as edge:
+        await browser.navigate(base)
+        await browser.submit_and_load(
+            f"document.getElementById('password').value = {json.dumps(PASSWORD)};"
+            "document.getElementById('login-form').submit()")
+        await browser.wait_for("document.getElementById('live').classList.contains('on')")
+        endpoint = edge.services["bus"].bus.endpoints.publish  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        flood = await loop.run_in_executor(None, Flood(endpoint, "_ping/flooder").start)
+        try:
+            while flood.running and not edge.status()["agents"]["reader"]["skipped"]:
+                await asyncio.sleep(0.05)
+        finally:
+            sent = await loop.run_in_executor(None, flood.stop)
+        assert sent < FLOOD_LIMIT, "the registry never sampled under the flood"
+        shown = await browser.wait_for(
+            f"{text_of('#agents .body p.bad')}.startsWith('bus reader: sampling under load: ')"
+            f" && {text_of('#agents .body p.bad')}")
+        skipped = re.search(r"sampling under load: ([\d,]+) skipped", shown)
+        assert skipped is not None and int(skipped[1].replace(",", "")) > 0, shown
+        await browser.screenshot(ARTIFACTS / "web-status-sampling.png")

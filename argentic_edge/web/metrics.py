@@ -106,8 +106,32 @@ def _kind_of(name: str) -> str:
     return "counter" if name.endswith("_total") else "gauge"
 
 
+READER_COUNTERS = {
+    "frames": "Bus messages a Python reader handled.",
+    "skipped": "Bus frames a reader read and discarded unhandled after a window over its CPU "
+               "budget.",
+    "saturated_windows": "Windows in which a bus reader ran out of its CPU budget.",
+    "queue_full": "Runs of a full receive queue read back to back (libzmq dropped frames for "
+                  "the reader beyond its queue; it does not count them).",
+    "multipart": "Multipart bus messages discarded whole (Argentic sends one frame).",
+    "errors": "Bus messages whose handling failed.",
+}
+
+
+def _reader(registry: Registry, name: str, reader: Any) -> None:
+    """busreader.BusReader.status() of the reader ``name`` (agents, bridge)."""
+    if not isinstance(reader, Mapping):
+        return
+    for key, help_text in READER_COUNTERS.items():
+        registry.add(f"bus_reader_{key}_total", "counter", help_text, reader.get(key),
+                     {"reader": name})
+
+
 def _bridge(registry: Registry, bridge: Mapping[str, Any]) -> None:
+    _reader(registry, "bridge", bridge.get("bus_reader"))
     for key, value in bridge.items():
+        if key == "bus_reader":
+            continue
         if isinstance(value, Mapping):
             for sub, item in value.items():
                 name = _metric_name(f"bridge_{key}_{sub}")
@@ -159,6 +183,7 @@ def _agents(registry: Registry, agents: Mapping[str, Any]) -> None:
                  agents.get("messages"))
     registry.add("agents_malformed_total", "counter", "Malformed registry messages ignored.",
                  agents.get("malformed"))
+    _reader(registry, "agents", agents.get("reader"))
 
 
 def _web(registry: Registry, web: Mapping[str, Any]) -> None:

@@ -24,6 +24,10 @@
     return [];
   }
 
+  // A bus reader's load line ("sampling under load: N skipped"), when it has one.
+  const readerLoad = (reader) => reader && reader.load
+    ? el("p", {class: "bad", text: `bus reader: ${reader.load}`}) : "";
+
   function renderNode(doc) {
     document.getElementById("node-name").textContent = doc.node.name;
     document.getElementById("uptime").textContent = duration(doc.node.uptime);
@@ -69,7 +73,7 @@
       : duration(bridge.connected_for), buffered: bridge.buffer === undefined ? undefined
       : `${count(buffer.messages)} of ${count(buffer.max_messages)} msgs, ${bytes(buffer.bytes)}`
         + (buffer.dropped_oldest ? `, ${count(buffer.dropped_oldest)} oldest dropped` : "")};
-    body("bridge").replaceChildren(facts(shown), routes.length ? table(
+    body("bridge").replaceChildren(facts(shown), readerLoad(bridge.bus_reader), routes.length ? table(
       ["bus filter", "direction", "qos", "retain", "broker filter", "to MQTT", "from MQTT"],
       routes.map((r) => [r.local, r.direction, String(r.qos), String(r.retain), r.remote,
         traffic(r.out), traffic(r.in)]), "list routes") : "");
@@ -95,7 +99,7 @@
     if (off(agents)) return body("agents").replaceChildren(el("p", {class: "muted", text: "disabled"}));
     const clients = findList(agents, "agents");
     const tools = findList(agents, "tools");
-    body("agents").replaceChildren(
+    body("agents").replaceChildren(readerLoad(agents.reader),
       el("h3", {text: `Agents and clients (${clients.length})`}),
       clients.length ? table(["id", "role", "heartbeats", "last seen"], clients.map((a) =>
         [a.id, a.role, count(a.heartbeats), ago(a.age)]), "list agents")
