@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from argentic_edge.app import Edge
-from argentic_edge.bridge_routes import RouteTable
+from argentic_edge.bridge.routes import RouteTable
 from argentic_edge.config import EdgeConfig, parse_config
 from bench.bridge import measure, worker
 from bench.common import Table, median, ratio, write_json

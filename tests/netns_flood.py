@@ -20,8 +20,8 @@ import zmq
 from zeroconf import IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
-from argentic_edge.discovery import SERVICE_TYPE
-from argentic_edge.federation import node_id
+from argentic_edge.bus.federated import node_id
+from argentic_edge.discovery.mdns import SERVICE_TYPE
 
 
 def good_txt() -> dict[str, str | bytes]:

@@ -23,7 +23,7 @@ import sys
 from zeroconf import IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
-from argentic_edge.discovery import SERVICE_TYPE
+from argentic_edge.discovery.mdns import SERVICE_TYPE
 
 
 def report(document: dict[str, object]) -> None:

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from argentic_edge import homeassistant as ha
+import argentic_edge.homeassistant.supervisor as ha
 from tests.brokers import Mosquitto, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from argentic_edge.agents import AgentRegistry, AgentsService, Malformed
 from argentic_edge.app import Edge
-from argentic_edge.client import connect_and_wait
+from argentic_edge.client.bus import connect_and_wait
 from argentic_edge.config import parse_config
+from argentic_edge.inspector.agents import AgentRegistry, AgentsService, Malformed
 from argentic_edge.topics import encode_frame
 from tests.brokers import free_port
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from argentic_edge.app import Edge
+from argentic_edge.bridge.mqtt import BridgeError, tls_context
 from argentic_edge.config import TlsParams
-from argentic_edge.mqtt_link import BridgeError, tls_context
 from tests.bridge_support import (
     BusClient,
     MqttClient,

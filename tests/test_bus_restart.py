@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import zmq
 
+from argentic_edge.bus.proxy import Bus
 from argentic_edge.config import BusConfig
-from argentic_edge.proxy import Bus
 from tests.brokers import free_port
 
 

@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.netns,
 MAX_PEERS = 8
 FIND_EDGE = """
 import json, zmq
-from argentic_edge.client import Subscriber, publish
-from argentic_edge.discover import find_edge
+from argentic_edge.client.bus import Subscriber, publish
+from argentic_edge.client.discover import find_edge
 from argentic_edge.topics import TopicFilter
 edge = find_edge(timeout=5)
 context = zmq.Context()

@@ -28,7 +28,7 @@ import pytest
 import yaml
 import zmq
 
-from argentic_edge.federation import node_id
+from argentic_edge.bus.federated import node_id
 from tests.netns import Lan, Lines, Namespace, Node, netns_unavailable
 
 UNAVAILABLE = netns_unavailable()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from argentic_edge.federation import TRUST_FILE, load_or_create_keys
+from argentic_edge.bus.federated import TRUST_FILE, load_or_create_keys
 from tests.brokers import free_port
 from tests.netns import Lan, Lines, Namespace, Node, netns_unavailable
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import zmq
 
 from argentic_edge.app import Edge
-from argentic_edge.client import Subscriber
+from argentic_edge.client.bus import Subscriber
 from argentic_edge.config import parse_config
 from argentic_edge.topics import TopicFilter
 from tests.conftest import free_bus_config

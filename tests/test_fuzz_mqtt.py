@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from argentic_edge.app import Edge
-from argentic_edge.bridge import presence_topic
+from argentic_edge.bridge.service import presence_topic
 from argentic_edge.config import ConfigError, parse_config
 from tests.bridge_support import (
     BusClient,

@@ -1,13 +1,13 @@
 """The running appliance's certificate work, done in a short-lived child process.
 
-:mod:`argentic_edge.cert_files` says why: the child imports cryptography, the appliance does not.
+:mod:`argentic_edge.certs.files` says why: the child imports cryptography, the appliance does not.
 The parent (:func:`refresh`) writes one JSON request to the child's stdin: the files' settings,
 the warnings already given and the log level. The child makes the files ready
 (:meth:`CertStore.ensure`), describes them (:meth:`CertStore.status`) and answers with one JSON
 object on stdout: the certificates or the error, and the log records it made, which the parent
 logs under their own logger names, so a user reads one log in one place.
 
-Run as ``python -m argentic_edge.cert_worker``; nothing else is meant to start it.
+Run as ``python -m argentic_edge.certs.worker``; nothing else is meant to start it.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from argentic_edge.cert_files import CertError, CertFiles, CertInfo
+from argentic_edge.certs.files import CertError, CertFiles, CertInfo
 
 log = logging.getLogger(__name__)
 
 TIMEOUT = 120.0  # key generation is quick; an fsync on a worn SD card may not be
-PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 async def refresh(files: CertFiles, warned: set[str], timeout: float = TIMEOUT) -> list[CertInfo]:
@@ -36,7 +36,7 @@ async def refresh(files: CertFiles, warned: set[str], timeout: float = TIMEOUT) 
     request = json.dumps({
         "files": files.settings(),
         "warned": sorted(warned),
-        "level": logging.getLogger("argentic_edge.certs").getEffectiveLevel(),
+        "level": logging.getLogger("argentic_edge.certs.issuing").getEffectiveLevel(),
     }).encode()
     path = os.pathsep.join(filter(None, (PACKAGE_ROOT, os.environ.get("PYTHONPATH"))))
     process = await asyncio.create_subprocess_exec(
@@ -81,7 +81,7 @@ class _Records(logging.Handler):
 
 def work(request: dict[str, Any]) -> dict[str, Any]:
     """The child's whole job, apart from reading and writing JSON."""
-    from argentic_edge.certs import CertStore
+    from argentic_edge.certs.issuing import CertStore
 
     records = _Records()
     package = logging.getLogger("argentic_edge")

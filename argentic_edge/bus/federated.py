@@ -35,12 +35,19 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message, recv_monitor_message
 
+from argentic_edge.bus.proxy import (
+    BusEndpoints,
+    BusError,
+    ProxyStats,
+    ProxyThread,
+    apply_socket_options,
+    bind_or_explain,
+    connect_host,
+    probe_proxy,
+    tcp_endpoint,
+)
 from argentic_edge.config import Z85_KEY_PATTERN, BusConfig, FederationConfig, Secret
-from argentic_edge.datadir import describe_os_error
-from argentic_edge.fsutil import atomic_write
-from argentic_edge.proxy import (BusEndpoints, BusError, ProxyStats, ProxyThread,
-                                 apply_socket_options, bind_or_explain, connect_host,
-                                 probe_proxy, tcp_endpoint)
+from argentic_edge.storage import atomic_write, describe_os_error
 
 log = logging.getLogger(__name__)
 

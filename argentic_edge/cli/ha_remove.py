@@ -25,7 +25,7 @@ class OwnConnection:
     """A one-off MQTT 3.1.1 connection with the face ``remove_from_home_assistant`` expects."""
 
     def __init__(self, config: EdgeConfig) -> None:
-        from argentic_edge.mqtt_link import MqttLink
+        from argentic_edge.bridge.mqtt import MqttLink
 
         self._acks: dict[int, asyncio.Future[None]] = {}
         self.link = MqttLink(config.bridge.mqtt, f"{config.mqtt_client_id}-remove", mqtt5=False,
@@ -46,7 +46,7 @@ class OwnConnection:
             future.set_result(None)
 
     def _lost(self, reason: str) -> None:
-        from argentic_edge.mqtt_link import BridgeError
+        from argentic_edge.bridge.mqtt import BridgeError
 
         for future in self._acks.values():
             if not future.done():
@@ -60,8 +60,8 @@ class OwnConnection:
 
 async def _addon_config() -> EdgeConfig:
     """The add-on's configuration with the Supervisor's broker, as ``run --addon`` builds it."""
-    from argentic_edge.addon import AddonPaths, AddonRuntime
-    from argentic_edge.homeassistant import AddonError, SupervisorClient
+    from argentic_edge.homeassistant.runtime import AddonPaths, AddonRuntime
+    from argentic_edge.homeassistant.supervisor import AddonError, SupervisorClient
 
     async with SupervisorClient() as supervisor:
         runtime = AddonRuntime(AddonPaths.from_env(), supervisor)
@@ -76,8 +76,8 @@ async def _addon_config() -> EdgeConfig:
 
 
 async def remove(config: EdgeConfig) -> int:
-    from argentic_edge.ha_discovery import remove_from_home_assistant
-    from argentic_edge.mqtt_link import BridgeError
+    from argentic_edge.bridge.mqtt import BridgeError
+    from argentic_edge.homeassistant.discovery import remove_from_home_assistant
 
     if config.bridge.mqtt.broker_address is None:
         raise BridgeError("bridge.mqtt.broker_address is not set: no broker to remove from")
@@ -87,7 +87,7 @@ async def remove(config: EdgeConfig) -> int:
 
 
 def cmd_ha_remove(args: argparse.Namespace) -> int:
-    from argentic_edge.mqtt_link import BridgeError
+    from argentic_edge.bridge.mqtt import BridgeError
 
     async def main() -> int:
         config = await _addon_config() if args.addon else load_config(args.config)

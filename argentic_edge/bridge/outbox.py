@@ -11,7 +11,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
-from argentic_edge.bridge_routes import Counters
+from argentic_edge.bridge.routes import Counters
 
 
 @dataclass(slots=True, eq=False)

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from argentic_edge.cert_files import CertError, CertInfo
+from argentic_edge.certs.files import CertError, CertInfo
 from argentic_edge.config import default_data_dir, default_node_name
 
 if TYPE_CHECKING:  # cryptography loads when a certs command runs, not for every command
-    from argentic_edge.certs import CertStore
+    from argentic_edge.certs.issuing import CertStore
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -58,7 +58,7 @@ def _handler(run: Callable[[CertStore, argparse.Namespace], int]) -> Callable[[a
     """Build the store from the common options; a CertError or OSError becomes exit code 1."""
 
     def handle(args: argparse.Namespace) -> int:
-        from argentic_edge.certs import CertStore
+        from argentic_edge.certs.issuing import CertStore
 
         try:
             store = CertStore(

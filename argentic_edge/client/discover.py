@@ -1,6 +1,6 @@
 """For agents: find an argentic-edge appliance on the LAN and get a messaging config for it.
 
-    from argentic_edge.discover import find_edge
+    from argentic_edge.client.discover import find_edge
 
     edge = find_edge(timeout=3)
     if edge is not None:
@@ -17,8 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from argentic_edge.discovery import Browser, Peer, PeerTable, local_addresses, zeroconf_for
-from argentic_edge.proxy import tcp_endpoint
+from argentic_edge.bus.proxy import tcp_endpoint
+from argentic_edge.discovery.mdns import (
+    Browser,
+    Peer,
+    PeerTable,
+    local_addresses,
+    zeroconf_for,
+)
 
 
 @dataclass(frozen=True)

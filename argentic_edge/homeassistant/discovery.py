@@ -15,7 +15,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from argentic_edge import __version__
-from argentic_edge.homeassistant import discovery_messages, removal_messages, state_payload
+from argentic_edge.homeassistant.supervisor import (
+    discovery_messages,
+    removal_messages,
+    state_payload,
+)
 
 if TYPE_CHECKING:
     from argentic_edge.app import Edge

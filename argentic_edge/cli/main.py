@@ -21,13 +21,23 @@ from typing import Any
 import yaml
 import zmq
 
-from argentic_edge import __version__, certs_cli, discovery_cli, ha_remove_cli
+import argentic_edge.cli.certs as certs_cli
+import argentic_edge.cli.ha_remove as ha_remove_cli
+import argentic_edge.cli.peers as discovery_cli
+from argentic_edge import __version__
 from argentic_edge.app import ServiceError
-from argentic_edge.homeassistant import AddonError
-from argentic_edge.client import BusUnreachable, Subscriber, publish
-from argentic_edge.config import SAVED_CONFIG_NAME, ConfigError, EdgeConfig, default_data_dir, \
-    dump_yaml, file_problems, load_config
-from argentic_edge.proxy import Bus, BusError, connect_host, tcp_endpoint
+from argentic_edge.bus.proxy import Bus, BusError, connect_host, tcp_endpoint
+from argentic_edge.client.bus import BusUnreachable, Subscriber, publish
+from argentic_edge.config import (
+    SAVED_CONFIG_NAME,
+    ConfigError,
+    EdgeConfig,
+    default_data_dir,
+    dump_yaml,
+    file_problems,
+    load_config,
+)
+from argentic_edge.homeassistant.supervisor import AddonError
 from argentic_edge.topics import TopicError, TopicFilter
 
 log = logging.getLogger("argentic_edge")
@@ -69,7 +79,7 @@ def _stop_on_signals() -> asyncio.Event:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.addon:
-        from argentic_edge.addon import run_addon
+        from argentic_edge.homeassistant.runtime import run_addon
 
         async def addon() -> None:
             await run_addon(_stop_on_signals())
@@ -192,7 +202,7 @@ def _render(topic: str, payload: bytes, args: argparse.Namespace) -> str:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run bench/ from the source checkout this package was installed from."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / "bench" / "__main__.py").is_file():
         return _fail("the benchmarks ship with the source checkout (bench/ beside argentic_edge/); "
                      "run this from a clone installed with scripts/setup")

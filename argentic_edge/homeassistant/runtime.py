@@ -21,10 +21,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from argentic_edge.config import ConfigError, EdgeConfig, Problem, parse_config, read_yaml
-from argentic_edge.homeassistant import (
-    EXTRA_CONFIG_PATH, HEALTHZ_URL_PATH, OPTIONS_PATH, AddonError, SupervisorClient, SupervisorError,
-    apply_supervisor_mqtt, merge_config, options_to_config, read_options, shadowed_keys,
+from argentic_edge.config import (
+    ConfigError,
+    EdgeConfig,
+    Problem,
+    parse_config,
+    read_yaml,
+)
+from argentic_edge.homeassistant.supervisor import (
+    EXTRA_CONFIG_PATH,
+    HEALTHZ_URL_PATH,
+    OPTIONS_PATH,
+    AddonError,
+    SupervisorClient,
+    SupervisorError,
+    apply_supervisor_mqtt,
+    merge_config,
+    options_to_config,
+    read_options,
+    shadowed_keys,
     write_healthz_url,
 )
 

@@ -21,8 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-
-from argentic_edge.fsutil import atomic_write
+from argentic_edge.storage import atomic_write
 
 if TYPE_CHECKING:  # aiohttp loads only when the Supervisor is asked something
     import aiohttp

@@ -31,12 +31,17 @@ import zmq
 import zmq.asyncio
 from paho.mqtt.reasoncodes import ReasonCode
 
-from argentic_edge.bridge_buffer import Outbox, Outgoing
-from argentic_edge.bridge_routes import Counters, InDelivery, RouteTable, mqtt_topic_problem
+from argentic_edge.bridge.loopguard import LoopGuard
+from argentic_edge.bridge.mqtt import BridgeError, ConnectError, MqttLink, Session
+from argentic_edge.bridge.outbox import Outbox, Outgoing
+from argentic_edge.bridge.routes import (
+    Counters,
+    InDelivery,
+    RouteTable,
+    mqtt_topic_problem,
+)
+from argentic_edge.bus.proxy import BusEndpoints, apply_socket_options
 from argentic_edge.config import EdgeConfig
-from argentic_edge.loopguard import LoopGuard
-from argentic_edge.mqtt_link import BridgeError, ConnectError, MqttLink, Session
-from argentic_edge.proxy import BusEndpoints, apply_socket_options
 
 if TYPE_CHECKING:
     from argentic_edge.app import Edge

@@ -12,13 +12,13 @@ Two kinds of files, two policies:
 - Disposable: the server certificate and key the local CA issued. Missing, damaged, mismatched,
   expired, due for renewal or not covering this node's names, they are simply issued again.
 
-Every file is written with :func:`argentic_edge.fsutil.atomic_write` (keys 0600, certificates
+Every file is written with :func:`argentic_edge.storage.atomic_write` (keys 0600, certificates
 0644), so a reader sees the old file or the new one, never half of either. A new server key is
 written before its certificate; a crash in between leaves a key/certificate mismatch, which the
 next :meth:`CertStore.ensure` repairs by issuing again.
 
 The running appliance does not import this module: its certificate service runs it in a child
-process (:mod:`argentic_edge.cert_worker`); :mod:`argentic_edge.cert_files` says why.
+process (:mod:`argentic_edge.certs.worker`); :mod:`argentic_edge.certs.files` says why.
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from argentic_edge.cert_files import CertError, CertFiles, CertInfo, utcnow
-from argentic_edge.datadir import describe_os_error
-from argentic_edge.fsutil import atomic_write
+from argentic_edge.certs.files import CertError, CertFiles, CertInfo, utcnow
+from argentic_edge.storage import atomic_write, describe_os_error
 
 log = logging.getLogger(__name__)
 

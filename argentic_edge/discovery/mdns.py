@@ -24,14 +24,25 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import ifaddr
-from zeroconf import (DNSOutgoing, DNSQuestion, DNSQuestionType, InterfaceChoice,
-                      InterfacesType, IPVersion, NonUniqueNameException, RecordUpdate,
-                      RecordUpdateListener, ServiceInfo, ServiceNameAlreadyRegistered,
-                      ServiceStateChange, Zeroconf)
+from zeroconf import (
+    DNSOutgoing,
+    DNSQuestion,
+    DNSQuestionType,
+    InterfaceChoice,
+    InterfacesType,
+    IPVersion,
+    NonUniqueNameException,
+    RecordUpdate,
+    RecordUpdateListener,
+    ServiceInfo,
+    ServiceNameAlreadyRegistered,
+    ServiceStateChange,
+    Zeroconf,
+)
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from argentic_edge.bus.federated import is_curve_key, is_node_id, node_id
 from argentic_edge.config import ConfigError, Problem
-from argentic_edge.federation import is_curve_key, is_node_id, node_id
 
 log = logging.getLogger(__name__)
 

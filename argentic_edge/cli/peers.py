@@ -18,7 +18,7 @@ from argentic_edge.config import ConfigError, load_config
 
 async def browse(timeout: float, interfaces: tuple[str, ...]) -> dict[str, Any]:
     """Everything that answered within ``timeout`` seconds, with the ignored-record counters."""
-    from argentic_edge.discovery import Browser, PeerTable, zeroconf_for
+    from argentic_edge.discovery.mdns import Browser, PeerTable, zeroconf_for
 
     azc = zeroconf_for(interfaces)
     table = PeerTable(max_peers=1024)

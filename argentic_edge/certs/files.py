@@ -1,11 +1,11 @@
 """Where one node's certificate files live, the rules they are issued by, and what the running
 appliance knows of them: all without the cryptography library.
 
-Why apart from :mod:`argentic_edge.certs`: once imported, cryptography stays resident at about
+Why apart from :mod:`argentic_edge.certs.issuing`: once imported, cryptography stays resident at about
 12 MiB, a fifth of the appliance's memory budget on a Raspberry Pi, yet the running appliance
 needs it for a fraction of a second an hour. The long-running process holds this module (paths,
 TLS contexts, the facts the status page shows); issuing and checking run in a short-lived child
-(:mod:`argentic_edge.cert_worker`) that imports cryptography and exits. As a side effect the CA's
+(:mod:`argentic_edge.certs.worker`) that imports cryptography and exits. As a side effect the CA's
 private key is never loaded into the process that faces the network.
 """
 

@@ -10,8 +10,8 @@ Errors never stop the service: the current certificate stays in use, the error i
 (again only when it changes), counted, shown in :meth:`CertManager.status`, and the next check
 comes sooner (``ERROR_RETRY`` seconds) so a fixed clock or a remounted disk is noticed quickly.
 
-The checks themselves run in a child process (:mod:`argentic_edge.cert_worker`), so this
-long-running service never imports cryptography (:mod:`argentic_edge.cert_files` says why).
+The checks themselves run in a child process (:mod:`argentic_edge.certs.worker`), so this
+long-running service never imports cryptography (:mod:`argentic_edge.certs.files` says why).
 """
 
 from __future__ import annotations
@@ -24,9 +24,15 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from argentic_edge import cert_worker
-from argentic_edge.cert_files import CertError, CertFiles, CertInfo, load_server_chain, \
-    server_ssl_context, utcnow
+import argentic_edge.certs.worker as cert_worker
+from argentic_edge.certs.files import (
+    CertError,
+    CertFiles,
+    CertInfo,
+    load_server_chain,
+    server_ssl_context,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,30 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from argentic_edge import __version__
-from argentic_edge.discovery import (Advertiser, Browser, LocalAddress, Peer, PeerState,
-                                     PeerTable, Record, link_address, local_addresses,
-                                     zeroconf_for)
-from argentic_edge.federation import (DENY_ALL, RETRY_FIRST, RETRY_MAX, CurveKeys, FederatedBus,
-                                      FederationError, LinkTarget, TrustStore,
-                                      load_or_create_keys)
-from argentic_edge.proxy import tcp_endpoint
+from argentic_edge.bus.federated import (
+    DENY_ALL,
+    RETRY_FIRST,
+    RETRY_MAX,
+    CurveKeys,
+    FederatedBus,
+    FederationError,
+    LinkTarget,
+    TrustStore,
+    load_or_create_keys,
+)
+from argentic_edge.bus.proxy import tcp_endpoint
+from argentic_edge.discovery.mdns import (
+    Advertiser,
+    Browser,
+    LocalAddress,
+    Peer,
+    PeerState,
+    PeerTable,
+    Record,
+    link_address,
+    local_addresses,
+    zeroconf_for,
+)
 
 if TYPE_CHECKING:
     from argentic_edge.app import Edge
