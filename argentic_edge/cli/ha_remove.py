@@ -60,8 +60,9 @@ class OwnConnection:
 
 async def _addon_config() -> EdgeConfig:
     """The add-on's configuration with the Supervisor's broker, as ``run --addon`` builds it."""
+    from argentic_edge.homeassistant.options import AddonError
     from argentic_edge.homeassistant.runtime import AddonPaths, AddonRuntime
-    from argentic_edge.homeassistant.supervisor import AddonError, SupervisorClient
+    from argentic_edge.homeassistant.supervisor import SupervisorClient
 
     async with SupervisorClient() as supervisor:
         runtime = AddonRuntime(AddonPaths.from_env(), supervisor)

@@ -37,7 +37,7 @@ from argentic_edge.config import (
     file_problems,
     load_config,
 )
-from argentic_edge.homeassistant.supervisor import AddonError
+from argentic_edge.homeassistant.options import AddonError
 from argentic_edge.topics import TopicError, TopicFilter
 
 log = logging.getLogger("argentic_edge")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from argentic_edge import __version__
-from argentic_edge.homeassistant.supervisor import (
+from argentic_edge.homeassistant.entities import (
     discovery_messages,
     removal_messages,
     state_payload,

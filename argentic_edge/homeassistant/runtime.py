@@ -28,18 +28,20 @@ from argentic_edge.config import (
     parse_config,
     read_yaml,
 )
-from argentic_edge.homeassistant.supervisor import (
+from argentic_edge.homeassistant.options import (
     EXTRA_CONFIG_PATH,
-    HEALTHZ_URL_PATH,
     OPTIONS_PATH,
     AddonError,
-    SupervisorClient,
-    SupervisorError,
     apply_supervisor_mqtt,
     merge_config,
     options_to_config,
     read_options,
     shadowed_keys,
+)
+from argentic_edge.homeassistant.supervisor import (
+    HEALTHZ_URL_PATH,
+    SupervisorClient,
+    SupervisorError,
     write_healthz_url,
 )
 
