@@ -10,14 +10,7 @@ import pytest
 import yaml
 
 from argentic_edge.config import (
-    MASK,
-    ConfigError,
-    EdgeConfig,
-    Secret,
-    dump_yaml,
-    file_problems,
-    load_config,
-    parse_config,
+    MASK, ConfigError, EdgeConfig, Secret, dump_yaml, file_problems, load_config, parse_config,
     to_dict,
 )
 from tests.conftest import REPO_ROOT
