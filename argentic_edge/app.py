@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class ServiceError(Exception):
-    """A service cannot start as configured; the message names the key to change."""
-
-
 class Service(Protocol):
     """What the composition root needs from a service."""
 

@@ -31,6 +31,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from argentic_edge.errors import EdgeError
 from argentic_edge.config import MqttConfig, TlsParams
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ _TLS_VERSIONS = {
 }
 
 
-class BridgeError(Exception):
+class BridgeError(EdgeError):
     """Something the bridge cannot do as configured, said so a user can act on it."""
 
 

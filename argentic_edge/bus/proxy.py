@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from argentic_edge.errors import EdgeError
 from argentic_edge.config import BusConfig
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 _instance_ids = itertools.count(1)
 
 
-class BusError(Exception):
+class BusError(EdgeError):
     """The bus cannot run as configured (a taken port, an unusable address)."""
 
 

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from argentic_edge.errors import EdgeError
+
 MAX_VALIDITY_DAYS = 397  # what browsers and Apple clients accept for a TLS server certificate
 
 
-class CertError(Exception):
+class CertError(EdgeError):
     """A certificate problem a user can act on; the message names the file and what is wrong."""
 
 

@@ -25,9 +25,9 @@ import argentic_edge.cli.certs as certs_cli
 import argentic_edge.cli.ha_remove as ha_remove_cli
 import argentic_edge.cli.peers as discovery_cli
 from argentic_edge import __version__
-from argentic_edge.app import ServiceError
-from argentic_edge.bus.proxy import Bus, BusError, connect_host, tcp_endpoint
-from argentic_edge.client.bus import BusUnreachable, Subscriber, publish
+from argentic_edge.bus.proxy import Bus, connect_host, tcp_endpoint
+from argentic_edge.client.bus import Subscriber, publish
+from argentic_edge.errors import EdgeError
 from argentic_edge.config import (
     SAVED_CONFIG_NAME,
     ConfigError,
@@ -37,8 +37,7 @@ from argentic_edge.config import (
     file_problems,
     load_config,
 )
-from argentic_edge.homeassistant.options import AddonError
-from argentic_edge.topics import TopicError, TopicFilter
+from argentic_edge.topics import TopicFilter
 
 log = logging.getLogger("argentic_edge")
 
@@ -294,9 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(level)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        return _fail(str(exc))
-    except (BusError, BusUnreachable, TopicError, ServiceError, AddonError) as exc:
+    except EdgeError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from argentic_edge.errors import EdgeError
 from argentic_edge.topics import FrameError, TopicFilter, decode_frame, encode_frame, \
     validate_topic_name
 
 log = logging.getLogger(__name__)
 
 
-class BusUnreachable(Exception):
+class BusUnreachable(EdgeError):
     """No proxy accepted our connection in time."""
 
 

@@ -41,6 +41,7 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from argentic_edge.errors import EdgeError
 from argentic_edge.bus.federated import is_curve_key, is_node_id, node_id
 from argentic_edge.config import ConfigError, Problem
 
@@ -67,7 +68,7 @@ _DNS_CLASS_IN = 1
 PeerState = Literal["discovered", "trusted", "linked", "lost"]
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(EdgeError):
     """Advertising failed at runtime (no free name): logged by the service, never fatal."""
 
 

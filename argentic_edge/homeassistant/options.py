@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from argentic_edge.errors import EdgeError
+
 OPTIONS_PATH = Path("/data/options.json")
 # The add-on's own folder (map: addon_config): the advanced layer on top of the options.
 EXTRA_CONFIG_PATH = Path("/config/argentic-edge.yaml")
@@ -22,7 +24,7 @@ DATA_DIR = "/data"
 SSL_DIR = PurePosixPath("/ssl")
 
 
-class AddonError(Exception):
+class AddonError(EdgeError):
     """The add-on's environment is not usable as it is: bad options, Supervisor refusing us."""
 
 
