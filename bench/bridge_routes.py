@@ -32,7 +32,7 @@ from argentic_edge.bridge.routes import RouteTable
 from argentic_edge.config import EdgeConfig, parse_config
 from bench.bridge import measure, worker
 from bench.common import Table, median, ratio, write_json
-from tests.brokers import Mosquitto, free_port
+from tests.support.brokers import Mosquitto, free_port
 
 SIZES = (1, 100, 1000)  # routes in all; the baseline has one route each way
 

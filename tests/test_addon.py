@@ -27,7 +27,7 @@ from aiohttp import web
 from argentic_edge.homeassistant import entities
 from argentic_edge.homeassistant import options as addon_options
 from argentic_edge.homeassistant import supervisor as supervisor_api
-from tests.brokers import Mosquitto, free_port, wait_for_port
+from tests.support.brokers import Mosquitto, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = yaml.safe_load((ROOT / "config.yaml").read_text())

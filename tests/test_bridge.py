@@ -17,7 +17,7 @@ import yaml
 
 from argentic_edge.app import Edge
 from argentic_edge.bridge.service import presence_topic
-from tests.bridge_support import (
+from tests.support.bridge import (
     BusClient,
     Mqtt311Only,
     MqttClient,
@@ -28,7 +28,7 @@ from tests.bridge_support import (
     prove_paths,
     wait_until,
 )
-from tests.brokers import Mosquitto, free_port
+from tests.support.brokers import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

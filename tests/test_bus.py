@@ -17,8 +17,8 @@ import zmq.asyncio
 from argentic_edge.app import Edge
 from argentic_edge.bus.proxy import Bus, BusError, ProxyThread
 from argentic_edge.config import BusConfig, parse_config
-from tests.brokers import free_port
-from tests.conftest import free_bus_config
+from tests.support.brokers import free_port
+from tests.support.config import free_bus_config
 
 
 def argentic_message(kind: str, **fields: object) -> str:

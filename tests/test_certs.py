@@ -34,7 +34,7 @@ import argentic_edge.cli.certs as certs_cli
 from argentic_edge.certs.files import CertError, server_ssl_context, utcnow
 from argentic_edge.certs.issuing import CertStore, make_ca, make_leaf
 from argentic_edge.certs.service import CertManager, ExpiryWarnings
-from tests.brokers import Mosquitto
+from tests.support.brokers import Mosquitto
 
 NODE = "testnode"
 TIMEOUT = 15

@@ -31,7 +31,7 @@ from argentic_edge.discovery.mdns import (
     parse_record,
     peer_from_info,
 )
-from tests.netns import ROOT
+from tests.support.netns import ROOT
 
 NAME = f"kitchen.{SERVICE_TYPE}"
 

@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from argentic_edge.bus.federated import TRUST_FILE
 from argentic_edge.config import load_config
 from argentic_edge.storage import sweep_stale_temp_files
-from tests.appliance import ROOT
-from tests.appliance_proc import Appliance, appliance_document
-from tests.brokers import free_port
+from tests.support.appliance import ROOT
+from tests.support.appliance_proc import Appliance, appliance_document
+from tests.support.brokers import free_port
 
 KILLS = 4
 TEMP_SUFFIX = ".tmp"  # storage.atomic_write's temporary files: .<name>.<random>.tmp

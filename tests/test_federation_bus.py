@@ -20,7 +20,7 @@ from argentic_edge.app import Edge, federation_wanted
 from argentic_edge.bus.federated import DENY_ALL, FederatedBus, KeyPolicy, LinkTarget
 from argentic_edge.bus.proxy import Bus, BusError
 from argentic_edge.config import BusConfig, FederationConfig, parse_config
-from tests.brokers import free_port
+from tests.support.brokers import free_port
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from argentic_edge.client.bus import publish
 from argentic_edge.config import MASK, parse_config, to_dict
 from argentic_edge.web import WebError, create_app
 from argentic_edge.web.openapi import document as openapi_document
-from tests.brokers import free_port
-from tests.webtools import (
+from tests.support.brokers import free_port
+from tests.support.web import (
     MQTT_PASSWORD,
     PASSWORD,
     SECRETS,

@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestServer
 
 from argentic_edge.client.bus import publish
 from argentic_edge.web import create_app
-from tests.bridge_support import MqttClient
-from tests.brokers import Mosquitto
-from tests.browser import CHROMIUM, Browser
-from tests.webtools import (
+from tests.support.bridge import MqttClient
+from tests.support.brokers import Mosquitto
+from tests.support.browser import CHROMIUM, Browser
+from tests.support.web import (
     PASSWORD,
     SUPERVISOR,
     config_document,

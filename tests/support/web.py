@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from argentic_edge.app import Edge
 from argentic_edge.config import load_config
 from argentic_edge.web import create_app
-from tests.brokers import free_port
+from tests.support.brokers import free_port
 
 PASSWORD = "correct horse battery staple"
 TOKEN = "tok-4f9a1c2e7b"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUBNET = "10.77.0"
 
 
@@ -154,7 +154,7 @@ class Lan:
 
 
 class Node:
-    """One appliance in a namespace, run by tests/netns_node.py: a real Edge, with a JSON-lines
+    """One appliance in a namespace, run by tests/support/netns_node.py: a real Edge, with a JSON-lines
     control channel on stdin/stdout (status, approve, forget, wait_peer)."""
 
     def __init__(self, ns: Namespace, config: Path, data_dir: Path, log: Path) -> None:
@@ -170,7 +170,7 @@ class Node:
     def start(self, timeout: float = 20.0) -> Node:
         self.started_at = time.monotonic()
         self.process = self.ns.popen(
-            self.ns.python("-m", "tests.netns_node", str(self.config)),
+            self.ns.python("-m", "tests.support.netns_node", str(self.config)),
             env={"ARGENTIC_EDGE_DATA_DIR": str(self.data_dir)},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("ab"))
         assert self.process.stdout is not None

@@ -26,7 +26,7 @@ import zmq.asyncio
 from argentic_edge.app import Edge
 from argentic_edge.config import EdgeConfig, parse_config
 from argentic_edge.topics import TopicFilter
-from tests.brokers import free_port
+from tests.support.brokers import free_port
 
 PROBE = b'{"type":"probe"'  # payloads starting so are path probes, skipped by every collector
 

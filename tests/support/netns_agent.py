@@ -1,6 +1,6 @@
 """A bus client for netns tests: publishes numbered messages and counts what it receives.
 
-    python -m tests.netns_agent --publish EP --subscribe EP --origin A --expect A,B --count N
+    python -m tests.support.netns_agent --publish EP --subscribe EP --origin A --expect A,B --count N
 
 1. Subscribes to ``data/`` first and ``warm/`` second, then publishes ``warm/<origin>`` every
    50 ms. Because subscriptions travel in order, a warm message from X proves that X's data

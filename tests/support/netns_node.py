@@ -1,6 +1,6 @@
 """Runs one real appliance (Edge) and answers JSON-lines commands on stdin, for netns tests.
 
-    python -m tests.netns_node CONFIG
+    python -m tests.support.netns_node CONFIG
 
 Prints {"ready": true, ...} once every service is up, then one reply line per command:
   {"op": "status"}                                   → Edge.status()

@@ -1,6 +1,6 @@
 """A hostile mDNS neighbour for netns tests: a raw zeroconf that advertises junk.
 
-    python -m tests.netns_flood ADDRESS --valid K
+    python -m tests.support.netns_flood ADDRESS --valid K
 
 Registers, as ``_argentic._tcp`` services on ADDRESS: records with malformed TXT, records with
 absurd ports, and K well-formed fake appliances (each with its own key pair, so each is a

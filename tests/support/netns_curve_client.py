@@ -1,6 +1,6 @@
 """A stranger on the LAN: connects to an export port with a fresh CURVE key pair.
 
-    python -m tests.netns_curve_client ENDPOINT SERVER_KEY
+    python -m tests.support.netns_curve_client ENDPOINT SERVER_KEY
 
 Prints {"handshake": "succeeded" | "refused" | "timeout", "received": N}: the handshake
 outcome libzmq's monitor reports, and how many messages arrived in the second after it.

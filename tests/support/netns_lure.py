@@ -1,7 +1,7 @@
 """A hostile neighbour for the federation netns tests: advertises the records it is given and
 reports every TCP connection made to the ports it listens on.
 
-    python -m tests.netns_lure --interface ADDRESS --records JSON [--listen HOST:PORT ...]
+    python -m tests.support.netns_lure --interface ADDRESS --records JSON [--listen HOST:PORT ...]
                                [--hold HOST:PORT ...]
 
 JSON is a list of {"name": instance name, "txt": {...}, "addresses": [...]}: any TXT, any

@@ -3,7 +3,7 @@ process a test can SIGKILL, restart and measure from /proc (RSS, threads, file d
 
 Fault tests need a process of its own: a SIGKILL must hit the appliance, not pytest, and memory
 or descriptor growth is only visible from outside. The web API (Bearer token) is the window in.
-(tests/appliance.py runs any ``argentic-edge`` command and keeps its output for the security
+(tests/support/appliance.py runs any ``argentic-edge`` command and keeps its output for the security
 tests, which read it; this one manages a configured ``run`` through its API.)
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from tests.appliance import command, environment
-from tests.brokers import free_port
+from tests.support.appliance import command, environment
+from tests.support.brokers import free_port
 
 _UNVERIFIED = ssl._create_unverified_context()  # the appliance's own CA; not what is tested here
 TOKEN = "fault-token-5d1e"

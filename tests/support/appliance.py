@@ -18,9 +18,9 @@ from typing import Any, Self
 
 import yaml
 
-from tests.brokers import wait_for_port
+from tests.support.brokers import wait_for_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def command(*args: str) -> list[str]:
