@@ -2,6 +2,6 @@
 
 import sys
 
-from argentic_edge.cli import main
+from argentic_edge.cli.main import main
 
 sys.exit(main())

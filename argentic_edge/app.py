@@ -18,18 +18,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import zmq
 
 from argentic_edge import __version__
+from argentic_edge.bus.proxy import Bus
 from argentic_edge.config import EdgeConfig
-from argentic_edge.datadir import sweep_stale_temp_files
-from argentic_edge.proxy import Bus
+from argentic_edge.storage import sweep_stale_temp_files
 
 if TYPE_CHECKING:
-    from argentic_edge.federation import FederatedBus
+    from argentic_edge.bus.federated import FederatedBus
 
 log = logging.getLogger(__name__)
-
-
-class ServiceError(Exception):
-    """A service cannot start as configured; the message names the key to change."""
 
 
 class Service(Protocol):
@@ -65,7 +61,7 @@ class BusService:
         config = edge.config
         self.bus: Bus | FederatedBus
         if federation_wanted(config):
-            from argentic_edge.federation import FederatedBus
+            from argentic_edge.bus.federated import FederatedBus
 
             self.bus = FederatedBus(config.messaging, config.discovery.federation,
                                     config.data_path / "federation", edge.context)
@@ -98,7 +94,7 @@ class BusService:
 
 
 def _peers(edge: Edge) -> Service:
-    from argentic_edge.peers import PeersService
+    from argentic_edge.federation.peers import PeersService
 
     peers = PeersService(edge)
     certificates = edge.services.get("certificates")
@@ -123,8 +119,8 @@ class ServiceSpec:
 
 
 def _certificates(edge: Edge) -> Service:
-    from argentic_edge.cert_files import CertFiles
-    from argentic_edge.certs_manager import CertManager
+    from argentic_edge.certs.files import CertFiles
+    from argentic_edge.certs.service import CertManager
 
     config = edge.config.certificates
     files = CertFiles(edge.config.data_path / "certs", edge.config.node_name,
@@ -136,12 +132,14 @@ def _certificates(edge: Edge) -> Service:
 
 
 def _agents(edge: Edge) -> Service:
-    from argentic_edge.agents import AgentsService
+    from argentic_edge.inspector.agents import AgentsService
     return AgentsService(edge)
 
 
 def _web(edge: Edge) -> Service:
-    from argentic_edge.web import WebService  # aiohttp is imported only when the web is on
+    from argentic_edge.web import (
+        WebService,  # aiohttp is imported only when the web is on
+    )
     return WebService(edge)
 
 
@@ -150,13 +148,15 @@ def _value(config: EdgeConfig, key: str) -> Any:
 
 
 def _bridge(edge: Edge) -> Service:
-    from argentic_edge.bridge import Bridge  # paho is imported only when the bridge runs
+    from argentic_edge.bridge.service import (
+        Bridge,  # paho is imported only when the bridge runs
+    )
 
     return Bridge.from_edge(edge)
 
 
 def _home_assistant(edge: Edge) -> Service:
-    from argentic_edge.ha_discovery import HomeAssistantDiscovery
+    from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery
     return HomeAssistantDiscovery(edge)
 
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import yaml
 
+from argentic_edge.errors import EdgeError
 from argentic_edge.topics import (
     TopicError,
     has_mqtt_forbidden_character,
@@ -95,7 +96,7 @@ class Problem:
         return f"{self.path or '<top>'}: {shown} — {self.expected}"
 
 
-class ConfigError(Exception):
+class ConfigError(EdgeError):
     """Raised with every problem found, not just the first."""
 
     def __init__(self, problems: list[Problem]) -> None:

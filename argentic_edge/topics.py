@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from argentic_edge.errors import EdgeError
+
 MAX_TOPIC_BYTES = 65535  # MQTT's limit; the bus keeps to it so every bus topic can be bridged
 
 # MQTT 3.1.1 section 1.5.3 and MQTT 5 section 1.5.4: a receiver MAY treat control characters
@@ -29,7 +31,7 @@ def has_mqtt_forbidden_character(text: str) -> bool:
     return _FORBIDDEN_IN_MQTT.search(text) is not None
 
 
-class TopicError(ValueError):
+class TopicError(EdgeError, ValueError):
     """A topic or filter that cannot exist on the bus or on MQTT."""
 
 

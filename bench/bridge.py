@@ -34,7 +34,7 @@ from typing import Any
 from argentic_edge.app import Edge
 from argentic_edge.config import EdgeConfig, parse_config
 from bench.common import Table, median, percentile, ratio, write_json
-from tests.brokers import Mosquitto, free_port
+from tests.support.brokers import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_RATIO = 0.5

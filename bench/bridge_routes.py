@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from argentic_edge.app import Edge
-from argentic_edge.bridge_routes import RouteTable
+from argentic_edge.bridge.routes import RouteTable
 from argentic_edge.config import EdgeConfig, parse_config
 from bench.bridge import measure, worker
 from bench.common import Table, median, ratio, write_json
-from tests.brokers import Mosquitto, free_port
+from tests.support.brokers import Mosquitto, free_port
 
 SIZES = (1, 100, 1000)  # routes in all; the baseline has one route each way
 

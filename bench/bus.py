@@ -18,9 +18,9 @@ from pathlib import Path
 import yaml
 import zmq
 
-from argentic_edge.proxy import ProxyThread
+from argentic_edge.bus.proxy import ProxyThread
 from bench.common import median, percentile, suite_main
-from tests.brokers import free_port, wait_for_port
+from tests.support.brokers import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -29,9 +29,9 @@ from typing import Any
 import yaml
 import zmq
 
-from argentic_edge.federation import load_or_create_keys
+from argentic_edge.bus.federated import load_or_create_keys
 from bench.common import Table, median, ratio, write_json
-from tests.netns import Lan, Lines, Namespace, Node, netns_unavailable
+from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
 
 # --- the LAN ---------------------------------------------------------------------------------
 

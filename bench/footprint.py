@@ -12,7 +12,7 @@ import json
 import sys
 
 from bench.common import median, suite_main
-from tests.netns import Lan, netns_unavailable
+from tests.support.netns import Lan, netns_unavailable
 
 GOALS = {"idle_rss_mb": 60.0, "idle_cpu_pct": 1.0, "start_to_healthy_s": 1.5}  # the units
 MIB = 2**20

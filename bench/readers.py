@@ -28,9 +28,9 @@ import yaml
 
 from bench.bus import throughput
 from bench.common import median, percentile, suite_main
-from tests.appliance import command, environment
-from tests.brokers import free_port, wait_for_port
-from tests.flood import Flood
+from tests.support.appliance import command, environment
+from tests.support.brokers import free_port, wait_for_port
+from tests.support.flood import Flood
 
 WATCHED = b"agent/status/info"
 UNWATCHED = b"bench/t"

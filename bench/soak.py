@@ -27,14 +27,14 @@ import paho.mqtt.client as paho
 import zmq
 
 from bench.common import Table, ratio, write_json
-from tests.appliance_proc import (
+from tests.support.appliance_proc import (
     Appliance,
     appliance_document,
     fd_count,
     rss_kib,
     thread_count,
 )
-from tests.brokers import Mosquitto
+from tests.support.brokers import Mosquitto
 
 WARMUP = 60.0  # seconds before the baseline sample (shorter in quick runs)
 

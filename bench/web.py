@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import median, percentile, ratio, suite_main
 from bench.web_probe import PATHS
-from tests.netns import Lan, netns_unavailable
+from tests.support.netns import Lan, netns_unavailable
 
 
 def probe(rounds: int, requests: int) -> dict[str, Any]:

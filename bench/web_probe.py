@@ -27,10 +27,10 @@ from typing import Any
 import zmq
 
 from argentic_edge.app import Edge
+from argentic_edge.bus.federated import node_id
 from argentic_edge.config import parse_config
-from argentic_edge.discovery import Peer
-from argentic_edge.federation import node_id
-from tests.brokers import free_port
+from argentic_edge.discovery.mdns import Peer
+from tests.support.brokers import free_port
 
 PEERS = 100
 AGENTS = 1000

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import Mosquitto, free_port
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.support.brokers import Mosquitto
+from tests.support.config import REPO_ROOT
 
 
 @pytest.fixture
@@ -34,25 +33,6 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[object]:
     yield make
     for broker in started:
         broker.stop()
-
-
-def free_bus_config(tmp_path: Path, **sections: object) -> dict[str, object]:
-    """A raw configuration with the bus on free loopback ports and optional services off.
-
-    Tests pass sections to turn services back on; nothing listens on a well-known port.
-    """
-    raw: dict[str, object] = {
-        "node_name": "test-node",
-        "data_dir": str(tmp_path / "data"),
-        "messaging": {"broker_address": "127.0.0.1", "port": free_port(),
-                      "backend_port": free_port()},
-        "bridge": {"enabled": False},
-        "discovery": {"enabled": False},
-        "certificates": {"enabled": False},
-        "web": {"enabled": False},
-    }
-    raw.update(sections)
-    return raw
 
 
 @pytest.fixture

@@ -24,8 +24,10 @@ import pytest
 import yaml
 from aiohttp import web
 
-from argentic_edge import homeassistant as ha
-from tests.brokers import Mosquitto, free_port, wait_for_port
+from argentic_edge.homeassistant import entities
+from argentic_edge.homeassistant import options as addon_options
+from argentic_edge.homeassistant import supervisor as supervisor_api
+from tests.support.brokers import Mosquitto, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -142,7 +144,7 @@ def test_images_are_reproducible(tmp_path: Path) -> None:
 
 
 def test_default_options_set_only_what_the_user_sees() -> None:
-    config = ha.options_to_config(MANIFEST["options"])
+    config = addon_options.options_to_config(MANIFEST["options"])
     assert config == {
         "data_dir": "/data",
         "log_level": "info",
@@ -158,7 +160,7 @@ def test_every_option_reaches_the_configuration() -> None:
         "str?": "value", "password?": "s3cret", "port?": 1884, "bool": None,
         "list(debug|info|warning|error)": "debug", "list(approved|open)": "open",
     }
-    baseline = ha.options_to_config(MANIFEST["options"])
+    baseline = addon_options.options_to_config(MANIFEST["options"])
     for key, spec in MANIFEST["schema"].items():
         if key == "routes":
             value: Any = [{"topic": "home/#", "direction": "in"}]
@@ -168,7 +170,7 @@ def test_every_option_reaches_the_configuration() -> None:
             value = not MANIFEST["options"][key]
         else:
             value = samples[spec]
-        changed = ha.options_to_config({**MANIFEST["options"], key: value})
+        changed = addon_options.options_to_config({**MANIFEST["options"], key: value})
         assert changed != baseline, f"option {key} has no effect"
 
 
@@ -194,7 +196,7 @@ def test_all_options_map_onto_the_configuration_format() -> None:
         "web_password": "hunter2",
         "api_token": "token-1",
     }
-    assert ha.options_to_config(options) == {
+    assert addon_options.options_to_config(options) == {
         "node_name": "kitchen-pi",
         "log_level": "info",
         "data_dir": "/data",
@@ -222,14 +224,14 @@ def test_all_options_map_onto_the_configuration_format() -> None:
 
 
 def test_empty_and_null_options_leave_keys_out() -> None:
-    config = ha.options_to_config({"mqtt_host": "", "mqtt_port": None, "routes": [], "trusted_peers": []})
+    config = addon_options.options_to_config({"mqtt_host": "", "mqtt_port": None, "routes": [], "trusted_peers": []})
     assert config == {"data_dir": "/data", "web": {"ingress": True}}
 
 
 def test_a_ca_file_alone_turns_tls_on() -> None:
-    config = ha.options_to_config({"mqtt_tls": False, "mqtt_ca_certs": "ca.pem"})
+    config = addon_options.options_to_config({"mqtt_tls": False, "mqtt_ca_certs": "ca.pem"})
     assert config["bridge"]["mqtt"]["tls_params"] == {"ca_certs": "/ssl/ca.pem", "cert_reqs": "CERT_REQUIRED"}
-    tls_only = ha.options_to_config({"mqtt_tls": True})
+    tls_only = addon_options.options_to_config({"mqtt_tls": True})
     assert tls_only["bridge"]["mqtt"]["tls_params"] == {"cert_reqs": "CERT_REQUIRED"}
 
 
@@ -248,26 +250,26 @@ def test_a_ca_file_alone_turns_tls_on() -> None:
     ],
 )
 def test_bad_options_are_named(options: dict[str, Any], message: str) -> None:
-    with pytest.raises(ha.AddonError) as caught:
-        ha.options_to_config(options)
+    with pytest.raises(addon_options.AddonError) as caught:
+        addon_options.options_to_config(options)
     assert message in str(caught.value)
 
 
 def test_read_options(tmp_path: Path) -> None:
     path = tmp_path / "options.json"
     path.write_text(json.dumps(MANIFEST["options"]))
-    assert ha.read_options(path) == MANIFEST["options"]
+    assert addon_options.read_options(path) == MANIFEST["options"]
     path.write_text("{not json")
-    with pytest.raises(ha.AddonError, match="options.json is not readable JSON"):
-        ha.read_options(path)
-    with pytest.raises(ha.AddonError, match="does not exist"):
-        ha.read_options(tmp_path / "missing.json")
+    with pytest.raises(addon_options.AddonError, match="options.json is not readable JSON"):
+        addon_options.read_options(path)
+    with pytest.raises(addon_options.AddonError, match="does not exist"):
+        addon_options.read_options(tmp_path / "missing.json")
 
 
 def test_ssl_paths() -> None:
-    assert ha.ssl_path("fullchain.pem") == "/ssl/fullchain.pem"
-    assert ha.ssl_path("certs/ca.pem") == "/ssl/certs/ca.pem"
-    assert ha.ssl_path("/share/certs/ca.pem") == "/share/certs/ca.pem"
+    assert addon_options.ssl_path("fullchain.pem") == "/ssl/fullchain.pem"
+    assert addon_options.ssl_path("certs/ca.pem") == "/ssl/certs/ca.pem"
+    assert addon_options.ssl_path("/share/certs/ca.pem") == "/share/certs/ca.pem"
 
 
 def test_options_win_and_the_yaml_file_adds() -> None:
@@ -279,7 +281,7 @@ def test_options_win_and_the_yaml_file_adds() -> None:
         "messaging": {"high_water_mark": 5000},
     }
     before = json.dumps([options, extra], sort_keys=True)
-    merged = ha.merge_config(options, extra)
+    merged = addon_options.merge_config(options, extra)
     assert merged == {
         "bridge": {"enabled": True, "mqtt": {"broker_address": "from-ui", "keepalive": 30},
                    "buffer": {"max_messages": 10}},
@@ -287,14 +289,14 @@ def test_options_win_and_the_yaml_file_adds() -> None:
         "messaging": {"high_water_mark": 5000},
     }
     assert json.dumps([options, extra], sort_keys=True) == before
-    assert ha.shadowed_keys(options, extra) == ["bridge.mqtt.broker_address", "log_level"]
+    assert addon_options.shadowed_keys(options, extra) == ["bridge.mqtt.broker_address", "log_level"]
 
 
 def test_lists_are_not_concatenated() -> None:
     options = {"bridge": {"routes": [{"topic": "a/#", "direction": "in"}]}}
     extra = {"bridge": {"routes": [{"topic": "b/#", "direction": "out"}]}}
-    assert ha.merge_config(options, extra) == options
-    assert ha.merge_config({}, extra) == extra
+    assert addon_options.merge_config(options, extra) == options
+    assert addon_options.merge_config({}, extra) == extra
 
 
 SERVICE = {"addon": "core_mosquitto", "host": "core-mosquitto", "port": 1883, "ssl": False,
@@ -303,20 +305,20 @@ SERVICE = {"addon": "core_mosquitto", "host": "core-mosquitto", "port": 1883, "s
 
 def test_the_users_broker_wins_over_the_service() -> None:
     config = {"bridge": {"mqtt": {"broker_address": "broker.lan", "port": 1884}}}
-    assert ha.apply_supervisor_mqtt(config, SERVICE) == config
+    assert addon_options.apply_supervisor_mqtt(config, SERVICE) == config
 
 
 def test_the_service_fills_a_missing_broker() -> None:
-    config = ha.options_to_config({"bridge_enabled": True})
-    result = ha.apply_supervisor_mqtt(config, SERVICE)
+    config = addon_options.options_to_config({"bridge_enabled": True})
+    result = addon_options.apply_supervisor_mqtt(config, SERVICE)
     assert result["bridge"]["mqtt"] == {"broker_address": "core-mosquitto", "port": 1883,
                                         "username": "addons", "password": "supervisor-secret"}
     assert "mqtt" not in config["bridge"], "the input must not change"
 
 
 def test_a_typed_login_is_kept_with_the_services_host() -> None:
-    config = ha.options_to_config({"mqtt_username": "edge", "mqtt_password": "mine"})
-    mqtt = ha.apply_supervisor_mqtt(config, {**SERVICE, "ssl": True, "port": "8883"})["bridge"]["mqtt"]
+    config = addon_options.options_to_config({"mqtt_username": "edge", "mqtt_password": "mine"})
+    mqtt = addon_options.apply_supervisor_mqtt(config, {**SERVICE, "ssl": True, "port": "8883"})["bridge"]["mqtt"]
     assert mqtt == {"broker_address": "core-mosquitto", "port": 8883, "username": "edge", "password": "mine",
                     "tls_params": {"cert_reqs": "CERT_REQUIRED"}}
 
@@ -340,10 +342,10 @@ async def supervisor() -> AsyncIterator[tuple[Any, str]]:
 async def test_the_token_is_required(supervisor: tuple[Any, str]) -> None:
     state, url = supervisor
     state.mqtt = SERVICE
-    async with ha.SupervisorClient(url, token="wrong") as client:
-        with pytest.raises(ha.SupervisorError, match="refused the add-on's token \\(HTTP 401\\)"):
+    async with supervisor_api.SupervisorClient(url, token="wrong") as client:
+        with pytest.raises(supervisor_api.SupervisorError, match="refused the add-on's token \\(HTTP 401\\)"):
             await client.mqtt_service()
-        with pytest.raises(ha.SupervisorError, match="HTTP 401"):
+        with pytest.raises(supervisor_api.SupervisorError, match="HTTP 401"):
             await client.addon_info()
     assert state.rejected_requests == 2
     assert "wrong" not in repr(client)
@@ -352,15 +354,15 @@ async def test_the_token_is_required(supervisor: tuple[Any, str]) -> None:
 async def test_an_undeclared_service_is_an_error_not_a_wait(supervisor: tuple[Any, str]) -> None:
     state, url = supervisor
     state.mqtt, state.mqtt_access = SERVICE, False
-    async with ha.SupervisorClient(url, token="test-token") as client:
-        with pytest.raises(ha.SupervisorError, match="HTTP 403.*No access to mqtt service.*mqtt:want"):
+    async with supervisor_api.SupervisorClient(url, token="test-token") as client:
+        with pytest.raises(supervisor_api.SupervisorError, match="HTTP 403.*No access to mqtt service.*mqtt:want"):
             await client.wait_for_mqtt_service(initial_delay=0.01, timeout=5)
 
 
 def test_no_token_outside_an_addon(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SUPERVISOR_TOKEN", raising=False)
-    with pytest.raises(ha.SupervisorError, match="SUPERVISOR_TOKEN is not set"):
-        ha.SupervisorClient()
+    with pytest.raises(supervisor_api.SupervisorError, match="SUPERVISOR_TOKEN is not set"):
+        supervisor_api.SupervisorClient()
 
 
 async def test_the_environment_points_at_the_supervisor(
@@ -369,15 +371,15 @@ async def test_the_environment_points_at_the_supervisor(
     _state, url = supervisor
     monkeypatch.setenv("SUPERVISOR_TOKEN", "test-token")
     monkeypatch.setenv("SUPERVISOR_API", url)
-    async with ha.SupervisorClient() as client:
+    async with supervisor_api.SupervisorClient() as client:
         info = await client.addon_info()
     assert info["ingress_port"] == 43210
-    assert ha.network_ports(info) == {5555: 5555, 5556: 5556, 5557: 5557, 8099: None}
+    assert supervisor_api.network_ports(info) == {5555: 5555, 5556: 5556, 5557: 5557, 8099: None}
 
 
 async def test_service_not_provided_is_none(supervisor: tuple[Any, str]) -> None:
     _state, url = supervisor
-    async with ha.SupervisorClient(url, token="test-token") as client:
+    async with supervisor_api.SupervisorClient(url, token="test-token") as client:
         assert await client.mqtt_service() is None
 
 
@@ -387,7 +389,7 @@ async def test_the_service_appears_after_retries(
     state, url = supervisor
     state.mqtt, state.mqtt_unavailable_for = SERVICE, 3
     caplog.set_level(logging.DEBUG)
-    async with ha.SupervisorClient(url, token="test-token") as client:
+    async with supervisor_api.SupervisorClient(url, token="test-token") as client:
         service = await asyncio.wait_for(
             client.wait_for_mqtt_service(initial_delay=0.01, max_delay=0.04, timeout=10), timeout=10
         )
@@ -401,14 +403,14 @@ async def test_the_service_appears_after_retries(
 
 async def test_waiting_gives_up_at_the_timeout(supervisor: tuple[Any, str]) -> None:
     state, url = supervisor
-    async with ha.SupervisorClient(url, token="test-token") as client:
+    async with supervisor_api.SupervisorClient(url, token="test-token") as client:
         assert await client.wait_for_mqtt_service(initial_delay=0.01, max_delay=0.05, timeout=0.3) is None
     assert state.mqtt_requests >= 3
 
 
 async def test_waiting_is_cancellable(supervisor: tuple[Any, str]) -> None:
     state, url = supervisor
-    async with ha.SupervisorClient(url, token="test-token") as client:
+    async with supervisor_api.SupervisorClient(url, token="test-token") as client:
         task = asyncio.create_task(client.wait_for_mqtt_service(initial_delay=60, max_delay=60))
         await asyncio.wait_for(state.mqtt_requested.wait(), timeout=5)
         task.cancel()
@@ -418,15 +420,15 @@ async def test_waiting_is_cancellable(supervisor: tuple[Any, str]) -> None:
 
 async def test_an_unreachable_supervisor_is_retried(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    async with ha.SupervisorClient(f"http://127.0.0.1:{free_port()}", token="test-token") as client:
-        with pytest.raises(ha.SupervisorUnavailable, match="/services/mqtt unreachable"):
+    async with supervisor_api.SupervisorClient(f"http://127.0.0.1:{free_port()}", token="test-token") as client:
+        with pytest.raises(supervisor_api.SupervisorUnavailable, match="/services/mqtt unreachable"):
             await client.mqtt_service()
         assert await client.wait_for_mqtt_service(initial_delay=0.01, max_delay=0.02, timeout=0.2) is None
     assert caplog.text.count("Waiting for the Supervisor's MQTT service") >= 2
 
 
 def test_backoff_doubles_to_its_cap_with_jitter() -> None:
-    delays = ha.backoff_delays(1.0, 8.0, 0.2)
+    delays = supervisor_api.backoff_delays(1.0, 8.0, 0.2)
     values = [next(delays) for _ in range(6)]
     for value, nominal in zip(values, (1, 2, 4, 8, 8, 8)):
         assert nominal * 0.8 <= value <= nominal * 1.2
@@ -443,7 +445,7 @@ def test_the_standin_runs_as_a_program(tmp_path: Path) -> None:
         wait_for_port(port)
 
         async def ask() -> dict[str, Any] | None:
-            async with ha.SupervisorClient(f"http://127.0.0.1:{port}", token="t") as client:
+            async with supervisor_api.SupervisorClient(f"http://127.0.0.1:{port}", token="t") as client:
                 return await client.mqtt_service()
 
         service = asyncio.run(ask())
@@ -460,15 +462,15 @@ STATE_TOPIC = "argentic/edge/kitchen-pi/state"
 
 
 def test_discovery_describes_one_device() -> None:
-    messages = ha.discovery_messages("kitchen-pi", "Kitchen Pi", "0.1.0", STATUS_TOPIC, STATE_TOPIC)
-    assert len(messages) == len(ha.STATE_KEYS) == 5
+    messages = entities.discovery_messages("kitchen-pi", "Kitchen Pi", "0.1.0", STATUS_TOPIC, STATE_TOPIC)
+    assert len(messages) == len(entities.STATE_KEYS) == 5
     payloads = [json.loads(payload) for _topic, payload, _retain in messages]
     assert all(retain for _topic, _payload, retain in messages)
     assert {json.dumps(p["device"], sort_keys=True) for p in payloads} == {json.dumps({
         "identifiers": ["argentic_edge_kitchen-pi"], "name": "Kitchen Pi", "manufacturer": "Argentic",
         "model": "argentic-edge", "sw_version": "0.1.0"}, sort_keys=True)}
     assert len({p["unique_id"] for p in payloads}) == len(payloads)
-    state = json.loads(ha.state_payload(bus_rate=12.34, bridge_connected=True, peers_linked=2, agents_seen=3,
+    state = json.loads(entities.state_payload(bus_rate=12.34, bridge_connected=True, peers_linked=2, agents_seen=3,
                                         cert_days_left=None))
     for (topic, _payload, _retain), payload in zip(messages, payloads):
         component = topic.split("/")[1]
@@ -481,11 +483,11 @@ def test_discovery_describes_one_device() -> None:
         assert key in state
     binary = next(p for p in payloads if p["unique_id"].endswith("bridge_connected"))
     assert binary["device_class"] == "connectivity" and state["bridge_connected"] == binary["payload_on"]
-    assert set(state) == set(ha.STATE_KEYS)
+    assert set(state) == set(entities.STATE_KEYS)
 
 
 def test_discovery_node_ids_are_topic_safe() -> None:
-    topics = [topic for topic, _p, _r in ha.removal_messages("kitchen pi.local", prefix="ha")]
+    topics = [topic for topic, _p, _r in entities.removal_messages("kitchen pi.local", prefix="ha")]
     assert all(topic.startswith("ha/") and "/kitchen_pi_local/" in topic for topic in topics)
 
 
@@ -493,7 +495,7 @@ async def test_discovery_and_removal_through_a_real_broker(
         mosquitto: Mosquitto, tmp_path: Path, repo_env: dict[str, str]) -> None:
     """What Home Assistant sees: retained configs after announcing, nothing after
     ``argentic-edge ha-remove`` (the appliance itself need not run)."""
-    messages = ha.discovery_messages("kitchen-pi", "Kitchen Pi", "0.1.0", STATUS_TOPIC, STATE_TOPIC)
+    messages = entities.discovery_messages("kitchen-pi", "Kitchen Pi", "0.1.0", STATUS_TOPIC, STATE_TOPIC)
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="edge") as client:
         for topic, payload, retain in messages:
             await client.publish(topic, payload, qos=1, retain=retain)
@@ -547,10 +549,10 @@ async def _retained(port: int, expected: int) -> dict[str, bytes]:
 
 
 def test_healthz_url_for_the_dockerfile(tmp_path: Path) -> None:
-    path = ha.write_healthz_url(41234, tmp_path / "run" / "healthz-url")
+    path = supervisor_api.write_healthz_url(41234, tmp_path / "run" / "healthz-url")
     assert path.read_text() == "http://127.0.0.1:41234/healthz\n"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
-    assert f"$(cat {ha.HEALTHZ_URL_PATH})" in (ROOT / "Dockerfile").read_text()
+    assert f"$(cat {supervisor_api.HEALTHZ_URL_PATH})" in (ROOT / "Dockerfile").read_text()
 
 
 def test_run_script_starts_the_app_in_addon_mode() -> None:

@@ -25,9 +25,9 @@ import yaml
 from aiohttp import web
 
 from argentic_edge import __version__
-from tests.bridge_support import wait_until
-from tests.brokers import Mosquitto, free_port, wait_for_port
-from tests.conftest import REPO_ROOT
+from tests.support.bridge import wait_until
+from tests.support.brokers import Mosquitto, free_port, wait_for_port
+from tests.support.config import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "addon"))
 from supervisor_standin import SupervisorState, create_app, default_info  # noqa: E402

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import zmq
 
-from argentic_edge.agents import AgentRegistry, AgentsService, Malformed
 from argentic_edge.app import Edge
-from argentic_edge.client import connect_and_wait
+from argentic_edge.client.bus import connect_and_wait
 from argentic_edge.config import parse_config
+from argentic_edge.inspector.agents import AgentRegistry, AgentsService, Malformed
 from argentic_edge.topics import encode_frame
-from tests.brokers import free_port
+from tests.support.brokers import free_port
 
 
 def send_when_subscribed(context: zmq.Context, endpoint: str, frames: list[bytes],

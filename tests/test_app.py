@@ -6,7 +6,7 @@ from pathlib import Path
 
 from argentic_edge.app import Edge
 from argentic_edge.config import parse_config
-from tests.conftest import free_bus_config
+from tests.support.config import free_bus_config
 
 
 async def test_apply_restarts_only_what_a_change_touches(tmp_path: Path) -> None:

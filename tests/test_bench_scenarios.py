@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from argentic_edge.agents import MAX_AGENTS, MAX_TOOLS, AgentRegistry
-from argentic_edge.bridge_routes import RouteTable
+from argentic_edge.bridge.routes import RouteTable
+from argentic_edge.inspector.agents import MAX_AGENTS, MAX_TOOLS, AgentRegistry
 from bench.bridge_routes import config
 from bench.web_probe import AGENTS, TOOLS, messages
 

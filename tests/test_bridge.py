@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from argentic_edge.app import Edge
-from argentic_edge.bridge import presence_topic
-from tests.bridge_support import (
+from argentic_edge.bridge.service import presence_topic
+from tests.support.bridge import (
     BusClient,
     Mqtt311Only,
     MqttClient,
@@ -28,7 +28,7 @@ from tests.bridge_support import (
     prove_paths,
     wait_until,
 )
-from tests.brokers import Mosquitto, free_port
+from tests.support.brokers import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -213,7 +213,7 @@ async def test_overlapping_broker_subscriptions_inject_once(mosquitto: Mosquitto
 
 async def test_bad_input_is_dropped_counted_and_logged_once(
         mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="argentic_edge.bridge")
+    caplog.set_level(logging.WARNING, logger="argentic_edge.bridge.service")
     routes = [{"topic": "#", "direction": "both"}]
     config = edge_config(mosquitto.port, bridge={"routes": routes, "max_payload": 200})
     async with Edge(config) as edge, MqttClient(mosquitto.port) as mqtt:

@@ -13,10 +13,16 @@ from pathlib import Path
 
 from argentic_edge.app import Edge
 from argentic_edge.web import metrics
-from tests.bridge_support import BusClient, MqttClient, bridge_of, edge_config, prove_paths, \
-    wait_until
-from tests.brokers import Mosquitto
-from tests.flood import FLOOD_LIMIT, Flood
+from tests.support.bridge import (
+    BusClient,
+    MqttClient,
+    bridge_of,
+    edge_config,
+    prove_paths,
+    wait_until,
+)
+from tests.support.brokers import Mosquitto
+from tests.support.flood import FLOOD_LIMIT, Flood
 
 
 async def test_a_flood_the_bridge_cannot_carry_is_counted_with_its_reason(

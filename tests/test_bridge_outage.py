@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from argentic_edge.app import Edge
-from tests.bridge_support import (
+from tests.support.bridge import (
     BusClient,
     MqttClient,
     bridge_of,
@@ -18,14 +18,14 @@ from tests.bridge_support import (
     prove_paths,
     wait_until,
 )
-from tests.brokers import Mosquitto, free_port
+from tests.support.brokers import Mosquitto, free_port
 
 ROUTES = [{"topic": "agent/#", "direction": "both", "qos": 1}]
 
 
 @pytest.fixture
 def broker(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
-    """A broker whose persistence survives a restart (tests/brokers.py keeps it able to write
+    """A broker whose persistence survives a restart (tests/support/brokers.py keeps it able to write
     its database in the test's private directory)."""
     return mosquitto_factory()
 

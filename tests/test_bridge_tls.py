@@ -1,4 +1,4 @@
-"""TLS and authentication against a real Mosquitto: certificates made by tests/pki.py,
+"""TLS and authentication against a real Mosquitto: certificates made by tests/support/pki.py,
 passwords with mosquitto_passwd. Failures must be clear in the status, slow (back-off) and
 never show a secret."""
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from argentic_edge.app import Edge
+from argentic_edge.bridge.mqtt import BridgeError, tls_context
 from argentic_edge.config import TlsParams
-from argentic_edge.mqtt_link import BridgeError, tls_context
-from tests.bridge_support import (
+from tests.support.bridge import (
     BusClient,
     MqttClient,
     bridge_of,
@@ -24,8 +24,8 @@ from tests.bridge_support import (
     prove_paths,
     wait_until,
 )
-from tests.brokers import Mosquitto, free_port, wait_for_port
-from tests.pki import Pki
+from tests.support.brokers import Mosquitto, free_port, wait_for_port
+from tests.support.pki import Pki
 
 PASSWORD = "s3cret-Pa55word!"
 

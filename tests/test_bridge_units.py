@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from argentic_edge.bridge import backoff_delay
-from argentic_edge.bridge_buffer import Outbox, Outgoing
-from argentic_edge.bridge_routes import (
+from argentic_edge.bridge.loopguard import LoopGuard
+from argentic_edge.bridge.outbox import Outbox, Outgoing
+from argentic_edge.bridge.routes import (
     RouteTable,
     bus_topic_problem,
     covers,
@@ -17,6 +17,7 @@ from argentic_edge.bridge_routes import (
     mqtt_topic_problem,
     related,
 )
+from argentic_edge.bridge.service import backoff_delay
 from argentic_edge.config import (
     DEFAULT_ROUTES,
     ConfigError,
@@ -26,7 +27,6 @@ from argentic_edge.config import (
     Route,
     parse_config,
 )
-from argentic_edge.loopguard import LoopGuard
 from argentic_edge.topics import TopicFilter
 
 

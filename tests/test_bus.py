@@ -15,10 +15,10 @@ import zmq
 import zmq.asyncio
 
 from argentic_edge.app import Edge
+from argentic_edge.bus.proxy import Bus, BusError, ProxyThread
 from argentic_edge.config import BusConfig, parse_config
-from argentic_edge.proxy import Bus, BusError, ProxyThread
-from tests.brokers import free_port
-from tests.conftest import free_bus_config
+from tests.support.brokers import free_port
+from tests.support.config import free_bus_config
 
 
 def argentic_message(kind: str, **fields: object) -> str:
@@ -147,7 +147,7 @@ def test_counters_read_while_another_thread_reconfigures(
 
     worker = threading.Thread(target=reconfigure)
     seen = 0
-    with caplog.at_level("WARNING", logger="argentic_edge.proxy"):
+    with caplog.at_level("WARNING", logger="argentic_edge.bus.proxy"):
         worker.start()
         while not done.is_set():
             pub.send(b"t x")

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from argentic_edge.agents import AgentsService
 from argentic_edge.app import Edge
 from argentic_edge.config import parse_config
-from tests.appliance_proc import Appliance, appliance_document
-from tests.brokers import free_port
-from tests.flood import FLOOD_LIMIT, Flood, publish_some
+from argentic_edge.inspector.agents import AgentsService
+from tests.support.appliance_proc import Appliance, appliance_document
+from tests.support.brokers import free_port
+from tests.support.flood import FLOOD_LIMIT, Flood, publish_some
 
 
 async def warm_up(service: AgentsService, endpoint: str, topic: str) -> None:

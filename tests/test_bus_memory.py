@@ -16,8 +16,8 @@ from typing import Any
 import zmq
 
 from argentic_edge.config import BusConfig
-from tests.appliance_proc import Appliance, appliance_document, rss_kib
-from tests.brokers import free_port
+from tests.support.appliance_proc import Appliance, appliance_document, rss_kib
+from tests.support.brokers import free_port
 
 HIGH_WATER_MARK = 16
 MAX_MESSAGE_SIZE = BusConfig().max_message_size  # the documented default, not written below

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import zmq
 
+from argentic_edge.bus.proxy import Bus
 from argentic_edge.config import BusConfig
-from argentic_edge.proxy import Bus
-from tests.brokers import free_port
+from tests.support.brokers import free_port
 
 
 async def test_restarting_the_bus_on_the_same_ports_never_finds_them_taken() -> None:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from argentic_edge import cert_worker
-from argentic_edge.cert_files import CertError, CertFiles
-from argentic_edge.certs import CertStore
-from argentic_edge.certs_manager import CertManager
-from tests.appliance_proc import Appliance, appliance_document
-from tests.bridge_support import wait_until
+import argentic_edge.certs.worker as cert_worker
+from argentic_edge.certs.files import CertError, CertFiles
+from argentic_edge.certs.issuing import CertStore
+from argentic_edge.certs.service import CertManager
+from tests.support.appliance_proc import Appliance, appliance_document
+from tests.support.bridge import wait_until
 
 NODE = "workernode"
 
@@ -36,7 +36,7 @@ def workers() -> list[int]:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"cert_worker" in cmdline:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"argentic_edge.certs.worker" in cmdline:
                 found.append(int(entry))
     return found
 
@@ -67,13 +67,13 @@ def test_the_running_appliance_never_maps_cryptography(tmp_path: Path) -> None:
 async def test_the_worker_issues_and_describes_and_its_log_is_logged_here(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     warned: set[str] = set()
-    with caplog.at_level(logging.INFO, logger="argentic_edge.certs"):
+    with caplog.at_level(logging.INFO, logger="argentic_edge.certs.issuing"):
         infos = await cert_worker.refresh(files(tmp_path), warned)
     assert [info.name for info in infos] == ["ca", "server"]
     server = infos[1]
     assert server.path == tmp_path / "certs" / "server.pem" and f"{NODE}.local" in server.sans
     assert 396 < server.days_left < 397.1
-    issued = [r for r in caplog.records if r.name == "argentic_edge.certs"]
+    issued = [r for r in caplog.records if r.name == "argentic_edge.certs.issuing"]
     assert any("issued the server certificate" in r.getMessage() for r in issued)
     again = await cert_worker.refresh(files(tmp_path), warned)
     assert again[1].fingerprint_sha256 == server.fingerprint_sha256, "a good certificate is kept"
@@ -85,7 +85,7 @@ async def test_a_once_only_warning_is_not_repeated_by_the_next_worker(
     bundle["key"].chmod(0o644)  # a brought key is not ours to chmod: the worker only says so
     certs = files(tmp_path, certfile=bundle["cert"], keyfile=bundle["key"])
     warned: set[str] = set()
-    with caplog.at_level(logging.WARNING, logger="argentic_edge.certs"):
+    with caplog.at_level(logging.WARNING, logger="argentic_edge.certs.issuing"):
         for _ in range(3):
             await cert_worker.refresh(certs, warned)
     exposed = [r.getMessage() for r in caplog.records if "readable by every user" in r.getMessage()]

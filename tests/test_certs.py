@@ -30,11 +30,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from argentic_edge import certs_cli
-from argentic_edge.cert_files import CertError, server_ssl_context, utcnow
-from argentic_edge.certs import CertStore, make_ca, make_leaf
-from argentic_edge.certs_manager import CertManager, ExpiryWarnings
-from tests.brokers import Mosquitto
+import argentic_edge.cli.certs as certs_cli
+from argentic_edge.certs.files import CertError, server_ssl_context, utcnow
+from argentic_edge.certs.issuing import CertStore, make_ca, make_leaf
+from argentic_edge.certs.service import CertManager, ExpiryWarnings
+from tests.support.brokers import Mosquitto
 
 NODE = "testnode"
 TIMEOUT = 15
@@ -514,7 +514,7 @@ def test_a_world_readable_brought_key_is_used_with_a_warning(tmp_path: Path, cap
     certfile, keyfile = OtherCA.create().pair(tmp_path / "ssl")
     keyfile.chmod(0o644)
     store = make_store(tmp_path, certfile=certfile, keyfile=keyfile)
-    with caplog.at_level(logging.WARNING, logger="argentic_edge.certs"):
+    with caplog.at_level(logging.WARNING, logger="argentic_edge.certs.issuing"):
         store.ensure()
         store.ensure()  # the hourly check
     warned = [r.getMessage() for r in caplog.records if str(keyfile) in r.getMessage()]
@@ -633,7 +633,7 @@ async def test_the_manager_survives_a_read_only_data_dir_and_recovers(
     data.mkdir()
     store = CertStore(data / "certs", NODE)
     manager = CertManager(store)
-    with caplog.at_level(logging.ERROR, logger="argentic_edge.certs_manager"), read_only(data):
+    with caplog.at_level(logging.ERROR, logger="argentic_edge.certs.service"), read_only(data):
         await manager.start()
         await manager.check()
         status = manager.status()
@@ -673,7 +673,7 @@ async def test_the_manager_warns_about_a_certificate_close_to_expiry_once(
 ) -> None:
     store = make_store(tmp_path, validity_days=20)
     manager = CertManager(store)
-    with caplog.at_level(logging.WARNING, logger="argentic_edge.certs_manager"):
+    with caplog.at_level(logging.WARNING, logger="argentic_edge.certs.service"):
         await manager.start()
         await manager.check()
         await manager.stop()

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.brokers import wait_for_port
-from tests.conftest import free_bus_config
-from tests.netns import Lan, netns_unavailable
+from tests.support.brokers import wait_for_port
+from tests.support.config import free_bus_config
+from tests.support.netns import Lan, netns_unavailable
 
 
 def write_config(tmp_path: Path, **sections: object) -> tuple[Path, dict]:
@@ -79,7 +79,7 @@ def test_run_with_defaults_and_no_file(tmp_path: Path, repo_env: dict[str, str])
         env = {**repo_env, "ARGENTIC_EDGE_DATA_DIR": str(tmp_path / "data")}
         process = namespace.popen([sys.executable, "-m", "argentic_edge", "run"], env=env,
                                   stderr=subprocess.PIPE)
-        probe = namespace.run([sys.executable, "-c", "from tests.brokers import wait_for_port; "
+        probe = namespace.run([sys.executable, "-c", "from tests.support.brokers import wait_for_port; "
                                "wait_for_port(5555); wait_for_port(5556)"], timeout=30)
         assert probe.returncode == 0, probe.stderr
         process.terminate()

@@ -10,10 +10,17 @@ import pytest
 import yaml
 
 from argentic_edge.config import (
-    MASK, ConfigError, EdgeConfig, Secret, dump_yaml, file_problems, load_config, parse_config,
+    MASK,
+    ConfigError,
+    EdgeConfig,
+    Secret,
+    dump_yaml,
+    file_problems,
+    load_config,
+    parse_config,
     to_dict,
 )
-from tests.conftest import REPO_ROOT
+from tests.support.config import REPO_ROOT
 
 EXAMPLES = REPO_ROOT.parent / "shared" / "seed" / "examples"
 EXAMPLE_ENV = {

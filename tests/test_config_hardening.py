@@ -10,10 +10,15 @@ from pathlib import Path
 import pytest
 import zmq
 
+from argentic_edge.bus.proxy import apply_socket_options
 from argentic_edge.config import (
-    MAX_DOCUMENT_BYTES, BusConfig, ConfigError, Problem, parse_config, read_yaml,
+    MAX_DOCUMENT_BYTES,
+    BusConfig,
+    ConfigError,
+    Problem,
+    parse_config,
+    read_yaml,
 )
-from argentic_edge.proxy import apply_socket_options
 from argentic_edge.web.configedit import load_text
 
 INT_MAX = 2**31 - 1

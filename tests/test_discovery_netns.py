@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.brokers import free_port
-from tests.netns import Lan, Lines, Namespace, Node, netns_unavailable
+from tests.support.brokers import free_port
+from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
 
 UNAVAILABLE = netns_unavailable()
 pytestmark = [pytest.mark.netns,
@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.netns,
 MAX_PEERS = 8
 FIND_EDGE = """
 import json, zmq
-from argentic_edge.client import Subscriber, publish
-from argentic_edge.discover import find_edge
+from argentic_edge.client.bus import Subscriber, publish
+from argentic_edge.client.discover import find_edge
 from argentic_edge.topics import TopicFilter
 edge = find_edge(timeout=5)
 context = zmq.Context()
@@ -115,7 +115,7 @@ def test_junk_and_a_flood_of_fake_appliances_are_ignored_counted_and_bounded(
     before = rss_kib(site.a.process.pid)
     flood_ns = site.ns[3]
     flooder = flood_ns.popen(
-        flood_ns.python("-m", "tests.netns_flood", flood_ns.address, "--valid", "100"),
+        flood_ns.python("-m", "tests.support.netns_flood", flood_ns.address, "--valid", "100"),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         made = json.loads(Lines(flooder.stdout).next(30))  # type: ignore[arg-type]

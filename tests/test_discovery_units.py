@@ -15,13 +15,23 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from argentic_edge.discovery import (MAX_ADDRESSES, SERVICE_TYPE, LocalAddress, Peer, Record,
-                                     PeerTable, RecordError, link_address, local_addresses,
-                                     parse_record, peer_from_info)
+from argentic_edge.bus.federated import node_id
+from argentic_edge.client.discover import find_edge
 from argentic_edge.config import ConfigError
-from argentic_edge.discover import find_edge
-from argentic_edge.federation import node_id
-from tests.netns import ROOT
+from argentic_edge.discovery.mdns import (
+    MAX_ADDRESSES,
+    SERVICE_TYPE,
+    LocalAddress,
+    Peer,
+    PeerTable,
+    Record,
+    RecordError,
+    link_address,
+    local_addresses,
+    parse_record,
+    peer_from_info,
+)
+from tests.support.netns import ROOT
 
 NAME = f"kitchen.{SERVICE_TYPE}"
 
@@ -256,7 +266,7 @@ def test_an_unknown_interface_is_a_configuration_error_naming_the_key(tmp_path) 
 
 
 def test_host_only_bridges_are_never_lan_addresses() -> None:
-    from argentic_edge.discovery import is_internal
+    from argentic_edge.discovery.mdns import is_internal
 
     assert is_internal("hassio", ipaddress.IPv4Address("172.30.32.1"))
     assert is_internal("docker0", ipaddress.IPv4Address("172.17.0.1"))

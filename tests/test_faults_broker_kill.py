@@ -27,8 +27,8 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from tests.appliance_proc import Appliance, appliance_document, rss_kib
-from tests.brokers import Mosquitto
+from tests.support.appliance_proc import Appliance, appliance_document, rss_kib
+from tests.support.brokers import Mosquitto
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 import zmq
 
-from tests.brokers import wait_for_port
-from tests.conftest import free_bus_config
+from tests.support.brokers import wait_for_port
+from tests.support.config import free_bus_config
 
 
 def rss_kib(pid: int) -> int:

@@ -23,9 +23,9 @@ import yaml
 import zmq
 import zmq.asyncio
 
-from tests.appliance_proc import Appliance, appliance_document
-from tests.bridge_support import MqttClient, message, wait_until
-from tests.brokers import Mosquitto, free_port
+from tests.support.appliance_proc import Appliance, appliance_document
+from tests.support.bridge import MqttClient, message, wait_until
+from tests.support.brokers import Mosquitto, free_port
 
 FULL = "No space left on device (ENOSPC)"
 READ_ONLY = "Read-only file system (EROFS)"

@@ -27,15 +27,15 @@ import zmq
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from argentic_edge.bus.federated import TRUST_FILE
 from argentic_edge.config import load_config
-from argentic_edge.datadir import sweep_stale_temp_files
-from argentic_edge.federation import TRUST_FILE
-from tests.appliance import ROOT
-from tests.appliance_proc import Appliance, appliance_document
-from tests.brokers import free_port
+from argentic_edge.storage import sweep_stale_temp_files
+from tests.support.appliance import ROOT
+from tests.support.appliance_proc import Appliance, appliance_document
+from tests.support.brokers import free_port
 
 KILLS = 4
-TEMP_SUFFIX = ".tmp"  # fsutil.atomic_write's temporary files: .<name>.<random>.tmp
+TEMP_SUFFIX = ".tmp"  # storage.atomic_write's temporary files: .<name>.<random>.tmp
 
 
 class Churn:
@@ -226,7 +226,7 @@ def test_the_package_writes_files_only_through_atomic_write() -> None:
     """A power cut must never find a half-written file: no module writes any other way."""
     offenders = []
     for path in sorted((ROOT / "argentic_edge").rglob("*.py")):
-        if path.name == "fsutil.py":
+        if path.relative_to(ROOT).as_posix() == "argentic_edge/storage.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call):

@@ -1,7 +1,7 @@
 """A hostile neighbour against federation, on a LAN of network namespaces.
 
 node-a and node-c are real appliances that trust anyone (``trust: open``, the most exposed
-setting) and link. A lure (tests/netns_lure.py) on a third machine advertises:
+setting) and link. A lure (tests/support/netns_lure.py) on a third machine advertises:
 
 - a stranger whose addresses are off our subnet: one routed to the lure, loopback, a public
   one. We must never connect to any of them, though the stranger is trusted;
@@ -28,8 +28,8 @@ import pytest
 import yaml
 import zmq
 
-from argentic_edge.federation import node_id
-from tests.netns import Lan, Lines, Namespace, Node, netns_unavailable
+from argentic_edge.bus.federated import node_id
+from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
 
 UNAVAILABLE = netns_unavailable()
 pytestmark = [pytest.mark.netns,
@@ -91,7 +91,7 @@ class Lure:
 
 def start_lure(ns: Namespace, records: list[dict[str, Any]], listen: list[str],
                hold: tuple[str, ...] = ()) -> Lure:
-    argv = ["-m", "tests.netns_lure", "--interface", ns.address, "--records",
+    argv = ["-m", "tests.support.netns_lure", "--interface", ns.address, "--records",
             json.dumps(records)]
     for where in listen:
         argv += ["--listen", where]

@@ -17,10 +17,11 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from argentic_edge.app import Edge, federation_wanted
+from argentic_edge.bus.federated import DENY_ALL, FederatedBus, KeyPolicy, LinkTarget
+from argentic_edge.bus.proxy import Bus, BusError
 from argentic_edge.config import BusConfig, FederationConfig, parse_config
-from argentic_edge.federation import DENY_ALL, FederatedBus, KeyPolicy, LinkTarget
-from argentic_edge.proxy import Bus, BusError
-from tests.brokers import free_port
+from tests.support.brokers import free_port
+
 
 @pytest.fixture
 async def make_bus(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from argentic_edge.federation import TRUST_FILE, load_or_create_keys
-from tests.brokers import free_port
-from tests.netns import Lan, Lines, Namespace, Node, netns_unavailable
+from argentic_edge.bus.federated import TRUST_FILE, load_or_create_keys
+from tests.support.brokers import free_port
+from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
 
 UNAVAILABLE = netns_unavailable()
 pytestmark = [pytest.mark.netns,
@@ -83,7 +83,7 @@ class Site:
         agents, lines = {}, {}
         for key in keys:
             agents[key] = self.ns[key].popen(
-                self.ns[key].python("-m", "tests.netns_agent",
+                self.ns[key].python("-m", "tests.support.netns_agent",
                                     "--publish", f"tcp://127.0.0.1:{self.pub}",
                                     "--subscribe", f"tcp://127.0.0.1:{self.sub}",
                                     "--origin", key, "--expect", ",".join(keys),
@@ -157,7 +157,7 @@ def test_two_appliances_discover_link_and_exchange_each_message_once(site: Site)
 def test_a_stranger_s_key_is_refused_at_the_export_port(site: Site) -> None:
     stranger = site.ns["d"]  # nothing runs there yet
     result = stranger.run(stranger.python(
-        "-m", "tests.netns_curve_client", f"tcp://{site.ns['a'].address}:{site.export}",
+        "-m", "tests.support.netns_curve_client", f"tcp://{site.ns['a'].address}:{site.export}",
         site.keys["a"]), timeout=30)
     assert json.loads(result.stdout) == {"handshake": "refused", "received": 0}, result.stderr
     assert site.nodes["a"].status()["peers"]["counters"]["zap_denied"] >= 1

@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 import zmq
 
+from argentic_edge.bus.federated import (
+    KEY_FILE,
+    TRUST_FILE,
+    FederationError,
+    KeyPolicy,
+    TrustStore,
+    load_or_create_keys,
+    node_id,
+)
 from argentic_edge.config import ConfigError, FederationConfig, parse_config
-from argentic_edge.federation import (KEY_FILE, TRUST_FILE, FederationError, KeyPolicy,
-                                      TrustStore, load_or_create_keys, node_id)
 
 
 def key() -> str:

@@ -22,8 +22,8 @@ import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
 
-from tests.appliance import Appliance
-from tests.webtools import TOKEN, config_document, write_config
+from tests.support.appliance import Appliance
+from tests.support.web import TOKEN, config_document, write_config
 
 EXAMPLES = 100
 BEARER = {"Authorization": f"Bearer {TOKEN}"}

@@ -9,10 +9,10 @@ from pathlib import Path
 import zmq
 
 from argentic_edge.app import Edge
-from argentic_edge.client import Subscriber
+from argentic_edge.client.bus import Subscriber
 from argentic_edge.config import parse_config
 from argentic_edge.topics import TopicFilter
-from tests.conftest import free_bus_config
+from tests.support.config import free_bus_config
 
 
 def hostile_frames(rng: random.Random) -> list[list[bytes]]:

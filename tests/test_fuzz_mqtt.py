@@ -29,9 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from argentic_edge.app import Edge
-from argentic_edge.bridge import presence_topic
+from argentic_edge.bridge.service import presence_topic
 from argentic_edge.config import ConfigError, parse_config
-from tests.bridge_support import (
+from tests.support.bridge import (
     BusClient,
     MqttClient,
     Received,
@@ -40,7 +40,7 @@ from tests.bridge_support import (
     prove_paths,
     wait_until,
 )
-from tests.brokers import Mosquitto
+from tests.support.brokers import Mosquitto
 
 MAX_PAYLOAD = 512
 MQTT_TOPIC_LIMIT = 65535

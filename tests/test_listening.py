@@ -1,12 +1,12 @@
 """Nothing listens beyond what the configuration says.
 
 The appliance runs as users run it, with every service on, and its sockets are read from /proc
-(tests/sockets.py): the set of listening TCP sockets and of UDP sockets open to anyone must be
+(tests/support/sockets.py): the set of listening TCP sockets and of UDP sockets open to anyone must be
 exactly the set the configuration names, at exactly the configured addresses. Each listener
 follows its own key: the bus ``messaging.broker_address``, the web ``web.host``.
 
 With discovery on, mDNS multicasts on every LAN interface, so that case runs in a network
-namespace of its own (tests/netns.py) instead of on the test machine's LAN.
+namespace of its own (tests/support/netns.py) instead of on the test machine's LAN.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.appliance import Appliance, write_yaml
-from tests.brokers import Mosquitto, free_port
-from tests.netns import Lan, Lines, netns_unavailable
-from tests.sockets import listening
+from tests.support.appliance import Appliance, write_yaml
+from tests.support.brokers import Mosquitto, free_port
+from tests.support.netns import Lan, Lines, netns_unavailable
+from tests.support.sockets import listening
 
 BUS_ADDRESS = "127.0.0.2"  # the whole of 127/8 is loopback on Linux: one address per listener
 WEB_ADDRESS = "127.0.0.3"

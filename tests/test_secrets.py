@@ -27,10 +27,10 @@ import requests
 import yaml
 
 from argentic_edge.config import parse_config
-from tests.appliance import ROOT, Appliance, command, environment, write_yaml
-from tests.brokers import Mosquitto, free_port, wait_for_port
-from tests.pki import Pki
-from tests.webtools import config_document, running_edge
+from tests.support.appliance import ROOT, Appliance, command, environment, write_yaml
+from tests.support.brokers import Mosquitto, free_port, wait_for_port
+from tests.support.pki import Pki
+from tests.support.web import config_document, running_edge
 
 WEB_PASSWORD = "web-pw Zq7/+&é"
 API_TOKEN = "api-tok-Lm3+/=Qx"

@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from argentic_edge.topics import (
-    FrameError, TopicError, TopicFilter, TopicTree, category_of, decode_frame, encode_frame,
+    FrameError,
+    TopicError,
+    TopicFilter,
+    TopicTree,
+    category_of,
+    decode_frame,
+    encode_frame,
     validate_topic_name,
 )
 

@@ -20,12 +20,12 @@ import zmq
 from openapi_spec_validator import validate
 
 from argentic_edge.app import Edge
-from argentic_edge.client import publish
+from argentic_edge.client.bus import publish
 from argentic_edge.config import MASK, parse_config, to_dict
 from argentic_edge.web import WebError, create_app
 from argentic_edge.web.openapi import document as openapi_document
-from tests.brokers import free_port
-from tests.webtools import (
+from tests.support.brokers import free_port
+from tests.support.web import (
     MQTT_PASSWORD,
     PASSWORD,
     SECRETS,
@@ -376,14 +376,14 @@ def test_the_command_line_names_a_taken_web_port(tmp_path: Path) -> None:
 
 async def test_recent_warnings_of_the_appliance_are_shown(tmp_path: Path) -> None:
     async with running_edge(tmp_path, quiet_web(tmp_path)) as edge, web_client(edge) as client:
-        logger = logging.getLogger("argentic_edge.bridge")
+        logger = logging.getLogger("argentic_edge.bridge.service")
         logger.warning("broker %s refused the connection", "mqtt.lan")
         logger.info("not a warning")
         logging.getLogger("elsewhere").error("not the appliance's")
         _, _, body = await client.request("GET", "/api/status", headers=BEARER)
         [newest, *_] = json.loads(body)["warnings"]
         assert (newest["level"], newest["logger"], newest["message"]) == (
-            "WARNING", "argentic_edge.bridge", "broker mqtt.lan refused the connection")
+            "WARNING", "argentic_edge.bridge.service", "broker mqtt.lan refused the connection")
         assert all(w["logger"].startswith("argentic_edge") for w in json.loads(body)["warnings"])
 
 

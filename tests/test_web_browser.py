@@ -14,13 +14,13 @@ import pytest
 import zmq
 from aiohttp.test_utils import TestServer
 
-from argentic_edge.client import publish
+from argentic_edge.client.bus import publish
 from argentic_edge.web import create_app
-from tests.bridge_support import MqttClient
-from tests.brokers import Mosquitto
-from tests.flood import FLOOD_LIMIT, Flood
-from tests.browser import CHROMIUM, Browser
-from tests.webtools import PASSWORD, SUPERVISOR, config_document, ingress_proxy, running_edge
+from tests.support.bridge import MqttClient
+from tests.support.brokers import Mosquitto
+from tests.support.browser import CHROMIUM, Browser
+from tests.support.flood import FLOOD_LIMIT, Flood
+from tests.support.web import PASSWORD, SUPERVISOR, config_document, ingress_proxy, running_edge
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs chromium")]

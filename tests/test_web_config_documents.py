@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from argentic_edge.addon import AddonPaths, AddonRuntime
 from argentic_edge.config import ConfigError, parse_config
-from argentic_edge.homeassistant import options_to_config
-from tests.brokers import free_port
-from tests.webtools import TOKEN, config_document, running_edge, web_client
+from argentic_edge.homeassistant.options import options_to_config
+from argentic_edge.homeassistant.runtime import AddonPaths, AddonRuntime
+from tests.support.brokers import free_port
+from tests.support.web import TOKEN, config_document, running_edge, web_client
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 SECTIONS = ("node_name", "data_dir", "log_level", "messaging", "bridge", "discovery",

@@ -17,9 +17,9 @@ import zmq
 
 from argentic_edge.web import WebService, security, service
 from argentic_edge.web.auth import SESSION_COOKIE
-from tests.appliance_proc import TOKEN, Appliance, appliance_document
-from tests.pki import Pki
-from tests.webtools import config_document, running_edge
+from tests.support.appliance_proc import TOKEN, Appliance, appliance_document
+from tests.support.pki import Pki
+from tests.support.web import config_document, running_edge
 
 NOFILE = 256  # the process's descriptor limit for the whole test: a small device's setting
 CLIENTS = 300

@@ -18,9 +18,9 @@ from yarl import URL
 from argentic_edge.web import WebService, create_app
 from argentic_edge.web.auth import ACCESS, SESSION_COOKIE
 from argentic_edge.web.credentials import AUTH_FILE
-from tests.brokers import free_port
-from tests.pki import Pki
-from tests.webtools import (
+from tests.support.brokers import free_port
+from tests.support.pki import Pki
+from tests.support.web import (
     PASSWORD,
     SUPERVISOR,
     TOKEN,

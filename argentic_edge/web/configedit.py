@@ -35,8 +35,7 @@ from argentic_edge.config import (
     parse_config,
     parse_yaml,
 )
-from argentic_edge.datadir import describe_os_error
-from argentic_edge.fsutil import atomic_write
+from argentic_edge.storage import atomic_write, describe_os_error
 from argentic_edge.web.schema import dotted, form_fields, is_secret
 
 CONFIG_FILE = "argentic-edge.yaml"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from argentic_edge.config import Secret
-from argentic_edge.fsutil import atomic_write
+from argentic_edge.storage import atomic_write
 
 log = logging.getLogger(__name__)
 

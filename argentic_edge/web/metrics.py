@@ -119,7 +119,7 @@ READER_COUNTERS = {
 
 
 def _reader(registry: Registry, name: str, reader: Any) -> None:
-    """busreader.BusReader.status() of the reader ``name`` (agents, bridge)."""
+    """bus.reader.BusReader.status() of the reader ``name`` (agents, bridge)."""
     if not isinstance(reader, Mapping):
         return
     for key, help_text in READER_COUNTERS.items():

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from argentic_edge.app import ServiceError
+from argentic_edge.errors import ServiceError
 from argentic_edge.web.app import create_app
 from argentic_edge.web.auth import ACCESS, SUPERVISOR_ADDRESS
 from argentic_edge.web.listener import (

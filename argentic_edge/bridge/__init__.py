@@ -1,0 +1,1 @@
+"""Uplinks: the bus joined to brokers by routes, with a loop guard and an outbox."""

@@ -1,0 +1,1 @@
+"""The bus: libzmq XSUB/XPUB proxies, plain and federated, and their counters."""

@@ -1,0 +1,1 @@
+"""Certificates: a local CA, the server certificate, renewal in a worker process."""

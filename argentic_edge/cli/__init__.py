@@ -1,0 +1,1 @@
+"""The ``argentic-edge`` command, one module per command family."""

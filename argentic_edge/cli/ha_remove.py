@@ -1,0 +1,113 @@
+"""``argentic-edge ha-remove``: take the appliance's device out of Home Assistant.
+
+The step before uninstalling (the status page has the same action as a button while the
+appliance runs). It clears the retained discovery configs over its own short MQTT connection,
+with the bridge's broker settings — in the add-on (``--addon``), the Supervisor's broker — so it
+works whether or not the appliance is running, and never takes over the bridge's session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from argentic_edge.config import EdgeConfig, load_config
+
+log = logging.getLogger(__name__)
+
+ACK_TIMEOUT = 10.0
+SERVICE_TIMEOUT = 30.0
+
+
+class OwnConnection:
+    """A one-off MQTT 3.1.1 connection with the face ``remove_from_home_assistant`` expects."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        from argentic_edge.bridge.mqtt import MqttLink
+
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self.link = MqttLink(config.bridge.mqtt, f"{config.mqtt_client_id}-remove", mqtt5=False,
+                             will=None, on_message=lambda _message: None,
+                             on_published=self._acknowledged, on_lost=self._lost)
+
+    async def __aenter__(self) -> OwnConnection:
+        await self.link.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.link.disconnect()
+        self.link.close()
+
+    def _acknowledged(self, mid: int, _reason: object) -> None:
+        future = self._acks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _lost(self, reason: str) -> None:
+        from argentic_edge.bridge.mqtt import BridgeError
+
+        for future in self._acks.values():
+            if not future.done():
+                future.set_exception(BridgeError(f"the broker closed the connection: {reason}"))
+
+    async def publish_retained(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._acks[self.link.publish(topic, payload, 1, True).mid] = future
+        await asyncio.wait_for(future, ACK_TIMEOUT)
+
+
+async def _addon_config() -> EdgeConfig:
+    """The add-on's configuration with the Supervisor's broker, as ``run --addon`` builds it."""
+    from argentic_edge.homeassistant.options import AddonError
+    from argentic_edge.homeassistant.runtime import AddonPaths, AddonRuntime
+    from argentic_edge.homeassistant.supervisor import SupervisorClient
+
+    async with SupervisorClient() as supervisor:
+        runtime = AddonRuntime(AddonPaths.from_env(), supervisor)
+        config = await runtime.load()
+        if runtime.needs_broker(config):
+            runtime.mqtt_service = await supervisor.wait_for_mqtt_service(
+                timeout=SERVICE_TIMEOUT)
+            if runtime.mqtt_service is None:
+                raise AddonError("the Supervisor provides no MQTT broker: nothing to remove from")
+            config = runtime.current()
+        return config
+
+
+async def remove(config: EdgeConfig) -> int:
+    from argentic_edge.bridge.mqtt import BridgeError
+    from argentic_edge.homeassistant.discovery import remove_from_home_assistant
+
+    if config.bridge.mqtt.broker_address is None:
+        raise BridgeError("bridge.mqtt.broker_address is not set: no broker to remove from")
+    async with OwnConnection(config) as connection:
+        return await remove_from_home_assistant(connection, config.node_name,
+                                                config.bridge.ha_discovery_prefix)
+
+
+def cmd_ha_remove(args: argparse.Namespace) -> int:
+    from argentic_edge.bridge.mqtt import BridgeError
+
+    async def main() -> int:
+        config = await _addon_config() if args.addon else load_config(args.config)
+        return await remove(config)
+
+    try:
+        removed = asyncio.run(main())
+    except (BridgeError, TimeoutError) as exc:
+        sys.stderr.write(f"argentic-edge: {exc or 'the broker did not acknowledge in time'}\n")
+        return 1
+    sys.stdout.write(f"removed from Home Assistant: {removed} retained topics cleared\n")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "ha-remove", help="remove the appliance's device from Home Assistant (before uninstalling)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", "-c", help="the appliance's configuration file")
+    source.add_argument("--addon", action="store_true",
+                        help="as the add-on: options and the Supervisor's broker")
+    parser.set_defaults(func=cmd_ha_remove)

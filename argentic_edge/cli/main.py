@@ -1,0 +1,299 @@
+"""The ``argentic-edge`` command: run the appliance, the standalone proxy, and the tools.
+
+Exit codes follow the usual convention: 0 success, 1 a problem the user can fix (each one
+explained on stderr, never as a traceback), 2 wrong usage (argparse's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+import zmq
+
+import argentic_edge.cli.certs as certs_cli
+import argentic_edge.cli.ha_remove as ha_remove_cli
+import argentic_edge.cli.peers as discovery_cli
+from argentic_edge import __version__
+from argentic_edge.bus.proxy import Bus, connect_host, tcp_endpoint
+from argentic_edge.client.bus import Subscriber, publish
+from argentic_edge.config import (
+    SAVED_CONFIG_NAME,
+    ConfigError,
+    EdgeConfig,
+    default_data_dir,
+    dump_yaml,
+    file_problems,
+    load_config,
+)
+from argentic_edge.errors import EdgeError
+from argentic_edge.topics import TopicFilter
+
+log = logging.getLogger("argentic_edge")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"argentic-edge: {message}\n")
+    return 1
+
+
+def _config(args: argparse.Namespace) -> EdgeConfig:
+    return load_config(getattr(args, "config", None))
+
+
+def _run_config_path(args: argparse.Namespace) -> str | None:
+    """The file ``run`` reads: --config, else the one the web editor saved in the data dir."""
+    if args.config:
+        return str(args.config)
+    saved = default_data_dir() / SAVED_CONFIG_NAME
+    return str(saved) if saved.is_file() else None
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C); either means a clean stop.
+
+    Installed before anything starts, so a signal that arrives while services are still starting
+    stops the appliance cleanly once they are up, instead of killing it half-started.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+# --- run and proxy --------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.addon:
+        from argentic_edge.homeassistant.runtime import run_addon
+
+        async def addon() -> None:
+            await run_addon(_stop_on_signals())
+            log.info("stopped")
+
+        asyncio.run(addon())
+        return 0
+
+    from argentic_edge.app import Edge
+
+    args.config = _run_config_path(args)
+    config = _config(args)
+    if args.log_level is None:
+        logging.getLogger().setLevel(config.log_level.upper())
+
+    async def main() -> None:
+        stop = _stop_on_signals()
+        async with Edge(config, config_path=args.config):
+            await stop.wait()
+        log.info("stopped")
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    config = _config(args)
+    bus_config = config.messaging
+
+    async def main() -> Bus:
+        stop = _stop_on_signals()
+        bus = Bus(bus_config)
+        await bus.start()
+        try:
+            await stop.wait()
+        finally:
+            await bus.stop()
+        return bus
+
+    bus = asyncio.run(main())
+    stats = bus.stats()
+    if stats is not None:
+        sys.stdout.write(yaml.safe_dump({"counters": stats.to_dict()}, sort_keys=False))
+    return 0
+
+
+# --- check-config ---------------------------------------------------------------------------
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    problems = file_problems(config)
+    if problems:
+        return _fail(str(ConfigError(problems)))
+    sys.stdout.write(dump_yaml(config))
+    return 0
+
+
+# --- pub and sub ----------------------------------------------------------------------------
+
+def _bus_endpoint(args: argparse.Namespace, config: EdgeConfig, backend: bool) -> str:
+    bus = config.messaging
+    host = args.host or connect_host(bus.broker_address)
+    port = args.port or (bus.backend_port if backend else bus.port)
+    return tcp_endpoint(host, port)
+
+
+def cmd_pub(args: argparse.Namespace) -> int:
+    config = _config(args)
+    endpoint = _bus_endpoint(args, config, backend=False)
+    message = sys.stdin.buffer.read() if args.message == "-" else args.message.encode()
+    context = zmq.Context()
+    try:
+        publish(context, endpoint, args.topic, message, wait=args.wait,
+                connect_timeout=config.messaging.connect_timeout / 1000,
+                encoding=config.messaging.topic_encoding)
+    finally:
+        context.term()
+    return 0
+
+
+def cmd_sub(args: argparse.Namespace) -> int:
+    config = _config(args)
+    topic_filter = TopicFilter(args.filter)
+    endpoint = _bus_endpoint(args, config, backend=True)
+    context = zmq.Context()
+    count = 0
+    subscriber = Subscriber(context, endpoint, topic_filter,
+                            encoding=config.messaging.topic_encoding,
+                            connect_timeout=config.messaging.connect_timeout / 1000)
+    try:
+        for message in subscriber.messages(timeout=args.timeout):
+            sys.stdout.write(_render(message.topic, message.payload, args) + "\n")
+            sys.stdout.flush()
+            count += 1
+            if args.count and count >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        subscriber.close()
+        context.term()
+    return 0 if not args.count or count >= args.count else 1
+
+
+def _render(topic: str, payload: bytes, args: argparse.Namespace) -> str:
+    if args.json:
+        try:
+            body: Any = json.loads(payload)
+        except ValueError:
+            body = payload.decode("utf-8", "backslashreplace")
+        return json.dumps({"topic": topic, "payload": body}, ensure_ascii=False)
+    text = payload.decode("utf-8", "backslashreplace")
+    return f"{topic} {text}" if args.verbose else text
+
+
+# --- bench ----------------------------------------------------------------------------------
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run bench/ from the source checkout this package was installed from."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "bench" / "__main__.py").is_file():
+        return _fail("the benchmarks ship with the source checkout (bench/ beside argentic_edge/); "
+                     "run this from a clone installed with scripts/setup")
+    command = [sys.executable, "-m", "bench", *(["--quick"] if args.quick else []),
+               *(["--json", str(args.json)] if args.json else [])]
+    for only in args.only or ():
+        command += ["--only", only]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(command, cwd=root, env=env, check=False).returncode
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="argentic-edge",
+        description="A LAN messaging appliance for Argentic agents: ZeroMQ bus, MQTT bridge, "
+                    "discovery, certificates and a status page.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default=None, type=str.lower,
+                        choices=["debug", "info", "warning", "error"],
+                        help="overrides the configuration's log_level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run the appliance (bus, bridge, discovery, web)")
+    run.add_argument("--config", "-c", help="YAML configuration (default: embedded defaults)")
+    run.add_argument("--addon", action="store_true",
+                     help="Home Assistant add-on mode: options from /data/options.json, the "
+                          "Supervisor's MQTT service, ingress")
+    run.set_defaults(func=cmd_run)
+
+    proxy = sub.add_parser("proxy", help="run only the ZeroMQ proxy (proxy_mode: external setups)")
+    proxy.add_argument("--config", "-c")
+    proxy.set_defaults(func=cmd_proxy)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and print it")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    pub = sub.add_parser("pub", help="publish one message on the bus (like mosquitto_pub)")
+    pub.add_argument("topic")
+    pub.add_argument("message", help="the payload (Argentic JSON); - reads standard input")
+    pub.add_argument("--wait", type=float, default=1.0,
+                     help="seconds to wait for a matching subscriber before sending (default 1)")
+    _bus_options(pub)
+    pub.set_defaults(func=cmd_pub)
+
+    subscribe = sub.add_parser("sub", help="print bus messages matching an MQTT-style filter")
+    subscribe.add_argument("filter", help="e.g. agent/+/status, agent/#, #")
+    subscribe.add_argument("-v", "--verbose", action="store_true", help="print the topic too")
+    subscribe.add_argument("-C", "--count", type=int, default=0, help="exit after COUNT messages")
+    subscribe.add_argument("--json", action="store_true", help="one JSON object per message")
+    subscribe.add_argument("--timeout", type=float, default=None,
+                           help="exit after this many seconds without a message")
+    _bus_options(subscribe)
+    subscribe.set_defaults(func=cmd_sub)
+
+    bench = sub.add_parser("bench", help="run the benchmarks (from a source checkout)")
+    bench.add_argument("--quick", action="store_true")
+    bench.add_argument("--json", type=Path)
+    bench.add_argument("--only", action="append",
+                       choices=["bus", "bridge", "federation", "footprint"])
+    bench.set_defaults(func=cmd_bench)
+
+    certs_cli.add_parser(sub)
+    discovery_cli.add_parser(sub)
+    ha_remove_cli.add_parser(sub)
+    return parser
+
+
+def _bus_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="take the bus address and ports from this file")
+    parser.add_argument("--host", help="bus host (default: from the configuration, else local)")
+    parser.add_argument("--port", type=int, help="bus port (default: 5555 for pub, 5556 for sub)")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = args.log_level
+    if level is None:
+        level = "info" if args.command in ("run", "proxy") else "warning"
+    _configure_logging(level)
+    try:
+        return int(args.func(args))
+    except EdgeError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130

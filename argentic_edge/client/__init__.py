@@ -1,0 +1,1 @@
+"""What agents and scripts import: bus clients and find_edge()."""

@@ -1,0 +1,1 @@
+"""Federation: trusted appliances linked into one bus over CURVE."""

@@ -1,0 +1,322 @@
+"""The "peers" service: discovery, trust and federation links, kept in step with each other.
+
+Discovery fills the PeerTable; this service decides, for every peer, what it should be:
+trusted or not (TrustStore), linked or not (the FederatedBus's M proxy), and tells the bus's
+gatekeeper which keys may pull our traffic. It does so by reconciling the whole (bounded) table
+whenever anything changes (a record, an approval, a link event), which keeps the logic
+level-triggered: whatever the order of events, the next pass puts things right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from argentic_edge import __version__
+from argentic_edge.bus.federated import (
+    DENY_ALL,
+    RETRY_FIRST,
+    RETRY_MAX,
+    CurveKeys,
+    FederatedBus,
+    FederationError,
+    LinkTarget,
+    TrustStore,
+    load_or_create_keys,
+)
+from argentic_edge.bus.proxy import tcp_endpoint
+from argentic_edge.discovery.mdns import (
+    Advertiser,
+    Browser,
+    LocalAddress,
+    Peer,
+    PeerState,
+    PeerTable,
+    Record,
+    link_address,
+    local_addresses,
+    zeroconf_for,
+)
+
+if TYPE_CHECKING:
+    from argentic_edge.app import Edge
+
+log = logging.getLogger(__name__)
+
+REFRESH_INTERVAL = 30.0  # seconds between checks of our addresses and certificate
+# libzmq reconnects by itself at most every 5 s (RECONNECT_IVL_MAX); a link to a live peer still
+# not up after that is connected anew (seen once in CI: a link that stayed "connecting" for 20 s
+# without a single handshake event, while both nodes were up and trusted each other).
+STUCK_AFTER = 5.0
+
+
+class PeersService:
+    """mDNS advertise/browse plus trust and federation links, as one Edge service."""
+
+    name = "peers"
+
+    def __init__(self, edge: Edge) -> None:
+        config = edge.config
+        self.config = config.discovery
+        self.node_name = config.node_name
+        self.bus_config = config.messaging
+        self.web_port = config.web.port if config.web.enabled else 0
+        self.key_dir = config.data_path / "federation"
+        self.table = PeerTable(self.config.max_peers)
+        bus = getattr(edge.services.get("bus"), "bus", None)
+        self.bus = bus if isinstance(bus, FederatedBus) else None
+        self.keys: CurveKeys | None = None
+        self.trust: TrustStore | None = None
+        self.fingerprint: Callable[[], str] | None = None
+        self._local: list[LocalAddress] = []
+        self._azc: Any = None
+        self._browser: Browser | None = None
+        self._advertiser: Advertiser | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._retry_at: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}
+        self._stuck_at: dict[str, float] = {}
+
+    @property
+    def federating(self) -> bool:
+        return self.bus is not None and self.bus.federating
+
+    # lifecycle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.keys = await loop.run_in_executor(None, load_or_create_keys, self.key_dir)
+        self.trust = TrustStore(self.config.federation, self.key_dir)
+        await loop.run_in_executor(None, self.trust.load)
+        self._local = local_addresses(self.config.interfaces)
+        self._azc = zeroconf_for(self.config.interfaces)
+        try:
+            self._browser = Browser(self._azc.zeroconf, self.table, own_id=self.keys.node_id,
+                                    liveness_interval=self.config.liveness_interval)
+            await self._browser.start()
+            self._advertiser = Advertiser(self._azc, self._advert)
+            if self.bus is not None:
+                self.bus.add_link_listener(self._on_link)
+            self._tasks = [asyncio.create_task(self._reconcile_forever(), name="peers-reconcile"),
+                           asyncio.create_task(self._advertise_forever(), name="peers-advertise")]
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.bus is not None:
+            self.bus.remove_link_listener(self._on_link)
+            if self.federating:
+                await self.bus.set_links({})
+            self.bus.policy = DENY_ALL
+        if self._advertiser is not None:
+            await self._advertiser.stop()
+            self._advertiser = None
+        if self._browser is not None:
+            await self._browser.stop()
+            self._browser = None
+        if self._azc is not None:
+            await self._azc.async_close()
+            self._azc = None
+
+    def health(self) -> tuple[bool, str]:
+        if self._azc is None or not self._azc.zeroconf.started:
+            return False, "mDNS is not running"
+        if self._advertiser is None or self._advertiser.registered is None:
+            return True, "mDNS browsing; not advertised yet (no IPv4 address or still probing)"
+        return True, f"advertised as {self._advertiser.name!r}"
+
+    # advertising
+
+    def set_fingerprint_provider(self, provider: Callable[[], str] | None) -> None:
+        """Where the ``tls`` TXT value comes from (the certificates service); re-advertised
+        at the next refresh, or at once through ``refresh_advertisement()``."""
+        self.fingerprint = provider
+
+    async def refresh_advertisement(self) -> None:
+        if self._advertiser is not None:
+            await self._advertiser.refresh()
+
+    def _advert(self) -> Record:
+        assert self.keys is not None
+        self._local = local_addresses(self.config.interfaces)
+        addresses = tuple(dict.fromkeys(a.address for a in self._local
+                                        if not a.network.network_address.is_loopback))
+        tls = ""
+        if self.fingerprint is not None:
+            try:
+                tls = self.fingerprint() or ""
+            except Exception:
+                log.exception("discovery: the certificate fingerprint provider failed")
+        return Record(id=self.keys.node_id, name=self.node_name, pub=self.bus_config.port,
+                      sub=self.bus_config.backend_port,
+                      fed=self.bus.export_port if self.bus is not None else 0,
+                      web=self.web_port, curve=self.keys.public, tls=tls, version=__version__,
+                      addresses=addresses)
+
+    async def _advertise_forever(self) -> None:
+        assert self._advertiser is not None
+        while True:
+            try:
+                await self._advertiser.refresh()
+            except Exception as exc:
+                log.error("discovery: advertising failed: %s", exc)
+            await asyncio.sleep(REFRESH_INTERVAL)
+
+    # trust
+
+    async def approve(self, peer_id: str) -> dict[str, Any]:
+        """Trust a peer (the web API's approve button); persisted. Returns the peer's dict."""
+        assert self.trust is not None
+        peer = self.table.get(peer_id)
+        key, name = (peer.curve, peer.name) if peer is not None else (None, "")
+        await asyncio.get_running_loop().run_in_executor(None, self.trust.approve, peer_id, key,
+                                                         name)
+        log.info("federation: approved peer %s (%s)", name or "not seen yet", peer_id)
+        return await self._after_trust_change(peer_id)
+
+    async def forget(self, peer_id: str) -> dict[str, Any]:
+        """Withdraw an approval: the link goes, and the peer's key no longer passes ZAP."""
+        assert self.trust is not None
+        removed = await asyncio.get_running_loop().run_in_executor(None, self.trust.forget,
+                                                                   peer_id)
+        if not removed:
+            raise FederationError(f"peer {peer_id} was not approved")
+        log.info("federation: no longer trusting peer %s", peer_id)
+        document = await self._after_trust_change(peer_id)
+        if self.bus is not None:
+            await self.bus.revoke()
+        return document
+
+    async def _after_trust_change(self, peer_id: str) -> dict[str, Any]:
+        await self._reconcile()
+        peer = self.table.get(peer_id)
+        return self._peer_dict(peer) if peer is not None else {"id": peer_id, "state": None}
+
+    # reconciling
+
+    def _on_link(self, peer_id: str, state: str) -> None:
+        """Refused or failed links are retried with back-off; links still connecting after
+        STUCK_AFTER seconds are made again (see ``_reconcile``)."""
+        if state == "up":
+            self._backoff.pop(peer_id, None)
+            self._retry_at.pop(peer_id, None)
+        elif state in ("refused", "failed"):
+            delay = self._backoff.get(peer_id, RETRY_FIRST)
+            self._retry_at[peer_id] = time.monotonic() + delay
+            self._backoff[peer_id] = min(delay * 2, RETRY_MAX)
+        self._wake.set()
+
+    async def _reconcile_forever(self) -> None:
+        events = self.table.subscribe()
+        try:
+            while True:
+                await self._reconcile()
+                timeout = None
+                if self._retry_at or self._stuck_at:
+                    soonest = min([*self._retry_at.values(), *self._stuck_at.values()])
+                    timeout = max(0.0, soonest - time.monotonic())
+                waiter = asyncio.create_task(events.get())
+                woken = asyncio.create_task(self._wake.wait())
+                try:
+                    await asyncio.wait({waiter, woken}, timeout=timeout,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    woken.cancel()
+                self._wake.clear()
+                while events.get_nowait() is not None:
+                    pass  # one pass covers every change queued so far
+        finally:
+            events.close()
+
+    async def _reconcile(self) -> None:
+        """One pass: the links, the states and the ZAP policy the table calls for."""
+        assert self.trust is not None
+        peers = self.table.peers()
+        if self.bus is not None and self.federating:
+            self.bus.policy = self.trust.policy(
+                {p.id: p.curve for p in peers if p.state != "lost"})
+            targets = {p.id: target for p in peers if (target := self._target(p)) is not None}
+            await self.bus.set_links(targets)
+            now = time.monotonic()
+            for peer_id in targets:  # a link that never comes up is made again
+                if self.bus.link_state(peer_id) != "connecting":
+                    self._stuck_at.pop(peer_id, None)
+                elif peer_id not in self._stuck_at:
+                    self._stuck_at[peer_id] = now + STUCK_AFTER
+            for peer_id in [p for p in self._stuck_at if p not in targets]:
+                del self._stuck_at[peer_id]
+            stuck = [p for p, at in self._stuck_at.items() if at <= now]
+            for peer_id in stuck:
+                del self._stuck_at[peer_id]
+            due = [p for p, at in self._retry_at.items() if at <= now and p in targets]
+            for peer_id in list(self._retry_at):
+                if peer_id not in targets or peer_id in due:
+                    self._retry_at.pop(peer_id)
+            for peer_id in [p for p in self._backoff if p not in targets]:
+                del self._backoff[peer_id]  # bounded by the links we have, not by history
+            if due or stuck:
+                await self.bus.retry([*due, *stuck])
+        for peer in self.table.peers():  # afresh: the table may have moved during the awaits
+            state = self._state(peer)
+            if state != peer.state:
+                self.table.set_state(peer.id, state)
+                log.info("peers: %s (%s) is now %s", peer.name, peer.id, state)
+
+    def _target(self, peer: Peer) -> LinkTarget | None:
+        assert self.trust is not None
+        if peer.state == "lost" or not peer.fed or not self.trust.trusts(peer.id, peer.curve):
+            return None
+        address = link_address(peer, self._local)
+        if address is None:
+            return None
+        return LinkTarget(tcp_endpoint(address, peer.fed), peer.curve)
+
+    def _state(self, peer: Peer) -> PeerState:
+        assert self.trust is not None
+        if peer.state == "lost":
+            return "lost"
+        if self.bus is not None and self.bus.link_state(peer.id) == "up":
+            return "linked"
+        return "trusted" if self.trust.trusts(peer.id, peer.curve) else "discovered"
+
+    # status
+
+    def _peer_dict(self, peer: Peer) -> dict[str, Any]:
+        assert self.trust is not None
+        document = peer.to_dict()
+        document["trust"] = self.trust.source(peer.id, peer.curve)
+        document["link"] = self.bus.link_state(peer.id) if self.bus is not None else None
+        document["link_address"] = link_address(peer, self._local)
+        return document
+
+    def status(self) -> dict[str, Any]:
+        browser = self._browser
+        counters = dict(browser.counters) if browser is not None else {}
+        counters["table_full"] = self.table.refused
+        if self.bus is not None:
+            zap = self.bus.federation_status()["zap"]
+            counters["zap_denied"] = zap["denied"]
+        return {
+            "node_id": self.keys.node_id if self.keys else None,
+            "name": self._advertiser.name if self._advertiser else None,
+            "curve_public_key": self.keys.public if self.keys else None,
+            "trust": self.config.federation.trust,
+            "federation": self.federating,
+            "export_port": self.bus.export_port if self.bus is not None else 0,
+            "addresses": [dataclasses.asdict(a) | {"network": str(a.network)}
+                          for a in self._local],
+            "peers": [self._peer_dict(p) for p in self.table.peers()] if self.trust else [],
+            "approved": [a.to_dict() for a in self.trust.approvals()] if self.trust else [],
+            "counters": counters,
+        }

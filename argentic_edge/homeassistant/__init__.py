@@ -1,0 +1,1 @@
+"""Home Assistant: add-on options, the Supervisor API, MQTT discovery, the add-on runtime."""

@@ -1,0 +1,95 @@
+"""The data directory's contract: power-loss-safe writes, and sweeping up after interrupted ones.
+
+The appliance lives on SD cards that lose power. Every file it owns (configuration, keys,
+certificates, state) is written to a temporary file in the same directory, fsynced, then renamed
+over the target, and the directory is fsynced so the rename itself is durable. A reader therefore
+sees either the old file or the new one, never half of either.
+
+A power cut (or SIGKILL) between the write and the rename leaves the temporary file
+(``.<name>.<random>.tmp``) behind: the target is still whole, but the orphan stays forever and may
+hold a copy of a private key that was since renewed. The appliance removes such orphans when it
+starts.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # tempfile.mkstemp's 8 random characters
+STALE_AFTER = 30.0  # seconds; a write in progress (another process: the certs CLI) is younger
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o600) -> Path:
+    """Replace ``path`` with ``data`` atomically; the file is created with ``mode`` from the start.
+
+    The temporary file gets its permissions before any byte is written, so a private key is
+    never readable by others, not even for an instant.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(target.parent)
+    return target
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable; some filesystems refuse to open directories, which is harmless."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def sweep_stale_temp_files(root: Path, older_than: float = STALE_AFTER) -> list[Path]:
+    """Remove interrupted atomic writes' temporary files under ``root``; returns what went."""
+    if not root.is_dir():
+        return []
+    limit = time.time() - older_than
+    removed = []
+    for path in root.rglob(".*.tmp"):
+        try:
+            if TEMP_NAME.match(path.name) and path.is_file() and path.stat().st_mtime < limit:
+                path.unlink()
+                removed.append(path)
+        except OSError as exc:  # read-only or vanished: the orphan is harmless where it is
+            log.debug("cannot remove %s: %s", path, exc.strerror)
+    if removed:
+        log.warning("removed %d temporary file(s) left by writes a power cut interrupted: %s",
+                    len(removed), ", ".join(str(p) for p in removed))
+    return removed
+
+
+def describe_os_error(exc: OSError) -> str:
+    """"No space left on device (ENOSPC)": the words and the errno, for status and API answers
+    (the caller names the file)."""
+    text = exc.strerror or str(exc)
+    code = errno.errorcode.get(exc.errno) if exc.errno is not None else None
+    return f"{text} ({code})" if code else text
