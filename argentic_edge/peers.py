@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from argentic_edge import __version__
 from argentic_edge.discovery import (Advertiser, Browser, LocalAddress, Peer, PeerState,
-                                     PeerTable, Record, link_address, local_addresses,
-                                     zeroconf_for)
+                                     PeerTable, Record, link_address, link_addresses,
+                                     local_addresses, zeroconf_for)
 from argentic_edge.federation import (DENY_ALL, RETRY_FIRST, RETRY_MAX, CurveKeys, FederatedBus,
                                       FederationError, LinkTarget, TrustStore,
                                       load_or_create_keys)
@@ -64,6 +64,7 @@ class PeersService:
         self._retry_at: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
         self._stuck_at: dict[str, float] = {}
+        self._proven: dict[str, str] = {}  # peer id → endpoint that last completed a handshake
 
     @property
     def federating(self) -> bool:
@@ -193,6 +194,9 @@ class PeersService:
         if state == "up":
             self._backoff.pop(peer_id, None)
             self._retry_at.pop(peer_id, None)
+            link = self.bus.links.get(peer_id) if self.bus is not None else None
+            if link is not None:
+                self._proven[peer_id] = link.target.endpoint
         elif state in ("refused", "failed"):
             delay = self._backoff.get(peer_id, RETRY_FIRST)
             self._retry_at[peer_id] = time.monotonic() + delay
@@ -248,6 +252,8 @@ class PeersService:
                     self._retry_at.pop(peer_id)
             for peer_id in [p for p in self._backoff if p not in targets]:
                 del self._backoff[peer_id]  # bounded by the links we have, not by history
+            for peer_id in [p for p in self._proven if p not in self.table]:
+                del self._proven[peer_id]
             if due or stuck:
                 await self.bus.retry([*due, *stuck])
         for peer in self.table.peers():  # afresh: the table may have moved during the awaits
@@ -257,13 +263,20 @@ class PeersService:
                 log.info("peers: %s (%s) is now %s", peer.name, peer.id, state)
 
     def _target(self, peer: Peer) -> LinkTarget | None:
+        """Where to link: a link that is up stays where it is (its CURVE handshake proved the
+        peer is there; an mDNS answer proves nothing); otherwise the advertised endpoint
+        that last completed a handshake, else the first advertised one."""
         assert self.trust is not None
         if peer.state == "lost" or not peer.fed or not self.trust.trusts(peer.id, peer.curve):
             return None
-        address = link_address(peer, self._local)
-        if address is None:
+        link = self.bus.links.get(peer.id) if self.bus is not None else None
+        if link is not None and link.state == "up" and link.target.server_key == peer.curve:
+            return link.target
+        endpoints = [tcp_endpoint(a, peer.fed) for a in link_addresses(peer, self._local)]
+        if not endpoints:
             return None
-        return LinkTarget(tcp_endpoint(address, peer.fed), peer.curve)
+        proven = self._proven.get(peer.id)
+        return LinkTarget(proven if proven in endpoints else endpoints[0], peer.curve)
 
     def _state(self, peer: Peer) -> PeerState:
         assert self.trust is not None
