@@ -29,10 +29,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import ifaddr
-from zeroconf import (DNSAddress, DNSCache, DNSOutgoing, DNSQuestion, DNSQuestionType, InterfaceChoice,
-                      InterfacesType, IPVersion, NonUniqueNameException, RecordUpdate,
-                      RecordUpdateListener, ServiceInfo, ServiceNameAlreadyRegistered,
-                      ServiceStateChange, Zeroconf, current_time_millis)
+from zeroconf import (DNSAddress, DNSCache, DNSOutgoing, DNSQuestion, DNSQuestionType,
+                      InterfaceChoice, InterfacesType, IPVersion, NonUniqueNameException,
+                      RecordUpdate, RecordUpdateListener, ServiceInfo,
+                      ServiceNameAlreadyRegistered, ServiceStateChange, Zeroconf,
+                      current_time_millis)
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from argentic_edge.config import ConfigError, Problem
