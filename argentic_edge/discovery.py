@@ -482,6 +482,7 @@ class Browser:
         self._claimants: dict[str, set[str]] = {}  # peer id → full names
         self._touched: set[str] = set()  # instance keys heard in the current batch
         self._lost_probes: dict[str, tuple[float, float]] = {}  # key → (next probe, gap)
+        self._unproven: set[str] = set()  # ids whose holder did not complete a handshake
         self._logged: set[str] = set()
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
@@ -572,6 +573,12 @@ class Browser:
         if stored is None:
             self._count("table_full", f"already {self.table.max_peers} peers; refused {name!r}")
             return
+        displaced = [full for k, (full, pid) in self._names.items()
+                     if pid == peer.id and k != key]
+        if displaced:  # its turn may come again, if this one cannot link either
+            self._unproven.discard(peer.id)
+            claimants = self._claimants.setdefault(peer.id, set())
+            claimants.update(displaced[:MAX_CLAIMANTS - len(claimants)])
         self._names = {k: v for k, v in self._names.items() if v[1] != peer.id}
         self._names[key] = (name, peer.id)
         self._heard[key] = time.monotonic()
@@ -588,11 +595,11 @@ class Browser:
         id, or a copy would move our link away from the real peer (the CURVE handshake would
         then fail: a copy can never link, but it could cut the real peer off). The holder
         keeps the id while it answers, even after a goodbye (anyone can send one in its
-        name); a real peer that changes its name stops answering under the old one, and then
-        the claim is heard."""
+        name), unless it failed the CURVE handshake (``link_result``); a real peer that
+        changes its name stops answering under the old one, and then the claim is heard."""
         holder = next((k for k, (_, pid) in self._names.items() if pid == peer.id), None)
         existing = self.table.get(peer.id)
-        if holder is None or holder == key or existing is None:
+        if holder is None or holder == key or existing is None or peer.id in self._unproven:
             return False
         if existing.state == "lost" and not self._answering(holder):
             return False
@@ -611,6 +618,18 @@ class Browser:
             del self._claimants[peer_id]
         for key in [k for k in self._lost_probes if k not in self._names]:
             del self._lost_probes[key]
+        self._unproven = {peer_id for peer_id in self._unproven if peer_id in self.table}
+
+    def link_result(self, peer_id: str, proven: bool) -> None:
+        """What linking to the name that holds ``peer_id`` showed. An id and its key are
+        public, so the holder may be a copy; only the real peer holds the secret key and
+        completes the CURVE handshake. While the holder has not proven itself, the other
+        names that claim the id are heard; one that links keeps it."""
+        if proven:
+            self._unproven.discard(peer_id)
+        elif peer_id in self.table and peer_id not in self._unproven:
+            self._unproven.add(peer_id)
+            self._release(peer_id)
 
     def _answering(self, key: str) -> bool:
         """Heard from within the silence that makes a peer lost (always False without

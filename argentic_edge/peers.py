@@ -190,7 +190,11 @@ class PeersService:
 
     def _on_link(self, peer_id: str, state: str) -> None:
         """Refused or failed links are retried with back-off; links still connecting after
-        STUCK_AFTER seconds are made again (see ``_reconcile``)."""
+        STUCK_AFTER seconds are made again (see ``_reconcile``). Discovery hears whether the
+        peer proved its key: only a completed handshake does (a refusal is an unencrypted
+        ERROR command, which anyone can send)."""
+        if self._browser is not None and state in ("up", "refused", "failed"):
+            self._browser.link_result(peer_id, proven=state == "up")
         if state == "up":
             self._backoff.pop(peer_id, None)
             self._retry_at.pop(peer_id, None)
@@ -246,6 +250,8 @@ class PeersService:
             stuck = [p for p, at in self._stuck_at.items() if at <= now]
             for peer_id in stuck:
                 del self._stuck_at[peer_id]
+                if self._browser is not None:
+                    self._browser.link_result(peer_id, proven=False)
             due = [p for p, at in self._retry_at.items() if at <= now and p in targets]
             for peer_id in list(self._retry_at):
                 if peer_id not in targets or peer_id in due:

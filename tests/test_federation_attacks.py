@@ -251,8 +251,8 @@ def goodbye(peer: dict[str, Any], address: str) -> list[dict[str, Any]]:
 
 @contextmanager
 def linked_pair(lan: Lan, tmp_path: Path, liveness: float = 1.0
-                ) -> Iterator[tuple[Node, Namespace]]:
-    """node-a linked to node-c, in the steady state; yields node-a and node-c's namespace."""
+                ) -> Iterator[tuple[Node, Node]]:
+    """node-a linked to node-c, in the steady state."""
     ns_a, ns_c = lan.add(), lan.add()
     a = Node(ns_a, node_config(tmp_path, "a", "node-a", liveness), tmp_path / "a",
              tmp_path / "a.log")
@@ -262,7 +262,7 @@ def linked_pair(lan: Lan, tmp_path: Path, liveness: float = 1.0
         c.start()
         a.wait_peer("node-c", "linked", 20)
         time.sleep(max(0.0, a.started_at + STEADY_AFTER - time.monotonic()))
-        yield a, ns_c
+        yield a, c
     finally:
         a.stop()
         c.stop()
@@ -315,7 +315,8 @@ def wait_healed(a: Node, peer_id: str, ns_c: Namespace, since: float) -> float:
 def test_a_forged_srv_and_address_answer_does_not_move_the_link(
         lan: Lan, tmp_path: Path) -> None:
     """One answer with node-c's own instance and host names, its host at the lure's address."""
-    with linked_pair(lan, tmp_path) as (a, ns_c):
+    with linked_pair(lan, tmp_path) as (a, c):
+        ns_c = c.ns
         ns_lure = lan.add()
         lure = start_lure(ns_lure, [], [f"{ns_lure.address}:{EXPORT}"])
         try:
@@ -338,7 +339,8 @@ def test_a_spoofed_goodbye_loses_a_live_peer_only_until_it_answers(
         lan: Lan, tmp_path: Path) -> None:
     """A liveness interval of 5 s here: node-c's answer to a probe sent just before the goodbye
     would bring it back by luck (the old code too); with 5 s between probes that is rare."""
-    with linked_pair(lan, tmp_path, liveness=5.0) as (a, ns_c):
+    with linked_pair(lan, tmp_path, liveness=5.0) as (a, c):
+        ns_c = c.ns
         ns_lure = lan.add()
         lure = start_lure(ns_lure, [], [])
         try:
@@ -354,7 +356,8 @@ def test_a_copy_cannot_take_the_id_of_a_peer_that_still_answers(
         lan: Lan, tmp_path: Path) -> None:
     """A copy of node-c's record waits for the id (duplicate_id); a spoofed goodbye for node-c
     used to hand it over, and then node-c itself was refused as the duplicate."""
-    with linked_pair(lan, tmp_path) as (a, ns_c):
+    with linked_pair(lan, tmp_path) as (a, c):
+        ns_c = c.ns
         ns_lure = lan.add()
         real = peer_named(a, "node-c")
         lure = start_lure(ns_lure, [{"name": "node-c-copy", "txt": copy_txt(real),
@@ -371,6 +374,34 @@ def test_a_copy_cannot_take_the_id_of_a_peer_that_still_answers(
             # Past the three silent intervals after which another claim would be heard.
             assert lure.connections(5.0) == []
             wait_healed(a, real["id"], ns_c, time.monotonic())
+            assert not any(p["name"] == "node-c-copy" for p in a.status()["peers"]["peers"])
+        finally:
+            lure.close()
+
+
+def test_a_copy_that_cannot_link_gives_the_id_back_to_the_real_peer(
+        lan: Lan, tmp_path: Path) -> None:
+    """node-c goes silent (killed, no goodbye) while a copy waits: after three silent intervals
+    the copy holds the id, as a renamed peer would. It never completes a CURVE handshake, so
+    when node-c comes back its claim is heard and it is linked again."""
+    with linked_pair(lan, tmp_path) as (a, c):
+        ns_lure = lan.add()
+        real = peer_named(a, "node-c")
+        lure = start_lure(ns_lure, [{"name": "node-c-copy", "txt": copy_txt(real),
+                                     "addresses": [ns_lure.address]}],
+                          [f"{ns_lure.address}:{EXPORT}"])
+        try:
+            deadline = time.monotonic() + 10
+            while a.status()["peers"]["counters"].get("duplicate_id", 0) < 1:
+                assert time.monotonic() < deadline, a.status()["peers"]["counters"]
+                time.sleep(0.1)
+            c.kill()
+            a.wait_peer("node-c-copy", "trusted", 20)  # the copy holds the id now
+            c.start()
+            took = wait_healed(a, real["id"], c.ns, time.monotonic())
+            print(f"copy holding the id: node-c linked again {took:.1f}s after its restart")
+            time.sleep(5)  # and keeps it: the copy's claim waits again
+            wait_healed(a, real["id"], c.ns, time.monotonic())
             assert not any(p["name"] == "node-c-copy" for p in a.status()["peers"]["peers"])
         finally:
             lure.close()
