@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,6 +15,7 @@ import pytest
 import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from zeroconf import DNSAddress, DNSCache, current_time_millis
 
 from argentic_edge.bus.federated import node_id
 from argentic_edge.client.discover import find_edge
@@ -26,7 +28,9 @@ from argentic_edge.discovery.mdns import (
     PeerTable,
     Record,
     RecordError,
+    cached_addresses,
     link_address,
+    link_addresses,
     local_addresses,
     parse_record,
     peer_from_info,
@@ -245,6 +249,26 @@ def test_we_only_link_to_an_advertised_address_on_our_own_subnet() -> None:
     assert link_address(peer(addresses=("8.8.8.8", "10.1.7.7")), here) == "10.1.7.7"
     assert link_address(peer(addresses=("8.8.8.8",)), here) is None
     assert link_address(peer(addresses=("192.168.1.10",)), here) is None  # that is us
+    assert link_addresses(peer(addresses=("10.1.7.7", "8.8.8.8", "10.1.2.2")), here) == [
+        "10.1.7.7", "10.1.2.2"]
+
+
+def test_an_address_that_a_cache_flush_declared_invalid_is_not_the_peers() -> None:
+    """RFC 6762 section 10.2. zeroconf keeps such a record a second more and renews that second
+    with every later answer for the host: a forged address would outlive the real one."""
+    cache, host, now = DNSCache(), "argentic-0123456789ab.local.", current_time_millis()
+
+    def answer(address: str, created: float) -> None:
+        record = DNSAddress(host, 1, 0x8001, 60, socket.inet_aton(address), created=created)
+        cache.async_mark_unique_records_older_than_1s_to_expire({(host, 1, 1)}, [record],
+                                                                created)
+        cache.async_add_records([record])
+
+    answer("10.0.0.2", now - 4000)  # the real peer
+    answer("10.0.0.3", now - 2000)  # a forged answer for its host
+    assert cached_addresses(cache, host) == ["10.0.0.3"]
+    answer("10.0.0.2", now)  # the real peer answers again
+    assert cached_addresses(cache, host.upper()) == ["10.0.0.2"]
 
 
 async def test_find_edge_refuses_to_block_a_running_event_loop() -> None:

@@ -12,6 +12,12 @@ setting) and link. A lure (tests/support/netns_lure.py) on a third machine adver
   linked at its own address, and the copy's goodbye does not make node-c lost.
 
 Every TCP connection to the lure's ports is reported by the lure itself.
+
+Then single forged mDNS answers, sent from the lure's namespace (never a real interface), each
+of which used to take node-c away for good: a same-name SRV/A answer pointing node-c's host at
+the lure, a spoofed goodbye for node-c, and a spoofed goodbye while a copy of node-c's record
+waits for its id. Each must heal while node-c answers: node-c back in the table at its own
+address, linked there, and no connection ever made to the lure.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,7 @@ import yaml
 import zmq
 
 from argentic_edge.bus.federated import node_id
+from argentic_edge.discovery.mdns import SERVICE_TYPE
 from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
 
 UNAVAILABLE = netns_unavailable()
@@ -38,6 +46,11 @@ pytestmark = [pytest.mark.netns,
 PUB, SUB, EXPORT = 6555, 6556, 6557  # namespaces of our own: every port is free
 STRANGER_FED, CONTROL_FED = 7600, 7601
 ROUTED = "10.99.0.5"  # on the lure, and routed there from node-a: reachable, but not our LAN
+HEAL_WITHIN = 30.0  # generous: node-c answers a probe within a liveness interval (1 s here)
+# zeroconf's browser asks for every instance at 0, 1, 4 and 9 s after it starts, then only
+# when a record nears its expiry (about 15 min for PTR): forgeries are sent after that burst,
+# in the steady state, where nothing but our own probes would bring a peer back.
+STEADY_AFTER = 15.0
 
 
 def _ip(*args: str) -> None:
@@ -83,6 +96,14 @@ class Lure:
                 return
         raise AssertionError(f"no connection to {where} within {timeout}s")
 
+    def forge(self, records: list[dict[str, Any]]) -> None:
+        """Have the lure send one mDNS answer holding these records (tests/support/netns_lure.py)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps({"forge": records}) + "\n").encode())
+        self.process.stdin.flush()
+        while "forged" not in (line := json.loads(self.lines.next(10))):
+            self.early.append(line["connection"])
+
     def close(self) -> None:
         assert self.process.stdin is not None
         self.process.stdin.close()
@@ -104,14 +125,14 @@ def start_lure(ns: Namespace, records: list[dict[str, Any]], listen: list[str],
     return lure
 
 
-def node_config(tmp: Path, key: str, name: str) -> Path:
+def node_config(tmp: Path, key: str, name: str, liveness: float = 1.0) -> Path:
     path = tmp / f"{key}.yaml"
     path.write_text(yaml.safe_dump({
         "node_name": name, "data_dir": str(tmp / key),
         "messaging": {"port": PUB, "backend_port": SUB},
         "bridge": {"enabled": False}, "web": {"enabled": False},
         "certificates": {"enabled": False},
-        "discovery": {"liveness_interval": 1.0,
+        "discovery": {"liveness_interval": liveness,
                       "federation": {"trust": "open", "export_port": EXPORT}},
     }))
     return path
@@ -205,3 +226,182 @@ def test_a_link_that_never_completes_its_handshake_is_made_again(
         if lure is not None:
             lure.close()
         a.stop()
+
+
+# --- forged answers ---------------------------------------------------------------------------
+
+def instance(name: str) -> str:
+    return f"{name}.{SERVICE_TYPE}"
+
+
+def host_of(peer: dict[str, Any]) -> str:
+    """The host name an appliance advertises (discovery.Record.service_info)."""
+    return f"argentic-{peer['id'][:12]}.local."
+
+
+def goodbye(peer: dict[str, Any], address: str) -> list[dict[str, Any]]:
+    """What the peer itself sends when it stops: every record of its instance with TTL 0."""
+    name = instance(peer["name"])
+    return [{"type": "ptr", "name": SERVICE_TYPE, "alias": name, "ttl": 0},
+            {"type": "srv", "name": name, "server": host_of(peer), "port": peer["pub"],
+             "ttl": 0},
+            {"type": "txt", "name": name, "txt": copy_txt(peer), "ttl": 0},
+            {"type": "a", "name": host_of(peer), "address": address, "ttl": 0}]
+
+
+@contextmanager
+def linked_pair(lan: Lan, tmp_path: Path, liveness: float = 1.0
+                ) -> Iterator[tuple[Node, Node]]:
+    """node-a linked to node-c, in the steady state."""
+    ns_a, ns_c = lan.add(), lan.add()
+    a = Node(ns_a, node_config(tmp_path, "a", "node-a", liveness), tmp_path / "a",
+             tmp_path / "a.log")
+    c = Node(ns_c, node_config(tmp_path, "c", "node-c"), tmp_path / "c", tmp_path / "c.log")
+    try:
+        a.start()
+        c.start()
+        a.wait_peer("node-c", "linked", 20)
+        time.sleep(max(0.0, a.started_at + STEADY_AFTER - time.monotonic()))
+        yield a, c
+    finally:
+        a.stop()
+        c.stop()
+
+
+def healed(a: Node, peer_id: str, ns_c: Namespace) -> tuple[bool, dict[str, Any]]:
+    """Whether node-a holds node-c under its own name, at its own address, linked to its
+    export port there; and what it holds."""
+    status = a.status()
+    peer = next((p for p in status["peers"]["peers"] if p["id"] == peer_id), None)
+    link = status["bus"]["federation"]["links"].get(peer_id)
+    ok = (peer is not None and peer["name"] == "node-c" and peer["state"] == "linked"
+          and peer["addresses"] == [ns_c.address] and link is not None
+          and link["endpoint"] == f"tcp://{ns_c.address}:{EXPORT}" and link["state"] == "up")
+    return ok, {"peer": peer, "link": link}
+
+
+def wait_disturbed(a: Node, peer_id: str, ns_c: Namespace) -> None:
+    """Until node-a shows the forgery's effect: proof that the forged answer was believed."""
+    deadline = time.monotonic() + 10
+    while healed(a, peer_id, ns_c)[0]:
+        assert time.monotonic() < deadline, "node-a never believed the forged answer"
+        time.sleep(0.05)
+
+
+def forge_and_wait_lost(a: Node, lure: Lure, peer_id: str,
+                        records: list[dict[str, Any]]) -> float:
+    """Forge ``records`` while node-a already waits for the peer to be lost (a lost state that
+    heals quickly would escape a poll); fails if the forgery was not believed. Returns when
+    (time.monotonic) the forgery was sent."""
+    a.send({"op": "wait_peer", "peer": peer_id, "state": "lost", "timeout": 10})
+    time.sleep(0.5)  # node-a has read the command and watches its table
+    lure.forge(records)
+    forged_at = time.monotonic()
+    reply = a._reply(15)
+    assert reply.get("ok"), f"node-a never believed the forged goodbye: {reply}"
+    return forged_at
+
+
+def wait_healed(a: Node, peer_id: str, ns_c: Namespace, since: float) -> float:
+    """Seconds from ``since`` until node-a is healed; fails after HEAL_WITHIN with what it saw."""
+    while time.monotonic() - since < HEAL_WITHIN:
+        ok, seen = healed(a, peer_id, ns_c)
+        if ok:
+            return time.monotonic() - since
+        time.sleep(0.2)
+    raise AssertionError(f"node-c did not heal within {HEAL_WITHIN}s: {json.dumps(seen)}")
+
+
+def test_a_forged_srv_and_address_answer_does_not_move_the_link(
+        lan: Lan, tmp_path: Path) -> None:
+    """One answer with node-c's own instance and host names, its host at the lure's address."""
+    with linked_pair(lan, tmp_path) as (a, c):
+        ns_c = c.ns
+        ns_lure = lan.add()
+        lure = start_lure(ns_lure, [], [f"{ns_lure.address}:{EXPORT}"])
+        try:
+            real = peer_named(a, "node-c")
+            forged_at = time.monotonic()
+            lure.forge([
+                {"type": "srv", "name": instance("node-c"), "server": host_of(real),
+                 "port": real["pub"], "ttl": 60},
+                {"type": "a", "name": host_of(real), "address": ns_lure.address, "ttl": 60}])
+            wait_disturbed(a, real["id"], ns_c)
+            took = wait_healed(a, real["id"], ns_c, forged_at)
+            print(f"forged SRV/A: healed {took:.1f}s after the forgery")
+            assert lure.connections(5.0) == []
+            wait_healed(a, real["id"], ns_c, time.monotonic())  # and it holds
+        finally:
+            lure.close()
+
+
+def test_a_spoofed_goodbye_loses_a_live_peer_only_until_it_answers(
+        lan: Lan, tmp_path: Path) -> None:
+    """A liveness interval of 5 s here: node-c's answer to a probe sent just before the goodbye
+    would bring it back by luck (the old code too); with 5 s between probes that is rare."""
+    with linked_pair(lan, tmp_path, liveness=5.0) as (a, c):
+        ns_c = c.ns
+        ns_lure = lan.add()
+        lure = start_lure(ns_lure, [], [])
+        try:
+            real = peer_named(a, "node-c")
+            forged_at = forge_and_wait_lost(a, lure, real["id"], goodbye(real, ns_c.address))
+            took = wait_healed(a, real["id"], ns_c, forged_at)
+            print(f"spoofed goodbye: linked again {took:.1f}s after the forgery")
+        finally:
+            lure.close()
+
+
+def test_a_copy_cannot_take_the_id_of_a_peer_that_still_answers(
+        lan: Lan, tmp_path: Path) -> None:
+    """A copy of node-c's record waits for the id (duplicate_id); a spoofed goodbye for node-c
+    used to hand it over, and then node-c itself was refused as the duplicate."""
+    with linked_pair(lan, tmp_path) as (a, c):
+        ns_c = c.ns
+        ns_lure = lan.add()
+        real = peer_named(a, "node-c")
+        lure = start_lure(ns_lure, [{"name": "node-c-copy", "txt": copy_txt(real),
+                                     "addresses": [ns_lure.address]}],
+                          [f"{ns_lure.address}:{EXPORT}"])
+        try:
+            deadline = time.monotonic() + 10
+            while a.status()["peers"]["counters"].get("duplicate_id", 0) < 1:
+                assert time.monotonic() < deadline, a.status()["peers"]["counters"]
+                time.sleep(0.1)
+            forged_at = forge_and_wait_lost(a, lure, real["id"], goodbye(real, ns_c.address))
+            took = wait_healed(a, real["id"], ns_c, forged_at)
+            print(f"copy plus spoofed goodbye: node-c linked again {took:.1f}s after")
+            # Past the three silent intervals after which another claim would be heard.
+            assert lure.connections(5.0) == []
+            wait_healed(a, real["id"], ns_c, time.monotonic())
+            assert not any(p["name"] == "node-c-copy" for p in a.status()["peers"]["peers"])
+        finally:
+            lure.close()
+
+
+def test_a_copy_that_cannot_link_gives_the_id_back_to_the_real_peer(
+        lan: Lan, tmp_path: Path) -> None:
+    """node-c goes silent (killed, no goodbye) while a copy waits: after three silent intervals
+    the copy holds the id, as a renamed peer would. It never completes a CURVE handshake, so
+    when node-c comes back its claim is heard and it is linked again."""
+    with linked_pair(lan, tmp_path) as (a, c):
+        ns_lure = lan.add()
+        real = peer_named(a, "node-c")
+        lure = start_lure(ns_lure, [{"name": "node-c-copy", "txt": copy_txt(real),
+                                     "addresses": [ns_lure.address]}],
+                          [f"{ns_lure.address}:{EXPORT}"])
+        try:
+            deadline = time.monotonic() + 10
+            while a.status()["peers"]["counters"].get("duplicate_id", 0) < 1:
+                assert time.monotonic() < deadline, a.status()["peers"]["counters"]
+                time.sleep(0.1)
+            c.kill()
+            a.wait_peer("node-c-copy", "trusted", 20)  # the copy holds the id now
+            c.start()
+            took = wait_healed(a, real["id"], c.ns, time.monotonic())
+            print(f"copy holding the id: node-c linked again {took:.1f}s after its restart")
+            time.sleep(5)  # and keeps it: the copy's claim waits again
+            wait_healed(a, real["id"], c.ns, time.monotonic())
+            assert not any(p["name"] == "node-c-copy" for p in a.status()["peers"]["peers"])
+        finally:
+            lure.close()

@@ -8,6 +8,11 @@ Liveness: python-zeroconf raises the TTL of every PTR record it receives to at l
 so a node that dies without a goodbye would stay "present" for ~19 minutes. The browser
 therefore asks for each peer's SRV record whenever the peer has been silent for one
 ``liveness_interval`` and marks it lost after three silent intervals.
+
+mDNS is unauthenticated, so nothing one answer says is final: a lost peer (silent, or said
+goodbye: a goodbye can be forged) is still asked, with back-off, and found again when it
+answers; a peer whose answers disagree with the table is resolved again; and the name that
+holds an id keeps it while it answers, whatever a goodbye said.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import Any, Literal
 
 import ifaddr
 from zeroconf import (
+    DNSAddress,
+    DNSCache,
     DNSOutgoing,
     DNSQuestion,
     DNSQuestionType,
@@ -38,6 +45,7 @@ from zeroconf import (
     ServiceNameAlreadyRegistered,
     ServiceStateChange,
     Zeroconf,
+    current_time_millis,
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
@@ -55,12 +63,14 @@ RECORD_TTL = 60
 # ports, and refusing them keeps a forged record from pointing us at a system service.
 MIN_PORT = 1024
 LOST_AFTER = 3  # silent liveness intervals
+LOST_PROBE_MAX = 60.0  # seconds: the back-off of the probes of a lost peer stops growing here
 MAX_ADDRESSES = 8
 MAX_CLAIMANTS = 8  # other names remembered per claimed id (a flood of copies stays bounded)
 RESOLVE_TIMEOUT = 3.0
 RENAME_ATTEMPTS = 16
 # DNS numbers (RFC 1035, RFC 2782) for the liveness query.
 _DNS_QUERY_FLAGS = 0x0000
+_DNS_TYPE_A = 1
 _DNS_TYPE_TXT = 16
 _DNS_TYPE_SRV = 33
 _DNS_CLASS_IN = 1
@@ -213,9 +223,24 @@ def parse_record(full_name: str, properties: Mapping[bytes, bytes | None],
                 first_seen=now, last_seen=now, **ports)
 
 
-def peer_from_info(info: ServiceInfo, now: float) -> Peer:
-    return parse_record(info.name, info.properties,
-                        info.parsed_addresses(IPVersion.V4Only), now)
+def peer_from_info(info: ServiceInfo, now: float, cache: DNSCache | None = None) -> Peer:
+    """A Peer from a resolved ServiceInfo; its addresses from ``cache`` when given."""
+    addresses = (info.parsed_addresses(IPVersion.V4Only) if cache is None or not info.server
+                 else cached_addresses(cache, info.server))
+    return parse_record(info.name, info.properties, addresses, now)
+
+
+def cached_addresses(cache: DNSCache, server: str) -> list[str]:
+    """The IPv4 addresses ``cache`` holds for the host ``server``, newest first, without those
+    an answer with the cache-flush bit declared invalid (RFC 6762 section 10.2). zeroconf keeps
+    such a record one more second, and renews that second whenever another answer for the
+    host arrives, even once it has expired: a forged address would outlive the real answer
+    that replaced it for as long as the real peer kept answering."""
+    now = current_time_millis()
+    records = [r for r in cache.async_all_by_details(server, _DNS_TYPE_A, _DNS_CLASS_IN)
+               if isinstance(r, DNSAddress) and not r.is_expired(now) and r.ttl > 1]
+    return [socket.inet_ntoa(r.address) for r in sorted(records, key=lambda r: -r.created)
+            if len(r.address) == 4]
 
 
 # --- the peer table --------------------------------------------------------------------------
@@ -384,17 +409,20 @@ def local_addresses(interfaces: Sequence[str] = ()) -> list[LocalAddress]:
     return found
 
 
-def link_address(peer: Peer, local: Sequence[LocalAddress]) -> str | None:
-    """The peer's advertised address that lies on one of our LAN subnets, or None.
+def link_addresses(peer: Peer, local: Sequence[LocalAddress]) -> list[str]:
+    """The peer's advertised addresses that lie on one of our LAN subnets, in its order.
 
     A peer only makes us connect to an address it advertises itself, and only on a network we
     are attached to: a record cannot send us to the internet or to our own loopback.
     """
-    for text in peer.addresses:
-        address = ipaddress.IPv4Address(text)
-        if any(address in here.network and text != here.address for here in local):
-            return text
-    return None
+    return [text for text in peer.addresses
+            if any(ipaddress.IPv4Address(text) in here.network and text != here.address
+                   for here in local)]
+
+
+def link_address(peer: Peer, local: Sequence[LocalAddress]) -> str | None:
+    """The first of ``link_addresses``, or None."""
+    return next(iter(link_addresses(peer, local)), None)
 
 
 def zeroconf_for(interfaces: Sequence[str]) -> AsyncZeroconf:
@@ -419,7 +447,8 @@ def zeroconf_for(interfaces: Sequence[str]) -> AsyncZeroconf:
 # --- browsing --------------------------------------------------------------------------------
 
 class _Heard(RecordUpdateListener):
-    """Every SRV/TXT record that arrives for a known instance proves that peer is alive."""
+    """Every SRV/TXT record that arrives for a known instance proves that peer is alive; it,
+    and an address record of the instance's host, may also say something new about it."""
 
     def __init__(self, browser: Browser) -> None:
         super().__init__()
@@ -429,11 +458,17 @@ class _Heard(RecordUpdateListener):
                              records: list[RecordUpdate]) -> None:
         for update in records:
             record = update.new
-            if record.type in (_DNS_TYPE_SRV, _DNS_TYPE_TXT) and not record.is_expired(now):
+            if record.is_expired(now):
+                continue
+            if record.type in (_DNS_TYPE_SRV, _DNS_TYPE_TXT):
                 self.browser._heard_from(record.key)
+            elif record.type == _DNS_TYPE_A:
+                for service in zc.cache.async_entries_with_server(record.name):
+                    self.browser._heard_from(service.key)
 
     def async_update_records_complete(self) -> None:
-        """Nothing to do once a batch is in the cache."""
+        """The batch is in the cache now: compare it with the table."""
+        self.browser._recheck()
 
 
 class Browser:
@@ -456,8 +491,12 @@ class Browser:
         self._pending: set[str] = set()
         self._names: dict[str, tuple[str, str]] = {}  # instance key → (full name, peer id)
         self._heard: dict[str, float] = {}  # instance key → monotonic time
-        # Other names that claimed the id of a live peer: resolved again once it is lost.
+        # Other names that claimed the id of a live peer: resolved again once it is lost and
+        # no longer answers.
         self._claimants: dict[str, set[str]] = {}  # peer id → full names
+        self._touched: set[str] = set()  # instance keys heard in the current batch
+        self._lost_probes: dict[str, tuple[float, float]] = {}  # key → (next probe, gap)
+        self._unproven: set[str] = set()  # ids whose holder did not complete a handshake
         self._logged: set[str] = set()
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
@@ -530,7 +569,7 @@ class Browser:
             self._count("unresolved", f"{name!r} did not answer within {RESOLVE_TIMEOUT:g}s")
             return
         try:
-            peer = peer_from_info(info, time.time())
+            peer = peer_from_info(info, time.time(), self.zc.cache)
         except RecordError as exc:
             self._count(exc.reason, f"{name!r}: {exc}")
             return
@@ -539,6 +578,7 @@ class Browser:
         key = name.lower()
         if self._claimed_elsewhere(key, name, peer):
             return
+        self._lost_probes.pop(key, None)
         previous = self._names.get(key)
         if previous is not None and previous[1] != peer.id and previous[1] in self.table:
             self._lost(previous[1], f"its name {peer.name!r} now belongs to {peer.id}")
@@ -547,6 +587,12 @@ class Browser:
         if stored is None:
             self._count("table_full", f"already {self.table.max_peers} peers; refused {name!r}")
             return
+        displaced = [full for k, (full, pid) in self._names.items()
+                     if pid == peer.id and k != key]
+        if displaced:  # its turn may come again, if this one cannot link either
+            self._unproven.discard(peer.id)
+            claimants = self._claimants.setdefault(peer.id, set())
+            claimants.update(displaced[:MAX_CLAIMANTS - len(claimants)])
         self._names = {k: v for k, v in self._names.items() if v[1] != peer.id}
         self._names[key] = (name, peer.id)
         self._heard[key] = time.monotonic()
@@ -561,11 +607,15 @@ class Browser:
         alive. An id and its key are public (every record shows them), so anyone on the LAN
         can copy them into a record of its own with its own address: first come keeps the
         id, or a copy would move our link away from the real peer (the CURVE handshake would
-        then fail: a copy can never link, but it could cut the real peer off). A real peer
-        that changes its name says goodbye first, or goes silent; then the claim is heard."""
+        then fail: a copy can never link, but it could cut the real peer off). The holder
+        keeps the id while it answers, even after a goodbye (anyone can send one in its
+        name), unless it failed the CURVE handshake (``link_result``); a real peer that
+        changes its name stops answering under the old one, and then the claim is heard."""
         holder = next((k for k, (_, pid) in self._names.items() if pid == peer.id), None)
         existing = self.table.get(peer.id)
-        if holder is None or holder == key or existing is None or existing.state == "lost":
+        if holder is None or holder == key or existing is None or peer.id in self._unproven:
+            return False
+        if existing.state == "lost" and not self._answering(holder):
             return False
         claimants = self._claimants.setdefault(peer.id, set())
         if len(claimants) < MAX_CLAIMANTS:
@@ -580,6 +630,26 @@ class Browser:
             self._heard.pop(key, None)
         for peer_id in [p for p in self._claimants if p not in self.table]:
             del self._claimants[peer_id]
+        for key in [k for k in self._lost_probes if k not in self._names]:
+            del self._lost_probes[key]
+        self._unproven = {peer_id for peer_id in self._unproven if peer_id in self.table}
+
+    def link_result(self, peer_id: str, proven: bool) -> None:
+        """What linking to the name that holds ``peer_id`` showed. An id and its key are
+        public, so the holder may be a copy; only the real peer holds the secret key and
+        completes the CURVE handshake. While the holder has not proven itself, the other
+        names that claim the id are heard; one that links keeps it."""
+        if proven:
+            self._unproven.discard(peer_id)
+        elif peer_id in self.table and peer_id not in self._unproven:
+            self._unproven.add(peer_id)
+            self._release(peer_id)
+
+    def _answering(self, key: str) -> bool:
+        """Heard from within the silence that makes a peer lost (always False without
+        liveness probing: then nothing asks, and a goodbye is all we know)."""
+        return (self.liveness_interval is not None and time.monotonic()
+                - self._heard.get(key, -float("inf")) <= self.liveness_interval * LOST_AFTER)
 
     def _heard_from(self, key: str) -> None:
         known = self._names.get(key)
@@ -593,14 +663,39 @@ class Browser:
             self._enqueue(known[0])  # it is back: resolve it again
         else:
             self.table.touch(peer.id, time.time())
+            self._touched.add(key)
+
+    def _recheck(self) -> None:
+        """Resolve again every peer heard in this batch whose records in the cache now say
+        something else than the table: one forged answer moves the table, and the real
+        peer's next answer (to our probes) moves it back."""
+        touched, self._touched = self._touched, set()
+        for key in touched:
+            known = self._names.get(key)
+            peer = self.table.get(known[1]) if known is not None else None
+            if known is None or peer is None:
+                continue
+            info = AsyncServiceInfo(SERVICE_TYPE, known[0])
+            try:
+                agrees = (info.load_from_cache(self.zc)
+                          and peer_from_info(info, peer.last_seen, self.zc.cache)
+                          .same_record(peer))
+            except RecordError:
+                agrees = False  # _resolve says what is wrong with it, and counts it
+            if not agrees:
+                self._enqueue(known[0])
 
     def _lost(self, peer_id: str, why: str) -> None:
         peer = self.table.get(peer_id)
         if peer is not None and peer.state != "lost":
             self.table.set_state(peer_id, "lost")
             log.info("discovery: lost %s (%s): %s", peer.name, peer_id, why)
-            for name in self._claimants.pop(peer_id, ()):
-                self._enqueue(name)  # the id is free: the other claim may be the real one
+            if self.liveness_interval is None:
+                self._release(peer_id)
+
+    def _release(self, peer_id: str) -> None:
+        for name in self._claimants.pop(peer_id, ()):
+            self._enqueue(name)  # the id is free: the other claim may be the real one
 
     async def _liveness(self) -> None:
         assert self.liveness_interval is not None
@@ -610,13 +705,31 @@ class Browser:
             now = time.monotonic()
             for key, (name, peer_id) in list(self._names.items()):
                 peer = self.table.get(peer_id)
-                if peer is None or peer.state == "lost":
+                if peer is None:
                     continue
+                if peer.state == "lost":
+                    self._probe_lost(key, name, peer_id, now)
+                    continue
+                self._lost_probes.pop(key, None)
                 silent = now - self._heard.get(key, now)
                 if silent > interval * LOST_AFTER:
                     self._lost(peer_id, f"silent for {silent:.1f}s")
                 elif silent >= interval:
                     self._probe(name)
+
+    def _probe_lost(self, key: str, name: str, peer_id: str, now: float) -> None:
+        """A lost peer is still asked, at growing gaps (one liveness interval at first, at
+        most LOST_PROBE_MAX): a forged goodbye must not lose a live peer for good. Once it has
+        stopped answering, other names that claim its id are heard."""
+        assert self.liveness_interval is not None
+        due, gap = self._lost_probes.setdefault(
+            key, (now + self.liveness_interval, self.liveness_interval))
+        if now >= due:
+            self._probe(name)
+            gap = min(gap * 2, LOST_PROBE_MAX)
+            self._lost_probes[key] = (now + gap, gap)
+        if peer_id in self._claimants and not self._answering(key):
+            self._release(peer_id)
 
     def _probe(self, name: str) -> None:
         """Ask for the peer's SRV record, bypassing our cache: only the peer itself answers."""

@@ -38,6 +38,7 @@ from argentic_edge.discovery.mdns import (
     PeerTable,
     Record,
     link_address,
+    link_addresses,
     local_addresses,
     zeroconf_for,
 )
@@ -81,6 +82,7 @@ class PeersService:
         self._retry_at: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
         self._stuck_at: dict[str, float] = {}
+        self._proven: dict[str, str] = {}  # peer id → endpoint that last completed a handshake
 
     @property
     def federating(self) -> bool:
@@ -206,10 +208,17 @@ class PeersService:
 
     def _on_link(self, peer_id: str, state: str) -> None:
         """Refused or failed links are retried with back-off; links still connecting after
-        STUCK_AFTER seconds are made again (see ``_reconcile``)."""
+        STUCK_AFTER seconds are made again (see ``_reconcile``). Discovery hears whether the
+        peer proved its key: only a completed handshake does (a refusal is an unencrypted
+        ERROR command, which anyone can send)."""
+        if self._browser is not None and state in ("up", "refused", "failed"):
+            self._browser.link_result(peer_id, proven=state == "up")
         if state == "up":
             self._backoff.pop(peer_id, None)
             self._retry_at.pop(peer_id, None)
+            link = self.bus.links.get(peer_id) if self.bus is not None else None
+            if link is not None:
+                self._proven[peer_id] = link.target.endpoint
         elif state in ("refused", "failed"):
             delay = self._backoff.get(peer_id, RETRY_FIRST)
             self._retry_at[peer_id] = time.monotonic() + delay
@@ -259,12 +268,16 @@ class PeersService:
             stuck = [p for p, at in self._stuck_at.items() if at <= now]
             for peer_id in stuck:
                 del self._stuck_at[peer_id]
+                if self._browser is not None:
+                    self._browser.link_result(peer_id, proven=False)
             due = [p for p, at in self._retry_at.items() if at <= now and p in targets]
             for peer_id in list(self._retry_at):
                 if peer_id not in targets or peer_id in due:
                     self._retry_at.pop(peer_id)
             for peer_id in [p for p in self._backoff if p not in targets]:
                 del self._backoff[peer_id]  # bounded by the links we have, not by history
+            for peer_id in [p for p in self._proven if p not in self.table]:
+                del self._proven[peer_id]
             if due or stuck:
                 await self.bus.retry([*due, *stuck])
         for peer in self.table.peers():  # afresh: the table may have moved during the awaits
@@ -274,13 +287,20 @@ class PeersService:
                 log.info("peers: %s (%s) is now %s", peer.name, peer.id, state)
 
     def _target(self, peer: Peer) -> LinkTarget | None:
+        """Where to link: a link that is up stays where it is (its CURVE handshake proved the
+        peer is there; an mDNS answer proves nothing); otherwise the advertised endpoint
+        that last completed a handshake, else the first advertised one."""
         assert self.trust is not None
         if peer.state == "lost" or not peer.fed or not self.trust.trusts(peer.id, peer.curve):
             return None
-        address = link_address(peer, self._local)
-        if address is None:
+        link = self.bus.links.get(peer.id) if self.bus is not None else None
+        if link is not None and link.state == "up" and link.target.server_key == peer.curve:
+            return link.target
+        endpoints = [tcp_endpoint(a, peer.fed) for a in link_addresses(peer, self._local)]
+        if not endpoints:
             return None
-        return LinkTarget(tcp_endpoint(address, peer.fed), peer.curve)
+        proven = self._proven.get(peer.id)
+        return LinkTarget(proven if proven in endpoints else endpoints[0], peer.curve)
 
     def _state(self, peer: Peer) -> PeerState:
         assert self.trust is not None

@@ -186,10 +186,15 @@ class Node:
             raise AssertionError(f"node {self.ns.name}: {exc}; its log:\n"
                                  f"{self.log.read_text()[-4000:]}") from None
 
-    def request(self, command: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    def send(self, command: dict[str, Any]) -> None:
+        """Write a command without waiting for its reply (``_reply`` reads it): the node can
+        start waiting for something before the test makes it happen."""
         assert self.process is not None and self.process.stdin is not None
         self.process.stdin.write((json.dumps(command) + "\n").encode())
         self.process.stdin.flush()
+
+    def request(self, command: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        self.send(command)
         return self._reply(timeout + 5)
 
     def status(self) -> dict[str, Any]:
