@@ -171,7 +171,9 @@ def service_specs() -> list[ServiceSpec]:
                     lambda c: True, BusService),
         ServiceSpec("certificates", ("certificates", "node_name", "data_dir"),
                     lambda c: c.certificates.enabled, _certificates),
-        ServiceSpec("peers", ("messaging", "discovery", "node_name", "data_dir"),
+        # The mDNS record carries the web port (0 when the web is off).
+        ServiceSpec("peers", ("messaging", "discovery", "node_name", "data_dir", "web.enabled",
+                              "web.port"),
                     lambda c: c.discovery.enabled, _peers, after=("bus", "certificates")),
         ServiceSpec("bridge", ("messaging", "bridge", "node_name"), lambda c: c.bridge.enabled,
                     _bridge, after=("bus",)),
