@@ -27,7 +27,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import paho.mqtt.client as paho
 import zmq
@@ -40,10 +40,7 @@ from argentic_edge.bridge.outbox import Outbox, Outgoing
 from argentic_edge.bridge.routes import Counters, InDelivery, RouteTable, mqtt_topic_problem
 from argentic_edge.bus.proxy import BusEndpoints, apply_socket_options
 from argentic_edge.bus.reader import BusReader
-from argentic_edge.config import EdgeConfig
-
-if TYPE_CHECKING:
-    from argentic_edge.app import Edge
+from argentic_edge.config import BridgeConfig, BusConfig
 
 __all__ = ["Bridge", "BridgeError", "backoff_delay", "presence_topic"]
 
@@ -98,7 +95,7 @@ def backoff_delay(attempt: int, base: float, cap: float = BACKOFF_CAP,
     """
     cap = max(cap, base)
     schedule = min(cap, base * 2 ** min(attempt - 1, 32))
-    return min(cap, schedule * (0.75 + 0.5 * rand()))
+    return float(min(cap, schedule * (0.75 + 0.5 * rand())))
 
 
 EXAMPLE_CHARS = 120  # a hostile topic can be 64 KiB; the log shows its beginning
@@ -129,18 +126,19 @@ class Bridge:
 
     name = "bridge"
 
-    def __init__(self, config: EdgeConfig, context: zmq.Context, endpoints: BusEndpoints) -> None:
-        self.config = config
-        self.mqtt = config.bridge.mqtt
+    def __init__(self, config: BridgeConfig, messaging: BusConfig, *, node_name: str,
+                 client_id: str, context: zmq.Context[Any], endpoints: BusEndpoints) -> None:
+        self.messaging = messaging
+        self.mqtt = config.mqtt
         self.context = context
         self.endpoints = endpoints
-        self.client_id = config.mqtt_client_id
-        self.presence_topic = presence_topic(config.node_name)
+        self.client_id = client_id
+        self.presence_topic = presence_topic(node_name)
         self.where = f"{self.mqtt.broker_address}:{self.mqtt.port}"
-        self.routes = RouteTable(config.bridge.routes, self.mqtt)
-        self.max_payload = config.bridge.max_payload
-        self.encoding = config.messaging.topic_encoding
-        self.outbox = Outbox(config.bridge.buffer.max_messages, config.bridge.buffer.max_bytes)
+        self.routes = RouteTable(config.routes, self.mqtt)
+        self.max_payload = config.max_payload
+        self.encoding = messaging.topic_encoding
+        self.outbox = Outbox(config.buffer.max_messages, config.buffer.max_bytes)
         # The bridge's own messages (presence, publish_retained): few, sent before the outbox,
         # and never pushed out by bus traffic.
         self._priority: deque[Outgoing] = deque()
@@ -175,16 +173,10 @@ class Bridge:
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._lost: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pub: zmq.Socket | None = None
+        self._pub: zmq.Socket[bytes] | None = None
         self._sub: zmq.asyncio.Socket | None = None
         self._reader: BusReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    @classmethod
-    def from_edge(cls, edge: Edge) -> Bridge:
-        """The factory app.service_specs() uses: the bus service is already running."""
-        bus = edge.services["bus"]
-        return cls(edge.config, edge.context, bus.bus.endpoints)  # type: ignore[attr-defined]
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -202,7 +194,7 @@ class Bridge:
 
     def _open_bus(self) -> None:
         """A PUB for broker-to-bus traffic and a SUB for bus-to-broker, on the shared context."""
-        bus_config = self.config.messaging
+        bus_config = self.messaging
         pub = self.context.socket(zmq.PUB)
         async_context = zmq.asyncio.Context.shadow(self.context.underlying)
         sub = async_context.socket(zmq.SUB)
