@@ -27,7 +27,8 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 import zmq
@@ -115,6 +116,34 @@ class DropLog:
                 example = f"{example[:EXAMPLE_CHARS]}... ({len(example)} characters)"
             log.warning("bridge: dropping %s, e.g. %s; counted in the status from now on, "
                         "not logged again", DROP_REASONS.get(reason, reason), example)
+
+
+@dataclass(frozen=True)
+class BridgeStatus:
+    """The ``bridge`` section of the status document."""
+
+    enabled: bool
+    state: str
+    detail: str
+    broker: str | None
+    client_id: str
+    protocol: str | None
+    tls: bool
+    clean_session: bool
+    presence_topic: str
+    last_error: str | None
+    attempts: int
+    connections: int
+    connected_for: float | None
+    in_flight: int
+    window: int | None
+    buffer: dict[str, int]
+    routes: list[dict[str, Any]]
+    subscription_problems: dict[str, str]
+    unrouted_drops: dict[str, dict[str, int]]
+    overlap_duplicates_skipped: int
+    loop_guard: dict[str, dict[str, int]]
+    bus_reader: dict[str, Any] | None
 
 
 class Bridge:
@@ -521,7 +550,7 @@ class Bridge:
             if identifiers and resolution.subscription_id not in identifiers:
                 self._duplicates += 1  # the same message, through a second subscription
                 return
-        payload = message.payload
+        payload = cast(bytes, message.payload)  # paho hands over bytes (typed bytes | bytearray)
         if not self._mqtt5 and self.mqtt_guard.consume(topic, payload):
             return
         for delivery in resolution.deliveries:
@@ -644,30 +673,30 @@ class Bridge:
             reason = f"{reason}; last error: {self.last_error}"
         return False, reason
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> BridgeStatus:
         session = self._session
-        return {
-            "enabled": True,
-            "state": self.state,
-            "detail": self.detail,
-            "broker": self.where if self.mqtt.broker_address else None,
-            "client_id": self.client_id,
-            "protocol": session.protocol if session and self.state == CONNECTED else None,
-            "tls": self.mqtt.tls_params is not None,
-            "clean_session": self.mqtt.clean_session,
-            "presence_topic": self.presence_topic,
-            "last_error": self.last_error,
-            "attempts": self.attempts,
-            "connections": self.connections,
-            "connected_for": (time.monotonic() - self.connected_since
-                              if self.connected_since is not None else None),
-            "in_flight": len(self._inflight),
-            "window": self._window if self.state == CONNECTED else None,
-            "buffer": self.outbox.stats(),
-            "routes": self.routes.describe(),
-            "subscription_problems": dict(self._subscription_problems),
-            "unrouted_drops": {side: dict(counts) for side, counts in self._unrouted.items()},
-            "overlap_duplicates_skipped": self._duplicates,
-            "loop_guard": {"bus": self.bus_guard.stats(), "broker": self.mqtt_guard.stats()},
-            "bus_reader": self._reader.status() if self._reader is not None else None,
-        }
+        return BridgeStatus(
+            enabled=True,
+            state=self.state,
+            detail=self.detail,
+            broker=self.where if self.mqtt.broker_address else None,
+            client_id=self.client_id,
+            protocol=session.protocol if session and self.state == CONNECTED else None,
+            tls=self.mqtt.tls_params is not None,
+            clean_session=self.mqtt.clean_session,
+            presence_topic=self.presence_topic,
+            last_error=self.last_error,
+            attempts=self.attempts,
+            connections=self.connections,
+            connected_for=(time.monotonic() - self.connected_since
+                           if self.connected_since is not None else None),
+            in_flight=len(self._inflight),
+            window=self._window if self.state == CONNECTED else None,
+            buffer=self.outbox.stats(),
+            routes=self.routes.describe(),
+            subscription_problems=dict(self._subscription_problems),
+            unrouted_drops={side: dict(counts) for side, counts in self._unrouted.items()},
+            overlap_duplicates_skipped=self._duplicates,
+            loop_guard={"bus": self.bus_guard.stats(), "broker": self.mqtt_guard.stats()},
+            bus_reader=self._reader.status() if self._reader is not None else None,
+        )
