@@ -19,10 +19,11 @@ async def test_a_live_web_port_change_reaches_the_mdns_record(tmp_path: Path) ->
     """The mDNS record carries the web port; changing web.port live must change the record
     (mDNS on loopback only: the record is built but nothing leaves the machine)."""
     first, second = free_port(), free_port()
-    raw = free_bus_config(tmp_path, discovery={"enabled": True, "interfaces": ["lo"],
-                                               "federation": {"enabled": False}},
-                          web={"enabled": True, "host": "127.0.0.1", "port": first,
-                               "password": "pw-wiring"})
+    raw = free_bus_config(
+        tmp_path,
+        discovery={"enabled": True, "interfaces": ["lo"], "federation": {"enabled": False}},
+        web={"enabled": True, "host": "127.0.0.1", "port": first, "password": "pw-wiring"},
+    )
     async with Edge(parse_config(raw, env={})) as edge:
         assert _advertised_web_port(edge) == first
         raw["web"] = {**raw["web"], "port": second}  # type: ignore[dict-item]
