@@ -1,19 +1,22 @@
 """Edge: the composition root that builds every service from one EdgeConfig.
 
-It is the only module that knows all services. It starts them in dependency order, stops them in
-reverse, answers "is everything up?" for /healthz, gathers one status document for the page and
+It is the only module that knows all services. Each builder below hands its service exactly what
+it uses (a config section, the bus endpoints, the zmq context, a callable into a sibling), so no
+service knows the Edge or looks another up by name. It starts them in dependency order, stops them
+in reverse, answers "is everything up?" for /healthz, gathers one status document for the page and
 the API, and applies a new configuration by restarting only the services whose section changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import zmq
 
@@ -23,7 +26,12 @@ from argentic_edge.config import EdgeConfig
 from argentic_edge.storage import sweep_stale_temp_files
 
 if TYPE_CHECKING:
+    from argentic_edge.bridge.service import Bridge
     from argentic_edge.bus.federated import FederatedBus
+    from argentic_edge.certs.service import CertManager
+    from argentic_edge.federation.peers import PeersService
+    from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery
+    from argentic_edge.web.service import WebService
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +49,10 @@ class Service(Protocol):
         """(up, reason): reason says why not, in words for /healthz and the status page."""
         ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> Any:
+        """The service's status: a dataclass (or, until every service has one, a dict) whose
+        JSON form is the service's section of the status document."""
+        ...
 
 
 def federation_wanted(config: EdgeConfig) -> bool:
@@ -97,12 +108,15 @@ def _peers(edge: Edge) -> Service:
     from argentic_edge.federation.peers import PeersService
 
     peers = PeersService(edge)
-    certificates = edge.services.get("certificates")
+    certificates = cast("CertManager | None", edge.services.get("certificates"))
     if certificates is not None:
         # The mDNS `tls` key carries the server certificate's fingerprint, kept current on renewal.
         # Whenever peers restarts, so does certificates (it comes first and shares its sections).
-        server = lambda: certificates.server  # noqa: E731 - read at advertisement time
-        peers.set_fingerprint_provider(lambda: server().fingerprint_sha256 if server() else "")
+        def fingerprint() -> str:  # read at advertisement time
+            server = certificates.server
+            return server.fingerprint_sha256 if server else ""
+
+        peers.set_fingerprint_provider(fingerprint)
         certificates.on_renewed(lambda _info: peers.refresh_advertisement())
     return peers
 
@@ -131,16 +145,27 @@ def _certificates(edge: Edge) -> Service:
     return CertManager(files, check_interval=config.check_interval)
 
 
+def _bus(edge: Edge) -> Bus | FederatedBus:
+    """The running bus (the bus service starts first and every user restarts with it)."""
+    return cast(BusService, edge.services["bus"]).bus
+
+
 def _agents(edge: Edge) -> Service:
     from argentic_edge.inspector.agents import AgentsService
-    return AgentsService(edge)
+    return AgentsService(edge.context, _bus(edge).endpoints.local_subscribe,
+                         edge.config.messaging.topic_encoding)
 
 
 def _web(edge: Edge) -> Service:
     from argentic_edge.web import (
         WebService,  # aiohttp is imported only when the web is on
     )
-    return WebService(edge)
+    certificates = edge.services.get("certificates")
+    if certificates is None:
+        return WebService(edge.config.web, edge)
+    manager = cast("CertManager", certificates)
+    return WebService(edge.config.web, edge, tls=manager.ssl_context,
+                      tls_problem=lambda: manager.error)
 
 
 def _value(config: EdgeConfig, key: str) -> Any:
@@ -152,16 +177,21 @@ def _bridge(edge: Edge) -> Service:
         Bridge,  # paho is imported only when the bridge runs
     )
 
-    return Bridge.from_edge(edge)
+    config = edge.config
+    return Bridge(config.bridge, config.messaging, node_name=config.node_name,
+                  client_id=config.mqtt_client_id, context=edge.context,
+                  endpoints=_bus(edge).endpoints)
 
 
 def _home_assistant(edge: Edge) -> Service:
     from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery
-    return HomeAssistantDiscovery(edge)
+    return HomeAssistantDiscovery(cast("Bridge", edge.services["bridge"]), edge.config.node_name,
+                                  edge.config.bridge.ha_discovery_prefix, edge.status)
 
 
 def service_specs() -> list[ServiceSpec]:
-    """Every service in start order. Later ones may use earlier ones through ``edge.services``.
+    """Every service in start order. A builder hands a later service what it uses of an earlier
+    one; ``after`` restarts the later one whenever the earlier one restarts.
 
     Builders import their modules when called, so a disabled feature costs no memory.
     """
@@ -171,7 +201,9 @@ def service_specs() -> list[ServiceSpec]:
                     lambda c: True, BusService),
         ServiceSpec("certificates", ("certificates", "node_name", "data_dir"),
                     lambda c: c.certificates.enabled, _certificates),
-        ServiceSpec("peers", ("messaging", "discovery", "node_name", "data_dir"),
+        # The mDNS record carries the web port (0 when the web is off).
+        ServiceSpec("peers", ("messaging", "discovery", "node_name", "data_dir", "web.enabled",
+                              "web.port"),
                     lambda c: c.discovery.enabled, _peers, after=("bus", "certificates")),
         ServiceSpec("bridge", ("messaging", "bridge", "node_name"), lambda c: c.bridge.enabled,
                     _bridge, after=("bus",)),
@@ -188,13 +220,13 @@ class Edge:
     """The appliance. ``async with Edge(config):`` runs it; ``apply()`` changes it live."""
 
     def __init__(self, config: EdgeConfig, *, config_path: str | None = None,
-                 addon: bool = False) -> None:
+                 addon: bool = False, compose: Callable[[Any], Any] | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.addon = addon
         # Turns the file the web editor edits into the configuration that runs; the add-on merges
         # its options and the Supervisor's broker in here. None: the file is the configuration.
-        self.compose: Callable[[Any], Any] | None = None
+        self.compose = compose
         self.context = zmq.Context()
         self.services: dict[str, Service] = {}
         self.started_at = time.time()
@@ -301,5 +333,25 @@ class Edge:
         }
         for spec in service_specs():
             service = self.services.get(spec.name)
-            document[spec.name] = service.status() if service else {"enabled": False}
+            status = service.status() if service else {"enabled": False}
+            if dataclasses.is_dataclass(status) and not isinstance(status, type):
+                status = dataclasses.asdict(status)
+            document[spec.name] = status
         return document
+
+    def service_health(self) -> dict[str, bool]:
+        """Up or not, per running service (the status page's dots)."""
+        return {name: service.health()[0] for name, service in self.services.items()}
+
+    # What the web and the add-on runtime may reach of single services; None while one is off.
+
+    def peers(self) -> PeersService | None:
+        return cast("PeersService | None", self.services.get("peers"))
+
+    def home_assistant(self) -> HomeAssistantDiscovery | None:
+        return cast("HomeAssistantDiscovery | None", self.services.get("homeassistant"))
+
+    def web_port(self) -> int | None:
+        """The port the web listens on; None while it is off."""
+        web = cast("WebService | None", self.services.get("web"))
+        return web.port if web is not None else None

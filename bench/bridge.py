@@ -142,7 +142,7 @@ async def measure_all(plan: Plan, progress: bool) -> list[dict[str, Any]]:
             async with Edge(appliance_config(broker.port)) as edge:
                 bridge = edge.services["bridge"]
                 deadline = time.monotonic() + 10
-                while bridge.status()["state"] != "connected":  # type: ignore[attr-defined]
+                while bridge.status().state != "connected":  # type: ignore[attr-defined]
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"the bridge did not connect: {bridge.status()}")
                     await asyncio.sleep(0.05)

@@ -99,7 +99,7 @@ def dispatch_us(size: int, lookups: int) -> tuple[float, float, float]:
 async def wait_connected(edge: Edge, timeout: float = 20) -> float:
     bridge = edge.services["bridge"]
     started = time.monotonic()
-    while bridge.status()["state"] != "connected":  # type: ignore[attr-defined]
+    while bridge.status().state != "connected":  # type: ignore[attr-defined]
         if time.monotonic() - started > timeout:
             raise RuntimeError(f"the bridge did not connect: {bridge.status()}")
         await asyncio.sleep(0.02)

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -54,7 +55,7 @@ async def test_round_trip_both_ways_in_argentic_wire_format(mosquitto: Mosquitto
             assert ("agent/response/answer", answer) in frames
             assert not await bus.quiet()
 
-            status = bridge_of(edge).status()
+            status = asdict(bridge_of(edge).status())
             agent_route = status["routes"][0]
             assert agent_route["topic"] == "agent/#"
             assert agent_route["out"]["messages"] >= 1
@@ -160,7 +161,7 @@ async def test_both_on_hash_delivers_each_message_exactly_once(
         async with Edge(config) as edge, MqttClient(mosquitto.port) as mqtt:
             bridge = bridge_of(edge)
             await wait_until(lambda: bridge.state == "connected", what="the bridge to connect")
-            assert bridge.status()["protocol"] == protocol
+            assert bridge.status().protocol == protocol
             bus = BusClient(edge)
             try:
                 await mqtt.subscribe("#")
@@ -181,7 +182,7 @@ async def test_both_on_hash_delivers_each_message_exactly_once(
                 for side in (on_mqtt, on_bus):
                     got = sorted((m.topic, m.payload) for m in matching(side, "loop/#"))
                     assert got == expected
-                guard = bridge.status()["loop_guard"]
+                guard = bridge.status().loop_guard
                 assert guard["bus"]["echoes_dropped"] >= count
                 if protocol == "3.1.1":
                     assert relay.refused_v5 == 1
@@ -206,7 +207,7 @@ async def test_overlapping_broker_subscriptions_inject_once(mosquitto: Mosquitto
             await mqtt.publish("home/hall/temp", payload)
             got = sorted(item.topic for item in await bus.take(2) + await bus.quiet())
             assert got == ["home/hall/temp", "home/kitchen/temp"]
-            assert bridge_of(edge).status()["overlap_duplicates_skipped"] >= 1
+            assert bridge_of(edge).status().overlap_duplicates_skipped >= 1
         finally:
             bus.close()
 
@@ -242,7 +243,7 @@ async def test_bad_input_is_dropped_counted_and_logged_once(
             assert sorted((m.topic, m.payload) for m in on_bus) == [
                 ("ok/after", good), ("ok/after-mqtt", good), ("ok/big", big), ("ok/big", big)]
 
-            status = bridge.status()
+            status = asdict(bridge.status())
             route = status["routes"][0]
             assert route["out"]["dropped"] == {"too_large": 2, "wildcard_in_topic": 2}
             assert route["in"]["dropped"] == {"too_large": 2, "space_in_topic": 2,
@@ -273,14 +274,14 @@ async def test_invalid_utf8_topic_never_gets_past_mosquitto(mosquitto: Mosquitto
         writer.write(bytes([0x30, len(body)]) + body)
         assert await asyncio.wait_for(reader.read(), 5) == b""  # the broker hung up
         writer.close()
-        assert bridge.status()["routes"][0]["in"]["messages"] == 0
+        assert bridge.status().routes[0]["in"]["messages"] == 0
         assert bridge.state == "connected"
 
         # A broker that did not check would hand paho such a message; the bridge counts it.
         lax = paho.MQTTMessage(mid=0, topic=b"bad/\xff\xfe")
         lax.payload = b"{}"
         bridge._from_broker(lax)
-        assert bridge.status()["unrouted_drops"]["from_broker"] == {"invalid_utf8": 1}
+        assert bridge.status().unrouted_drops["from_broker"] == {"invalid_utf8": 1}
 
 
 async def test_presence_online_offline_and_last_will(mosquitto: Mosquitto, tmp_path: Path) -> None:
@@ -382,7 +383,7 @@ async def test_a_multipart_message_is_discarded_whole_counted_and_logged_once(
             got = await mqtt.next()
             assert (got.topic, got.payload) == ("agent/after", after)
             assert not await mqtt.quiet()
-            reader = bridge_of(edge).status()["bus_reader"]
+            reader = bridge_of(edge).status().bus_reader
             assert reader["multipart"] == 2
         finally:
             bus.close()

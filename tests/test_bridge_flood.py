@@ -124,23 +124,23 @@ async def test_qos0_messages_paho_still_held_when_the_connection_went_are_counte
             bus = BusClient(edge)
             try:
                 await prove_paths(bus, mqtt, out=("agent/probe", "agent/probe"))
-                route = bridge.status()["routes"][0]
+                route = bridge.status().routes[0]
                 assert route["topic"] == "agent/#"
                 before = route["out"]["messages"]
                 relay.reading.clear()
                 count = 5_000
                 payload = b'{"type":"INFO","data":"' + b"x" * 4000 + b'"}'  # 20 MB in all
-                read = bridge.status()["bus_reader"]["frames"]
+                read = bridge.status().bus_reader["frames"]
                 for chunk in range(count // 500):  # under the PUB's high-water mark each time
                     for _ in range(500):
                         await bus.send("agent/bulk", payload)
-                    await wait_until(lambda chunk=chunk: bridge.status()["bus_reader"]["frames"]
+                    await wait_until(lambda chunk=chunk: bridge.status().bus_reader["frames"]
                                      >= read + 500 * (chunk + 1), 20, "the bridge reading them")
                 relay.cut()
                 await wait_until(lambda: bridge.state != "connected", 10, "the cut")
             finally:
                 bus.close()
-            out = bridge.status()["routes"][0]["out"]
+            out = bridge.status().routes[0]["out"]
             lost = out["dropped"].get("not_connected", 0)
             assert lost > 0, out
             assert out["messages"] - before + lost == count, out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ async def test_outage_buffers_and_replays_in_order_exactly_once(broker: Mosquitt
             await prove_paths(bus, mqtt, out=("agent/bus/probe", "agent/bus/probe"),
                               into=("agent/mqtt/probe", "agent/mqtt/probe"))
 
-            buffered_before = bridge.status()["routes"][0]["out"]["buffered"]  # early probes
+            buffered_before = bridge.status().routes[0]["out"]["buffered"]  # early probes
             broker.stop()
             await wait_until(lambda: bridge.state != "connected", what="the bridge to notice")
             count = 30
@@ -51,7 +52,7 @@ async def test_outage_buffers_and_replays_in_order_exactly_once(broker: Mosquitt
                 await bus.send(topic, payload)
             for topic, payload in from_mqtt:  # paho holds them until its broker is back
                 mqtt.publish_nowait(topic, payload, qos=1)
-            await wait_until(lambda: bridge.status()["buffer"]["messages"] == count,
+            await wait_until(lambda: bridge.status().buffer["messages"] == count,
                              what="the bus messages to wait in the outbox")
             assert bridge.health()[0] is False
             broker.start()
@@ -61,7 +62,7 @@ async def test_outage_buffers_and_replays_in_order_exactly_once(broker: Mosquitt
             assert [(m.topic, m.payload) for m in on_mqtt] == from_bus
             assert [(m.topic, m.payload) for m in on_bus] == from_mqtt
             assert not await mqtt.quiet() and not await bus.quiet(0.1)
-            status = bridge.status()
+            status = asdict(bridge.status())
             assert status["state"] == "connected" and status["connections"] == 2
             assert status["buffer"]["messages"] == 0
             assert status["routes"][0]["out"]["buffered"] - buffered_before == count
@@ -84,13 +85,13 @@ async def test_full_outbox_drops_the_oldest_and_counts(broker: Mosquitto) -> Non
             sent = [(f"agent/n/{i}", message("N", i=i)) for i in range(20)]
             for topic, payload in sent:
                 await bus.send(topic, payload)
-            await wait_until(lambda: bridge.status()["buffer"]["dropped_oldest"] == 15,
+            await wait_until(lambda: bridge.status().buffer["dropped_oldest"] == 15,
                              what="the outbox to overflow")
             broker.start()
             got = await mqtt.take(5, timeout=10)
             assert [(m.topic, m.payload) for m in got] == sent[-5:]
             assert not await mqtt.quiet()
-            route = bridge.status()["routes"][0]["out"]
+            route = bridge.status().routes[0]["out"]
             assert route["dropped"] == {"buffer_full": 15}
             assert route["messages"] == 5 + 1  # and the probe before the outage
         finally:
@@ -130,11 +131,11 @@ async def test_unreachable_broker_backs_off_then_gives_up() -> None:
     async with Edge(config) as edge:
         bridge = bridge_of(edge)
         await wait_until(lambda: bridge.state == "backing off", what="the first back-off")
-        assert "next attempt in" in bridge.status()["detail"]
+        assert "next attempt in" in bridge.status().detail
         up, reason = bridge.health()
         assert not up and "refused the connection" in reason
         await wait_until(lambda: bridge.state == "gave up", timeout=5, what="giving up")
-        status = bridge.status()
+        status = asdict(bridge.status())
         assert status["detail"] == (f"gave up after 3 attempts: 127.0.0.1:{port} refused the "
                                     "connection (is the broker running and listening there?)")
         assert status["attempts"] == 3
@@ -152,7 +153,7 @@ async def test_a_broker_appearing_later_is_picked_up(tmp_path: Path) -> None:
             await wait_until(lambda: bridge.state == "connected", timeout=5,
                              what="the bridge to connect once the broker is up")
             assert bridge.health() == (True, f"connected to 127.0.0.1:{broker.port} (MQTT 5)")
-            assert bridge.status()["last_error"] is None
+            assert bridge.status().last_error is None
         finally:
             broker.stop()
 

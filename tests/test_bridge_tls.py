@@ -76,7 +76,7 @@ async def test_wrong_ca_fails_with_a_clear_status(
     async with Edge(edge_config(broker.port, mqtt={"tls_params": tls})) as edge:
         bridge = bridge_of(edge)
         await wait_until(lambda: bridge.last_error is not None, what="the TLS failure")
-        error = bridge.status()["last_error"]
+        error = bridge.status().last_error
         assert error.startswith(f"TLS: the certificate of 127.0.0.1:{broker.port} is not trusted")
         assert "bridge.mqtt.tls_params.ca_certs" in error
         up, reason = bridge.health()
@@ -186,7 +186,7 @@ async def test_tls_with_cert_required_carries_messages(
     async with Edge(config) as edge, MqttClient(plain_port) as mqtt:
         bridge = bridge_of(edge)
         await wait_until(lambda: bridge.state == "connected", what="a TLS connection")
-        assert bridge.status()["tls"] is True
+        assert bridge.status().tls is True
         bus = BusClient(edge)
         try:
             await mqtt.subscribe("agent/#")

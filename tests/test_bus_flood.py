@@ -51,7 +51,7 @@ async def test_another_task_keeps_running_while_a_watched_topic_is_flooded(
         sent = await loop.run_in_executor(None, flood.stop)
         assert runs >= 20 and sent < FLOOD_LIMIT, (
             f"the other task ran {runs} times while {sent} frames flooded {topic}")
-        stats = service.status()["reader"]
+        stats = service.status().reader
         assert stats["frames"] > 0
 
 

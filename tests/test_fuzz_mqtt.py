@@ -21,7 +21,7 @@ import string
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pytest
@@ -204,7 +204,7 @@ class Rig:
 
     @property
     def status(self) -> dict[str, Any]:
-        return bridge_of(self.edge).status()  # type: ignore[no-any-return]
+        return asdict(bridge_of(self.edge).status())
 
     def drops(self, direction: str) -> tuple[Counter[str], Counter[str]]:
         """The route's drops (plus how many it carried, as "carried") and the unrouted ones."""

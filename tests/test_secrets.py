@@ -287,7 +287,7 @@ async def test_a_broken_key_never_turns_the_page_into_plain_http(tmp_path: Path)
     refused and rolled back, and the page keeps its HTTPS (the password never goes in clear)."""
     document = config_document(tmp_path, certificates={"enabled": True})
     async with running_edge(tmp_path, document) as edge:
-        assert edge.services["web"].status()["https"] is True
+        assert edge.services["web"].status().https is True
         damaged = tmp_path / "damaged.key"
         damaged.write_text("-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n")
         damaged.chmod(0o600)
@@ -298,4 +298,4 @@ async def test_a_broken_key_never_turns_the_page_into_plain_http(tmp_path: Path)
         with pytest.raises(Exception, match="the web needs HTTPS"):
             await edge.apply(broken)
         assert edge.config == previous
-        assert edge.services["web"].status()["https"] is True
+        assert edge.services["web"].status().https is True

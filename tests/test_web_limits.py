@@ -165,11 +165,12 @@ async def test_connections_without_a_request_are_closed_after_the_idle_timeout(
     document = config_document(tmp_path, web_options={"enabled": False})
     openings = [b"", b"GET /heal", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
     async with running_edge(tmp_path, document) as edge:
+        tls_context = None
         if tls:  # a TLS client that never sends its ClientHello
             pki = Pki.create(tmp_path / "certs")
-            edge.services["certificates"] = pki  # type: ignore[assignment]
+            tls_context = pki.ssl_context
             openings = [b""]
-        web = WebService(edge)
+        web = WebService(edge.config.web, edge, tls=tls_context)
         await web.start()
         try:
             for opening in openings:
@@ -180,7 +181,6 @@ async def test_connections_without_a_request_are_closed_after_the_idle_timeout(
                 assert answer.startswith(b"HTTP/1.1 200") == opening.endswith(b"\r\n\r\n")
         finally:
             await web.stop()
-            edge.services.pop("certificates", None)
 
 
 def test_running_out_of_descriptors_elsewhere_is_logged_once_and_counted(

@@ -360,9 +360,8 @@ async def test_https_with_the_certificates_service_marks_the_cookie_secure(
         tmp_path: Path, certificates: Pki) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge:
         # The Edge's own web is off; this one is started by hand beside a certificates service.
-        edge.services["certificates"] = certificates  # type: ignore[assignment]
         port = edge.config.web.port
-        service = WebService(edge)
+        service = WebService(edge.config.web, edge, tls=certificates.ssl_context)
         await service.start()
         try:
             context = certificates.client_context()
@@ -371,8 +370,7 @@ async def test_https_with_the_certificates_service_marks_the_cookie_secure(
                     allow_redirects=False) as response:
                 assert response.status == 303
                 assert "Secure" in response.headers["Set-Cookie"]
-            assert service.status()["https"] is True
+            assert service.status().https is True
             assert service.url == f"https://127.0.0.1:{port}/"
         finally:
             await service.stop()
-            del edge.services["certificates"]

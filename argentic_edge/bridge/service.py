@@ -27,7 +27,8 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 import zmq
@@ -40,10 +41,7 @@ from argentic_edge.bridge.outbox import Outbox, Outgoing
 from argentic_edge.bridge.routes import Counters, InDelivery, RouteTable, mqtt_topic_problem
 from argentic_edge.bus.proxy import BusEndpoints, apply_socket_options
 from argentic_edge.bus.reader import BusReader
-from argentic_edge.config import EdgeConfig
-
-if TYPE_CHECKING:
-    from argentic_edge.app import Edge
+from argentic_edge.config import BridgeConfig, BusConfig
 
 __all__ = ["Bridge", "BridgeError", "backoff_delay", "presence_topic"]
 
@@ -98,7 +96,7 @@ def backoff_delay(attempt: int, base: float, cap: float = BACKOFF_CAP,
     """
     cap = max(cap, base)
     schedule = min(cap, base * 2 ** min(attempt - 1, 32))
-    return min(cap, schedule * (0.75 + 0.5 * rand()))
+    return float(min(cap, schedule * (0.75 + 0.5 * rand())))
 
 
 EXAMPLE_CHARS = 120  # a hostile topic can be 64 KiB; the log shows its beginning
@@ -120,6 +118,34 @@ class DropLog:
                         "not logged again", DROP_REASONS.get(reason, reason), example)
 
 
+@dataclass(frozen=True)
+class BridgeStatus:
+    """The ``bridge`` section of the status document."""
+
+    enabled: bool
+    state: str
+    detail: str
+    broker: str | None
+    client_id: str
+    protocol: str | None
+    tls: bool
+    clean_session: bool
+    presence_topic: str
+    last_error: str | None
+    attempts: int
+    connections: int
+    connected_for: float | None
+    in_flight: int
+    window: int | None
+    buffer: dict[str, int]
+    routes: list[dict[str, Any]]
+    subscription_problems: dict[str, str]
+    unrouted_drops: dict[str, dict[str, int]]
+    overlap_duplicates_skipped: int
+    loop_guard: dict[str, dict[str, int]]
+    bus_reader: dict[str, Any] | None
+
+
 class Bridge:
     """The ``bridge`` service: ``await start()``, ``await stop()``, ``health()``, ``status()``.
 
@@ -129,18 +155,19 @@ class Bridge:
 
     name = "bridge"
 
-    def __init__(self, config: EdgeConfig, context: zmq.Context, endpoints: BusEndpoints) -> None:
-        self.config = config
-        self.mqtt = config.bridge.mqtt
+    def __init__(self, config: BridgeConfig, messaging: BusConfig, *, node_name: str,
+                 client_id: str, context: zmq.Context[Any], endpoints: BusEndpoints) -> None:
+        self.messaging = messaging
+        self.mqtt = config.mqtt
         self.context = context
         self.endpoints = endpoints
-        self.client_id = config.mqtt_client_id
-        self.presence_topic = presence_topic(config.node_name)
+        self.client_id = client_id
+        self.presence_topic = presence_topic(node_name)
         self.where = f"{self.mqtt.broker_address}:{self.mqtt.port}"
-        self.routes = RouteTable(config.bridge.routes, self.mqtt)
-        self.max_payload = config.bridge.max_payload
-        self.encoding = config.messaging.topic_encoding
-        self.outbox = Outbox(config.bridge.buffer.max_messages, config.bridge.buffer.max_bytes)
+        self.routes = RouteTable(config.routes, self.mqtt)
+        self.max_payload = config.max_payload
+        self.encoding = messaging.topic_encoding
+        self.outbox = Outbox(config.buffer.max_messages, config.buffer.max_bytes)
         # The bridge's own messages (presence, publish_retained): few, sent before the outbox,
         # and never pushed out by bus traffic.
         self._priority: deque[Outgoing] = deque()
@@ -175,16 +202,10 @@ class Bridge:
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._lost: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pub: zmq.Socket | None = None
+        self._pub: zmq.Socket[bytes] | None = None
         self._sub: zmq.asyncio.Socket | None = None
         self._reader: BusReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    @classmethod
-    def from_edge(cls, edge: Edge) -> Bridge:
-        """The factory app.service_specs() uses: the bus service is already running."""
-        bus = edge.services["bus"]
-        return cls(edge.config, edge.context, bus.bus.endpoints)  # type: ignore[attr-defined]
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -202,7 +223,7 @@ class Bridge:
 
     def _open_bus(self) -> None:
         """A PUB for broker-to-bus traffic and a SUB for bus-to-broker, on the shared context."""
-        bus_config = self.config.messaging
+        bus_config = self.messaging
         pub = self.context.socket(zmq.PUB)
         async_context = zmq.asyncio.Context.shadow(self.context.underlying)
         sub = async_context.socket(zmq.SUB)
@@ -529,7 +550,7 @@ class Bridge:
             if identifiers and resolution.subscription_id not in identifiers:
                 self._duplicates += 1  # the same message, through a second subscription
                 return
-        payload = message.payload
+        payload = cast(bytes, message.payload)  # paho hands over bytes (typed bytes | bytearray)
         if not self._mqtt5 and self.mqtt_guard.consume(topic, payload):
             return
         for delivery in resolution.deliveries:
@@ -652,30 +673,30 @@ class Bridge:
             reason = f"{reason}; last error: {self.last_error}"
         return False, reason
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> BridgeStatus:
         session = self._session
-        return {
-            "enabled": True,
-            "state": self.state,
-            "detail": self.detail,
-            "broker": self.where if self.mqtt.broker_address else None,
-            "client_id": self.client_id,
-            "protocol": session.protocol if session and self.state == CONNECTED else None,
-            "tls": self.mqtt.tls_params is not None,
-            "clean_session": self.mqtt.clean_session,
-            "presence_topic": self.presence_topic,
-            "last_error": self.last_error,
-            "attempts": self.attempts,
-            "connections": self.connections,
-            "connected_for": (time.monotonic() - self.connected_since
-                              if self.connected_since is not None else None),
-            "in_flight": len(self._inflight),
-            "window": self._window if self.state == CONNECTED else None,
-            "buffer": self.outbox.stats(),
-            "routes": self.routes.describe(),
-            "subscription_problems": dict(self._subscription_problems),
-            "unrouted_drops": {side: dict(counts) for side, counts in self._unrouted.items()},
-            "overlap_duplicates_skipped": self._duplicates,
-            "loop_guard": {"bus": self.bus_guard.stats(), "broker": self.mqtt_guard.stats()},
-            "bus_reader": self._reader.status() if self._reader is not None else None,
-        }
+        return BridgeStatus(
+            enabled=True,
+            state=self.state,
+            detail=self.detail,
+            broker=self.where if self.mqtt.broker_address else None,
+            client_id=self.client_id,
+            protocol=session.protocol if session and self.state == CONNECTED else None,
+            tls=self.mqtt.tls_params is not None,
+            clean_session=self.mqtt.clean_session,
+            presence_topic=self.presence_topic,
+            last_error=self.last_error,
+            attempts=self.attempts,
+            connections=self.connections,
+            connected_for=(time.monotonic() - self.connected_since
+                           if self.connected_since is not None else None),
+            in_flight=len(self._inflight),
+            window=self._window if self.state == CONNECTED else None,
+            buffer=self.outbox.stats(),
+            routes=self.routes.describe(),
+            subscription_problems=dict(self._subscription_problems),
+            unrouted_drops={side: dict(counts) for side, counts in self._unrouted.items()},
+            overlap_duplicates_skipped=self._duplicates,
+            loop_guard={"bus": self.bus_guard.stats(), "broker": self.mqtt_guard.stats()},
+            bus_reader=self._reader.status() if self._reader is not None else None,
+        )

@@ -77,17 +77,21 @@ def _stop_on_signals() -> asyncio.Event:
 # --- run and proxy --------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from argentic_edge.app import Edge
+
     if args.addon:
         from argentic_edge.homeassistant.runtime import run_addon
 
+        def appliance(config: EdgeConfig, config_path: str,
+                      compose: Callable[[Any], Any]) -> Edge:
+            return Edge(config, config_path=config_path, addon=True, compose=compose)
+
         async def addon() -> None:
-            await run_addon(_stop_on_signals())
+            await run_addon(_stop_on_signals(), appliance)
             log.info("stopped")
 
         asyncio.run(addon())
         return 0
-
-    from argentic_edge.app import Edge
 
     args.config = _run_config_path(args)
     config = _config(args)

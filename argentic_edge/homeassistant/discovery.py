@@ -12,7 +12,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from argentic_edge import __version__
 from argentic_edge.homeassistant.entities import (
@@ -22,7 +23,7 @@ from argentic_edge.homeassistant.entities import (
 )
 
 if TYPE_CHECKING:
-    from argentic_edge.app import Edge
+    from argentic_edge.bridge.service import Bridge
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,39 @@ def state_topic(node_name: str) -> str:
     return f"argentic/edge/{node_name}/state"
 
 
+class RetainedPublisher(Protocol):
+    """The bridge, or the ``ha-remove`` command's own connection."""
+
+    async def publish_retained(self, topic: str, payload: bytes, qos: int = 1) -> None: ...
+
+
+@dataclass(frozen=True)
+class HomeAssistantStatus:
+    """The ``homeassistant`` section of the status document."""
+
+    enabled: bool
+    prefix: str
+    state_topic: str
+    announcements: int
+    states_published: int
+    withdrawn: bool
+
+
 class HomeAssistantDiscovery:
-    """Announces the appliance through the bridge; a service like the others."""
+    """Announces the appliance through the bridge; a service like the others.
+
+    ``status`` is the appliance's status document, the source of the sensors' values.
+    """
 
     name = "homeassistant"
 
-    def __init__(self, edge: Edge, interval: float = STATE_INTERVAL) -> None:
-        self.edge = edge
-        self.bridge: Any = edge.services["bridge"]
+    def __init__(self, bridge: Bridge, node_name: str, prefix: str,
+                 status: Callable[[], dict[str, Any]], interval: float = STATE_INTERVAL) -> None:
+        self.bridge = bridge
+        self.status_document = status
         self.interval = interval
-        self.node = edge.config.node_name
-        self.prefix = edge.config.bridge.ha_discovery_prefix
+        self.node = node_name
+        self.prefix = prefix
         self.announcements = 0
         self.states = 0
         self.withdrawn = False
@@ -67,10 +90,11 @@ class HomeAssistantDiscovery:
             return True, "removed from Home Assistant until the next start"
         return True, f"announced {self.announcements} time(s)"
 
-    def status(self) -> dict[str, Any]:
-        return {"enabled": True, "prefix": self.prefix, "state_topic": state_topic(self.node),
-                "announcements": self.announcements, "states_published": self.states,
-                "withdrawn": self.withdrawn}
+    def status(self) -> HomeAssistantStatus:
+        return HomeAssistantStatus(enabled=True, prefix=self.prefix,
+                                   state_topic=state_topic(self.node),
+                                   announcements=self.announcements,
+                                   states_published=self.states, withdrawn=self.withdrawn)
 
     async def withdraw(self) -> int:
         """Remove the device from Home Assistant (before uninstalling the add-on): nothing is
@@ -103,7 +127,7 @@ class HomeAssistantDiscovery:
 
     def state(self) -> bytes:
         """The sensors' values from the appliance's own status document."""
-        status = self.edge.status()
+        status = self.status_document()
         published = ((status["bus"].get("counters") or {}).get("frontend") or {}).get(
             "messages_in", 0)
         now = time.monotonic()
@@ -123,7 +147,7 @@ class HomeAssistantDiscovery:
         )
 
 
-async def remove_from_home_assistant(bridge: Any, node_name: str, prefix: str) -> int:
+async def remove_from_home_assistant(bridge: RetainedPublisher, node_name: str, prefix: str) -> int:
     """Empty retained configs (Home Assistant removes the device) and an empty retained state;
     returns how many topics were cleared."""
     messages = [*removal_messages(node_name, prefix), (state_topic(node_name), b"", True)]

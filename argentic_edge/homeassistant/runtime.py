@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
 from argentic_edge.config import (
     ConfigError,
@@ -46,6 +47,25 @@ from argentic_edge.homeassistant.supervisor import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class AddonAppliance(Protocol):
+    """What the add-on runtime needs of the running appliance (the Edge, built by the CLI's run
+    command: this module does not know app.py)."""
+
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None: ...
+
+    async def apply(self, config: EdgeConfig) -> list[str]: ...
+
+    def web_port(self) -> int | None: ...
+
+
+# Builds the appliance from the configuration, the file the web editor edits, and the function
+# that turns that file into the running configuration (AddonRuntime.compose).
+ApplianceFactory = Callable[[EdgeConfig, str, Callable[[Any], Any]], AddonAppliance]
 
 
 @dataclass(frozen=True)
@@ -117,7 +137,7 @@ class AddonRuntime:
     def needs_broker(self, config: EdgeConfig) -> bool:
         return config.bridge.enabled and config.bridge.mqtt.broker_address is None
 
-    async def adopt_broker(self, edge: Any) -> None:
+    async def adopt_broker(self, edge: AddonAppliance) -> None:
         """Wait for the Supervisor's MQTT service (Mosquitto may start after us), then switch
         the bridge to it. Meanwhile the bridge shows "waiting for broker"."""
         service = await self.supervisor.wait_for_mqtt_service()
@@ -129,24 +149,21 @@ class AddonRuntime:
         except (ConfigError, Exception) as exc:  # the running configuration stays as it was
             log.error("could not use the Supervisor's MQTT broker: %s", exc)
 
-    def announce_health_url(self, edge: Any) -> None:
+    def announce_health_url(self, edge: AddonAppliance) -> None:
         """Tell the Dockerfile's HEALTHCHECK where /healthz answers."""
-        web = edge.services.get("web")
-        if web is not None:
-            write_healthz_url(web.port, self.paths.healthz_url)
+        port = edge.web_port()
+        if port is not None:
+            write_healthz_url(port, self.paths.healthz_url)
 
 
-async def run_addon(stop: asyncio.Event) -> None:
+async def run_addon(stop: asyncio.Event, appliance: ApplianceFactory) -> None:
     """The appliance as the add-on: run until ``stop`` is set."""
-    from argentic_edge.app import Edge
-
     paths = AddonPaths.from_env()
     async with SupervisorClient() as supervisor:
         runtime = AddonRuntime(paths, supervisor)
         config = await runtime.load()
         logging.getLogger().setLevel(config.log_level.upper())
-        edge = Edge(config, config_path=str(paths.extra), addon=True)
-        edge.compose = runtime.compose
+        edge = appliance(config, str(paths.extra), runtime.compose)
         async with edge:
             runtime.announce_health_url(edge)
             adopt = (asyncio.create_task(runtime.adopt_broker(edge), name="supervisor-mqtt")

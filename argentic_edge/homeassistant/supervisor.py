@@ -151,7 +151,7 @@ class SupervisorClient:
                     body = await response.json(content_type=None)
                 except ValueError:
                     body = None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             reason = f"{exc.__class__.__name__} {exc}".strip()
             raise SupervisorUnavailable(f"Supervisor API {path} unreachable: {reason}") from exc
         if status == 401:

@@ -29,16 +29,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from argentic_edge.bus.reader import BusReader
 from argentic_edge.topics import FrameError, TopicFilter, TopicTree, decode_frame
-
-if TYPE_CHECKING:
-    from argentic_edge.app import Edge
 
 log = logging.getLogger(__name__)
 
@@ -220,13 +217,33 @@ class AgentRegistry:
         }
 
 
+@dataclass(frozen=True)
+class AgentsStatus:
+    """The ``agents`` section of the status document: the registry's snapshot (most recently
+    seen first), what is watched, and how the bus reader keeps up."""
+
+    agents: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    messages: int
+    malformed: int
+    evicted: int
+    subscriptions: list[str]
+    reader: dict[str, Any] | None
+
+
 class AgentsService:
-    """Reads the watched topics from the bus in one asyncio task and feeds the registry."""
+    """Reads the watched topics from the bus in one asyncio task and feeds the registry.
+
+    ``endpoint`` is the bus's local subscribe endpoint, joined on ``context`` (the appliance's
+    shared zmq context, so inproc endpoints work); ``topic_encoding`` is messaging's.
+    """
 
     name = "agents"
 
-    def __init__(self, edge: Edge) -> None:
-        self.edge = edge
+    def __init__(self, context: zmq.Context[Any], endpoint: str, topic_encoding: str) -> None:
+        self.context = context
+        self.endpoint = endpoint
+        self.topic_encoding = topic_encoding
         self.registry = AgentRegistry()
         self.changed = asyncio.Event()  # set on every message read; waiters clear it
         self._socket: zmq.asyncio.Socket | None = None
@@ -235,14 +252,13 @@ class AgentsService:
         self._failure: str | None = None
 
     async def start(self) -> None:
-        bus = self.edge.services["bus"].bus  # type: ignore[attr-defined]
-        context = zmq.asyncio.Context.shadow(self.edge.context)
+        context = zmq.asyncio.Context.shadow(self.context)
         socket = context.socket(zmq.SUB)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.RCVHWM, RECEIVE_HIGH_WATER_MARK)
         for prefix in SUBSCRIPTIONS:
             socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        socket.connect(bus.endpoints.local_subscribe)
+        socket.connect(self.endpoint)
         self._socket = socket
         self._reader = BusReader(socket, self._take, name="agents", share=CPU_SHARE,
                                  discard_stale=True)
@@ -259,7 +275,7 @@ class AgentsService:
 
     def _take(self, frame: bytes) -> None:
         try:
-            topic, payload = decode_frame(frame, self.edge.config.messaging.topic_encoding)
+            topic, payload = decode_frame(frame, self.topic_encoding)
             self.registry.record(topic, payload, time.time())
         except (FrameError, Malformed) as exc:
             if isinstance(exc, FrameError):
@@ -296,9 +312,7 @@ class AgentsService:
         agents, tools = len(self.registry.agents), len(self.registry.tools)
         return True, f"{agents} client(s), {tools} tool(s) seen"
 
-    def status(self) -> dict[str, Any]:
-        document = self.registry.snapshot(time.time())
-        document["subscriptions"] = list(SUBSCRIPTIONS)
-        if self._reader is not None:
-            document["reader"] = self._reader.status()
-        return document
+    def status(self) -> AgentsStatus:
+        return AgentsStatus(**self.registry.snapshot(time.time()),
+                            subscriptions=list(SUBSCRIPTIONS),
+                            reader=self._reader.status() if self._reader is not None else None)

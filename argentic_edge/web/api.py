@@ -1,9 +1,8 @@
-"""The JSON API, /healthz, /metrics and the live event stream. Handlers read state; the Edge,
-its services and the ConfigEditor own it."""
+"""The JSON API, /healthz, /metrics and the live event stream. Handlers read state; the
+appliance, its services and the ConfigEditor own it."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from typing import Any
@@ -14,7 +13,7 @@ from argentic_edge.config import ConfigError
 from argentic_edge.web import metrics, openapi
 from argentic_edge.web.configedit import ApplyError, ConfigEditor, load_text, problems_json
 from argentic_edge.web.feed import FEED, StatusUnavailable, status_document, to_json
-from argentic_edge.web.keys import EDGE, IDENTITY
+from argentic_edge.web.keys import APPLIANCE, IDENTITY
 from argentic_edge.web.logbuffer import WARNINGS
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ async def healthz(request: web.Request) -> web.Response:
     """Anyone may ask whether the appliance is up (the add-on's HEALTHCHECK does, anonymously);
     only who may see the status (the Supervisor, a token, a session) learns why not: the reasons
     name brokers, addresses and errors."""
-    healthy, reasons = request.app[EDGE].health()
+    healthy, reasons = request.app[APPLIANCE].health()
     answer: dict[str, Any] = {"ok": healthy}
     if IDENTITY in request:
         answer["reasons"] = reasons
@@ -42,7 +41,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 def _status(request: web.Request) -> dict[str, Any]:
     try:
-        return status_document(request.app[EDGE], WARNINGS)
+        return status_document(request.app[APPLIANCE], WARNINGS)
     except StatusUnavailable as exc:
         raise web.HTTPServiceUnavailable(text=str(exc)) from None
 
@@ -77,7 +76,7 @@ async def openapi_document(request: web.Request) -> web.Response:
 # --- configuration -------------------------------------------------------------------------
 
 async def config_view(request: web.Request) -> web.Response:
-    editor = ConfigEditor(request.app[EDGE])
+    editor = ConfigEditor(request.app[APPLIANCE])
     try:
         view = editor.view()
     except ConfigError as exc:
@@ -133,7 +132,7 @@ def _document_of(kind: str, body: Any) -> Any:
 
 
 async def config_save(request: web.Request) -> web.Response:
-    editor = ConfigEditor(request.app[EDGE])
+    editor = ConfigEditor(request.app[APPLIANCE])
     kind, body = await _submitted(request)
     prepare = editor.prepare_document if kind == "json" else editor.prepare_text
     try:
@@ -145,7 +144,7 @@ async def config_save(request: web.Request) -> web.Response:
 
 
 async def config_check(request: web.Request) -> web.Response:
-    editor = ConfigEditor(request.app[EDGE])
+    editor = ConfigEditor(request.app[APPLIANCE])
     kind, body = await _submitted(request)
     try:
         if kind == "json":
@@ -161,7 +160,7 @@ async def config_check(request: web.Request) -> web.Response:
 
 async def remove_from_home_assistant(request: web.Request) -> web.Response:
     """Clear the appliance's retained discovery topics: the step before uninstalling."""
-    service = request.app[EDGE].services.get("homeassistant")
+    service = request.app[APPLIANCE].home_assistant()
     if service is None:
         raise web.HTTPConflict(text="Home Assistant discovery is off (bridge.ha_discovery)")
     try:
@@ -174,13 +173,11 @@ async def remove_from_home_assistant(request: web.Request) -> web.Response:
 async def peer_action(request: web.Request) -> web.Response:
     """Approve or forget a discovered peer through the peers service."""
     peer_id, action = request.match_info["peer_id"], request.match_info["action"]
-    peers = request.app[EDGE].services.get("peers")
+    peers = request.app[APPLIANCE].peers()
     if peers is None:
         raise web.HTTPConflict(text="discovery is disabled")
     try:
-        result = getattr(peers, action)(peer_id)
-        if inspect.isawaitable(result):
-            result = await result
+        result = await (peers.approve if action == "approve" else peers.forget)(peer_id)
     except KeyError:
         raise web.HTTPNotFound(text=f"no peer {peer_id!r}") from None
     except Exception as exc:  # the peers service refuses with its own errors (FederationError)

@@ -1,6 +1,6 @@
 """The aiohttp application: routes, middlewares and the state handlers share.
 
-``create_app(edge)`` builds it; the web service runs it. Middlewares, outermost first: errors (no
+``create_app(appliance)`` builds it; the web service runs it. Middlewares, outermost first: errors (no
 traceback ever reaches a client), the body deadline (no slow bodies), SERVING (lets the service
 notice a restart from its own request), authentication, CSRF.
 """
@@ -13,12 +13,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from argentic_edge.app import Edge
 from argentic_edge.web import api, auth, pages
+from argentic_edge.web.appliance import Appliance
 from argentic_edge.web.auth import ACCESS, SUPERVISOR_ADDRESS, Access
 from argentic_edge.web.credentials import Credentials
 from argentic_edge.web.feed import FEED, StatusFeed, status_document
-from argentic_edge.web.keys import EDGE
+from argentic_edge.web.keys import APPLIANCE
 from argentic_edge.web.logbuffer import WARNINGS
 from argentic_edge.web.security import (
     body_deadline,
@@ -32,17 +32,18 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 256 * 1024  # a configuration file is a few kilobytes
 
 
-def create_app(edge: Edge, *, supervisor_address: str = SUPERVISOR_ADDRESS,
+def create_app(appliance: Appliance, *, supervisor_address: str = SUPERVISOR_ADDRESS,
                status_interval: float = 1.0) -> web.Application:
-    """The web application for ``edge``. ``supervisor_address`` is the only source accepted for
+    """The web application for ``appliance``. ``supervisor_address`` is the only source accepted for
     ingress requests in add-on mode (tests pass a loopback address)."""
     app = web.Application(middlewares=[errors, body_deadline, mark_serving, auth.authenticate,
                                        csrf],
                           client_max_size=MAX_BODY)
-    app[EDGE] = edge
-    app[ACCESS] = Access(ingress=edge.config.web.ingress, supervisor_address=supervisor_address,
-                         api_token=edge.config.web.api_token)
-    app[FEED] = StatusFeed(lambda: status_document(edge, WARNINGS), status_interval)
+    config = appliance.config.web
+    app[APPLIANCE] = appliance
+    app[ACCESS] = Access(ingress=config.ingress, supervisor_address=supervisor_address,
+                         api_token=config.api_token)
+    app[FEED] = StatusFeed(lambda: status_document(appliance, WARNINGS), status_interval)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_recent_warnings)
     app.cleanup_ctx.append(_credentials)
@@ -82,9 +83,9 @@ async def _recent_warnings(app: web.Application) -> AsyncIterator[None]:
 
 async def _credentials(app: web.Application) -> AsyncIterator[None]:
     """Load (or create) the password hash and session key: file I/O and scrypt, off the loop."""
-    edge, access = app[EDGE], app[ACCESS]
+    config, access = app[APPLIANCE].config, app[ACCESS]
     access.credentials = await asyncio.get_running_loop().run_in_executor(
-        None, Credentials.load, edge.config.data_path, edge.config.web.password,
+        None, Credentials.load, config.data_path, config.web.password,
         not access.ingress)
     yield
 

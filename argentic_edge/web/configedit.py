@@ -23,7 +23,6 @@ from typing import Any
 
 import yaml
 
-from argentic_edge.app import Edge
 from argentic_edge.config import (
     MASK,
     ConfigError,
@@ -36,6 +35,7 @@ from argentic_edge.config import (
     parse_yaml,
 )
 from argentic_edge.storage import atomic_write, describe_os_error
+from argentic_edge.web.appliance import Appliance
 from argentic_edge.web.schema import dotted, form_fields, is_secret
 
 CONFIG_FILE = "argentic-edge.yaml"
@@ -55,11 +55,11 @@ class ApplyError(Exception):
     """A valid configuration that could not be put into effect (or saved); nothing changed."""
 
 
-def config_target(edge: Edge) -> Path:
+def config_target(appliance: Appliance) -> Path:
     """Where the editor reads and saves: the file the appliance runs from, else the data dir."""
-    if edge.config_path:
-        return Path(edge.config_path)
-    return edge.config.data_path / CONFIG_FILE
+    if appliance.config_path:
+        return Path(appliance.config_path)
+    return appliance.config.data_path / CONFIG_FILE
 
 
 # --- YAML with positions -------------------------------------------------------------------
@@ -243,19 +243,19 @@ def problems_json(error: ConfigError, document: Any) -> list[dict[str, Any]]:
 
 # --- the editor ----------------------------------------------------------------------------
 
-_locks: weakref.WeakKeyDictionary[Edge, asyncio.Lock] = weakref.WeakKeyDictionary()
+_locks: weakref.WeakKeyDictionary[Appliance, asyncio.Lock] = weakref.WeakKeyDictionary()
 _saving: set[asyncio.Task[dict[str, Any]]] = set()  # strong references while a save runs
 
 
 class ConfigEditor:
-    """Reads, checks and saves the configuration of one Edge; one save at a time per Edge."""
+    """Reads, checks and saves the configuration of one appliance; one save at a time each."""
 
-    def __init__(self, edge: Edge) -> None:
-        self.edge = edge
+    def __init__(self, appliance: Appliance) -> None:
+        self.appliance = appliance
 
     @property
     def path(self) -> Path:
-        return config_target(self.edge)
+        return config_target(self.appliance)
 
     def stored_text(self) -> str | None:
         try:
@@ -293,12 +293,12 @@ class ConfigEditor:
 
     def prepare_document(self, submitted: Any) -> tuple[str, EdgeConfig]:
         document = restore_document(submitted, *self._stored())
-        config = validate(document, self.edge.compose)
+        config = validate(document, self.appliance.compose)
         return yaml.safe_dump(document, sort_keys=False, allow_unicode=True), config
 
     def prepare_text(self, submitted: str) -> tuple[str, EdgeConfig]:
         restored = restore_text(submitted, self.stored_text())
-        return restored, validate(load_text(restored), self.edge.compose)
+        return restored, validate(load_text(restored), self.appliance.compose)
 
     async def save(self, prepare: Callable[[], tuple[str, EdgeConfig]]) -> dict[str, Any]:
         """Validate (``prepare``), apply, then write. Runs to its end even if the request that
@@ -309,15 +309,15 @@ class ConfigEditor:
         return await asyncio.shield(task)
 
     async def _save(self, prepare: Callable[[], tuple[str, EdgeConfig]]) -> dict[str, Any]:
-        lock = _locks.setdefault(self.edge, asyncio.Lock())
+        lock = _locks.setdefault(self.appliance, asyncio.Lock())
         async with lock:
             text, config = prepare()
             path = self.path
             target = Path(os.path.realpath(path))  # a symlinked file is written through the link
             previous_bytes = target.read_bytes() if target.exists() else None
-            previous = self.edge.config
+            previous = self.appliance.config
             try:
-                restarted = await self.edge.apply(config)
+                restarted = await self.appliance.apply(config)
             except Exception as exc:
                 raise ApplyError(f"the configuration is valid but could not be applied: {exc}. "
                                  "The previous configuration is still running.") from None
@@ -325,11 +325,11 @@ class ConfigEditor:
                 await asyncio.get_running_loop().run_in_executor(
                     None, _write, target, text, previous_bytes)
             except OSError as exc:
-                await self.edge.apply(previous)
+                await self.appliance.apply(previous)
                 raise ApplyError(f"could not save {path}: {describe_os_error(exc)}. "
                                  "The previous configuration is running again.") from None
-            if self.edge.config_path is None:
-                self.edge.config_path = str(path)
+            if self.appliance.config_path is None:
+                self.appliance.config_path = str(path)
             backup = str(_backup(target)) if previous_bytes is not None else None
             return {"applied": True, "restarted": restarted, "path": str(path),
                     "backup": backup}

@@ -17,8 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from argentic_edge.app import Edge
 from argentic_edge.config import MASK, Secret
+from argentic_edge.web.appliance import Appliance
 from argentic_edge.web.logbuffer import RecentWarnings
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,11 @@ class StatusUnavailable(Exception):
     """A service failed while reporting its status."""
 
 
-def status_document(edge: Edge, warnings: RecentWarnings) -> dict[str, Any]:
+def status_document(appliance: Appliance, warnings: RecentWarnings) -> dict[str, Any]:
     try:
-        document = edge.status()
-        healthy, reasons = edge.health()
-        services = {name: service.health()[0] for name, service in edge.services.items()}
+        document = appliance.status()
+        healthy, reasons = appliance.health()
+        services = appliance.service_health()
     except Exception as exc:
         log.exception("web: a service failed to report its status")
         raise StatusUnavailable(f"a service failed to report its status: {exc}") from None
@@ -77,9 +77,11 @@ class StatusFeed:
         seen = 0
         try:
             while True:
+                def ready(seen: int = seen) -> bool:
+                    return self._closed or self._version > seen
+
                 async with self._changed:
-                    await self._changed.wait_for(
-                        lambda seen=seen: self._closed or self._version > seen)
+                    await self._changed.wait_for(ready)
                 if self._closed:
                     return
                 seen = self._version

@@ -7,9 +7,9 @@ from typing import Literal
 
 from aiohttp import web
 
-from argentic_edge.app import Edge
+from argentic_edge.web.appliance import Appliance
 
-EDGE = web.AppKey("edge", Edge)
+APPLIANCE = web.AppKey("appliance", Appliance)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from string import Template
 from aiohttp import web
 
 from argentic_edge import __version__
-from argentic_edge.web.keys import EDGE, IDENTITY
+from argentic_edge.web.keys import APPLIANCE, IDENTITY
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -28,14 +28,14 @@ def _template(name: str) -> Template:
 def _page(request: web.Request, title: str, body: str, scripts: tuple[str, ...],
           status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     identity = request.get(IDENTITY)
-    edge = request.app[EDGE]
+    appliance = request.app[APPLIANCE]
     logout = ""
     if identity is not None and identity.kind == "session":
         logout = _template("logout.html").substitute(csrf=html.escape(identity.csrf or ""))
     text = _template("layout.html").substitute(
         title=html.escape(title),
         csrf=html.escape(identity.csrf or "") if identity is not None else "",
-        node=html.escape(edge.config.node_name),
+        node=html.escape(appliance.config.node_name),
         version=html.escape(__version__),
         nav="" if identity is None else _template("nav.html").template,
         logout=logout,

@@ -67,7 +67,8 @@ def is_secret(path: Path, document: Any) -> bool:
             hint = MqttConfig
             continue
         origin = typing.get_origin(hint)
-        if dataclasses.is_dataclass(hint) and isinstance(key, str) and key in _lookup(hint):
+        if (isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(key, str)
+                and key in _lookup(hint)):
             hint = _lookup(hint)[key][1]
         elif origin is tuple and isinstance(key, int):
             hint = unwrap(typing.get_args(hint)[0])
@@ -141,7 +142,7 @@ def form_fields(masked: Any) -> list[dict[str, Any]]:
             where, value = keys + (key,), raw.get(key) if isinstance(raw, Mapping) else None
             if uplink and canonical == ("bridge",) and f.name == "mqtt":
                 where, value = ("messaging",), document.get("messaging")
-            if dataclasses.is_dataclass(hint):
+            if isinstance(hint, type) and dataclasses.is_dataclass(hint):
                 walk(hint, canonical + (f.name,), where, value)
                 continue
             kind, options = _kind(hint)

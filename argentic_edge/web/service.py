@@ -1,7 +1,8 @@
 """The web as an Edge service: the aiohttp application on ``web.host:web.port``.
 
-HTTPS uses the certificates service's reloadable SSLContext when that service runs; in add-on mode
-(ingress) the Supervisor proxies plain HTTP, so the page is served plain.
+HTTPS uses the certificates service's reloadable SSLContext when that service runs (app.py hands
+its ``ssl_context`` over as ``tls``); in add-on mode (ingress) the Supervisor proxies plain HTTP,
+so the page is served plain.
 
 Every configuration change restarts this service, usually from inside one of its own requests (the
 save from the page). Stopping then closes the listening socket at once, so the new instance can bind
@@ -16,12 +17,15 @@ import errno
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from argentic_edge.config import WebConfig
 from argentic_edge.errors import ServiceError
 from argentic_edge.web.app import create_app
+from argentic_edge.web.appliance import Appliance
 from argentic_edge.web.auth import ACCESS, SUPERVISOR_ADDRESS
 from argentic_edge.web.listener import (
     IDLE_TIMEOUT,
@@ -34,9 +38,6 @@ from argentic_edge.web.listener import (
 )
 from argentic_edge.web.protolog import RequestErrors
 from argentic_edge.web.security import SERVING
-
-if TYPE_CHECKING:
-    from argentic_edge.app import Edge
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,33 @@ def _explain(exc: OSError, host: str, port: int) -> str:
     return f"web cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
+@dataclass(frozen=True)
+class WebStatus:
+    """The ``web`` section of the status document."""
+
+    url: str | None
+    port: int | None
+    https: bool
+    ingress: bool
+    connections: dict[str, int] | None
+    requests: dict[str, int]
+    logins: dict[str, int] | None
+
+
 class WebService:
+    """Serves ``create_app(appliance)`` as ``config`` says. ``tls`` is the certificates
+    service's SSLContext source (None: plain HTTP); ``tls_problem`` says why it has none."""
+
     name = "web"
 
-    def __init__(self, edge: Edge, *, supervisor_address: str = SUPERVISOR_ADDRESS) -> None:
-        self.edge = edge
+    def __init__(self, config: WebConfig, appliance: Appliance, *,
+                 tls: Callable[[], ssl.SSLContext | None] | None = None,
+                 tls_problem: Callable[[], str | None] = lambda: None,
+                 supervisor_address: str = SUPERVISOR_ADDRESS) -> None:
+        self.config = config
+        self.appliance = appliance
+        self.tls = tls
+        self.tls_problem = tls_problem
         self.supervisor_address = supervisor_address
         self._runner: web.AppRunner | None = None
         self._https = False
@@ -73,24 +96,20 @@ class WebService:
         """HTTPS when the certificates service runs. When it runs but has no usable
         certificate, the page is not served at all: falling back to plain HTTP would send the
         password across the LAN in clear because a file broke."""
-        if self.edge.config.web.ingress:
+        if self.config.ingress or self.tls is None:
             return None
-        certificates = self.edge.services.get("certificates")
-        provider = getattr(certificates, "ssl_context", None)
-        if provider is None:
-            return None
-        context = provider()
+        context = self.tls()
         if context is None:
             raise WebError(f"the web needs HTTPS and the certificates are not usable "
-                           f"({getattr(certificates, 'error', None) or 'no certificate'}); "
+                           f"({self.tls_problem() or 'no certificate'}); "
                            "repair them, or set certificates.enabled: false to serve plain "
                            "HTTP")
         return context
 
     async def start(self) -> None:
-        config = self.edge.config.web
+        config = self.config
         context = self._ssl_context()
-        app = create_app(self.edge, supervisor_address=self.supervisor_address)
+        app = create_app(self.appliance, supervisor_address=self.supervisor_address)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
                                keepalive_timeout=IDLE_TIMEOUT, logger=self._errors)
         await runner.setup()
@@ -118,7 +137,7 @@ class WebService:
 
     @property
     def url(self) -> str:
-        host = self.edge.config.web.host
+        host = self.config.host
         if host in ("0.0.0.0", "::", "*"):
             host = socket.gethostname()
         elif ":" in host:
@@ -145,10 +164,10 @@ class WebService:
             return False, "not serving"
         return True, f"serving {self.url}"
 
-    def status(self) -> dict[str, Any]:
-        config = self.edge.config.web
-        return {"url": self.url if self._runner else None, "port": self.port,
-                "https": self._https, "ingress": config.ingress,
-                "connections": self._gate.to_dict() if self._gate else None,
-                "requests": self._errors.to_dict(),
-                "logins": self._runner.app[ACCESS].limiter.to_dict() if self._runner else None}
+    def status(self) -> WebStatus:
+        return WebStatus(url=self.url if self._runner else None, port=self.port,
+                         https=self._https, ingress=self.config.ingress,
+                         connections=self._gate.to_dict() if self._gate else None,
+                         requests=self._errors.to_dict(),
+                         logins=(self._runner.app[ACCESS].limiter.to_dict() if self._runner
+                                 else None))

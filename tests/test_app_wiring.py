@@ -1,0 +1,31 @@
+"""How app.py wires the services: what one service reads of another's section stays current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from argentic_edge.app import Edge
+from argentic_edge.config import parse_config
+from tests.support.brokers import free_port
+from tests.support.config import free_bus_config
+
+
+def _advertised_web_port(edge: Edge) -> int:
+    advertiser = edge.services["peers"]._advertiser  # type: ignore[attr-defined]
+    return int(advertiser.source().web)
+
+
+async def test_a_live_web_port_change_reaches_the_mdns_record(tmp_path: Path) -> None:
+    """The mDNS record carries the web port; changing web.port live must change the record
+    (mDNS on loopback only: the record is built but nothing leaves the machine)."""
+    first, second = free_port(), free_port()
+    raw = free_bus_config(
+        tmp_path,
+        discovery={"enabled": True, "interfaces": ["lo"], "federation": {"enabled": False}},
+        web={"enabled": True, "host": "127.0.0.1", "port": first, "password": "pw-wiring"},
+    )
+    async with Edge(parse_config(raw, env={})) as edge:
+        assert _advertised_web_port(edge) == first
+        raw["web"] = {**raw["web"], "port": second}  # type: ignore[dict-item]
+        await edge.apply(parse_config(raw, env={}))
+        assert _advertised_web_port(edge) == second
