@@ -40,7 +40,6 @@ from argentic_edge.topics import (
 )
 
 MASK = "********"
-SAVED_CONFIG_NAME = "argentic-edge.yaml"  # what the web editor writes when run without --config
 # A CURVE public key in Z85 text form: 40 characters of ZeroMQ's Z85 alphabet.
 Z85_KEY_PATTERN = r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}"
 

@@ -305,7 +305,75 @@ class BusEndpoints:
     local_subscribe: str
 
 
-class Bus:
+class ProxyBus:
+    """What the plain and the federated bus share: their face (``mode``, ``endpoints``), binding
+    the two public ports, what a taken port means, and releasing the ports on stop.
+
+    ``local_mode`` is the mode in which the proxies are ours: then the appliance's own services
+    reach them over inproc, and a stop must release the TCP ports so a restart can bind them.
+    """
+
+    local_mode = "embedded"
+
+    def __init__(self, config: BusConfig, context: zmq.Context, kind: str) -> None:
+        self.config = config
+        self.context = context
+        self.mode = "stopped"
+        self._listening: list[tuple[zmq.Socket, str]] = []
+        self._instance = next(_instance_ids)
+        self._inproc_front = f"inproc://argentic-edge-{kind}-front-{self._instance}"
+        self._inproc_back = f"inproc://argentic-edge-{kind}-back-{self._instance}"
+
+    @property
+    def endpoints(self) -> BusEndpoints:
+        host = connect_host(self.config.broker_address)
+        publish = tcp_endpoint(host, self.config.port)
+        subscribe = tcp_endpoint(host, self.config.backend_port)
+        if self.mode == self.local_mode:
+            return BusEndpoints(publish, subscribe, self._inproc_front, self._inproc_back)
+        return BusEndpoints(publish, subscribe, publish, subscribe)
+
+    def _probe(self) -> bool:
+        config = self.config
+        timeout = min(config.connect_timeout / 1000, 3.0) or 0.5
+        return probe_proxy(self.context, connect_host(config.broker_address), config.port,
+                           config.backend_port, timeout)
+
+    def _bind_frontend(self, socket: zmq.Socket) -> None:
+        """Publishers' port (messaging.port), and the inproc twin our own services use."""
+        self._listen(socket, self.config.port, "bus frontend port (messaging.port)")
+        socket.bind(self._inproc_front)
+
+    def _bind_backend(self, socket: zmq.Socket) -> None:
+        """Subscribers' port (messaging.backend_port), and its inproc twin."""
+        self._listen(socket, self.config.backend_port, "bus backend port (messaging.backend_port)")
+        socket.bind(self._inproc_back)
+
+    def _listen(self, socket: zmq.Socket, port: int, what: str) -> None:
+        bind_or_explain(socket, tcp_endpoint(self.config.broker_address, port), what)
+        self._listening.append((socket, socket.getsockopt(zmq.LAST_ENDPOINT).decode()))
+
+    def _use_answering_proxy(self, taken: BusError, why: str) -> None:
+        """A port we need is taken: use the proxy that holds it if one answers, else fail."""
+        self._listening = []  # the sockets that bound were closed with the failed build
+        if not self._probe():
+            raise taken
+        self.mode = "reused"
+        log.warning("bus: %s, and a ZeroMQ proxy answers there: using it %s", taken, why)
+
+    def _releaser(self, proxy: ProxyThread) -> Callable[[], None]:
+        """For ``proxy.stop``: unbind the TCP ports of ``proxy``'s sockets and wait until libzmq
+        closed them, in the proxy's own stop (a socket is touched by one thread at a time)."""
+        def release() -> None:
+            mine = [(sock, endpoint) for sock, endpoint in self._listening
+                    if sock is proxy.frontend or sock is proxy.backend]
+            for sock, endpoint in mine:
+                unbind_and_wait(sock, [endpoint])
+            self._listening = [entry for entry in self._listening if entry not in mine]
+        return release
+
+
+class Bus(ProxyBus):
     """The local bus as a service: ``await start()``, ``await stop()``, ``stats()``.
 
     Modes (``mode`` after start):
@@ -317,30 +385,9 @@ class Bus:
     """
 
     def __init__(self, config: BusConfig, context: zmq.Context | None = None) -> None:
-        self.config = config
         self._own_context = context is None
-        self.context = context or zmq.Context()
-        self.mode = "stopped"
+        super().__init__(config, context or zmq.Context(), "bus")
         self.proxy: ProxyThread | None = None
-        self._listening: list[tuple[zmq.Socket, str]] = []
-        instance = next(_instance_ids)
-        self._inproc_front = f"inproc://argentic-edge-bus-front-{instance}"
-        self._inproc_back = f"inproc://argentic-edge-bus-back-{instance}"
-
-    @property
-    def endpoints(self) -> BusEndpoints:
-        host = connect_host(self.config.broker_address)
-        publish = tcp_endpoint(host, self.config.port)
-        subscribe = tcp_endpoint(host, self.config.backend_port)
-        if self.mode == "embedded":
-            return BusEndpoints(publish, subscribe, self._inproc_front, self._inproc_back)
-        return BusEndpoints(publish, subscribe, publish, subscribe)
-
-    def _probe(self) -> bool:
-        config = self.config
-        timeout = min(config.connect_timeout / 1000, 3.0) or 0.5
-        return probe_proxy(self.context, connect_host(config.broker_address), config.port,
-                           config.backend_port, timeout)
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._start_sync)
@@ -363,12 +410,8 @@ class Bus:
         try:
             self.proxy = self._bind_proxy()
         except BusError as taken:
-            if self._probe():
-                self.mode = "reused"
-                log.warning("bus: %s, and a ZeroMQ proxy answers there: using it "
-                            "(its counters are not ours to show)", taken)
-                return
-            raise
+            self._use_answering_proxy(taken, "(its counters are not ours to show)")
+            return
         self.proxy.start()
         self.mode = "embedded"
         log.info("bus: publishers connect to %s, subscribers to %s",
@@ -376,20 +419,13 @@ class Bus:
                  tcp_endpoint(config.broker_address, config.backend_port))
 
     def _bind_proxy(self) -> ProxyThread:
-        config = self.config
         frontend = self.context.socket(zmq.XSUB)
         backend = self.context.socket(zmq.XPUB)
         try:
             for sock in (frontend, backend):
-                apply_socket_options(sock, config)
-            bind_or_explain(frontend, tcp_endpoint(config.broker_address, config.port),
-                            "bus frontend port (messaging.port)")
-            bind_or_explain(backend, tcp_endpoint(config.broker_address, config.backend_port),
-                            "bus backend port (messaging.backend_port)")
-            self._listening = [(sock, sock.getsockopt(zmq.LAST_ENDPOINT).decode())
-                               for sock in (frontend, backend)]
-            frontend.bind(self._inproc_front)
-            backend.bind(self._inproc_back)
+                apply_socket_options(sock, self.config)
+            self._bind_frontend(frontend)
+            self._bind_backend(backend)
         except BaseException:
             frontend.close(linger=0)
             backend.close(linger=0)
@@ -403,14 +439,9 @@ class Bus:
     async def stop(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._stop_sync)
 
-    def _release_ports(self) -> None:
-        for sock, endpoint in self._listening:
-            unbind_and_wait(sock, [endpoint])
-        self._listening = []
-
     def _stop_sync(self) -> None:
         if self.proxy is not None:
-            self.proxy.stop(release=self._release_ports)
+            self.proxy.stop(release=self._releaser(self.proxy))
         if self._own_context:
             self.context.term()
         self.mode = "stopped"

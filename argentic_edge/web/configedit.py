@@ -35,10 +35,9 @@ from argentic_edge.config import (
     parse_config,
     parse_yaml,
 )
-from argentic_edge.storage import atomic_write, describe_os_error
+from argentic_edge.storage import atomic_write, describe_os_error, saved_config_path
 from argentic_edge.web.schema import dotted, form_fields, is_secret
 
-CONFIG_FILE = "argentic-edge.yaml"
 STARTER = ("# No configuration file yet: every default is in effect.\n"
            "# Write only what you want to change, for example:\n"
            "# web:\n#   port: 8099\n")
@@ -59,7 +58,7 @@ def config_target(edge: Edge) -> Path:
     """Where the editor reads and saves: the file the appliance runs from, else the data dir."""
     if edge.config_path:
         return Path(edge.config_path)
-    return edge.config.data_path / CONFIG_FILE
+    return saved_config_path(edge.config.data_path)
 
 
 # --- YAML with positions -------------------------------------------------------------------
