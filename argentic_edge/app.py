@@ -8,22 +8,25 @@ the API, and applies a new configuration by restarting only the services whose s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import zmq
 
 from argentic_edge import __version__
-from argentic_edge.bus.proxy import Bus
+from argentic_edge.bus.proxy import Bus, BusStatus
 from argentic_edge.config import EdgeConfig
-from argentic_edge.storage import sweep_stale_temp_files
+from argentic_edge.storage import certs_dir, federation_dir, sweep_stale_temp_files
 
 if TYPE_CHECKING:
     from argentic_edge.bus.federated import FederatedBus
+    from argentic_edge.certs.service import CertManager
+    from argentic_edge.federation.identity import CurveKeys
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,10 @@ class Service(Protocol):
         """(up, reason): reason says why not, in words for /healthz and the status page."""
         ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> Any:
+        """The service's status: a dataclass (or, until every service has one, a dict) whose
+        JSON form is the service's section of the status document."""
+        ...
 
 
 def federation_wanted(config: EdgeConfig) -> bool:
@@ -57,16 +63,8 @@ class BusService:
 
     name = "bus"
 
-    def __init__(self, edge: Edge) -> None:
-        config = edge.config
-        self.bus: Bus | FederatedBus
-        if federation_wanted(config):
-            from argentic_edge.bus.federated import FederatedBus
-
-            self.bus = FederatedBus(config.messaging, config.discovery.federation,
-                                    config.data_path / "federation", edge.context)
-        else:
-            self.bus = Bus(config.messaging, edge.context)
+    def __init__(self, bus: Bus | FederatedBus) -> None:
+        self.bus = bus
 
     async def start(self) -> None:
         await self.bus.start()
@@ -79,31 +77,57 @@ class BusService:
             return False, "the bus is stopped"
         return True, f"bus {self.bus.mode}"
 
-    def status(self) -> dict[str, Any]:
-        stats = self.bus.stats()
-        endpoints = self.bus.endpoints
-        status = {
-            "mode": self.bus.mode,
-            "publish": endpoints.publish,
-            "subscribe": endpoints.subscribe,
-            "counters": stats.to_dict() if stats is not None else None,
-        }
-        if not isinstance(self.bus, Bus):
-            status["federation"] = self.bus.federation_status()
-        return status
+    def status(self) -> BusStatus:
+        return self.bus.status()
+
+
+def _node_keys(edge: Edge) -> CurveKeys:
+    """This node's CURVE identity, loaded once: the federated bus holds it while it runs, and
+    the peers service takes it from there (from the file only when federation is off)."""
+    from argentic_edge.bus.federated import FederatedBus
+    from argentic_edge.federation.identity import load_or_create_keys
+
+    bus = getattr(edge.services.get("bus"), "bus", None)
+    if isinstance(bus, FederatedBus):
+        return cast("CurveKeys", bus.keys)
+    return load_or_create_keys(federation_dir(edge.config.data_path))
+
+
+def _bus_service(edge: Edge) -> Service:
+    config = edge.config
+    if not federation_wanted(config):
+        return BusService(Bus(config.messaging, edge.context))
+    from argentic_edge.bus.federated import FederatedBus
+    from argentic_edge.federation.identity import load_or_create_keys
+    from argentic_edge.federation.trust import DENY_ALL
+
+    keys = load_or_create_keys(federation_dir(config.data_path))
+    return BusService(FederatedBus(config.messaging, config.discovery.federation, keys, DENY_ALL,
+                                   edge.context))
 
 
 def _peers(edge: Edge) -> Service:
+    from argentic_edge.bus.federated import FederatedBus
     from argentic_edge.federation.peers import PeersService
+    from argentic_edge.federation.trust import TrustStore
 
-    peers = PeersService(edge)
+    config = edge.config
+    bus = getattr(edge.services.get("bus"), "bus", None)
+    peers = PeersService(config.discovery, node_name=config.node_name,
+                         bus_config=config.messaging,
+                         web_port=config.web.port if config.web.enabled else 0,
+                         keys=_node_keys(edge),
+                         trust=TrustStore(config.discovery.federation,
+                                          federation_dir(config.data_path)),
+                         bus=bus if isinstance(bus, FederatedBus) else None)
     certificates = edge.services.get("certificates")
     if certificates is not None:
         # The mDNS `tls` key carries the server certificate's fingerprint, kept current on renewal.
         # Whenever peers restarts, so does certificates (it comes first and shares its sections).
-        server = lambda: certificates.server  # noqa: E731 - read at advertisement time
-        peers.set_fingerprint_provider(lambda: server().fingerprint_sha256 if server() else "")
-        certificates.on_renewed(lambda _info: peers.refresh_advertisement())
+        manager = cast("CertManager", certificates)
+        peers.set_fingerprint_provider(
+            lambda: manager.server.fingerprint_sha256 if manager.server else "")
+        manager.on_renewed(lambda _info: peers.refresh_advertisement())
     return peers
 
 
@@ -123,7 +147,7 @@ def _certificates(edge: Edge) -> Service:
     from argentic_edge.certs.service import CertManager
 
     config = edge.config.certificates
-    files = CertFiles(edge.config.data_path / "certs", edge.config.node_name,
+    files = CertFiles(certs_dir(edge.config.data_path), edge.config.node_name,
                       certfile=config.certfile, keyfile=config.keyfile,
                       validity_days=config.validity_days,
                       ca_validity_days=config.ca_validity_days,
@@ -168,7 +192,7 @@ def service_specs() -> list[ServiceSpec]:
     return [
         ServiceSpec("bus", ("messaging", "data_dir", "discovery.enabled",
                             "discovery.federation.enabled", "discovery.federation.export_port"),
-                    lambda c: True, BusService),
+                    lambda c: True, _bus_service),
         ServiceSpec("certificates", ("certificates", "node_name", "data_dir"),
                     lambda c: c.certificates.enabled, _certificates),
         ServiceSpec("peers", ("messaging", "discovery", "node_name", "data_dir"),
@@ -301,5 +325,8 @@ class Edge:
         }
         for spec in service_specs():
             service = self.services.get(spec.name)
-            document[spec.name] = service.status() if service else {"enabled": False}
+            status = service.status() if service else {"enabled": False}
+            if dataclasses.is_dataclass(status) and not isinstance(status, type):
+                status = dataclasses.asdict(status)
+            document[spec.name] = status
         return document

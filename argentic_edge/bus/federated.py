@@ -31,6 +31,7 @@ from zmq.utils.monitor import parse_monitor_message, recv_monitor_message
 
 from argentic_edge.bus.proxy import (
     BusError,
+    BusStatus,
     ProxyBus,
     ProxyStats,
     ProxyThread,
@@ -127,6 +128,13 @@ class FederationTraffic(FederationStatus):
     from_peers: int
     to_peers: int
     proxies: dict[str, ProxyStats]
+
+
+@dataclass(frozen=True)
+class FederatedBusStatus(BusStatus):
+    """The bus status with federation on."""
+
+    federation: FederationStatus
 
 
 _LINK_EVENTS = {
@@ -311,6 +319,11 @@ class FederatedBus(ProxyBus):
             self.keys.node_id, self.export_port, links, zap,
             from_peers=max(0, stats["merge"].frontend.messages_in - local_out),
             to_peers=stats["export"].backend.messages_out, proxies=stats)
+
+    def status(self) -> FederatedBusStatus:
+        base = super().status()
+        return FederatedBusStatus(base.mode, base.publish, base.subscribe, base.counters,
+                                  self.federation_status())
 
     async def stop(self) -> None:
         if self._monitor_task is not None:

@@ -8,6 +8,7 @@ through Python to be counted.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 import errno
 import itertools
 import logging
@@ -305,7 +306,18 @@ class BusEndpoints:
     local_subscribe: str
 
 
-class ProxyBus:
+@dataclass(frozen=True)
+class BusStatus:
+    """The bus service's status: its mode, where clients connect, libzmq's counters (None
+    when the proxy is not ours)."""
+
+    mode: str
+    publish: str
+    subscribe: str
+    counters: ProxyStats | None
+
+
+class ProxyBus(ABC):
     """What the plain and the federated bus share: their face (``mode``, ``endpoints``), binding
     the two public ports, what a taken port means, and releasing the ports on stop.
 
@@ -332,6 +344,14 @@ class ProxyBus:
         if self.mode == self.local_mode:
             return BusEndpoints(publish, subscribe, self._inproc_front, self._inproc_back)
         return BusEndpoints(publish, subscribe, publish, subscribe)
+
+    @abstractmethod
+    def stats(self) -> ProxyStats | None:
+        """The counters a user sees for this bus, None when the proxies are not ours."""
+
+    def status(self) -> BusStatus:
+        endpoints = self.endpoints
+        return BusStatus(self.mode, endpoints.publish, endpoints.subscribe, self.stats())
 
     def _probe(self) -> bool:
         config = self.config
