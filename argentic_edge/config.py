@@ -40,6 +40,7 @@ from argentic_edge.topics import (
 )
 
 MASK = "********"
+MAX_VALIDITY_DAYS = 397  # what browsers and Apple clients accept for a TLS server certificate
 # A CURVE public key in Z85 text form: 40 characters of ZeroMQ's Z85 alphabet.
 Z85_KEY_PATTERN = r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}"
 
@@ -130,6 +131,27 @@ def _non_negative(value: float) -> str | None:
 
 def _positive(value: float) -> str | None:
     return None if value > 0 else "expected a number > 0"
+
+
+def _days(high: float) -> Check:
+    """More than 0 days, at most ``high``: whole days in a file (the field is an int); code that
+    builds certificates may ask for less (tests make seconds-long ones)."""
+    def check(value: float) -> str | None:
+        return None if 0 < value <= high else f"expected a number of days from 1 to {high}"
+    return check
+
+
+def _field_problem(spec: dataclasses.Field[Any], value: Any) -> str | None:
+    check = spec.metadata.get("check")
+    return check(value) if check and value is not None else None
+
+
+def field_problems(section: type, values: Mapping[str, Any], path: str) -> list[Problem]:
+    """The range checks of ``section``'s fields applied to values given in code instead of a
+    file (the certificate files take their settings as arguments): one place for the bounds."""
+    return [Problem(f"{path}.{spec.name}", values[spec.name], message)
+            for spec in dataclasses.fields(section)
+            if spec.name in values and (message := _field_problem(spec, values[spec.name]))]
 
 
 def _between(low: float, high: float) -> Check:
@@ -380,7 +402,7 @@ class CertificatesConfig:
     enabled: bool = _opt(True)
     certfile: str | None = _opt(None, doc="bring your own, e.g. /ssl/fullchain.pem")
     keyfile: str | None = _opt(None)
-    validity_days: int = _opt(397, check=_between(1, 397))
+    validity_days: int = _opt(MAX_VALIDITY_DAYS, check=_days(MAX_VALIDITY_DAYS))
     ca_validity_days: int = _opt(3650, check=_between(1, 36500))
     renewal_window: float = _opt(1 / 3, check=_between(0.01, 0.99),
                                  doc="renew in the last fraction of a certificate's life")
@@ -504,8 +526,7 @@ class _Builder:
             converted = self.convert(hints[name], value, key_path)
             if len(self.problems) > before:
                 continue
-            check = fields[name].metadata.get("check")
-            message = check(converted) if check and converted is not None else None
+            message = _field_problem(fields[name], converted)
             if message:
                 self.fail(key_path, value, message)
                 continue
