@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import zmq
 import zmq.asyncio
@@ -137,7 +137,7 @@ class FederatedBusStatus(BusStatus):
     federation: FederationStatus
 
 
-_LINK_EVENTS = {
+_LINK_EVENTS: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_SUCCEEDED: "up",
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused",
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "failed",
@@ -183,7 +183,7 @@ class FederatedBus(ProxyBus):
     local_mode = "federated"
 
     def __init__(self, config: BusConfig, federation: FederationConfig, keys: NodeKeys,
-                 policy: KeyPolicy, context: zmq.Context) -> None:
+                 policy: KeyPolicy, context: zmq.Context[Any]) -> None:
         super().__init__(config, context, "fed")
         self.federation = federation
         self.keys = keys
@@ -250,10 +250,10 @@ class FederatedBus(ProxyBus):
     def _build(self) -> dict[str, ProxyThread]:
         """Bind and connect the six sockets; on any failure close what was opened."""
         config = self.config
-        opened: list[zmq.Socket] = []
+        opened: list[zmq.Socket[Any]] = []
 
-        def socket(kind: int) -> zmq.Socket:
-            sock = self.context.socket(kind)
+        def socket(kind: int) -> zmq.Socket[Any]:
+            sock: zmq.Socket[Any] = self.context.socket(kind)
             opened.append(sock)
             apply_socket_options(sock, config)
             return sock
@@ -287,7 +287,7 @@ class FederatedBus(ProxyBus):
             bind_or_explain(e_back, tcp_endpoint(config.broker_address,
                                                  self.federation.export_port),
                             "federation export port (discovery.federation.export_port)")
-            self._export_endpoint = e_back.last_endpoint.decode()
+            self._export_endpoint = e_back.get_string(zmq.LAST_ENDPOINT)
         except BaseException:
             for sock in opened:
                 sock.close(linger=0)
@@ -402,7 +402,7 @@ class FederatedBus(ProxyBus):
             return
         endpoint = self._export_endpoint
 
-        def rebind(frontend: zmq.Socket, backend: zmq.Socket) -> None:
+        def rebind(frontend: zmq.Socket[Any], backend: zmq.Socket[Any]) -> None:
             # libzmq closes the listener in its IO thread; bind again once it says it did.
             closed = backend.get_monitor_socket(zmq.EVENT_CLOSED)
             try:
@@ -422,7 +422,7 @@ class FederatedBus(ProxyBus):
                  endpoint)
 
     async def _reconnect(self, removed: list[LinkTarget], added: list[LinkTarget]) -> None:
-        def change(frontend: zmq.Socket, backend: zmq.Socket) -> None:
+        def change(frontend: zmq.Socket[Any], backend: zmq.Socket[Any]) -> None:
             for target in removed:
                 try:
                     frontend.disconnect(target.endpoint)

@@ -8,7 +8,6 @@ through Python to be counted.
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
 import errno
 import itertools
 import logging
@@ -16,8 +15,10 @@ import struct
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -80,7 +81,7 @@ class ProxyThread:
     and the counters carry on from where they were.
     """
 
-    def __init__(self, context: zmq.Context, frontend: zmq.Socket, backend: zmq.Socket,
+    def __init__(self, context: zmq.Context[Any], frontend: zmq.Socket[Any], backend: zmq.Socket[Any],
                  name: str) -> None:
         self.context = context
         self.frontend = frontend
@@ -91,7 +92,7 @@ class ProxyThread:
         # and a ZeroMQ socket used or closed by two threads at once aborts the process.
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
-        self._control: zmq.Socket | None = None
+        self._control: zmq.Socket[Any] | None = None
         self._carried = ProxyStats()
         self._last = ProxyStats()
         self._stale = False
@@ -124,7 +125,7 @@ class ProxyThread:
                                         name=f"zmq-proxy-{self.name}", daemon=True)
         self._thread.start()
 
-    def _run(self, control: zmq.Socket) -> None:
+    def _run(self, control: zmq.Socket[Any]) -> None:
         try:
             zmq.proxy_steerable(self.frontend, self.backend, None, control)
         except zmq.ZMQError as exc:
@@ -181,7 +182,7 @@ class ProxyThread:
         self._control = None
         self._thread = None
 
-    def reconfigure(self, change: Callable[[zmq.Socket, zmq.Socket], None]) -> None:
+    def reconfigure(self, change: Callable[[zmq.Socket[Any], zmq.Socket[Any]], None]) -> None:
         """Stop the loop, apply ``change(frontend, backend)`` in this thread, start it again."""
         with self._lock:
             self._halt()
@@ -215,7 +216,7 @@ def connect_host(bind_host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "::": "::1"}.get(bind_host, bind_host)
 
 
-def apply_socket_options(socket: zmq.Socket, config: BusConfig) -> None:
+def apply_socket_options(socket: zmq.Socket[Any], config: BusConfig) -> None:
     """The seed's socket options, the same on every bus socket we own.
 
     Queues count messages, so ``max_message_size`` is what bounds their bytes: libzmq drops the
@@ -230,7 +231,7 @@ def apply_socket_options(socket: zmq.Socket, config: BusConfig) -> None:
         socket.setsockopt(zmq.IPV6, 1)
 
 
-def unbind_and_wait(socket: zmq.Socket, endpoints: list[str], timeout: float = 2.0) -> None:
+def unbind_and_wait(socket: zmq.Socket[Any], endpoints: list[str], timeout: float = 2.0) -> None:
     """Unbind TCP endpoints and wait until libzmq has really closed the listeners.
 
     libzmq closes listeners in its I/O thread, after close() or unbind() returned: binding the same
@@ -252,7 +253,7 @@ def unbind_and_wait(socket: zmq.Socket, endpoints: list[str], timeout: float = 2
         monitor.close(linger=0)
 
 
-def bind_or_explain(socket: zmq.Socket, endpoint: str, what: str) -> None:
+def bind_or_explain(socket: zmq.Socket[Any], endpoint: str, what: str) -> None:
     """Bind, turning libzmq's errno into a sentence naming the port."""
     try:
         socket.bind(endpoint)
@@ -267,7 +268,7 @@ def bind_or_explain(socket: zmq.Socket, endpoint: str, what: str) -> None:
         raise BusError(f"{what} {endpoint}: {exc}") from None
 
 
-def probe_proxy(context: zmq.Context, host: str, port: int, backend_port: int,
+def probe_proxy(context: zmq.Context[Any], host: str, port: int, backend_port: int,
                 timeout: float) -> bool:
     """True when an XSUB/XPUB proxy forwards a message from ``port`` to ``backend_port``.
 
@@ -289,7 +290,7 @@ def probe_proxy(context: zmq.Context, host: str, port: int, backend_port: int,
         while time.monotonic() < deadline:
             pub.send(topic + b" {}")
             if sub.poll(50):
-                return sub.recv().startswith(topic)
+                return bool(sub.recv().startswith(topic))
         return False
     finally:
         pub.close()
@@ -327,11 +328,11 @@ class ProxyBus(ABC):
 
     local_mode = "embedded"
 
-    def __init__(self, config: BusConfig, context: zmq.Context, kind: str) -> None:
+    def __init__(self, config: BusConfig, context: zmq.Context[Any], kind: str) -> None:
         self.config = config
         self.context = context
         self.mode = "stopped"
-        self._listening: list[tuple[zmq.Socket, str]] = []
+        self._listening: list[tuple[zmq.Socket[Any], str]] = []
         self._instance = next(_instance_ids)
         self._inproc_front = f"inproc://argentic-edge-{kind}-front-{self._instance}"
         self._inproc_back = f"inproc://argentic-edge-{kind}-back-{self._instance}"
@@ -359,19 +360,19 @@ class ProxyBus(ABC):
         return probe_proxy(self.context, connect_host(config.broker_address), config.port,
                            config.backend_port, timeout)
 
-    def _bind_frontend(self, socket: zmq.Socket) -> None:
+    def _bind_frontend(self, socket: zmq.Socket[Any]) -> None:
         """Publishers' port (messaging.port), and the inproc twin our own services use."""
         self._listen(socket, self.config.port, "bus frontend port (messaging.port)")
         socket.bind(self._inproc_front)
 
-    def _bind_backend(self, socket: zmq.Socket) -> None:
+    def _bind_backend(self, socket: zmq.Socket[Any]) -> None:
         """Subscribers' port (messaging.backend_port), and its inproc twin."""
         self._listen(socket, self.config.backend_port, "bus backend port (messaging.backend_port)")
         socket.bind(self._inproc_back)
 
-    def _listen(self, socket: zmq.Socket, port: int, what: str) -> None:
+    def _listen(self, socket: zmq.Socket[Any], port: int, what: str) -> None:
         bind_or_explain(socket, tcp_endpoint(self.config.broker_address, port), what)
-        self._listening.append((socket, socket.getsockopt(zmq.LAST_ENDPOINT).decode()))
+        self._listening.append((socket, socket.get_string(zmq.LAST_ENDPOINT)))
 
     def _use_answering_proxy(self, taken: BusError, why: str) -> None:
         """A port we need is taken: use the proxy that holds it if one answers, else fail."""
@@ -404,7 +405,7 @@ class Bus(ProxyBus):
     one is started only if none answers: the seed's "auto-start proxy if not running".
     """
 
-    def __init__(self, config: BusConfig, context: zmq.Context | None = None) -> None:
+    def __init__(self, config: BusConfig, context: zmq.Context[Any] | None = None) -> None:
         self._own_context = context is None
         super().__init__(config, context or zmq.Context(), "bus")
         self.proxy: ProxyThread | None = None

@@ -173,7 +173,8 @@ def parse_record(full_name: str, properties: Mapping[bytes, bytes | None],
     if not usable:
         raise RecordError("malformed", f"no usable IPv4 address in {list(addresses)[:4]}")
     return Peer(id=peer_id, name=name, addresses=usable, version=version, curve=curve, tls=tls,
-                first_seen=now, last_seen=now, **ports)
+                pub=ports["pub"], sub=ports["sub"], fed=ports["fed"], web=ports["web"],
+                first_seen=now, last_seen=now)
 
 
 
