@@ -13,6 +13,7 @@ range checks and whether it is a secret. One generic builder walks them, so a ne
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import difflib
 import ipaddress
@@ -549,9 +550,8 @@ class _Builder:
         args = typing.get_args(hint)
         if origin in (typing.Union, types.UnionType):
             options = [arg for arg in args if arg is not type(None)]
-            if value is None or value == "":
-                if type(None) in args:
-                    return None
+            if (value is None or value == "") and type(None) in args:
+                return None
             return self._convert(options[0], value, path) if len(options) == 1 else value
         if origin is Literal:
             for allowed in args:
@@ -574,7 +574,7 @@ class _Builder:
                 self.fail(path, value, "expected a mapping")
                 return types.MappingProxyType({})
             return types.MappingProxyType(dict(value))
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             return self.build(hint, value, path)
         return self.scalar(hint, value, path)
 
@@ -603,10 +603,8 @@ class _Builder:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 number = float(value)
             elif isinstance(value, str):
-                try:
+                with contextlib.suppress(ValueError):
                     number = float(value)
-                except ValueError:
-                    pass
             if number is not None and math.isfinite(number):
                 return number
             self.fail(path, value, "expected a finite number")
@@ -656,7 +654,7 @@ def parse_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = 
                      "an empty section: give the broker (bridge.mqtt.broker_address, ...), leave "
                      "the key out (the add-on then uses the Supervisor's broker), or turn the "
                      "bridge off with bridge.enabled: false")
-    config = builder.build(EdgeConfig, top, "", ignore_unknown=True)
+    config: EdgeConfig = builder.build(EdgeConfig, top, "", ignore_unknown=True)
     bus = builder.build(BusConfig, messaging, "messaging", ignore=ARGENTIC_CLIENT_KEYS)
     bridge = config.bridge
     if uplink is not None:

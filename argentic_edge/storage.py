@@ -14,6 +14,7 @@ starts.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -62,10 +63,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
         raise
     _fsync_dir(target.parent)
     return target

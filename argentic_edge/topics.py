@@ -117,7 +117,7 @@ T = TypeVar("T")
 
 
 class _Node(Generic[T]):
-    __slots__ = ("children", "plus", "hash_values", "values")
+    __slots__ = ("children", "hash_values", "plus", "values")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node[T]] = {}

@@ -18,6 +18,7 @@ makes both: ``federation.identity``, ``federation.trust``); it knows neither fil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -424,10 +425,8 @@ class FederatedBus(ProxyBus):
     async def _reconnect(self, removed: list[LinkTarget], added: list[LinkTarget]) -> None:
         def change(frontend: zmq.Socket[Any], backend: zmq.Socket[Any]) -> None:
             for target in removed:
-                try:
+                with contextlib.suppress(zmq.ZMQError):  # never connected, or already gone
                     frontend.disconnect(target.endpoint)
-                except zmq.ZMQError:
-                    pass  # never connected, or already gone: nothing to undo
             for target in added:
                 # Captured per connection: each peer's export port gets its own server key.
                 frontend.curve_serverkey = target.server_key.encode()
