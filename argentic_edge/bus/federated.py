@@ -38,6 +38,7 @@ from argentic_edge.bus.proxy import (
     ProxyThread,
     apply_socket_options,
     bind_or_explain,
+    closed_monitor,
     tcp_endpoint,
 )
 from argentic_edge.config import BusConfig, FederationConfig, Secret
@@ -405,7 +406,7 @@ class FederatedBus(ProxyBus):
 
         def rebind(frontend: zmq.Socket[Any], backend: zmq.Socket[Any]) -> None:
             # libzmq closes the listener in its IO thread; bind again once it says it did.
-            closed = backend.get_monitor_socket(zmq.EVENT_CLOSED)
+            closed = closed_monitor(backend)
             try:
                 backend.unbind(endpoint)
                 if not closed.poll(5000):

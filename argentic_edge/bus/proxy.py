@@ -231,6 +231,16 @@ def apply_socket_options(socket: zmq.Socket[Any], config: BusConfig) -> None:
         socket.setsockopt(zmq.IPV6, 1)
 
 
+def closed_monitor(socket: zmq.Socket[Any]) -> zmq.Socket[Any]:
+    """A monitor of ``socket`` that hears its listeners close, on an inproc name of its own.
+
+    pyzmq's default name is made from the socket's file descriptor, and libzmq frees an inproc
+    name only once its reaper destroyed the closed monitor: a new socket that got the same
+    descriptor, monitored right after, would find the name taken."""
+    return socket.get_monitor_socket(
+        zmq.EVENT_CLOSED, addr=f"inproc://argentic-edge-monitor-{next(_instance_ids)}")
+
+
 def unbind_and_wait(socket: zmq.Socket[Any], endpoints: list[str], timeout: float = 2.0) -> None:
     """Unbind TCP endpoints and wait until libzmq has really closed the listeners.
 
@@ -238,7 +248,7 @@ def unbind_and_wait(socket: zmq.Socket[Any], endpoints: list[str], timeout: floa
     port right away fails now and then (measured: 6 of 200 bus restarts), which is exactly what a
     live configuration change does. The monitor's EVENT_CLOSED says the listener is gone.
     """
-    monitor = socket.get_monitor_socket(zmq.EVENT_CLOSED)
+    monitor = closed_monitor(socket)
     try:
         for endpoint in endpoints:
             socket.unbind(endpoint)
