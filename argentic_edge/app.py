@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import zmq
 
 from argentic_edge import __version__
-from argentic_edge.bus.proxy import Bus
+from argentic_edge.bus.proxy import Bus, BusStatus
 from argentic_edge.config import EdgeConfig
-from argentic_edge.storage import sweep_stale_temp_files
+from argentic_edge.storage import certs_dir, federation_dir, sweep_stale_temp_files
 
 if TYPE_CHECKING:
     from argentic_edge.bridge.service import Bridge
     from argentic_edge.bus.federated import FederatedBus
     from argentic_edge.certs.service import CertManager
+    from argentic_edge.federation.identity import CurveKeys
     from argentic_edge.federation.peers import PeersService
     from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery
     from argentic_edge.web.service import WebService
@@ -68,16 +69,8 @@ class BusService:
 
     name = "bus"
 
-    def __init__(self, edge: Edge) -> None:
-        config = edge.config
-        self.bus: Bus | FederatedBus
-        if federation_wanted(config):
-            from argentic_edge.bus.federated import FederatedBus
-
-            self.bus = FederatedBus(config.messaging, config.discovery.federation,
-                                    config.data_path / "federation", edge.context)
-        else:
-            self.bus = Bus(config.messaging, edge.context)
+    def __init__(self, bus: Bus | FederatedBus) -> None:
+        self.bus = bus
 
     async def start(self) -> None:
         await self.bus.start()
@@ -90,24 +83,49 @@ class BusService:
             return False, "the bus is stopped"
         return True, f"bus {self.bus.mode}"
 
-    def status(self) -> dict[str, Any]:
-        stats = self.bus.stats()
-        endpoints = self.bus.endpoints
-        status = {
-            "mode": self.bus.mode,
-            "publish": endpoints.publish,
-            "subscribe": endpoints.subscribe,
-            "counters": stats.to_dict() if stats is not None else None,
-        }
-        if not isinstance(self.bus, Bus):
-            status["federation"] = self.bus.federation_status()
-        return status
+    def status(self) -> BusStatus:
+        return self.bus.status()
+
+
+def _node_keys(edge: Edge) -> CurveKeys:
+    """This node's CURVE identity, loaded once: the federated bus holds it while it runs, and
+    the peers service takes it from there (from the file only when federation is off)."""
+    from argentic_edge.bus.federated import FederatedBus
+    from argentic_edge.federation.identity import load_or_create_keys
+
+    bus = getattr(edge.services.get("bus"), "bus", None)
+    if isinstance(bus, FederatedBus):
+        return cast("CurveKeys", bus.keys)
+    return load_or_create_keys(federation_dir(edge.config.data_path))
+
+
+def _bus_service(edge: Edge) -> Service:
+    config = edge.config
+    if not federation_wanted(config):
+        return BusService(Bus(config.messaging, edge.context))
+    from argentic_edge.bus.federated import FederatedBus
+    from argentic_edge.federation.identity import load_or_create_keys
+    from argentic_edge.federation.trust import DENY_ALL
+
+    keys = load_or_create_keys(federation_dir(config.data_path))
+    return BusService(FederatedBus(config.messaging, config.discovery.federation, keys, DENY_ALL,
+                                   edge.context))
 
 
 def _peers(edge: Edge) -> Service:
+    from argentic_edge.bus.federated import FederatedBus
     from argentic_edge.federation.peers import PeersService
+    from argentic_edge.federation.trust import TrustStore
 
-    peers = PeersService(edge)
+    config = edge.config
+    bus = getattr(edge.services.get("bus"), "bus", None)
+    peers = PeersService(config.discovery, node_name=config.node_name,
+                         bus_config=config.messaging,
+                         web_port=config.web.port if config.web.enabled else 0,
+                         keys=_node_keys(edge),
+                         trust=TrustStore(config.discovery.federation,
+                                          federation_dir(config.data_path)),
+                         bus=bus if isinstance(bus, FederatedBus) else None)
     certificates = cast("CertManager | None", edge.services.get("certificates"))
     if certificates is not None:
         # The mDNS `tls` key carries the server certificate's fingerprint, kept current on renewal.
@@ -137,7 +155,7 @@ def _certificates(edge: Edge) -> Service:
     from argentic_edge.certs.service import CertManager
 
     config = edge.config.certificates
-    files = CertFiles(edge.config.data_path / "certs", edge.config.node_name,
+    files = CertFiles(certs_dir(edge.config.data_path), edge.config.node_name,
                       certfile=config.certfile, keyfile=config.keyfile,
                       validity_days=config.validity_days,
                       ca_validity_days=config.ca_validity_days,
@@ -198,7 +216,7 @@ def service_specs() -> list[ServiceSpec]:
     return [
         ServiceSpec("bus", ("messaging", "data_dir", "discovery.enabled",
                             "discovery.federation.enabled", "discovery.federation.export_port"),
-                    lambda c: True, BusService),
+                    lambda c: True, _bus_service),
         ServiceSpec("certificates", ("certificates", "node_name", "data_dir"),
                     lambda c: c.certificates.enabled, _certificates),
         # The mDNS record carries the web port (0 when the web is off).

@@ -13,6 +13,7 @@ range checks and whether it is a secret. One generic builder walks them, so a ne
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import difflib
 import ipaddress
@@ -40,7 +41,7 @@ from argentic_edge.topics import (
 )
 
 MASK = "********"
-SAVED_CONFIG_NAME = "argentic-edge.yaml"  # what the web editor writes when run without --config
+MAX_VALIDITY_DAYS = 397  # what browsers and Apple clients accept for a TLS server certificate
 # A CURVE public key in Z85 text form: 40 characters of ZeroMQ's Z85 alphabet.
 Z85_KEY_PATTERN = r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}"
 
@@ -131,6 +132,27 @@ def _non_negative(value: float) -> str | None:
 
 def _positive(value: float) -> str | None:
     return None if value > 0 else "expected a number > 0"
+
+
+def _days(high: float) -> Check:
+    """More than 0 days, at most ``high``: whole days in a file (the field is an int); code that
+    builds certificates may ask for less (tests make seconds-long ones)."""
+    def check(value: float) -> str | None:
+        return None if 0 < value <= high else f"expected a number of days from 1 to {high}"
+    return check
+
+
+def _field_problem(spec: dataclasses.Field[Any], value: Any) -> str | None:
+    check = spec.metadata.get("check")
+    return check(value) if check and value is not None else None
+
+
+def field_problems(section: type, values: Mapping[str, Any], path: str) -> list[Problem]:
+    """The range checks of ``section``'s fields applied to values given in code instead of a
+    file (the certificate files take their settings as arguments): one place for the bounds."""
+    return [Problem(f"{path}.{spec.name}", values[spec.name], message)
+            for spec in dataclasses.fields(section)
+            if spec.name in values and (message := _field_problem(spec, values[spec.name]))]
 
 
 def _between(low: float, high: float) -> Check:
@@ -381,7 +403,7 @@ class CertificatesConfig:
     enabled: bool = _opt(True)
     certfile: str | None = _opt(None, doc="bring your own, e.g. /ssl/fullchain.pem")
     keyfile: str | None = _opt(None)
-    validity_days: int = _opt(397, check=_between(1, 397))
+    validity_days: int = _opt(MAX_VALIDITY_DAYS, check=_days(MAX_VALIDITY_DAYS))
     ca_validity_days: int = _opt(3650, check=_between(1, 36500))
     renewal_window: float = _opt(1 / 3, check=_between(0.01, 0.99),
                                  doc="renew in the last fraction of a certificate's life")
@@ -505,8 +527,7 @@ class _Builder:
             converted = self.convert(hints[name], value, key_path)
             if len(self.problems) > before:
                 continue
-            check = fields[name].metadata.get("check")
-            message = check(converted) if check and converted is not None else None
+            message = _field_problem(fields[name], converted)
             if message:
                 self.fail(key_path, value, message)
                 continue
@@ -529,9 +550,8 @@ class _Builder:
         args = typing.get_args(hint)
         if origin in (typing.Union, types.UnionType):
             options = [arg for arg in args if arg is not type(None)]
-            if value is None or value == "":
-                if type(None) in args:
-                    return None
+            if (value is None or value == "") and type(None) in args:
+                return None
             return self._convert(options[0], value, path) if len(options) == 1 else value
         if origin is Literal:
             for allowed in args:
@@ -554,7 +574,7 @@ class _Builder:
                 self.fail(path, value, "expected a mapping")
                 return types.MappingProxyType({})
             return types.MappingProxyType(dict(value))
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             return self.build(hint, value, path)
         return self.scalar(hint, value, path)
 
@@ -583,10 +603,8 @@ class _Builder:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 number = float(value)
             elif isinstance(value, str):
-                try:
+                with contextlib.suppress(ValueError):
                     number = float(value)
-                except ValueError:
-                    pass
             if number is not None and math.isfinite(number):
                 return number
             self.fail(path, value, "expected a finite number")
@@ -636,7 +654,7 @@ def parse_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = 
                      "an empty section: give the broker (bridge.mqtt.broker_address, ...), leave "
                      "the key out (the add-on then uses the Supervisor's broker), or turn the "
                      "bridge off with bridge.enabled: false")
-    config = builder.build(EdgeConfig, top, "", ignore_unknown=True)
+    config: EdgeConfig = builder.build(EdgeConfig, top, "", ignore_unknown=True)
     bus = builder.build(BusConfig, messaging, "messaging", ignore=ARGENTIC_CLIENT_KEYS)
     bridge = config.bridge
     if uplink is not None:

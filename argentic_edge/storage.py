@@ -1,4 +1,5 @@
-"""The data directory's contract: power-loss-safe writes, and sweeping up after interrupted ones.
+"""The data directory's contract: where each part lives in it, power-loss-safe writes, and
+sweeping up after interrupted ones.
 
 The appliance lives on SD cards that lose power. Every file it owns (configuration, keys,
 certificates, state) is written to a temporary file in the same directory, fsynced, then renamed
@@ -13,6 +14,7 @@ starts.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -25,6 +27,22 @@ log = logging.getLogger(__name__)
 
 TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # tempfile.mkstemp's 8 random characters
 STALE_AFTER = 30.0  # seconds; a write in progress (another process: the certs CLI) is younger
+# The data directory's layout, named here only: the appliance, the CLI and the tests agree on it.
+FEDERATION_DIR = "federation"  # this node's CURVE keys and the trusted peers
+CERTS_DIR = "certs"  # the local CA, the server certificate, issued bundles
+SAVED_CONFIG_NAME = "argentic-edge.yaml"  # what the web editor writes when run without --config
+
+
+def federation_dir(data_dir: Path) -> Path:
+    return data_dir / FEDERATION_DIR
+
+
+def certs_dir(data_dir: Path) -> Path:
+    return data_dir / CERTS_DIR
+
+
+def saved_config_path(data_dir: Path) -> Path:
+    return data_dir / SAVED_CONFIG_NAME
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o600) -> Path:
@@ -45,10 +63,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
         raise
     _fsync_dir(target.parent)
     return target

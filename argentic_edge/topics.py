@@ -117,7 +117,7 @@ T = TypeVar("T")
 
 
 class _Node(Generic[T]):
-    __slots__ = ("children", "plus", "hash_values", "values")
+    __slots__ = ("children", "hash_values", "plus", "values")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node[T]] = {}
@@ -164,7 +164,7 @@ class TopicTree(Generic[T]):
             node = node.plus if level == "+" else node.children.get(level)
             if node is None:
                 return False
-        return self._discard(node.values, value)
+        return node is not None and self._discard(node.values, value)
 
     def _discard(self, values: list[T], value: T) -> bool:
         if value in values:

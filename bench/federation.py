@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 import zmq
 
-from argentic_edge.bus.federated import load_or_create_keys
+from argentic_edge.federation.identity import load_or_create_keys
 from bench.common import Table, median, ratio, write_json
 from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
 

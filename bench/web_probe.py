@@ -27,9 +27,8 @@ from typing import Any
 import zmq
 
 from argentic_edge.app import Edge
-from argentic_edge.bus.federated import node_id
 from argentic_edge.config import parse_config
-from argentic_edge.discovery.mdns import Peer
+from argentic_edge.discovery.record import Peer, node_id
 from tests.support.brokers import free_port
 
 PEERS = 100

@@ -81,7 +81,7 @@ async def test_argentic_zeromq_driver_round_trip(edge: Edge) -> None:
         sub.close(0)
         ctx.term()
 
-    stats = edge.services["bus"].status()["counters"]
+    stats = edge.status()["bus"]["counters"]
     assert stats["frontend"]["messages_in"] >= 3
     assert stats["backend"]["messages_out"] >= 3
 

@@ -637,13 +637,13 @@ async def test_the_manager_survives_a_read_only_data_dir_and_recovers(
         await manager.start()
         await manager.check()
         status = manager.status()
-        assert status["error"] and str(data / "certs") in status["error"] and status["errors"] == 2
-        assert status["certificates"] == []
+        assert status.error and str(data / "certs") in status.error and status.errors == 2
+        assert status.certificates == []
         assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1, "logged once"
     await manager.check()
     await manager.stop()
     assert manager.error is None
-    assert [c["name"] for c in manager.status()["certificates"]] == ["ca", "server"]
+    assert [c.name for c in manager.status().certificates] == ["ca", "server"]
 
 
 # --- expiry warnings -----------------------------------------------------------------------------
@@ -679,7 +679,7 @@ async def test_the_manager_warns_about_a_certificate_close_to_expiry_once(
         await manager.stop()
     warned = [r.getMessage() for r in caplog.records if "expires in" in r.getMessage()]
     assert len(warned) == 1 and "certificate server" in warned[0] and "expires in 20 days" in warned[0]
-    assert manager.status()["certificates"][1]["days_left"] == pytest.approx(20 - 1 / 24, abs=0.01)  # 1 h backdated
+    assert manager.status().certificates[1].days_left == pytest.approx(20 - 1 / 24, abs=0.01)  # 1 h backdated
 
 
 # --- certs issue ---------------------------------------------------------------------------------
@@ -756,3 +756,14 @@ def test_cli_errors_are_one_line_naming_the_file(tmp_path: Path, capsys: pytest.
     byo = ["--certfile", tmp_path / "ssl" / "fullchain.pem", "--keyfile", tmp_path / "ssl" / "privkey.pem"]
     assert run_cli("init", *byo, "--data-dir", data) == 1
     assert str(tmp_path / "ssl" / "fullchain.pem") in capsys.readouterr().err
+
+
+def test_certificate_files_keep_the_configurations_bounds(tmp_path: Path) -> None:
+    # config.py holds the one check: a CA beyond 100 years, or a renewal window under 1 % (or
+    # above 99 %) of a certificate's life, is refused by the files as by the configuration.
+    with pytest.raises(CertError, match="certificates.ca_validity_days"):
+        make_store(tmp_path, ca_validity_days=36501)
+    with pytest.raises(CertError, match="certificates.renewal_window"):
+        make_store(tmp_path, renewal_window=0.001)
+    with pytest.raises(CertError, match="certificates.renewal_window"):
+        make_store(tmp_path, renewal_window=0.995)

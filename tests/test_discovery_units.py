@@ -17,24 +17,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from zeroconf import DNSAddress, DNSCache, current_time_millis
 
-from argentic_edge.bus.federated import node_id
 from argentic_edge.client.discover import find_edge
 from argentic_edge.config import ConfigError
-from argentic_edge.discovery.mdns import (
-    MAX_ADDRESSES,
-    SERVICE_TYPE,
+from argentic_edge.discovery.browser import cached_addresses, peer_from_info
+from argentic_edge.discovery.network import (
     LocalAddress,
-    Peer,
-    PeerTable,
-    Record,
-    RecordError,
-    cached_addresses,
     link_address,
     link_addresses,
     local_addresses,
-    parse_record,
-    peer_from_info,
 )
+from argentic_edge.discovery.record import (
+    MAX_ADDRESSES,
+    SERVICE_TYPE,
+    Peer,
+    Record,
+    RecordError,
+    node_id,
+    parse_record,
+)
+from argentic_edge.discovery.table import PeerTable
 from tests.support.netns import ROOT
 
 NAME = f"kitchen.{SERVICE_TYPE}"
@@ -290,7 +291,7 @@ def test_an_unknown_interface_is_a_configuration_error_naming_the_key(tmp_path) 
 
 
 def test_host_only_bridges_are_never_lan_addresses() -> None:
-    from argentic_edge.discovery.mdns import is_internal
+    from argentic_edge.discovery.network import is_internal
 
     assert is_internal("hassio", ipaddress.IPv4Address("172.30.32.1"))
     assert is_internal("docker0", ipaddress.IPv4Address("172.17.0.1"))

@@ -27,8 +27,8 @@ import zmq
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from argentic_edge.bus.federated import TRUST_FILE
 from argentic_edge.config import load_config
+from argentic_edge.federation.trust import TRUST_FILE
 from argentic_edge.storage import sweep_stale_temp_files
 from tests.support.appliance import ROOT
 from tests.support.appliance_proc import Appliance, appliance_document

@@ -35,8 +35,7 @@ import pytest
 import yaml
 import zmq
 
-from argentic_edge.bus.federated import node_id
-from argentic_edge.discovery.mdns import SERVICE_TYPE
+from argentic_edge.discovery.record import SERVICE_TYPE, node_id
 from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
 
 UNAVAILABLE = netns_unavailable()

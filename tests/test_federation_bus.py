@@ -10,6 +10,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,11 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from argentic_edge.app import Edge, federation_wanted
-from argentic_edge.bus.federated import DENY_ALL, FederatedBus, KeyPolicy, LinkTarget
+from argentic_edge.bus.federated import FederatedBus, LinkTarget
 from argentic_edge.bus.proxy import Bus, BusError
 from argentic_edge.config import BusConfig, FederationConfig, parse_config
+from argentic_edge.federation.identity import load_or_create_keys
+from argentic_edge.federation.trust import DENY_ALL, KeyPolicy
 from tests.support.brokers import free_port
 
 
@@ -33,7 +36,7 @@ async def make_bus(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
         config = BusConfig(broker_address="127.0.0.1", port=free_port(),
                            backend_port=free_port(), **bus_options)
         bus = FederatedBus(config, FederationConfig(export_port=export_port or free_port()),
-                           tmp_path / name, context)
+                           load_or_create_keys(tmp_path / name), DENY_ALL, context)
         started.append((bus, context))
         await bus.start()
         return bus
@@ -151,7 +154,7 @@ async def test_a_full_mesh_of_three_delivers_every_message_exactly_once(make_bus
             agent.sub.close()
             agent.pub.close()
         context.term()
-    status = b.federation_status()
+    status = asdict(b.federation_status())
     assert {link["state"] for link in status["links"].values()} == {"up"}
     assert status["from_peers"] >= 400 and status["to_peers"] >= 200
     assert status["zap"]["allowed"] == 2 and status["zap"]["denied"] == 0
@@ -255,7 +258,7 @@ async def test_zap_refuses_an_unknown_key_and_admits_it_once_trusted(make_bus) -
     client, monitor, public = curve_client(context, a)
     try:
         assert handshake(monitor) == zmq.EVENT_HANDSHAKE_FAILED_AUTH
-        assert a.federation_status()["zap"]["denied"] == 1
+        assert a.federation_status().zap.denied == 1
         a.policy = KeyPolicy(keys=frozenset({public}))   # approved at runtime
         endpoint = f"tcp://127.0.0.1:{a.federation.export_port}"
         client.disconnect(endpoint)                      # libzmq does not retry a refusal

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from argentic_edge.bus.federated import TRUST_FILE, load_or_create_keys
+from argentic_edge.federation.identity import load_or_create_keys
+from argentic_edge.federation.trust import TRUST_FILE
 from tests.support.brokers import free_port
 from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
 

@@ -8,16 +8,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from argentic_edge.bus.federated import (
-    KEY_FILE,
-    TRUST_FILE,
-    FederationError,
-    KeyPolicy,
-    TrustStore,
-    load_or_create_keys,
-    node_id,
-)
 from argentic_edge.config import ConfigError, FederationConfig, parse_config
+from argentic_edge.discovery.record import node_id
+from argentic_edge.federation.identity import KEY_FILE, FederationError, load_or_create_keys
+from argentic_edge.federation.trust import TRUST_FILE, KeyPolicy, TrustStore
 
 
 def key() -> str:

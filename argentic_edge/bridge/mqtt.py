@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -171,7 +172,7 @@ class MqttLink:
         self._stopping = False
         self._tls = tls_context(config.tls_params) if config.tls_params is not None else None
 
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
                              clean_session=None if mqtt5 else config.clean_session,
                              reconnect_on_failure=False)
@@ -390,8 +391,12 @@ class MqttLink:
     def _socket_open(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         self._in_loop(self._watch, sock)
 
+    def _is_current(self, sock: object) -> bool:
+        """A callback may name a socket paho has already replaced by a reconnect."""
+        return sock is self.client.socket()
+
     def _watch(self, sock: Any) -> None:
-        if sock is self.client.socket() and sock.fileno() >= 0:
+        if self._is_current(sock) and sock.fileno() >= 0:
             self._fd = sock.fileno()
             # Small MQTT packets must not wait for Nagle's algorithm (up to 40 ms at p99).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -411,7 +416,7 @@ class MqttLink:
         self._in_loop(self._watch_write, sock)
 
     def _watch_write(self, sock: Any) -> None:
-        if sock is self.client.socket() and sock.fileno() >= 0:
+        if self._is_current(sock) and sock.fileno() >= 0:
             self._loop.add_writer(sock.fileno(), self._writable)
 
     def _unregister_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:

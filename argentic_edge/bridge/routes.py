@@ -117,7 +117,7 @@ class BridgeRoute:
         """
         if self.route.qos != "auto":
             return self.route.qos
-        return max(1, *vars(self._qos_levels).values())
+        return max(1, *(int(qos) for qos in vars(self._qos_levels).values()))
 
     def describe(self) -> dict[str, Any]:
         route = self.route

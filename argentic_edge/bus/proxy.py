@@ -15,8 +15,10 @@ import struct
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -79,7 +81,7 @@ class ProxyThread:
     and the counters carry on from where they were.
     """
 
-    def __init__(self, context: zmq.Context, frontend: zmq.Socket, backend: zmq.Socket,
+    def __init__(self, context: zmq.Context[Any], frontend: zmq.Socket[Any], backend: zmq.Socket[Any],
                  name: str) -> None:
         self.context = context
         self.frontend = frontend
@@ -90,7 +92,7 @@ class ProxyThread:
         # and a ZeroMQ socket used or closed by two threads at once aborts the process.
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
-        self._control: zmq.Socket | None = None
+        self._control: zmq.Socket[Any] | None = None
         self._carried = ProxyStats()
         self._last = ProxyStats()
         self._stale = False
@@ -123,7 +125,7 @@ class ProxyThread:
                                         name=f"zmq-proxy-{self.name}", daemon=True)
         self._thread.start()
 
-    def _run(self, control: zmq.Socket) -> None:
+    def _run(self, control: zmq.Socket[Any]) -> None:
         try:
             zmq.proxy_steerable(self.frontend, self.backend, None, control)
         except zmq.ZMQError as exc:
@@ -180,7 +182,7 @@ class ProxyThread:
         self._control = None
         self._thread = None
 
-    def reconfigure(self, change: Callable[[zmq.Socket, zmq.Socket], None]) -> None:
+    def reconfigure(self, change: Callable[[zmq.Socket[Any], zmq.Socket[Any]], None]) -> None:
         """Stop the loop, apply ``change(frontend, backend)`` in this thread, start it again."""
         with self._lock:
             self._halt()
@@ -214,7 +216,7 @@ def connect_host(bind_host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "::": "::1"}.get(bind_host, bind_host)
 
 
-def apply_socket_options(socket: zmq.Socket, config: BusConfig) -> None:
+def apply_socket_options(socket: zmq.Socket[Any], config: BusConfig) -> None:
     """The seed's socket options, the same on every bus socket we own.
 
     Queues count messages, so ``max_message_size`` is what bounds their bytes: libzmq drops the
@@ -229,14 +231,24 @@ def apply_socket_options(socket: zmq.Socket, config: BusConfig) -> None:
         socket.setsockopt(zmq.IPV6, 1)
 
 
-def unbind_and_wait(socket: zmq.Socket, endpoints: list[str], timeout: float = 2.0) -> None:
+def closed_monitor(socket: zmq.Socket[Any]) -> zmq.Socket[Any]:
+    """A monitor of ``socket`` that hears its listeners close, on an inproc name of its own.
+
+    pyzmq's default name is made from the socket's file descriptor, and libzmq frees an inproc
+    name only once its reaper destroyed the closed monitor: a new socket that got the same
+    descriptor, monitored right after, would find the name taken."""
+    return socket.get_monitor_socket(
+        zmq.EVENT_CLOSED, addr=f"inproc://argentic-edge-monitor-{next(_instance_ids)}")
+
+
+def unbind_and_wait(socket: zmq.Socket[Any], endpoints: list[str], timeout: float = 2.0) -> None:
     """Unbind TCP endpoints and wait until libzmq has really closed the listeners.
 
     libzmq closes listeners in its I/O thread, after close() or unbind() returned: binding the same
     port right away fails now and then (measured: 6 of 200 bus restarts), which is exactly what a
     live configuration change does. The monitor's EVENT_CLOSED says the listener is gone.
     """
-    monitor = socket.get_monitor_socket(zmq.EVENT_CLOSED)
+    monitor = closed_monitor(socket)
     try:
         for endpoint in endpoints:
             socket.unbind(endpoint)
@@ -251,7 +263,7 @@ def unbind_and_wait(socket: zmq.Socket, endpoints: list[str], timeout: float = 2
         monitor.close(linger=0)
 
 
-def bind_or_explain(socket: zmq.Socket, endpoint: str, what: str) -> None:
+def bind_or_explain(socket: zmq.Socket[Any], endpoint: str, what: str) -> None:
     """Bind, turning libzmq's errno into a sentence naming the port."""
     try:
         socket.bind(endpoint)
@@ -266,7 +278,7 @@ def bind_or_explain(socket: zmq.Socket, endpoint: str, what: str) -> None:
         raise BusError(f"{what} {endpoint}: {exc}") from None
 
 
-def probe_proxy(context: zmq.Context, host: str, port: int, backend_port: int,
+def probe_proxy(context: zmq.Context[Any], host: str, port: int, backend_port: int,
                 timeout: float) -> bool:
     """True when an XSUB/XPUB proxy forwards a message from ``port`` to ``backend_port``.
 
@@ -288,7 +300,7 @@ def probe_proxy(context: zmq.Context, host: str, port: int, backend_port: int,
         while time.monotonic() < deadline:
             pub.send(topic + b" {}")
             if sub.poll(50):
-                return sub.recv().startswith(topic)
+                return bool(sub.recv().startswith(topic))
         return False
     finally:
         pub.close()
@@ -305,7 +317,94 @@ class BusEndpoints:
     local_subscribe: str
 
 
-class Bus:
+@dataclass(frozen=True)
+class BusStatus:
+    """The bus service's status: its mode, where clients connect, libzmq's counters (None
+    when the proxy is not ours)."""
+
+    mode: str
+    publish: str
+    subscribe: str
+    counters: ProxyStats | None
+
+
+class ProxyBus(ABC):
+    """What the plain and the federated bus share: their face (``mode``, ``endpoints``), binding
+    the two public ports, what a taken port means, and releasing the ports on stop.
+
+    ``local_mode`` is the mode in which the proxies are ours: then the appliance's own services
+    reach them over inproc, and a stop must release the TCP ports so a restart can bind them.
+    """
+
+    local_mode = "embedded"
+
+    def __init__(self, config: BusConfig, context: zmq.Context[Any], kind: str) -> None:
+        self.config = config
+        self.context = context
+        self.mode = "stopped"
+        self._listening: list[tuple[zmq.Socket[Any], str]] = []
+        self._instance = next(_instance_ids)
+        self._inproc_front = f"inproc://argentic-edge-{kind}-front-{self._instance}"
+        self._inproc_back = f"inproc://argentic-edge-{kind}-back-{self._instance}"
+
+    @property
+    def endpoints(self) -> BusEndpoints:
+        host = connect_host(self.config.broker_address)
+        publish = tcp_endpoint(host, self.config.port)
+        subscribe = tcp_endpoint(host, self.config.backend_port)
+        if self.mode == self.local_mode:
+            return BusEndpoints(publish, subscribe, self._inproc_front, self._inproc_back)
+        return BusEndpoints(publish, subscribe, publish, subscribe)
+
+    @abstractmethod
+    def stats(self) -> ProxyStats | None:
+        """The counters a user sees for this bus, None when the proxies are not ours."""
+
+    def status(self) -> BusStatus:
+        endpoints = self.endpoints
+        return BusStatus(self.mode, endpoints.publish, endpoints.subscribe, self.stats())
+
+    def _probe(self) -> bool:
+        config = self.config
+        timeout = min(config.connect_timeout / 1000, 3.0) or 0.5
+        return probe_proxy(self.context, connect_host(config.broker_address), config.port,
+                           config.backend_port, timeout)
+
+    def _bind_frontend(self, socket: zmq.Socket[Any]) -> None:
+        """Publishers' port (messaging.port), and the inproc twin our own services use."""
+        self._listen(socket, self.config.port, "bus frontend port (messaging.port)")
+        socket.bind(self._inproc_front)
+
+    def _bind_backend(self, socket: zmq.Socket[Any]) -> None:
+        """Subscribers' port (messaging.backend_port), and its inproc twin."""
+        self._listen(socket, self.config.backend_port, "bus backend port (messaging.backend_port)")
+        socket.bind(self._inproc_back)
+
+    def _listen(self, socket: zmq.Socket[Any], port: int, what: str) -> None:
+        bind_or_explain(socket, tcp_endpoint(self.config.broker_address, port), what)
+        self._listening.append((socket, socket.get_string(zmq.LAST_ENDPOINT)))
+
+    def _use_answering_proxy(self, taken: BusError, why: str) -> None:
+        """A port we need is taken: use the proxy that holds it if one answers, else fail."""
+        self._listening = []  # the sockets that bound were closed with the failed build
+        if not self._probe():
+            raise taken
+        self.mode = "reused"
+        log.warning("bus: %s, and a ZeroMQ proxy answers there: using it %s", taken, why)
+
+    def _releaser(self, proxy: ProxyThread) -> Callable[[], None]:
+        """For ``proxy.stop``: unbind the TCP ports of ``proxy``'s sockets and wait until libzmq
+        closed them, in the proxy's own stop (a socket is touched by one thread at a time)."""
+        def release() -> None:
+            mine = [(sock, endpoint) for sock, endpoint in self._listening
+                    if sock is proxy.frontend or sock is proxy.backend]
+            for sock, endpoint in mine:
+                unbind_and_wait(sock, [endpoint])
+            self._listening = [entry for entry in self._listening if entry not in mine]
+        return release
+
+
+class Bus(ProxyBus):
     """The local bus as a service: ``await start()``, ``await stop()``, ``stats()``.
 
     Modes (``mode`` after start):
@@ -316,31 +415,10 @@ class Bus:
     one is started only if none answers: the seed's "auto-start proxy if not running".
     """
 
-    def __init__(self, config: BusConfig, context: zmq.Context | None = None) -> None:
-        self.config = config
+    def __init__(self, config: BusConfig, context: zmq.Context[Any] | None = None) -> None:
         self._own_context = context is None
-        self.context = context or zmq.Context()
-        self.mode = "stopped"
+        super().__init__(config, context or zmq.Context(), "bus")
         self.proxy: ProxyThread | None = None
-        self._listening: list[tuple[zmq.Socket, str]] = []
-        instance = next(_instance_ids)
-        self._inproc_front = f"inproc://argentic-edge-bus-front-{instance}"
-        self._inproc_back = f"inproc://argentic-edge-bus-back-{instance}"
-
-    @property
-    def endpoints(self) -> BusEndpoints:
-        host = connect_host(self.config.broker_address)
-        publish = tcp_endpoint(host, self.config.port)
-        subscribe = tcp_endpoint(host, self.config.backend_port)
-        if self.mode == "embedded":
-            return BusEndpoints(publish, subscribe, self._inproc_front, self._inproc_back)
-        return BusEndpoints(publish, subscribe, publish, subscribe)
-
-    def _probe(self) -> bool:
-        config = self.config
-        timeout = min(config.connect_timeout / 1000, 3.0) or 0.5
-        return probe_proxy(self.context, connect_host(config.broker_address), config.port,
-                           config.backend_port, timeout)
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._start_sync)
@@ -363,12 +441,8 @@ class Bus:
         try:
             self.proxy = self._bind_proxy()
         except BusError as taken:
-            if self._probe():
-                self.mode = "reused"
-                log.warning("bus: %s, and a ZeroMQ proxy answers there: using it "
-                            "(its counters are not ours to show)", taken)
-                return
-            raise
+            self._use_answering_proxy(taken, "(its counters are not ours to show)")
+            return
         self.proxy.start()
         self.mode = "embedded"
         log.info("bus: publishers connect to %s, subscribers to %s",
@@ -376,20 +450,13 @@ class Bus:
                  tcp_endpoint(config.broker_address, config.backend_port))
 
     def _bind_proxy(self) -> ProxyThread:
-        config = self.config
         frontend = self.context.socket(zmq.XSUB)
         backend = self.context.socket(zmq.XPUB)
         try:
             for sock in (frontend, backend):
-                apply_socket_options(sock, config)
-            bind_or_explain(frontend, tcp_endpoint(config.broker_address, config.port),
-                            "bus frontend port (messaging.port)")
-            bind_or_explain(backend, tcp_endpoint(config.broker_address, config.backend_port),
-                            "bus backend port (messaging.backend_port)")
-            self._listening = [(sock, sock.getsockopt(zmq.LAST_ENDPOINT).decode())
-                               for sock in (frontend, backend)]
-            frontend.bind(self._inproc_front)
-            backend.bind(self._inproc_back)
+                apply_socket_options(sock, self.config)
+            self._bind_frontend(frontend)
+            self._bind_backend(backend)
         except BaseException:
             frontend.close(linger=0)
             backend.close(linger=0)
@@ -403,14 +470,9 @@ class Bus:
     async def stop(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._stop_sync)
 
-    def _release_ports(self) -> None:
-        for sock, endpoint in self._listening:
-            unbind_and_wait(sock, [endpoint])
-        self._listening = []
-
     def _stop_sync(self) -> None:
         if self.proxy is not None:
-            self.proxy.stop(release=self._release_ports)
+            self.proxy.stop(release=self._releaser(self.proxy))
         if self._own_context:
             self.context.term()
         self.mode = "stopped"

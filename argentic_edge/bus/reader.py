@@ -78,8 +78,8 @@ class BusReader:
         self.batch = batch
         self.discard_stale = discard_stale
         self.stats = ReaderStats()
-        self._sync = zmq.Socket.shadow(socket.underlying)
-        self._high_water_mark = max(1, self._sync.getsockopt(zmq.RCVHWM))
+        self._sync: zmq.Socket[Any] = zmq.Socket.shadow(socket.underlying)
+        self._high_water_mark = max(1, int(self._sync.getsockopt(zmq.RCVHWM)))
         self._behind = 0  # frames read since the queue last ran empty
 
     async def run(self) -> None:
@@ -88,7 +88,7 @@ class BusReader:
         cpu = time.thread_time
         window_start, spent = clock(), 0.0
         while True:
-            await self.socket.poll(flags=zmq.POLLIN)
+            await self.socket.poll()  # POLLIN, no timeout
             now = clock()
             if now - window_start >= self.window:
                 window_start, spent = now, 0.0
@@ -114,7 +114,7 @@ class BusReader:
         recv, handle, stats = self._sync.recv, self.handle, self.stats
         read = 0
         try:
-            for read in range(1, self.batch + 1):
+            for read in range(1, self.batch + 1):  # noqa: B007 - the count is used after
                 frame = recv(zmq.NOBLOCK, copy=False)
                 if frame.more:
                     self._discard_rest()

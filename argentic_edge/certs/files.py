@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from argentic_edge.config import MAX_VALIDITY_DAYS, CertificatesConfig, field_problems
 from argentic_edge.errors import EdgeError
-
-MAX_VALIDITY_DAYS = 397  # what browsers and Apple clients accept for a TLS server certificate
 
 
 class CertError(EdgeError):
@@ -28,7 +27,7 @@ class CertError(EdgeError):
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -105,12 +104,11 @@ class CertFiles:
             raise CertError("node_name: empty; the server certificate needs a name")
         if (certfile is None) != (keyfile is None):
             raise CertError("certificates.certfile and certificates.keyfile go together: set both or neither")
-        if not 0 < validity_days <= MAX_VALIDITY_DAYS:
-            raise CertError(f"certificates.validity_days: {validity_days} is not between 0 and {MAX_VALIDITY_DAYS}")
-        if not ca_validity_days > 0:
-            raise CertError(f"certificates.ca_validity_days: {ca_validity_days} must be positive")
-        if not 0 < renewal_window < 1:
-            raise CertError(f"certificates.renewal_window: {renewal_window} is not a fraction between 0 and 1")
+        problems = field_problems(CertificatesConfig, {
+            "validity_days": validity_days, "ca_validity_days": ca_validity_days,
+            "renewal_window": renewal_window}, "certificates")
+        if problems:
+            raise CertError("; ".join(map(str, problems)))
         self.directory = Path(directory)
         self.node_name = node_name
         self._byo = (Path(certfile), Path(keyfile)) if certfile is not None and keyfile is not None else None

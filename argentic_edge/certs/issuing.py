@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import socket
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -162,13 +163,14 @@ def load_private_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
         raise CertError(f"{path}: the private key is encrypted; give an unencrypted key file") from None
     except (ValueError, UnsupportedAlgorithm):
         raise CertError(f"{path}: not a PEM private key (damaged or truncated?)") from None
-    if not isinstance(key, CertificateIssuerPrivateKeyTypes):
+    if not isinstance(key, typing.get_args(CertificateIssuerPrivateKeyTypes)):
         raise CertError(f"{path}: unsupported private key type {type(key).__name__}")
-    return key
+    return typing.cast(CertificateIssuerPrivateKeyTypes, key)
 
 
 def _public_der(key: Any) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der: bytes = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return der
 
 
 def check_pair(cert: x509.Certificate, cert_path: Path, key: Any, key_path: Path) -> None:
@@ -439,6 +441,7 @@ class CertStore(CertFiles):
                 f"{key_path}: the CA key is missing while {cert_path} exists; restore it, or remove "
                 f"{cert_path} to create a new CA (every client must then trust the new ca.pem)"
             )
+        key: CertificateIssuerPrivateKeyTypes
         if not key_path.exists():
             key = _new_key()
             _write(key_path, _key_pem(key), KEY_MODE)

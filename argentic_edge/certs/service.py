@@ -22,7 +22,7 @@ import inspect
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
 
 import argentic_edge.certs.worker as cert_worker
 from argentic_edge.certs.files import (
@@ -40,6 +40,32 @@ ERROR_RETRY = 60.0
 WARN_DAYS = (30, 7)
 
 RenewedCallback = Callable[[CertInfo], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class CertificateStatus:
+    """One certificate as the status shows it (``CertInfo.to_dict``: text dates, a text path)."""
+
+    name: str
+    path: str
+    subject: str
+    sans: list[str]
+    issuer: str
+    fingerprint_sha256: str
+    not_before: str
+    not_after: str
+    days_left: float
+    is_ca: bool
+
+
+@dataclass(frozen=True)
+class CertificatesStatus:
+    """The certificates service's status: the certificates, the last problem and when it checked."""
+
+    certificates: list[CertificateStatus]
+    error: str | None
+    errors: int
+    last_check: str | None
 
 
 class CertManager:
@@ -111,14 +137,14 @@ class CertManager:
         """One pass now: ensure, reload and notify on change, warn about expiry."""
         await self._check(notify=True)
 
-    def status(self) -> dict[str, Any]:
-        """JSON-able state for the status page and metrics."""
-        return {
-            "certificates": [info.to_dict() for info in self.certificates],
-            "error": self.error,
-            "errors": self.errors,
-            "last_check": self.last_check.isoformat() if self.last_check else None,
-        }
+    def status(self) -> CertificatesStatus:
+        """The state the status page and metrics show."""
+        return CertificatesStatus(
+            certificates=[CertificateStatus(**info.to_dict()) for info in self.certificates],
+            error=self.error,
+            errors=self.errors,
+            last_check=self.last_check.isoformat() if self.last_check else None,
+        )
 
     async def _run(self) -> None:
         while True:

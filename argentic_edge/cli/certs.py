@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from argentic_edge.certs.files import CertError, CertInfo
 from argentic_edge.config import default_data_dir, default_node_name
+from argentic_edge.storage import certs_dir
 
 if TYPE_CHECKING:  # cryptography loads when a certs command runs, not for every command
     from argentic_edge.certs.issuing import CertStore
@@ -62,7 +63,7 @@ def _handler(run: Callable[[CertStore, argparse.Namespace], int]) -> Callable[[a
 
         try:
             store = CertStore(
-                (args.data_dir or default_data_dir()) / "certs",
+                certs_dir(args.data_dir or default_data_dir()),
                 args.node_name or default_node_name(),
                 certfile=args.certfile,
                 keyfile=args.keyfile,

@@ -28,7 +28,6 @@ from argentic_edge import __version__
 from argentic_edge.bus.proxy import Bus, connect_host, tcp_endpoint
 from argentic_edge.client.bus import Subscriber, publish
 from argentic_edge.config import (
-    SAVED_CONFIG_NAME,
     ConfigError,
     EdgeConfig,
     default_data_dir,
@@ -37,6 +36,7 @@ from argentic_edge.config import (
     load_config,
 )
 from argentic_edge.errors import EdgeError
+from argentic_edge.storage import saved_config_path
 from argentic_edge.topics import TopicFilter
 
 log = logging.getLogger("argentic_edge")
@@ -57,7 +57,7 @@ def _run_config_path(args: argparse.Namespace) -> str | None:
     """The file ``run`` reads: --config, else the one the web editor saved in the data dir."""
     if args.config:
         return str(args.config)
-    saved = default_data_dir() / SAVED_CONFIG_NAME
+    saved = saved_config_path(default_data_dir())
     return str(saved) if saved.is_file() else None
 
 

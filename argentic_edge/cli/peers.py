@@ -18,7 +18,9 @@ from argentic_edge.config import ConfigError, load_config
 
 async def browse(timeout: float, interfaces: tuple[str, ...]) -> dict[str, Any]:
     """Everything that answered within ``timeout`` seconds, with the ignored-record counters."""
-    from argentic_edge.discovery.mdns import Browser, PeerTable, zeroconf_for
+    from argentic_edge.discovery.browser import Browser
+    from argentic_edge.discovery.network import zeroconf_for
+    from argentic_edge.discovery.table import PeerTable
 
     azc = zeroconf_for(interfaces)
     table = PeerTable(max_peers=1024)

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -32,7 +33,7 @@ class BusUnreachable(EdgeError):
     """No proxy accepted our connection in time."""
 
 
-def connect_and_wait(socket: zmq.Socket, endpoint: str, timeout: float) -> None:
+def connect_and_wait(socket: zmq.Socket[Any], endpoint: str, timeout: float) -> None:
     """Connect and block until the ZMTP handshake is done, or raise BusUnreachable.
 
     The monitor is attached before connecting, so a handshake faster than us is not missed.
@@ -48,7 +49,7 @@ def connect_and_wait(socket: zmq.Socket, endpoint: str, timeout: float) -> None:
         monitor.close(linger=0)
 
 
-def publish(context: zmq.Context, endpoint: str, topic: str, payload: bytes, *,
+def publish(context: zmq.Context[Any], endpoint: str, topic: str, payload: bytes, *,
             wait: float = 1.0, connect_timeout: float = 5.0, encoding: str = "utf-8") -> bool:
     """Send one message in Argentic's frame format. True if a matching subscriber was seen.
 
@@ -82,7 +83,7 @@ class BusMessage:
 class Subscriber:
     """An MQTT-style filter on the bus: libzmq filters the literal prefix, Python the rest."""
 
-    def __init__(self, context: zmq.Context, endpoint: str, topic_filter: TopicFilter, *,
+    def __init__(self, context: zmq.Context[Any], endpoint: str, topic_filter: TopicFilter, *,
                  encoding: str = "utf-8", high_water_mark: int = 100_000,
                  connect_timeout: float = 5.0) -> None:
         self.filter = topic_filter

@@ -18,13 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from argentic_edge.bus.proxy import tcp_endpoint
-from argentic_edge.discovery.mdns import (
-    Browser,
-    Peer,
-    PeerTable,
-    local_addresses,
-    zeroconf_for,
-)
+from argentic_edge.discovery.browser import Browser
+from argentic_edge.discovery.network import local_addresses, zeroconf_for
+from argentic_edge.discovery.record import Peer
+from argentic_edge.discovery.table import PeerTable
 
 
 @dataclass(frozen=True)

@@ -10,41 +10,29 @@ level-triggered: whatever the order of events, the next pass puts things right.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from argentic_edge import __version__
-from argentic_edge.bus.federated import (
-    DENY_ALL,
-    RETRY_FIRST,
-    RETRY_MAX,
-    CurveKeys,
-    FederatedBus,
-    FederationError,
-    LinkTarget,
-    TrustStore,
-    load_or_create_keys,
-)
+from argentic_edge.bus.federated import RETRY_FIRST, RETRY_MAX, FederatedBus, LinkTarget
 from argentic_edge.bus.proxy import tcp_endpoint
-from argentic_edge.discovery.mdns import (
-    Advertiser,
-    Browser,
+from argentic_edge.config import BusConfig, DiscoveryConfig
+from argentic_edge.discovery.advertiser import Advertiser
+from argentic_edge.discovery.browser import Browser
+from argentic_edge.discovery.network import (
     LocalAddress,
-    Peer,
-    PeerState,
-    PeerTable,
-    Record,
     link_address,
     link_addresses,
     local_addresses,
     zeroconf_for,
 )
-
-if TYPE_CHECKING:
-    from argentic_edge.app import Edge
+from argentic_edge.discovery.record import Peer, PeerState, Record
+from argentic_edge.discovery.table import PeerTable
+from argentic_edge.federation.identity import CurveKeys, FederationError
+from argentic_edge.federation.trust import DENY_ALL, TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +48,19 @@ class PeersService:
 
     name = "peers"
 
-    def __init__(self, edge: Edge) -> None:
-        config = edge.config
-        self.config = config.discovery
-        self.node_name = config.node_name
-        self.bus_config = config.messaging
-        self.web_port = config.web.port if config.web.enabled else 0
-        self.key_dir = config.data_path / "federation"
+    def __init__(self, config: DiscoveryConfig, *, node_name: str, bus_config: BusConfig,
+                 web_port: int, keys: CurveKeys, trust: TrustStore,
+                 bus: FederatedBus | None) -> None:
+        """``web_port`` is advertised (0: no web); ``bus`` is the federated bus whose links
+        this service keeps, None when federation is off (then peers are only discovered)."""
+        self.config = config
+        self.node_name = node_name
+        self.bus_config = bus_config
+        self.web_port = web_port
         self.table = PeerTable(self.config.max_peers)
-        bus = getattr(edge.services.get("bus"), "bus", None)
-        self.bus = bus if isinstance(bus, FederatedBus) else None
-        self.keys: CurveKeys | None = None
-        self.trust: TrustStore | None = None
+        self.bus = bus
+        self.keys = keys
+        self.trust = trust
         self.fingerprint: Callable[[], str] | None = None
         self._local: list[LocalAddress] = []
         self._azc: Any = None
@@ -91,10 +80,7 @@ class PeersService:
     # lifecycle
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.keys = await loop.run_in_executor(None, load_or_create_keys, self.key_dir)
-        self.trust = TrustStore(self.config.federation, self.key_dir)
-        await loop.run_in_executor(None, self.trust.load)
+        await asyncio.get_running_loop().run_in_executor(None, self.trust.load)
         self._local = local_addresses(self.config.interfaces)
         self._azc = zeroconf_for(self.config.interfaces)
         try:
@@ -149,7 +135,6 @@ class PeersService:
             await self._advertiser.refresh()
 
     def _advert(self) -> Record:
-        assert self.keys is not None
         self._local = local_addresses(self.config.interfaces)
         addresses = tuple(dict.fromkeys(a.address for a in self._local
                                         if not a.network.network_address.is_loopback))
@@ -178,7 +163,6 @@ class PeersService:
 
     async def approve(self, peer_id: str) -> dict[str, Any]:
         """Trust a peer (the web API's approve button); persisted. Returns the peer's dict."""
-        assert self.trust is not None
         peer = self.table.get(peer_id)
         key, name = (peer.curve, peer.name) if peer is not None else (None, "")
         await asyncio.get_running_loop().run_in_executor(None, self.trust.approve, peer_id, key,
@@ -188,7 +172,6 @@ class PeersService:
 
     async def forget(self, peer_id: str) -> dict[str, Any]:
         """Withdraw an approval: the link goes, and the peer's key no longer passes ZAP."""
-        assert self.trust is not None
         removed = await asyncio.get_running_loop().run_in_executor(None, self.trust.forget,
                                                                    peer_id)
         if not removed:
@@ -250,7 +233,6 @@ class PeersService:
 
     async def _reconcile(self) -> None:
         """One pass: the links, the states and the ZAP policy the table calls for."""
-        assert self.trust is not None
         peers = self.table.peers()
         if self.bus is not None and self.federating:
             self.bus.policy = self.trust.policy(
@@ -290,7 +272,6 @@ class PeersService:
         """Where to link: a link that is up stays where it is (its CURVE handshake proved the
         peer is there; an mDNS answer proves nothing); otherwise the advertised endpoint
         that last completed a handshake, else the first advertised one."""
-        assert self.trust is not None
         if peer.state == "lost" or not peer.fed or not self.trust.trusts(peer.id, peer.curve):
             return None
         link = self.bus.links.get(peer.id) if self.bus is not None else None
@@ -303,7 +284,6 @@ class PeersService:
         return LinkTarget(proven if proven in endpoints else endpoints[0], peer.curve)
 
     def _state(self, peer: Peer) -> PeerState:
-        assert self.trust is not None
         if peer.state == "lost":
             return "lost"
         if self.bus is not None and self.bus.link_state(peer.id) == "up":
@@ -312,31 +292,93 @@ class PeersService:
 
     # status
 
-    def _peer_dict(self, peer: Peer) -> dict[str, Any]:
-        assert self.trust is not None
-        document = peer.to_dict()
-        document["trust"] = self.trust.source(peer.id, peer.curve)
-        document["link"] = self.bus.link_state(peer.id) if self.bus is not None else None
-        document["link_address"] = link_address(peer, self._local)
-        return document
+    def _peer_status(self, peer: Peer) -> PeerStatus:
+        return PeerStatus(
+            id=peer.id, name=peer.name, addresses=list(peer.addresses), pub=peer.pub,
+            sub=peer.sub, fed=peer.fed, web=peer.web, curve=peer.curve, tls=peer.tls,
+            version=peer.version, first_seen=peer.first_seen, last_seen=peer.last_seen,
+            state=peer.state, linked=peer.state == "linked",
+            trust=self.trust.source(peer.id, peer.curve),
+            link=self.bus.link_state(peer.id) if self.bus is not None else None,
+            link_address=link_address(peer, self._local))
 
-    def status(self) -> dict[str, Any]:
+    def _peer_dict(self, peer: Peer) -> dict[str, Any]:
+        return asdict(self._peer_status(peer))
+
+    def status(self) -> PeersStatus:
         browser = self._browser
         counters = dict(browser.counters) if browser is not None else {}
         counters["table_full"] = self.table.refused
         if self.bus is not None:
-            zap = self.bus.federation_status()["zap"]
-            counters["zap_denied"] = zap["denied"]
-        return {
-            "node_id": self.keys.node_id if self.keys else None,
-            "name": self._advertiser.name if self._advertiser else None,
-            "curve_public_key": self.keys.public if self.keys else None,
-            "trust": self.config.federation.trust,
-            "federation": self.federating,
-            "export_port": self.bus.export_port if self.bus is not None else 0,
-            "addresses": [dataclasses.asdict(a) | {"network": str(a.network)}
-                          for a in self._local],
-            "peers": [self._peer_dict(p) for p in self.table.peers()] if self.trust else [],
-            "approved": [a.to_dict() for a in self.trust.approvals()] if self.trust else [],
-            "counters": counters,
-        }
+            counters["zap_denied"] = self.bus.federation_status().zap.denied
+        return PeersStatus(
+            node_id=self.keys.node_id,
+            name=self._advertiser.name if self._advertiser else None,
+            curve_public_key=self.keys.public,
+            trust=self.config.federation.trust,
+            federation=self.federating,
+            export_port=self.bus.export_port if self.bus is not None else 0,
+            addresses=[AddressStatus(a.interface, a.address, str(a.network)) for a in self._local],
+            peers=[self._peer_status(p) for p in self.table.peers()],
+            approved=[ApprovalStatus(a.peer_id, a.key, a.name, a.approved_at)
+                      for a in self.trust.approvals()],
+            counters=counters,
+        )
+
+
+@dataclass(frozen=True)
+class AddressStatus:
+    """One of this host's addresses discovery uses."""
+
+    interface: str
+    address: str
+    network: str
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    """A peer as the status shows it: its record, what it is to us, and the link."""
+
+    id: str
+    name: str
+    addresses: list[str]
+    pub: int
+    sub: int
+    fed: int
+    web: int
+    curve: str
+    tls: str
+    version: str
+    first_seen: float
+    last_seen: float
+    state: PeerState
+    linked: bool
+    trust: str | None
+    link: str | None
+    link_address: str | None
+
+
+@dataclass(frozen=True)
+class ApprovalStatus:
+    """A runtime approval, as the status shows it."""
+
+    id: str
+    key: str | None
+    name: str
+    approved_at: float
+
+
+@dataclass(frozen=True)
+class PeersStatus:
+    """The peers service's status document."""
+
+    node_id: str
+    name: str | None
+    curve_public_key: str
+    trust: str
+    federation: bool
+    export_port: int
+    addresses: list[AddressStatus]
+    peers: list[PeerStatus]
+    approved: list[ApprovalStatus]
+    counters: dict[str, int]

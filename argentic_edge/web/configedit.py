@@ -34,11 +34,10 @@ from argentic_edge.config import (
     parse_config,
     parse_yaml,
 )
-from argentic_edge.storage import atomic_write, describe_os_error
+from argentic_edge.storage import atomic_write, describe_os_error, saved_config_path
 from argentic_edge.web.appliance import Appliance
 from argentic_edge.web.schema import dotted, form_fields, is_secret
 
-CONFIG_FILE = "argentic-edge.yaml"
 STARTER = ("# No configuration file yet: every default is in effect.\n"
            "# Write only what you want to change, for example:\n"
            "# web:\n#   port: 8099\n")
@@ -59,7 +58,7 @@ def config_target(appliance: Appliance) -> Path:
     """Where the editor reads and saves: the file the appliance runs from, else the data dir."""
     if appliance.config_path:
         return Path(appliance.config_path)
-    return appliance.config.data_path / CONFIG_FILE
+    return saved_config_path(appliance.config.data_path)
 
 
 # --- YAML with positions -------------------------------------------------------------------

@@ -20,8 +20,7 @@ import zmq
 from zeroconf import IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
-from argentic_edge.bus.federated import node_id
-from argentic_edge.discovery.mdns import SERVICE_TYPE
+from argentic_edge.discovery.record import SERVICE_TYPE, node_id
 
 
 def good_txt() -> dict[str, str | bytes]:

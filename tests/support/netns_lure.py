@@ -38,7 +38,7 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncZeroconf
 
-from argentic_edge.discovery.mdns import SERVICE_TYPE
+from argentic_edge.discovery.record import SERVICE_TYPE
 
 
 def report(document: dict[str, object]) -> None:

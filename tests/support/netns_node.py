@@ -21,7 +21,7 @@ from typing import Any
 
 from argentic_edge.app import Edge
 from argentic_edge.config import load_config
-from argentic_edge.discovery.mdns import Peer
+from argentic_edge.discovery.record import Peer
 
 
 def _matches(peer: Peer, wanted: str, state: str) -> bool:
