@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from argentic_edge.app import Edge
-from argentic_edge.config import EdgeConfig, parse_config
+from argentic_edge.config import EdgeConfig
 from bench.common import Table, median, percentile, ratio, write_json
-from tests.support.brokers import Mosquitto, free_port
+from tests.support.appliance import environment
+from tests.support.bridge import edge_config
+from tests.support.brokers import Mosquitto
+from tests.support.config import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 GOAL_RATIO = 0.5
 GOAL_ADDED_P50_MS = 1.0
 
@@ -66,7 +67,7 @@ class Run:
 
 def worker(*args: object) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "bench.bridge_worker", *map(str, args)],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            cwd=REPO_ROOT, env=environment(),
                             stdout=subprocess.PIPE, text=True)
 
 
@@ -97,16 +98,9 @@ async def measure(subscriber: subprocess.Popen[str], publisher_args: tuple[objec
 def appliance_config(broker_port: int) -> EdgeConfig:
     routes = [{"topic": f"bench/{side}{qos}/#", "direction": "out" if side == "out" else "in",
                "qos": qos} for side in ("out", "in") for qos in (0, 1)]
-    return parse_config({
-        "node_name": "bench",
-        "messaging": {"port": free_port(), "backend_port": free_port(),
-                      "high_water_mark": 100_000},
-        "bridge": {"mqtt": {"broker_address": "127.0.0.1", "port": broker_port},
-                   "routes": routes,
-                   "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30}},
-        "discovery": {"enabled": False}, "web": {"enabled": False},
-        "certificates": {"enabled": False},
-    }, env={})
+    return edge_config(broker_port, node="bench", messaging={"high_water_mark": 100_000},
+                       bridge={"routes": routes,
+                               "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30}})
 
 
 class Bench:

@@ -8,34 +8,30 @@ reported. Run: ``python -m bench.bus [--quick] [--json FILE]``.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
 import zmq
 
 from argentic_edge.bus.proxy import ProxyThread
 from bench.common import median, percentile, suite_main
+from tests.support.appliance import environment
 from tests.support.brokers import free_port, wait_for_port
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.config import write_yaml
 
 
 def start_proxy(kind: str, port: int, backend: int, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     if kind == "ours":
-        config = workdir / f"bus-{port}.yaml"
-        config.write_text(yaml.safe_dump({"messaging": {
-            "broker_address": "127.0.0.1", "port": port, "backend_port": backend}}))
+        config = write_yaml(workdir / f"bus-{port}.yaml", {"messaging": {
+            "broker_address": "127.0.0.1", "port": port, "backend_port": backend}})
         command = [sys.executable, "-m", "argentic_edge", "--log-level", "error", "proxy",
                    "--config", str(config)]
     else:
         command = [sys.executable, "-m", "bench.bare_proxy", str(port), str(backend)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL)
     wait_for_port(port)
     wait_for_port(backend)
     return process

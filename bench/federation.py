@@ -26,11 +26,11 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-import yaml
 import zmq
 
 from argentic_edge.bus.federated import load_or_create_keys
 from bench.common import Table, median, ratio, write_json
+from tests.support.config import config_document, write_yaml
 from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
 
 # --- the LAN ---------------------------------------------------------------------------------
@@ -52,19 +52,13 @@ class Bench:
     def config(self, key: str, node_name: str, *, federation: bool = True,
                ports: tuple[int, int] = (PUB, SUB)) -> Path:
         other = "b" if key == "a" else "a"
-        document = {
-            "node_name": node_name, "data_dir": str(self.tmp / key),
-            "messaging": {"port": ports[0], "backend_port": ports[1],
-                          "high_water_mark": HIGH_WATER_MARK},
-            "bridge": {"enabled": False}, "web": {"enabled": False},
-            "certificates": {"enabled": False},
-            "discovery": {"enabled": federation, "liveness_interval": self.liveness,
-                          "federation": {"export_port": EXPORT,
-                                         "trusted_peers": [self.ids[other]]}},
-        }
-        path = self.tmp / f"{key}-{node_name}.yaml"
-        path.write_text(yaml.safe_dump(document))
-        return path
+        return write_yaml(self.tmp / f"{key}-{node_name}.yaml", config_document(
+            self.tmp / key, node_name=node_name,
+            messaging={"port": ports[0], "backend_port": ports[1],
+                       "high_water_mark": HIGH_WATER_MARK},
+            discovery={"enabled": federation, "liveness_interval": self.liveness,
+                       "federation": {"export_port": EXPORT,
+                                      "trusted_peers": [self.ids[other]]}}))
 
     def node(self, key: str, node_name: str, **options: Any) -> Node:
         return Node(self.ns[key], self.config(key, node_name, **options), self.tmp / key,

@@ -24,12 +24,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.bus import throughput
 from bench.common import median, percentile, suite_main
 from tests.support.appliance import command, environment
 from tests.support.brokers import free_port, wait_for_port
+from tests.support.config import bus_section, config_document, write_yaml
 from tests.support.flood import Flood
 
 WATCHED = b"agent/status/info"
@@ -40,17 +39,13 @@ LAG_GOAL_MS = 100.0
 
 def appliance_document(data_dir: Path, port: int, backend: int) -> dict[str, Any]:
     """The bus and the agents registry only: the readers under test, nothing else."""
-    return {"data_dir": str(data_dir),
-            "messaging": {"broker_address": "127.0.0.1", "port": port, "backend_port": backend},
-            "bridge": {"enabled": False}, "discovery": {"enabled": False},
-            "certificates": {"enabled": False}, "web": {"enabled": False}}
+    return config_document(data_dir, messaging=bus_section(port, backend))
 
 
 def start(kind: str, port: int, backend: int, workdir: Path) -> subprocess.Popen[bytes]:
     if kind == "ours":
-        config = workdir / f"run-{port}.yaml"
-        config.write_text(yaml.safe_dump(appliance_document(workdir / f"data-{port}", port,
-                                                            backend)))
+        config = write_yaml(workdir / f"run-{port}.yaml",
+                            appliance_document(workdir / f"data-{port}", port, backend))
         args = command("--log-level", "error", "run", "--config", str(config))
     else:
         args = [sys.executable, "-m", "bench.bare_proxy", str(port), str(backend)]

@@ -27,7 +27,7 @@ import paho.mqtt.client as paho
 import zmq
 
 from bench.common import Table, ratio, write_json
-from tests.support.appliance_proc import (
+from tests.support.appliance import (
     Appliance,
     appliance_document,
     fd_count,

@@ -16,7 +16,7 @@ import pytest
 from argentic_edge.app import Edge
 from argentic_edge.config import parse_config
 from argentic_edge.inspector.agents import AgentsService
-from tests.support.appliance_proc import Appliance, appliance_document
+from tests.support.appliance import Appliance, appliance_document
 from tests.support.brokers import free_port
 from tests.support.flood import FLOOD_LIMIT, Flood, publish_some
 

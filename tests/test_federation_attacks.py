@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 import zmq
 
 from argentic_edge.bus.federated import node_id
 from argentic_edge.discovery.mdns import SERVICE_TYPE
 from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
+from tests.support.netns import node_config as netns_node_config
 
 UNAVAILABLE = netns_unavailable()
 pytestmark = [pytest.mark.netns,
@@ -126,16 +126,8 @@ def start_lure(ns: Namespace, records: list[dict[str, Any]], listen: list[str],
 
 
 def node_config(tmp: Path, key: str, name: str, liveness: float = 1.0) -> Path:
-    path = tmp / f"{key}.yaml"
-    path.write_text(yaml.safe_dump({
-        "node_name": name, "data_dir": str(tmp / key),
-        "messaging": {"port": PUB, "backend_port": SUB},
-        "bridge": {"enabled": False}, "web": {"enabled": False},
-        "certificates": {"enabled": False},
-        "discovery": {"liveness_interval": liveness,
-                      "federation": {"trust": "open", "export_port": EXPORT}},
-    }))
-    return path
+    return netns_node_config(tmp, key, name, PUB, SUB, {
+        "liveness_interval": liveness, "federation": {"trust": "open", "export_port": EXPORT}})
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ import zmq
 
 from argentic_edge.web import WebService, security, service
 from argentic_edge.web.auth import SESSION_COOKIE
-from tests.support.appliance_proc import TOKEN, Appliance, appliance_document
+from tests.support.appliance import Appliance, appliance_document
+from tests.support.config import TOKEN
 from tests.support.pki import Pki
-from tests.support.web import config_document, running_edge
+from tests.support.web import running_edge, web_document
 
 NOFILE = 256  # the process's descriptor limit for the whole test: a small device's setting
 CLIENTS = 300
@@ -162,7 +163,7 @@ def test_malformed_requests_are_logged_once_without_tracebacks_or_credentials(
 async def test_connections_without_a_request_are_closed_after_the_idle_timeout(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tls: bool) -> None:
     monkeypatch.setattr(service, "IDLE_TIMEOUT", 1.0)
-    document = config_document(tmp_path, web_options={"enabled": False})
+    document = web_document(tmp_path, web_options={"enabled": False})
     openings = [b"", b"GET /heal", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
     async with running_edge(tmp_path, document) as edge:
         if tls:  # a TLS client that never sends its ClientHello
@@ -222,7 +223,7 @@ def test_running_out_of_descriptors_elsewhere_is_logged_once_and_counted(
 async def test_a_body_that_stops_arriving_is_answered_408_after_the_body_timeout(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(security, "BODY_TIMEOUT", 1.0)
-    async with running_edge(tmp_path, config_document(tmp_path)) as edge:
+    async with running_edge(tmp_path, web_document(tmp_path)) as edge:
         port = edge.config.web.port
         for path in ("/login", "/api/config/check"):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
