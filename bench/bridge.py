@@ -32,7 +32,7 @@ from typing import Any
 
 from argentic_edge.app import Edge
 from argentic_edge.config import EdgeConfig
-from bench.common import Table, median, percentile, ratio, write_json
+from bench.common import Outcome, Table, median, percentile, ratio, suite_main
 from tests.support.appliance import environment
 from tests.support.bridge import edge_config
 from tests.support.brokers import Mosquitto
@@ -223,22 +223,23 @@ def run(quick: bool) -> list[dict[str, Any]]:
     return summary_rows(asyncio.run(measure_all(QUICK if quick else FULL, progress=False)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bridge", description=__doc__.split(
-        "\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, smaller runs (< 60 s)")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-run progress on stderr")
-    args = parser.parse_args(argv)
+
+
+def alone(args: argparse.Namespace) -> Outcome:
+    """Alone, the suite shows its own two tables, the goals and per-run progress."""
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
     rows = asyncio.run(measure_all(plan, progress=not args.quiet))
-    sys.stdout.write(render(rows))
-    sys.stdout.write(f"({plan.repeats} repeats, {plan.count:,} messages per throughput run, "
-                     f"{time.monotonic() - started:.0f} s)\n")
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return Outcome(rows, text=render(rows) + (
+        f"({plan.repeats} repeats, {plan.count:,} messages per throughput run, "
+        f"{time.monotonic() - started:.0f} s)\n"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return suite_main(run, "raw paho-mqtt", __doc__ or "", argv, options=options,
+                      measure=alone)
 
 
 if __name__ == "__main__":

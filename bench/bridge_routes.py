@@ -31,7 +31,7 @@ from argentic_edge.app import Edge
 from argentic_edge.bridge.routes import RouteTable
 from argentic_edge.config import EdgeConfig
 from bench.bridge import measure, worker
-from bench.common import Table, median, ratio, write_json
+from bench.common import Outcome, median, ratio, suite_main
 from tests.support.bridge import edge_config
 from tests.support.brokers import Mosquitto
 
@@ -179,17 +179,13 @@ def run(quick: bool) -> list[dict[str, Any]]:
     return measure_all(QUICK if quick else FULL)
 
 
+def alone(args: argparse.Namespace) -> Outcome:
+    """Alone, the suite reports its progress."""
+    return Outcome(measure_all(QUICK if args.quick else FULL, progress=True))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bridge_routes",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, smaller runs")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    args = parser.parse_args(argv)
-    rows = measure_all(QUICK if args.quick else FULL, progress=True)
-    sys.stdout.write(Table.from_rows(rows, baseline="one route each way").render())
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return suite_main(run, "one route each way", __doc__ or "", argv, measure=alone)
 
 
 if __name__ == "__main__":

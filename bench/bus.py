@@ -99,9 +99,8 @@ def throughput(port: int, backend: int, publishers: int, count: int, size: int,
             first_time, first_count = now, seen
         if seen != last_count:
             last_time, last_count = now, seen
-        elif seen and (now - last_time > 0.3 or seen >= expected):
-            break
-        elif not seen and any(not p.is_alive() for p in procs) and now - first_time > 5:
+        elif (seen and (now - last_time > 0.3 or seen >= expected)) or (
+                not seen and any(not p.is_alive() for p in procs) and now - first_time > 5):
             break
         time.sleep(0.002)
     for proc in procs:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from argentic_edge.cli.main import build_parser
+from bench.__main__ import OPT_IN, SUITES
 from tests.support.brokers import wait_for_port
 from tests.support.config import config_document, write_yaml
 from tests.support.netns import Lan, netns_unavailable
@@ -167,3 +169,12 @@ def test_version_and_help(repo_env: dict[str, str]) -> None:
     assert cli("--version", env=repo_env).stdout.startswith("argentic-edge ")
     assert "check-config" in cli("--help", env=repo_env).stdout
     assert cli("no-such-command", env=repo_env).returncode == 2
+
+
+def test_bench_only_offers_every_suite_the_bench_runs() -> None:
+    """``argentic-edge bench --only`` takes each suite ``python -m bench`` knows, and no other."""
+    parser = build_parser()
+    for name in SUITES + OPT_IN:
+        assert parser.parse_args(["bench", "--only", name]).only == [name]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--only", "no-such-suite"])
