@@ -18,20 +18,23 @@ import zmq
 
 from argentic_edge.bus.proxy import ProxyThread
 from bench.common import median, percentile, suite_main
-from tests.support.appliance import environment
+from tests.support.appliance import command, environment
 from tests.support.brokers import free_port, wait_for_port
-from tests.support.config import write_yaml
+from tests.support.config import bus_section, config_document, write_yaml
 
 
-def start_proxy(kind: str, port: int, backend: int, workdir: Path) -> subprocess.Popen[bytes]:
+def start_proxy(kind: str, port: int, backend: int, workdir: Path,
+                ours: str = "proxy") -> subprocess.Popen[bytes]:
+    """``kind`` "ours": ``argentic-edge <ours>`` (the standalone proxy, or ``run``: the
+    appliance with the readers of its bus) with only the bus configured; "bare": the bare
+    libzmq proxy. Returned once both ports accept connections."""
     if kind == "ours":
-        config = write_yaml(workdir / f"bus-{port}.yaml", {"messaging": {
-            "broker_address": "127.0.0.1", "port": port, "backend_port": backend}})
-        command = [sys.executable, "-m", "argentic_edge", "--log-level", "error", "proxy",
-                   "--config", str(config)]
+        config = write_yaml(workdir / f"{ours}-{port}.yaml", config_document(
+            workdir / f"data-{port}", messaging=bus_section(port, backend)))
+        args = command("--log-level", "error", ours, "--config", str(config))
     else:
-        command = [sys.executable, "-m", "bench.bare_proxy", str(port), str(backend)]
-    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL)
+        args = [sys.executable, "-m", "bench.bare_proxy", str(port), str(backend)]
+    process = subprocess.Popen(args, env=environment(), stdout=subprocess.DEVNULL)
     wait_for_port(port)
     wait_for_port(backend)
     return process

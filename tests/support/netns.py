@@ -7,6 +7,7 @@ A hub namespace holds a bridge; every node namespace gets a veth pair into it (`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -145,10 +146,8 @@ class Lan:
             if process.poll() is None:
                 process.kill()
         for process in self.processes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
         for name in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
         self.namespaces.clear()

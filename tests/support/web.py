@@ -63,7 +63,7 @@ class Recorder:
 
     async def login(self, password: str = PASSWORD) -> str:
         """Log in through the form; returns the CSRF token the page carries."""
-        status, headers, _ = await self.request("POST", "/login", data={"password": password})
+        status, _, _ = await self.request("POST", "/login", data={"password": password})
         assert status == 303, status
         return await self.csrf()
 
