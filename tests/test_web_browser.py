@@ -48,9 +48,7 @@ async def test_log_in_watch_the_bus_and_change_the_configuration(
     async with running_edge(tmp_path, document) as edge:
         await browser.navigate(base)
         assert await browser.evaluate("location.pathname") == "/login"
-        await browser.submit_and_load(
-            f"document.getElementById('password').value = {json.dumps(PASSWORD)};"
-            "document.getElementById('login-form').submit()")
+        await browser.log_in(PASSWORD)
         assert await browser.evaluate("location.pathname") == "/"
         await browser.wait_for("document.getElementById('live').classList.contains('on')")
         published = '[data-counter="frontend.messages_in"]'
@@ -133,9 +131,7 @@ async def test_remove_from_home_assistant_before_uninstalling(
     base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document):
         await browser.navigate(base)
-        await browser.submit_and_load(
-            f"document.getElementById('password').value = {json.dumps(PASSWORD)};"
-            "document.getElementById('login-form').submit()")
+        await browser.log_in(PASSWORD)
         await browser.wait_for("!document.getElementById('homeassistant').hidden && "
                                f"{text_of('#homeassistant .body')}.includes('announcements1')")
         bridge = await browser.evaluate(text_of("#bridge .body"))
@@ -167,9 +163,7 @@ async def test_the_page_says_when_a_bus_reader_samples_under_load(
     base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document) as edge:
         await browser.navigate(base)
-        await browser.submit_and_load(
-            f"document.getElementById('password').value = {json.dumps(PASSWORD)};"
-            "document.getElementById('login-form').submit()")
+        await browser.log_in(PASSWORD)
         await browser.wait_for("document.getElementById('live').classList.contains('on')")
         endpoint = edge.services["bus"].bus.endpoints.publish  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()

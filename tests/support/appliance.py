@@ -124,6 +124,14 @@ class Process:
         except OSError:
             return ""
 
+    def said_once(self, text: str) -> str:
+        """The log, once it is shown to say ``text`` exactly once and no traceback: what bad
+        input or an exhausted limit may leave behind."""
+        log = self.output()
+        assert log.count(text) == 1, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+        return log
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.output().splitlines()[-lines:]) or "(no log)"
 
