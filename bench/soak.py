@@ -193,7 +193,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=10.0, help="(--quick: one minute)")
+    parser.add_argument("--minutes", type=float, default=10.0,
+                        help="minutes of load (default 10; --quick: 1)")
     parser.add_argument("--rate", type=int, default=500, help="messages per second each way")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
 
