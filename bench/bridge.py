@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from argentic_edge.app import Edge
-from argentic_edge.config import EdgeConfig, parse_config
-from bench.common import Table, median, percentile, ratio, write_json
-from tests.support.brokers import Mosquitto, free_port
+from argentic_edge.config import EdgeConfig
+from bench.common import Outcome, Table, median, percentile, ratio, suite_main
+from tests.support.appliance import environment
+from tests.support.bridge import edge_config
+from tests.support.brokers import Mosquitto
+from tests.support.config import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 GOAL_RATIO = 0.5
 GOAL_ADDED_P50_MS = 1.0
 
@@ -66,7 +67,7 @@ class Run:
 
 def worker(*args: object) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "bench.bridge_worker", *map(str, args)],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            cwd=REPO_ROOT, env=environment(),
                             stdout=subprocess.PIPE, text=True)
 
 
@@ -97,16 +98,9 @@ async def measure(subscriber: subprocess.Popen[str], publisher_args: tuple[objec
 def appliance_config(broker_port: int) -> EdgeConfig:
     routes = [{"topic": f"bench/{side}{qos}/#", "direction": "out" if side == "out" else "in",
                "qos": qos} for side in ("out", "in") for qos in (0, 1)]
-    return parse_config({
-        "node_name": "bench",
-        "messaging": {"port": free_port(), "backend_port": free_port(),
-                      "high_water_mark": 100_000},
-        "bridge": {"mqtt": {"broker_address": "127.0.0.1", "port": broker_port},
-                   "routes": routes,
-                   "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30}},
-        "discovery": {"enabled": False}, "web": {"enabled": False},
-        "certificates": {"enabled": False},
-    }, env={})
+    return edge_config(broker_port, node="bench", messaging={"high_water_mark": 100_000},
+                       bridge={"routes": routes,
+                               "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30}})
 
 
 class Bench:
@@ -229,22 +223,23 @@ def run(quick: bool) -> list[dict[str, Any]]:
     return summary_rows(asyncio.run(measure_all(QUICK if quick else FULL, progress=False)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bridge", description=__doc__.split(
-        "\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, smaller runs (< 60 s)")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-run progress on stderr")
-    args = parser.parse_args(argv)
+
+
+def alone(args: argparse.Namespace) -> Outcome:
+    """Alone, the suite shows its own two tables, the goals and per-run progress."""
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
     rows = asyncio.run(measure_all(plan, progress=not args.quiet))
-    sys.stdout.write(render(rows))
-    sys.stdout.write(f"({plan.repeats} repeats, {plan.count:,} messages per throughput run, "
-                     f"{time.monotonic() - started:.0f} s)\n")
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return Outcome(rows, text=render(rows) + (
+        f"({plan.repeats} repeats, {plan.count:,} messages per throughput run, "
+        f"{time.monotonic() - started:.0f} s)\n"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return suite_main(run, "raw paho-mqtt", __doc__ or "", argv, options=options,
+                      measure=alone)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,11 @@ from typing import Any
 
 from argentic_edge.app import Edge
 from argentic_edge.bridge.routes import RouteTable
-from argentic_edge.config import EdgeConfig, parse_config
+from argentic_edge.config import EdgeConfig
 from bench.bridge import measure, worker
-from bench.common import Table, median, ratio, write_json
-from tests.support.brokers import Mosquitto, free_port
+from bench.common import Outcome, median, ratio, suite_main
+from tests.support.bridge import edge_config
+from tests.support.brokers import Mosquitto
 
 SIZES = (1, 100, 1000)  # routes in all; the baseline has one route each way
 
@@ -61,16 +62,9 @@ def route_list(size: int, root: str) -> list[dict[str, Any]]:
 
 
 def config(size: int, broker_port: int) -> EdgeConfig:
-    return parse_config({
-        "node_name": f"routes{size}",
-        "messaging": {"port": free_port(), "backend_port": free_port(),
-                      "high_water_mark": 100_000},
-        "bridge": {"mqtt": {"broker_address": "127.0.0.1", "port": broker_port},
-                   "routes": route_list(size, f"n{size}"),
-                   "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30}},
-        "discovery": {"enabled": False}, "web": {"enabled": False},
-        "certificates": {"enabled": False},
-    }, env={})
+    return edge_config(broker_port, node=f"routes{size}", messaging={"high_water_mark": 100_000},
+                       bridge={"routes": route_list(size, f"n{size}"),
+                               "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30}})
 
 
 def dispatch_us(size: int, lookups: int) -> tuple[float, float, float]:
@@ -185,17 +179,13 @@ def run(quick: bool) -> list[dict[str, Any]]:
     return measure_all(QUICK if quick else FULL)
 
 
+def alone(args: argparse.Namespace) -> Outcome:
+    """Alone, the suite reports its progress."""
+    return Outcome(measure_all(QUICK if args.quick else FULL, progress=True))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bridge_routes",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, smaller runs")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    args = parser.parse_args(argv)
-    rows = measure_all(QUICK if args.quick else FULL, progress=True)
-    sys.stdout.write(Table.from_rows(rows, baseline="one route each way").render())
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return suite_main(run, "one route each way", __doc__ or "", argv, measure=alone)
 
 
 if __name__ == "__main__":

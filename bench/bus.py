@@ -8,34 +8,33 @@ reported. Run: ``python -m bench.bus [--quick] [--json FILE]``.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
 import zmq
 
 from argentic_edge.bus.proxy import ProxyThread
 from bench.common import median, percentile, suite_main
+from tests.support.appliance import command, environment
 from tests.support.brokers import free_port, wait_for_port
+from tests.support.config import bus_section, config_document, write_yaml
 
-REPO = Path(__file__).resolve().parent.parent
 
-
-def start_proxy(kind: str, port: int, backend: int, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def start_proxy(kind: str, port: int, backend: int, workdir: Path,
+                ours: str = "proxy") -> subprocess.Popen[bytes]:
+    """``kind`` "ours": ``argentic-edge <ours>`` (the standalone proxy, or ``run``: the
+    appliance with the readers of its bus) with only the bus configured; "bare": the bare
+    libzmq proxy. Returned once both ports accept connections."""
     if kind == "ours":
-        config = workdir / f"bus-{port}.yaml"
-        config.write_text(yaml.safe_dump({"messaging": {
-            "broker_address": "127.0.0.1", "port": port, "backend_port": backend}}))
-        command = [sys.executable, "-m", "argentic_edge", "--log-level", "error", "proxy",
-                   "--config", str(config)]
+        config = write_yaml(workdir / f"{ours}-{port}.yaml", config_document(
+            workdir / f"data-{port}", messaging=bus_section(port, backend)))
+        args = command("--log-level", "error", ours, "--config", str(config))
     else:
-        command = [sys.executable, "-m", "bench.bare_proxy", str(port), str(backend)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        args = [sys.executable, "-m", "bench.bare_proxy", str(port), str(backend)]
+    process = subprocess.Popen(args, env=environment(), stdout=subprocess.DEVNULL)
     wait_for_port(port)
     wait_for_port(backend)
     return process
@@ -103,9 +102,8 @@ def throughput(port: int, backend: int, publishers: int, count: int, size: int,
             first_time, first_count = now, seen
         if seen != last_count:
             last_time, last_count = now, seen
-        elif seen and (now - last_time > 0.3 or seen >= expected):
-            break
-        elif not seen and any(not p.is_alive() for p in procs) and now - first_time > 5:
+        elif (seen and (now - last_time > 0.3 or seen >= expected)) or (
+                not seen and any(not p.is_alive() for p in procs) and now - first_time > 5):
             break
         time.sleep(0.002)
     for proc in procs:

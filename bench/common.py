@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ class Table:
 
         def line(cells: Sequence[str]) -> str:
             return "| " + " | ".join(cell.rjust(width) if index else cell.ljust(width)
-                                     for index, (cell, width) in enumerate(zip(cells, widths))) + " |"
+                                     for index, (cell, width) in enumerate(zip(cells, widths, strict=True))) + " |"
 
         rule = "|" + "|".join("-" * (width + 1) + (":" if index else "-")
                               for index, width in enumerate(widths)) + "|"
@@ -115,16 +116,41 @@ def write_json(path: str | os.PathLike[str], rows: Any) -> None:
     Path(path).write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a suite run alone prints and keeps: ``text`` instead of the standard table, and
+    ``document`` instead of ``rows`` in the JSON file, where the suite has more to say."""
+
+    rows: list[dict[str, Any]]
+    text: str | None = None
+    document: Any = None
+
+
 def suite_main(run: Callable[[bool], list[dict[str, Any]]], baseline: str, description: str,
-               argv: Sequence[str] | None = None) -> int:
-    """``python -m bench.<suite> [--quick] [--json FILE]``: one suite alone, as ``python -m bench``
-    runs it."""
-    parser = argparse.ArgumentParser(description=description)
+               argv: Sequence[str] | None = None, *,
+               options: Callable[[argparse.ArgumentParser], None] | None = None,
+               measure: Callable[[argparse.Namespace], Outcome] | None = None) -> int:
+    """``python -m bench.<suite> [--quick] [--json FILE] [options]``: one suite alone, as
+    ``python -m bench`` runs it (``run(quick)``), unless the suite adds ``options`` and a
+    ``measure`` that reads them. A suite that cannot run here says why and exits 1."""
+    module = sys.modules[run.__module__]
+    name = module.__spec__.name if module.__spec__ is not None else run.__module__
+    parser = argparse.ArgumentParser(prog=f"python -m {name}",
+                                     description=description.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, smaller runs")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    if options is not None:
+        options(parser)
     args = parser.parse_args(argv)
-    rows = run(args.quick)
-    sys.stdout.write(Table.from_rows(rows, baseline=baseline).render())
+    try:
+        outcome = measure(args) if measure is not None else Outcome(run(args.quick))
+    except SystemExit as skipped:
+        if not isinstance(skipped.code, str):
+            raise
+        sys.stderr.write(f"{name}: {skipped.code}\n")
+        return 1
+    sys.stdout.write(outcome.text if outcome.text is not None
+                     else Table.from_rows(outcome.rows, baseline=baseline).render())
     if args.json:
-        write_json(args.json, rows)
+        write_json(args.json, outcome.rows if outcome.document is None else outcome.document)
     return 0

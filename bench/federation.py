@@ -26,11 +26,11 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-import yaml
 import zmq
 
 from argentic_edge.federation.identity import load_or_create_keys
-from bench.common import Table, median, ratio, write_json
+from bench.common import Outcome, median, ratio, suite_main
+from tests.support.config import config_document, write_yaml
 from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
 
 # --- the LAN ---------------------------------------------------------------------------------
@@ -52,19 +52,13 @@ class Bench:
     def config(self, key: str, node_name: str, *, federation: bool = True,
                ports: tuple[int, int] = (PUB, SUB)) -> Path:
         other = "b" if key == "a" else "a"
-        document = {
-            "node_name": node_name, "data_dir": str(self.tmp / key),
-            "messaging": {"port": ports[0], "backend_port": ports[1],
-                          "high_water_mark": HIGH_WATER_MARK},
-            "bridge": {"enabled": False}, "web": {"enabled": False},
-            "certificates": {"enabled": False},
-            "discovery": {"enabled": federation, "liveness_interval": self.liveness,
-                          "federation": {"export_port": EXPORT,
-                                         "trusted_peers": [self.ids[other]]}},
-        }
-        path = self.tmp / f"{key}-{node_name}.yaml"
-        path.write_text(yaml.safe_dump(document))
-        return path
+        return write_yaml(self.tmp / f"{key}-{node_name}.yaml", config_document(
+            self.tmp / key, node_name=node_name,
+            messaging={"port": ports[0], "backend_port": ports[1],
+                       "high_water_mark": HIGH_WATER_MARK},
+            discovery={"enabled": federation, "liveness_interval": self.liveness,
+                       "federation": {"export_port": EXPORT,
+                                      "trusted_peers": [self.ids[other]]}}))
 
     def node(self, key: str, node_name: str, **options: Any) -> Node:
         return Node(self.ns[key], self.config(key, node_name, **options), self.tmp / key,
@@ -217,23 +211,17 @@ def run(quick: bool) -> list[dict[str, Any]]:
     return measure_all(quick)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.federation", description=__doc__)
-    parser.add_argument("--quick", action="store_true",
-                        help="one round of the timing figures, smaller bursts, 1 s liveness")
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64,
                         help="message size in bytes, topic included (default 64)")
-    parser.add_argument("--json", type=Path, help="also write the rows to this file")
-    args = parser.parse_args(argv)
-    try:
-        rows = measure_all(args.quick, args.size)
-    except SystemExit as skipped:
-        sys.stderr.write(f"bench.federation: {skipped}\n")
-        return 1
-    sys.stdout.write(Table.from_rows(rows, baseline=BASELINE).render())
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+
+
+def alone(args: argparse.Namespace) -> Outcome:
+    return Outcome(measure_all(args.quick, args.size))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return suite_main(run, BASELINE, __doc__ or "", argv, options=options, measure=alone)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,12 +23,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.bus import throughput
+from bench.bus import start_proxy, throughput
 from bench.common import median, percentile, suite_main
-from tests.support.appliance import command, environment
-from tests.support.brokers import free_port, wait_for_port
+from tests.support.brokers import free_port
+from tests.support.config import bus_section, config_document
 from tests.support.flood import Flood
 
 WATCHED = b"agent/status/info"
@@ -38,34 +35,12 @@ PROBE_INTERVAL = 0.01  # seconds the lag probe sleeps between wake-ups
 LAG_GOAL_MS = 100.0
 
 
-def appliance_document(data_dir: Path, port: int, backend: int) -> dict[str, Any]:
-    """The bus and the agents registry only: the readers under test, nothing else."""
-    return {"data_dir": str(data_dir),
-            "messaging": {"broker_address": "127.0.0.1", "port": port, "backend_port": backend},
-            "bridge": {"enabled": False}, "discovery": {"enabled": False},
-            "certificates": {"enabled": False}, "web": {"enabled": False}}
-
-
-def start(kind: str, port: int, backend: int, workdir: Path) -> subprocess.Popen[bytes]:
-    if kind == "ours":
-        config = workdir / f"run-{port}.yaml"
-        config.write_text(yaml.safe_dump(appliance_document(workdir / f"data-{port}", port,
-                                                            backend)))
-        args = command("--log-level", "error", "run", "--config", str(config))
-    else:
-        args = [sys.executable, "-m", "bench.bare_proxy", str(port), str(backend)]
-    process = subprocess.Popen(args, env=environment(), stdout=subprocess.DEVNULL)
-    wait_for_port(port)
-    wait_for_port(backend)
-    return process
-
-
 def watched_rates(repeats: int, count: int, workdir: Path) -> list[dict[str, Any]]:
     """Both proxies run side by side; bursts alternate between them, so a neighbour's load
     on a shared machine hits both alike."""
     results: dict[tuple[bytes, str], list[float]] = {}
     ports = {kind: (free_port(), free_port()) for kind in ("ours", "bare")}
-    processes = [start(kind, *ports[kind], workdir) for kind in ports]
+    processes = [start_proxy(kind, *ports[kind], workdir, ours="run") for kind in ports]
     try:
         time.sleep(0.3)  # the registry's subscriptions reach the proxy
         for kind in ports:
@@ -115,7 +90,7 @@ def lag(workdir: Path, flood_frames: int | None,
         seconds: float) -> tuple[list[float], dict[str, Any]]:
     """Lag samples of one appliance, under a flood of ``flood_frames`` frames or idle."""
     port, backend = free_port(), free_port()
-    document = appliance_document(workdir / f"lag-{port}", port, backend)
+    document = config_document(workdir / f"lag-{port}", messaging=bus_section(port, backend))
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     process = context.Process(target=_appliance_with_probe, args=(document, child))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import threading
 import time
@@ -26,8 +25,8 @@ from typing import Any
 import paho.mqtt.client as paho
 import zmq
 
-from bench.common import Table, ratio, write_json
-from tests.support.appliance_proc import (
+from bench.common import Outcome, ratio, suite_main
+from tests.support.appliance import (
     Appliance,
     appliance_document,
     fd_count,
@@ -193,24 +192,27 @@ def run(quick: bool) -> list[dict[str, Any]]:
     return rows_of(measure(10.0, 500, 5.0, WARMUP))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split(
-        "\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--quick", action="store_true", help="one minute")
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--minutes", type=float, default=10.0,
+                        help="minutes of load (default 10; --quick: 1)")
     parser.add_argument("--rate", type=int, default=500, help="messages per second each way")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows (and samples)")
-    args = parser.parse_args(argv)
+
+
+def alone(args: argparse.Namespace) -> Outcome:
+    """Alone, the soak takes its length and load from the command line and keeps its samples
+    in the JSON file beside the rows."""
     minutes = 1.0 if args.quick else args.minutes
     warmup = min(WARMUP, minutes * 60 / 3)
     result = measure(minutes, args.rate, min(args.interval, minutes * 60 / 10), warmup)
     rows = rows_of(result)
-    sys.stdout.write(Table.from_rows(rows, baseline="the appliance after warm-up").render()
-                     + "\n")
-    if args.json:
-        write_json(args.json, {"rows": rows, "samples": [s.__dict__ for s in result["samples"]]})
-    return 0
+    return Outcome(rows, document={"rows": rows,
+                                   "samples": [s.__dict__ for s in result["samples"]]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    return suite_main(run, "the appliance after warm-up", __doc__ or "", argv, options=options,
+                      measure=alone)
 
 
 if __name__ == "__main__":

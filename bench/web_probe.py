@@ -30,6 +30,7 @@ from argentic_edge.app import Edge
 from argentic_edge.config import parse_config
 from argentic_edge.discovery.record import Peer, node_id
 from tests.support.brokers import free_port
+from tests.support.config import config_document
 
 PEERS = 100
 AGENTS = 1000
@@ -40,14 +41,11 @@ CHUNK = 200  # messages published before waiting for the agents service to catch
 
 
 def edge_config(name: str, data: Path, web_port: int) -> dict[str, Any]:
-    return {
-        "node_name": name, "data_dir": str(data / name),
-        "messaging": {"port": free_port(), "backend_port": free_port()},
-        "bridge": {"enabled": False}, "certificates": {"enabled": False},
-        "discovery": {"enabled": True, "max_peers": 2 * PEERS,
-                      "federation": {"export_port": free_port()}},
-        "web": {"enabled": True, "host": "127.0.0.1", "port": web_port, "api_token": TOKEN},
-    }
+    return config_document(
+        data / name, node_name=name,
+        discovery={"enabled": True, "max_peers": 2 * PEERS,
+                   "federation": {"export_port": free_port()}},
+        web={"enabled": True, "host": "127.0.0.1", "port": web_port, "api_token": TOKEN})
 
 
 def fill_peers(edge: Edge) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.appliance import environment
 from tests.support.brokers import Mosquitto
-from tests.support.config import REPO_ROOT
 
 
 @pytest.fixture
@@ -38,7 +37,4 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[object]:
 @pytest.fixture
 def repo_env() -> dict[str, str]:
     """Environment for running ``python -m argentic_edge`` from this checkout in a subprocess."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    env.pop("ARGENTIC_EDGE_DATA_DIR", None)
-    return env
+    return environment()

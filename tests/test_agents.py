@@ -15,7 +15,7 @@ from argentic_edge.client.bus import connect_and_wait
 from argentic_edge.config import parse_config
 from argentic_edge.inspector.agents import AgentRegistry, AgentsService, Malformed
 from argentic_edge.topics import encode_frame
-from tests.support.brokers import free_port
+from tests.support.config import config_document
 
 
 def send_when_subscribed(context: zmq.Context, endpoint: str, frames: list[bytes],
@@ -105,12 +105,7 @@ def test_the_tables_are_bounded_and_forget_the_least_recently_seen() -> None:
 
 async def test_the_service_reads_the_real_bus_through_narrow_subscriptions(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    config = parse_config({
-        "data_dir": str(tmp_path),
-        "messaging": {"broker_address": "127.0.0.1", "port": free_port(),
-                      "backend_port": free_port()},
-        "bridge": {"enabled": False}, "discovery": {"enabled": False},
-        "certificates": {"enabled": False}, "web": {"enabled": False}})
+    config = parse_config(config_document(tmp_path))
     context = zmq.Context()
     async with Edge(config) as edge:
         service = edge.services["agents"]
@@ -142,12 +137,7 @@ async def test_a_multipart_message_is_discarded_whole_counted_and_logged_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Argentic writes one frame per message; a continuation part would otherwise pass as a
     message of its own, on a topic libzmq never filtered (it matches the first part only)."""
-    config = parse_config({
-        "data_dir": str(tmp_path),
-        "messaging": {"broker_address": "127.0.0.1", "port": free_port(),
-                      "backend_port": free_port()},
-        "bridge": {"enabled": False}, "discovery": {"enabled": False},
-        "certificates": {"enabled": False}, "web": {"enabled": False}})
+    config = parse_config(config_document(tmp_path))
     context = zmq.Context()
     async with Edge(config) as edge:
         service = edge.services["agents"]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from argentic_edge.app import Edge
 from argentic_edge.config import parse_config
-from tests.support.config import free_bus_config
+from tests.support.config import config_document
 
 
 async def test_apply_restarts_only_what_a_change_touches(tmp_path: Path) -> None:
-    raw = free_bus_config(tmp_path)
+    raw = config_document(tmp_path / "data")
     async with Edge(parse_config(raw, env={})) as edge:
         bus = edge.services["bus"]
         raw["discovery"] = {"enabled": False, "federation": {"trusted_peers": ["a" * 32]}}
@@ -24,7 +24,7 @@ async def test_apply_restarts_only_what_a_change_touches(tmp_path: Path) -> None
 async def test_a_change_that_fails_to_start_restores_the_running_configuration(
         tmp_path: Path) -> None:
     import socket
-    raw = free_bus_config(tmp_path)
+    raw = config_document(tmp_path / "data")
     async with Edge(parse_config(raw, env={})) as edge:
         holder = socket.socket()
         holder.bind(("127.0.0.1", 0))

@@ -7,7 +7,7 @@ from pathlib import Path
 from argentic_edge.app import Edge
 from argentic_edge.config import parse_config
 from tests.support.brokers import free_port
-from tests.support.config import free_bus_config
+from tests.support.config import config_document
 
 
 def _advertised_web_port(edge: Edge) -> int:
@@ -19,8 +19,8 @@ async def test_a_live_web_port_change_reaches_the_mdns_record(tmp_path: Path) ->
     """The mDNS record carries the web port; changing web.port live must change the record
     (mDNS on loopback only: the record is built but nothing leaves the machine)."""
     first, second = free_port(), free_port()
-    raw = free_bus_config(
-        tmp_path,
+    raw = config_document(
+        tmp_path / "data",
         discovery={"enabled": True, "interfaces": ["lo"], "federation": {"enabled": False}},
         web={"enabled": True, "host": "127.0.0.1", "port": first, "password": "pw-wiring"},
     )

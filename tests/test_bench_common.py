@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from bench.common import Table, fmt, median, percentile, ratio, write_json
+from bench.common import Outcome, Table, fmt, median, percentile, ratio, suite_main, write_json
 
 
 def test_median_and_percentile_nearest_rank() -> None:
@@ -55,3 +56,37 @@ def test_write_json_turns_nan_into_null(tmp_path: Path) -> None:
     document = json.loads(path.read_text())
     assert document["rows"] == [{"rate": None, "ok": 1.5, "nested": [None]}]
     assert document["machine"]["cpus"] >= 1 and document["when"].endswith("Z")
+
+
+ROW = {"scenario": "s", "ours": 1.0, "baseline": 2.0, "ratio": 0.5, "unit": "x"}
+
+
+def _run(quick: bool) -> list[dict[str, object]]:
+    return [{**ROW, "scenario": f"quick={quick}"}]
+
+
+def test_a_suite_alone_prints_the_table_and_keeps_the_rows(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert suite_main(_run, "the baseline", "doc", ["--quick", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "quick=True" in out and out.rstrip().endswith("baseline: the baseline")
+    assert json.loads((tmp_path / "r.json").read_text())["rows"][0]["scenario"] == "quick=True"
+
+
+def test_a_suite_alone_takes_its_own_options_and_says_why_it_cannot_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--size", type=int, default=64)
+
+    def alone(args: argparse.Namespace) -> Outcome:
+        if args.size == 0:
+            raise SystemExit("needs a size")
+        return Outcome([ROW], text=f"size {args.size}\n", document={"rows": [ROW], "size": args.size})
+
+    path = tmp_path / "r.json"
+    assert suite_main(_run, "b", "doc", ["--size", "5", "--json", str(path)], options=options,
+                      measure=alone) == 0
+    assert capsys.readouterr().out == "size 5\n"
+    assert json.loads(path.read_text())["rows"] == {"rows": [ROW], "size": 5}
+    assert suite_main(_run, "b", "doc", ["--size", "0"], options=options, measure=alone) == 1
+    assert capsys.readouterr().err == "tests.test_bench_common: needs a size\n"

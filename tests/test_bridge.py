@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 from dataclasses import asdict
@@ -14,10 +13,10 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-import yaml
 
 from argentic_edge.app import Edge
 from argentic_edge.bridge.service import presence_topic
+from tests.support.appliance import environment
 from tests.support.bridge import (
     BusClient,
     Mqtt311Only,
@@ -30,8 +29,7 @@ from tests.support.bridge import (
     wait_until,
 )
 from tests.support.brokers import Mosquitto, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.config import config_document, write_yaml
 
 
 async def test_round_trip_both_ways_in_argentic_wire_format(mosquitto: Mosquitto) -> None:
@@ -287,22 +285,15 @@ async def test_invalid_utf8_topic_never_gets_past_mosquitto(mosquitto: Mosquitto
 async def test_presence_online_offline_and_last_will(mosquitto: Mosquitto, tmp_path: Path) -> None:
     """Clean stop publishes ``offline``; a crash (SIGKILL) makes the broker publish the will."""
     topic = presence_topic("crashy")
-    config = {
-        "node_name": "crashy", "data_dir": str(tmp_path / "data"),
-        "messaging": {"port": free_port(), "backend_port": free_port()},
-        "bridge": {"mqtt": {"broker_address": "127.0.0.1", "port": mosquitto.port,
-                            "keepalive": 5}},
-        "discovery": {"enabled": False}, "web": {"enabled": False},
-        "certificates": {"enabled": False},
-    }
-    path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_yaml(tmp_path / "edge.yaml", config_document(
+        tmp_path / "data", node_name="crashy", bridge={"mqtt": {
+            "broker_address": "127.0.0.1", "port": mosquitto.port, "keepalive": 5}}))
     async with MqttClient(mosquitto.port) as watcher:
         await watcher.subscribe(topic)
         with (tmp_path / "edge.log").open("wb") as log:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "argentic_edge", "run", "--config", str(path),
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                env=environment(),
                 stdout=asyncio.subprocess.DEVNULL, stderr=log)
         try:
             online = await watcher.next(timeout=15)

@@ -17,8 +17,7 @@ import zmq.asyncio
 from argentic_edge.app import Edge
 from argentic_edge.bus.proxy import Bus, BusError, ProxyThread
 from argentic_edge.config import BusConfig, parse_config
-from tests.support.brokers import free_port
-from tests.support.config import free_bus_config
+from tests.support.config import bus_section, config_document
 
 
 def argentic_message(kind: str, **fields: object) -> str:
@@ -28,13 +27,12 @@ def argentic_message(kind: str, **fields: object) -> str:
 
 
 def bus_config(**overrides: object) -> BusConfig:
-    return parse_config({"messaging": {"broker_address": "127.0.0.1", "port": free_port(),
-                                       "backend_port": free_port(), **overrides}}, env={}).messaging
+    return parse_config({"messaging": bus_section(**overrides)}, env={}).messaging
 
 
 @pytest.fixture
 async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
-    async with Edge(parse_config(free_bus_config(tmp_path), env={})) as running:
+    async with Edge(parse_config(config_document(tmp_path / "data"), env={})) as running:
         yield running
 
 

@@ -16,8 +16,8 @@ import pytest
 from argentic_edge.app import Edge
 from argentic_edge.config import parse_config
 from argentic_edge.inspector.agents import AgentsService
-from tests.support.appliance_proc import Appliance, appliance_document
-from tests.support.brokers import free_port
+from tests.support.appliance import Appliance, appliance_document
+from tests.support.config import config_document
 from tests.support.flood import FLOOD_LIMIT, Flood, publish_some
 
 
@@ -31,12 +31,7 @@ async def warm_up(service: AgentsService, endpoint: str, topic: str) -> None:
 @pytest.mark.parametrize("topic", ["_ping/x", "agent/status/info"])
 async def test_another_task_keeps_running_while_a_watched_topic_is_flooded(
         tmp_path: Path, topic: str) -> None:
-    config = parse_config({
-        "data_dir": str(tmp_path),
-        "messaging": {"broker_address": "127.0.0.1", "port": free_port(),
-                      "backend_port": free_port()},
-        "bridge": {"enabled": False}, "discovery": {"enabled": False},
-        "certificates": {"enabled": False}, "web": {"enabled": False}})
+    config = parse_config(config_document(tmp_path))
     async with Edge(config) as edge:
         service = edge.services["agents"]
         assert isinstance(service, AgentsService)

@@ -16,7 +16,7 @@ from typing import Any
 import zmq
 
 from argentic_edge.config import BusConfig
-from tests.support.appliance_proc import Appliance, appliance_document, rss_kib
+from tests.support.appliance import Appliance, appliance_document, rss_kib
 from tests.support.brokers import free_port
 
 HIGH_WATER_MARK = 16

@@ -16,7 +16,7 @@ import argentic_edge.certs.worker as cert_worker
 from argentic_edge.certs.files import CertError, CertFiles
 from argentic_edge.certs.issuing import CertStore
 from argentic_edge.certs.service import CertManager
-from tests.support.appliance_proc import Appliance, appliance_document
+from tests.support.appliance import Appliance, appliance_document
 from tests.support.bridge import wait_until
 
 NODE = "workernode"

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from argentic_edge.cli.main import build_parser
+from bench.__main__ import OPT_IN, SUITES
 from tests.support.brokers import wait_for_port
-from tests.support.config import free_bus_config
+from tests.support.config import config_document, write_yaml
 from tests.support.netns import Lan, netns_unavailable
 
 
 def write_config(tmp_path: Path, **sections: object) -> tuple[Path, dict]:
-    raw = free_bus_config(tmp_path, **sections)
-    path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path, raw
+    raw = config_document(tmp_path / "data", **sections)
+    return write_yaml(tmp_path / "edge.yaml", raw), raw
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -96,10 +96,9 @@ def test_a_taken_port_is_explained_not_a_traceback(tmp_path: Path,
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     taken = holder.getsockname()[1]
-    raw = free_bus_config(tmp_path)
+    raw = config_document(tmp_path / "data")
     raw["messaging"].update({"port": taken, "connect_timeout": 300})
-    path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = write_yaml(tmp_path / "edge.yaml", raw)
     try:
         result = cli("run", "--config", str(path), env=repo_env)
     finally:
@@ -145,7 +144,7 @@ def test_pub_refuses_what_the_bus_cannot_carry(appliance: tuple[Path, dict],
 def test_pub_without_a_bus_says_so(tmp_path: Path, repo_env: dict[str, str]) -> None:
     path, raw = write_config(tmp_path)
     raw["messaging"]["connect_timeout"] = 300
-    path.write_text(yaml.safe_dump(raw))
+    write_yaml(path, raw)
     result = cli("pub", "a/b", "{}", "--config", str(path), env=repo_env)
     assert result.returncode == 1 and "no bus answers" in result.stderr
 
@@ -170,3 +169,12 @@ def test_version_and_help(repo_env: dict[str, str]) -> None:
     assert cli("--version", env=repo_env).stdout.startswith("argentic-edge ")
     assert "check-config" in cli("--help", env=repo_env).stdout
     assert cli("no-such-command", env=repo_env).returncode == 2
+
+
+def test_bench_only_offers_every_suite_the_bench_runs() -> None:
+    """``argentic-edge bench --only`` takes each suite ``python -m bench`` knows, and no other."""
+    parser = build_parser()
+    for name in SUITES + OPT_IN:
+        assert parser.parse_args(["bench", "--only", name]).only == [name]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--only", "no-such-suite"])

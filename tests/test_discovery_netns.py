@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.support.appliance import rss_kib
 from tests.support.brokers import free_port
-from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
+from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable, node_config
 
 UNAVAILABLE = netns_unavailable()
 pytestmark = [pytest.mark.netns,
@@ -52,16 +52,9 @@ class Site:
     export: int
 
     def node(self, key: str, ns: Namespace, node_name: str, **discovery: object) -> Node:
-        document = {
-            "node_name": node_name, "data_dir": str(self.tmp / key),
-            "messaging": {"port": self.pub, "backend_port": self.sub},
-            "bridge": {"enabled": False}, "web": {"enabled": False},
-            "certificates": {"enabled": False},
-            "discovery": {"liveness_interval": 3, "max_peers": MAX_PEERS,
-                          "federation": {"export_port": self.export}, **discovery},
-        }
-        config = self.tmp / f"{key}.yaml"
-        config.write_text(yaml.safe_dump(document))
+        config = node_config(self.tmp, key, node_name, self.pub, self.sub, {
+            "liveness_interval": 3, "max_peers": MAX_PEERS,
+            "federation": {"export_port": self.export}, **discovery})
         return Node(ns, config, self.tmp / key, self.tmp / f"{key}.log")
 
 
@@ -100,13 +93,6 @@ def test_a_clean_shutdown_says_goodbye_and_is_seen_at_once(site: Site) -> None:
     b.stop()
     site.a.wait_peer("node-b", "lost", 8)
     assert time.monotonic() - asked < 3.0  # a liveness timeout needs 3 silent intervals of 3 s
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def test_junk_and_a_flood_of_fake_appliances_are_ignored_counted_and_bounded(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from argentic_edge.discovery.record import (
     parse_record,
 )
 from argentic_edge.discovery.table import PeerTable
-from tests.support.netns import ROOT
+from tests.support.appliance import environment
 
 NAME = f"kitchen.{SERVICE_TYPE}"
 
@@ -285,7 +284,7 @@ def test_an_unknown_interface_is_a_configuration_error_naming_the_key(tmp_path) 
     config.write_text("discovery:\n  interfaces: [no-such-if0]\n")
     result = subprocess.run([sys.executable, "-m", "argentic_edge", "peers", "--config",
                              str(config)], capture_output=True, text=True, timeout=30,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env=environment())
     assert result.returncode == 1
     assert "discovery.interfaces" in result.stderr and "Traceback" not in result.stderr
 

@@ -27,7 +27,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from tests.support.appliance_proc import Appliance, appliance_document, rss_kib
+from tests.support.appliance import Appliance, appliance_document, rss_kib
 from tests.support.brokers import Mosquitto
 
 log = logging.getLogger(__name__)

@@ -7,25 +7,17 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 import zmq
 
+from tests.support.appliance import rss_kib
 from tests.support.brokers import wait_for_port
-from tests.support.config import free_bus_config
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+from tests.support.config import config_document, write_yaml
 
 
 def test_a_stuck_subscriber_costs_bounded_memory_and_stalls_no_one(
         tmp_path: Path, repo_env: dict[str, str]) -> None:
-    raw = free_bus_config(tmp_path)
-    config = tmp_path / "edge.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    raw = config_document(tmp_path / "data")
+    config = write_yaml(tmp_path / "edge.yaml", raw)
     port, backend = raw["messaging"]["port"], raw["messaging"]["backend_port"]
     appliance = subprocess.Popen([sys.executable, "-m", "argentic_edge", "run", "--config",
                                   str(config)], env=repo_env, stderr=subprocess.DEVNULL)

@@ -23,7 +23,7 @@ import yaml
 import zmq
 import zmq.asyncio
 
-from tests.support.appliance_proc import Appliance, appliance_document
+from tests.support.appliance import Appliance, appliance_document
 from tests.support.bridge import MqttClient, message, wait_until
 from tests.support.brokers import Mosquitto, free_port
 

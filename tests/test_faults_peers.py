@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from argentic_edge.federation.identity import KEY_FILE, load_or_create_keys
-from tests.support.appliance_proc import fd_count, thread_count
+from tests.support.appliance import fd_count, thread_count
+from tests.support.federation import LIVENESS, Site, assert_exactly_once
 from tests.support.netns import Lan, Node, netns_unavailable
-from tests.test_federation_netns import LIVENESS, Site, assert_exactly_once
 
 UNAVAILABLE = netns_unavailable()
 pytestmark = [pytest.mark.netns,

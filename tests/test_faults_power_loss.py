@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from argentic_edge.config import load_config
 from argentic_edge.federation.trust import TRUST_FILE
 from argentic_edge.storage import sweep_stale_temp_files
-from tests.support.appliance import ROOT
-from tests.support.appliance_proc import Appliance, appliance_document
+from tests.support.appliance import Appliance, appliance_document, environment
 from tests.support.brokers import free_port
+from tests.support.config import REPO_ROOT as ROOT
 
 KILLS = 4
 TEMP_SUFFIX = ".tmp"  # storage.atomic_write's temporary files: .<name>.<random>.tmp
@@ -111,7 +111,7 @@ class Churn:
                 self.stop.wait(0.02)  # killed under us, or restarting
 
     def _renew(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = environment()
         while not self.stop.is_set():
             self.renewer = subprocess.Popen(
                 [sys.executable, "-m", "argentic_edge", "certs", "renew", "--force",

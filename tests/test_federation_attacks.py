@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 import zmq
 
 from argentic_edge.discovery.record import SERVICE_TYPE, node_id
 from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
+from tests.support.netns import node_config as netns_node_config
 
 UNAVAILABLE = netns_unavailable()
 pytestmark = [pytest.mark.netns,
@@ -125,16 +125,8 @@ def start_lure(ns: Namespace, records: list[dict[str, Any]], listen: list[str],
 
 
 def node_config(tmp: Path, key: str, name: str, liveness: float = 1.0) -> Path:
-    path = tmp / f"{key}.yaml"
-    path.write_text(yaml.safe_dump({
-        "node_name": name, "data_dir": str(tmp / key),
-        "messaging": {"port": PUB, "backend_port": SUB},
-        "bridge": {"enabled": False}, "web": {"enabled": False},
-        "certificates": {"enabled": False},
-        "discovery": {"liveness_interval": liveness,
-                      "federation": {"trust": "open", "export_port": EXPORT}},
-    }))
-    return path
+    return netns_node_config(tmp, key, name, PUB, SUB, {
+        "liveness_interval": liveness, "federation": {"trust": "open", "export_port": EXPORT}})
 
 
 @pytest.fixture
@@ -311,6 +303,25 @@ def wait_healed(a: Node, peer_id: str, ns_c: Namespace, since: float) -> float:
     raise AssertionError(f"node-c did not heal within {HEAL_WITHIN}s: {json.dumps(seen)}")
 
 
+def copy_waiting_for_the_id(lan: Lan, a: Node) -> tuple[Lure, dict[str, Any]]:
+    """A lure in a namespace of its own announcing a copy of node-c's record (and node-c's
+    record), returned once node-a counts the copy as a duplicate id, as it must."""
+    ns_lure = lan.add()
+    real = peer_named(a, "node-c")
+    lure = start_lure(ns_lure, [{"name": "node-c-copy", "txt": copy_txt(real),
+                                 "addresses": [ns_lure.address]}],
+                      [f"{ns_lure.address}:{EXPORT}"])
+    try:
+        deadline = time.monotonic() + 10
+        while a.status()["peers"]["counters"].get("duplicate_id", 0) < 1:
+            assert time.monotonic() < deadline, a.status()["peers"]["counters"]
+            time.sleep(0.1)
+    except BaseException:
+        lure.close()
+        raise
+    return lure, real
+
+
 def test_a_forged_srv_and_address_answer_does_not_move_the_link(
         lan: Lan, tmp_path: Path) -> None:
     """One answer with node-c's own instance and host names, its host at the lure's address."""
@@ -357,16 +368,8 @@ def test_a_copy_cannot_take_the_id_of_a_peer_that_still_answers(
     used to hand it over, and then node-c itself was refused as the duplicate."""
     with linked_pair(lan, tmp_path) as (a, c):
         ns_c = c.ns
-        ns_lure = lan.add()
-        real = peer_named(a, "node-c")
-        lure = start_lure(ns_lure, [{"name": "node-c-copy", "txt": copy_txt(real),
-                                     "addresses": [ns_lure.address]}],
-                          [f"{ns_lure.address}:{EXPORT}"])
+        lure, real = copy_waiting_for_the_id(lan, a)
         try:
-            deadline = time.monotonic() + 10
-            while a.status()["peers"]["counters"].get("duplicate_id", 0) < 1:
-                assert time.monotonic() < deadline, a.status()["peers"]["counters"]
-                time.sleep(0.1)
             forged_at = forge_and_wait_lost(a, lure, real["id"], goodbye(real, ns_c.address))
             took = wait_healed(a, real["id"], ns_c, forged_at)
             print(f"copy plus spoofed goodbye: node-c linked again {took:.1f}s after")
@@ -384,16 +387,8 @@ def test_a_copy_that_cannot_link_gives_the_id_back_to_the_real_peer(
     the copy holds the id, as a renamed peer would. It never completes a CURVE handshake, so
     when node-c comes back its claim is heard and it is linked again."""
     with linked_pair(lan, tmp_path) as (a, c):
-        ns_lure = lan.add()
-        real = peer_named(a, "node-c")
-        lure = start_lure(ns_lure, [{"name": "node-c-copy", "txt": copy_txt(real),
-                                     "addresses": [ns_lure.address]}],
-                          [f"{ns_lure.address}:{EXPORT}"])
+        lure, real = copy_waiting_for_the_id(lan, a)
         try:
-            deadline = time.monotonic() + 10
-            while a.status()["peers"]["counters"].get("duplicate_id", 0) < 1:
-                assert time.monotonic() < deadline, a.status()["peers"]["counters"]
-                time.sleep(0.1)
             c.kill()
             a.wait_peer("node-c-copy", "trusted", 20)  # the copy holds the id now
             c.start()

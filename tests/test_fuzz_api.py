@@ -22,8 +22,9 @@ import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
 
-from tests.support.appliance import Appliance
-from tests.support.web import TOKEN, config_document, write_config
+from tests.support.appliance import Process
+from tests.support.config import TOKEN, write_yaml
+from tests.support.web import web_document
 
 EXAMPLES = 100
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -33,9 +34,9 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 @pytest.fixture(scope="module")
 def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
     workdir = tmp_path_factory.mktemp("api-fuzz")
-    document = config_document(workdir)
-    path = write_config(workdir, document)
-    with Appliance(workdir / "run", ("run", "--config", str(path))).start(
+    document = web_document(workdir)
+    path = write_yaml(workdir / "argentic-edge.yaml", document)
+    with Process(workdir / "run", ("run", "--config", str(path))).start(
             wait_port=document["web"]["port"]) as running:
         yield f"http://127.0.0.1:{document['web']['port']}", document
         assert running.process is not None and running.process.poll() is None, \

@@ -12,7 +12,7 @@ from argentic_edge.app import Edge
 from argentic_edge.client.bus import Subscriber
 from argentic_edge.config import parse_config
 from argentic_edge.topics import TopicFilter
-from tests.support.config import free_bus_config
+from tests.support.config import config_document
 
 
 def hostile_frames(rng: random.Random) -> list[list[bytes]]:
@@ -28,7 +28,7 @@ def hostile_frames(rng: random.Random) -> list[list[bytes]]:
 
 
 async def test_hostile_frames_do_not_stop_the_bus(tmp_path: Path) -> None:
-    config = parse_config(free_bus_config(tmp_path), env={})
+    config = parse_config(config_document(tmp_path / "data"), env={})
     async with Edge(config) as edge:
         bus = edge.services["bus"].bus
         context = zmq.Context()

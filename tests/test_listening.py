@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.appliance import Appliance, write_yaml
+from tests.support.appliance import Process
 from tests.support.brokers import Mosquitto, free_port
+from tests.support.config import write_yaml
 from tests.support.netns import Lan, Lines, netns_unavailable
 from tests.support.sockets import listening
 
@@ -42,7 +43,7 @@ def test_every_service_on_listens_only_where_configured(tmp_path: Path,
         "web": {"enabled": True, "host": WEB_ADDRESS, "port": web, "password": "pw-listen",
                 "api_token": "token-listen"},
     })
-    with Appliance(tmp_path / "run", ("run", "--config", str(config))) as appliance:
+    with Process(tmp_path / "run", ("run", "--config", str(config))) as appliance:
         appliance.wait_for_output(UP)
         appliance.wait_for_output("bridge: connected to")  # a client: it must not listen
         found = listening(appliance.pid)

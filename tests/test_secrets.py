@@ -27,10 +27,12 @@ import requests
 import yaml
 
 from argentic_edge.config import parse_config
-from tests.support.appliance import ROOT, Appliance, command, environment, write_yaml
+from tests.support.appliance import Process, command, environment
 from tests.support.brokers import Mosquitto, free_port, wait_for_port
+from tests.support.config import REPO_ROOT as ROOT
+from tests.support.config import write_yaml
 from tests.support.pki import Pki
-from tests.support.web import config_document, running_edge
+from tests.support.web import running_edge, web_document
 
 WEB_PASSWORD = "web-pw Zq7/+&é"
 API_TOKEN = "api-tok-Lm3+/=Qx"
@@ -142,7 +144,7 @@ def test_secrets_stay_out_of_every_output(tmp_path: Path, strict_broker: Mosquit
         said.append((f"GET {path}", f"{answer.headers}\n{answer.text}"))
         return answer
 
-    with Appliance(tmp_path / "run", ("--log-level", "debug", "run", "--config", str(config))
+    with Process(tmp_path / "run", ("--log-level", "debug", "run", "--config", str(config))
                    ) as appliance:
         appliance.wait_for_output("is up as node")
         # The broker refuses the bridge's password: the failure is logged and shown.
@@ -260,7 +262,7 @@ def test_the_add_on_keeps_the_supervisors_secrets(tmp_path: Path,
                "ARGENTIC_EDGE_ADDON_DATA": str(data), "ARGENTIC_EDGE_ADDON_CONFIG": str(config),
                "ARGENTIC_EDGE_ADDON_RUN": str(run)}
         said: list[tuple[str, str]] = []
-        with Appliance(tmp_path / "out", ("--log-level", "debug", "run", "--addon"), env=env
+        with Process(tmp_path / "out", ("--log-level", "debug", "run", "--addon"), env=env
                        ) as appliance:
             wait_for_port(ingress)
             bearer = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -285,7 +287,7 @@ def test_the_add_on_keeps_the_supervisors_secrets(tmp_path: Path,
 async def test_a_broken_key_never_turns_the_page_into_plain_http(tmp_path: Path) -> None:
     """With certificates on, the page is HTTPS or nothing: a change to a damaged key is
     refused and rolled back, and the page keeps its HTTPS (the password never goes in clear)."""
-    document = config_document(tmp_path, certificates={"enabled": True})
+    document = web_document(tmp_path, certificates={"enabled": True})
     async with running_edge(tmp_path, document) as edge:
         assert edge.services["web"].status().https is True
         damaged = tmp_path / "damaged.key"

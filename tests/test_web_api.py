@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import socket
 import stat
@@ -24,17 +23,10 @@ from argentic_edge.client.bus import publish
 from argentic_edge.config import MASK, parse_config, to_dict
 from argentic_edge.web import WebError, create_app
 from argentic_edge.web.openapi import document as openapi_document
+from tests.support.appliance import environment
 from tests.support.brokers import free_port
-from tests.support.web import (
-    MQTT_PASSWORD,
-    PASSWORD,
-    SECRETS,
-    TOKEN,
-    config_document,
-    running_edge,
-    web_client,
-    write_config,
-)
+from tests.support.config import MQTT_PASSWORD, PASSWORD, SECRETS, TOKEN, write_yaml
+from tests.support.web import running_edge, web_client, web_document
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 COMMENTED = """\
@@ -73,7 +65,7 @@ def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def quiet_web(tmp_path: Path) -> dict[str, object]:
     """Edge's own web service off: these tests serve its application on a TestServer."""
-    return config_document(tmp_path, web_options={"enabled": False},
+    return web_document(tmp_path, web_options={"enabled": False},
                            messaging={"broker_address": "127.0.0.1", "port": free_port(),
                                       "backend_port": free_port(), "connect_timeout": 500})
 
@@ -320,7 +312,7 @@ async def test_openapi_describes_exactly_the_api_routes(tmp_path: Path) -> None:
 async def test_the_web_service_survives_a_save_from_its_own_page(tmp_path: Path) -> None:
     """A save restarts the web service from inside its own request: the answer still arrives,
     the new service answers next, and the browser's session carries over."""
-    document = config_document(tmp_path)
+    document = web_document(tmp_path)
     port = document["web"]["port"]  # type: ignore[index]
     base = f"http://127.0.0.1:{port}"
     async with running_edge(tmp_path, document), aiohttp.ClientSession(
@@ -352,7 +344,7 @@ async def test_a_taken_web_port_is_named(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        document = config_document(tmp_path, web_options={"port": port})
+        document = web_document(tmp_path, web_options={"port": port})
         with pytest.raises(WebError, match=rf"web port {port} \(web.port\) on 127.0.0.1 is "
                                            "already in use"):
             async with running_edge(tmp_path, document):
@@ -364,11 +356,12 @@ def test_the_command_line_names_a_taken_web_port(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        path = write_config(tmp_path, config_document(tmp_path, web_options={"port": port}))
+        path = write_yaml(tmp_path / "argentic-edge.yaml",
+                          web_document(tmp_path, web_options={"port": port}))
         result = subprocess.run(
             [sys.executable, "-m", "argentic_edge", "run", "--config", str(path)],
             capture_output=True, text=True, timeout=30,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+            env=environment())
     assert result.returncode == 1
     assert f"web port {port} (web.port) on 127.0.0.1 is already in use" in result.stderr
     assert "Traceback" not in result.stderr
@@ -389,7 +382,7 @@ async def test_recent_warnings_of_the_appliance_are_shown(tmp_path: Path) -> Non
 
 async def test_the_web_service_survives_a_failed_apply_from_its_own_request(
         tmp_path: Path) -> None:
-    document = config_document(tmp_path)
+    document = web_document(tmp_path)
     document["messaging"]["connect_timeout"] = 300  # type: ignore[index]
     base = f"http://127.0.0.1:{document['web']['port']}"  # type: ignore[index]
     async with running_edge(tmp_path, document) as edge, aiohttp.ClientSession(

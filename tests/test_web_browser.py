@@ -19,8 +19,9 @@ from argentic_edge.web import create_app
 from tests.support.bridge import MqttClient
 from tests.support.brokers import Mosquitto
 from tests.support.browser import CHROMIUM, Browser
+from tests.support.config import PASSWORD
 from tests.support.flood import FLOOD_LIMIT, Flood
-from tests.support.web import PASSWORD, SUPERVISOR, config_document, ingress_proxy, running_edge
+from tests.support.web import SUPERVISOR, ingress_proxy, running_edge, web_document
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs chromium")]
@@ -42,14 +43,12 @@ def text_of(selector: str) -> str:
 
 async def test_log_in_watch_the_bus_and_change_the_configuration(
         tmp_path: Path, browser: Browser) -> None:
-    document = config_document(tmp_path)
+    document = web_document(tmp_path)
     base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document) as edge:
         await browser.navigate(base)
         assert await browser.evaluate("location.pathname") == "/login"
-        await browser.submit_and_load(
-            f"document.getElementById('password').value = {json.dumps(PASSWORD)};"
-            "document.getElementById('login-form').submit()")
+        await browser.log_in(PASSWORD)
         assert await browser.evaluate("location.pathname") == "/"
         await browser.wait_for("document.getElementById('live').classList.contains('on')")
         published = '[data-counter="frontend.messages_in"]'
@@ -98,7 +97,7 @@ async def test_log_in_watch_the_bus_and_change_the_configuration(
 
 async def test_the_page_works_under_an_ingress_prefix(tmp_path: Path, browser: Browser) -> None:
     prefix = "/api/hassio_ingress/Xy12abcDEF"
-    document = config_document(tmp_path, web_options={"enabled": False, "ingress": True,
+    document = web_document(tmp_path, web_options={"enabled": False, "ingress": True,
                                                       "password": None})
     async with running_edge(tmp_path, document) as edge:
         appliance = TestServer(create_app(edge, supervisor_address=SUPERVISOR), host="127.0.0.1")
@@ -127,14 +126,12 @@ async def test_remove_from_home_assistant_before_uninstalling(
         tmp_path: Path, browser: Browser, mosquitto: Mosquitto) -> None:
     """The add-on user's last step: the Home Assistant card's button clears the device's
     retained discovery messages on the broker."""
-    document = config_document(tmp_path, bridge={"enabled": True, "mqtt": {
+    document = web_document(tmp_path, bridge={"enabled": True, "mqtt": {
         "broker_address": "127.0.0.1", "port": mosquitto.port, "connect_retry_delay": 0.1}})
     base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document):
         await browser.navigate(base)
-        await browser.submit_and_load(
-            f"document.getElementById('password').value = {json.dumps(PASSWORD)};"
-            "document.getElementById('login-form').submit()")
+        await browser.log_in(PASSWORD)
         await browser.wait_for("!document.getElementById('homeassistant').hidden && "
                                f"{text_of('#homeassistant .body')}.includes('announcements1')")
         bridge = await browser.evaluate(text_of("#bridge .body"))
@@ -162,13 +159,11 @@ async def test_remove_from_home_assistant_before_uninstalling(
 
 async def test_the_page_says_when_a_bus_reader_samples_under_load(
         tmp_path: Path, browser: Browser) -> None:
-    document = config_document(tmp_path)
+    document = web_document(tmp_path)
     base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document) as edge:
         await browser.navigate(base)
-        await browser.submit_and_load(
-            f"document.getElementById('password').value = {json.dumps(PASSWORD)};"
-            "document.getElementById('login-form').submit()")
+        await browser.log_in(PASSWORD)
         await browser.wait_for("document.getElementById('live').classList.contains('on')")
         endpoint = edge.services["bus"].bus.endpoints.publish  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()

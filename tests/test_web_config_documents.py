@@ -14,7 +14,8 @@ from argentic_edge.config import ConfigError, parse_config
 from argentic_edge.homeassistant.options import options_to_config
 from argentic_edge.homeassistant.runtime import AddonPaths, AddonRuntime
 from tests.support.brokers import free_port
-from tests.support.web import TOKEN, config_document, running_edge, web_client
+from tests.support.config import TOKEN
+from tests.support.web import running_edge, web_client, web_document
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 SECTIONS = ("node_name", "data_dir", "log_level", "messaging", "bridge", "discovery",
@@ -52,7 +53,7 @@ def addon_runtime(tmp_path: Path) -> AddonRuntime:
 
 @pytest.mark.parametrize("mode", ["plain", "addon"])
 async def test_no_document_makes_the_editor_answer_500(tmp_path: Path, mode: str) -> None:
-    async with running_edge(tmp_path, config_document(tmp_path, web_options={"enabled": False})
+    async with running_edge(tmp_path, web_document(tmp_path, web_options={"enabled": False})
                             ) as edge, web_client(edge) as client:
         if mode == "addon":
             edge.compose = addon_runtime(tmp_path).compose
@@ -107,7 +108,7 @@ async def test_the_editor_never_answers_with_an_expanded_variable(
     text = ("bridge: {mqtt: {client_id: '${SUPERVISOR_TOKEN}'}}\n"
             "web: {port: '${SUPERVISOR_TOKEN}'}\n"
             "messaging: {port: '${PLAIN_VAR}', proxy_mode: '${PLAIN_VAR}'}\n")
-    async with running_edge(tmp_path, config_document(tmp_path, web_options={"enabled": False})
+    async with running_edge(tmp_path, web_document(tmp_path, web_options={"enabled": False})
                             ) as edge, web_client(edge) as client:
         if mode == "addon":
             edge.compose = addon_runtime(tmp_path).compose

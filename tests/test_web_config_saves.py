@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.appliance_proc import Appliance, appliance_document
+from tests.support.appliance import Appliance, appliance_document
 
 SAVES = 12
 

@@ -19,16 +19,9 @@ from argentic_edge.web import WebService, create_app
 from argentic_edge.web.auth import ACCESS, SESSION_COOKIE
 from argentic_edge.web.credentials import AUTH_FILE
 from tests.support.brokers import free_port
+from tests.support.config import PASSWORD, TOKEN
 from tests.support.pki import Pki
-from tests.support.web import (
-    PASSWORD,
-    SUPERVISOR,
-    TOKEN,
-    Recorder,
-    config_document,
-    running_edge,
-    web_client,
-)
+from tests.support.web import SUPERVISOR, Recorder, running_edge, web_client, web_document
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 PARALLEL_LOGINS = 200
@@ -37,7 +30,7 @@ ATTACKERS = ("127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8")
 
 
 def quiet(tmp_path: Path, **web_options: object) -> dict[str, object]:
-    return config_document(tmp_path, web_options={"enabled": False, **web_options})
+    return web_document(tmp_path, web_options={"enabled": False, **web_options})
 
 
 async def test_everything_but_health_login_and_assets_needs_credentials(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ explained on stderr, never as a traceback), 2 wrong usage (argparse's own).
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import logging
@@ -203,9 +204,29 @@ def _render(topic: str, payload: bytes, args: argparse.Namespace) -> str:
 
 # --- bench ----------------------------------------------------------------------------------
 
+CHECKOUT = Path(__file__).resolve().parents[2]  # the source checkout, where bench/ lives
+
+
+def bench_suites(root: Path = CHECKOUT) -> list[str] | None:
+    """The suites bench/__main__.py runs (its SUITES, then OPT_IN), read from its source: the
+    package does not ship bench/ and cannot import it, and a list of its own would drift.
+    None outside a checkout (``cmd_bench`` then says why it cannot run)."""
+    try:
+        tree = ast.parse((root / "bench" / "__main__.py").read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    names: dict[str, tuple[str, ...]] = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id in ("SUITES", "OPT_IN")):
+            names[node.targets[0].id] = tuple(ast.literal_eval(node.value))
+    return [*names.get("SUITES", ()), *names.get("OPT_IN", ())] or None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run bench/ from the source checkout this package was installed from."""
-    root = Path(__file__).resolve().parents[2]
+    root = CHECKOUT
     if not (root / "bench" / "__main__.py").is_file():
         return _fail("the benchmarks ship with the source checkout (bench/ beside argentic_edge/); "
                      "run this from a clone installed with scripts/setup")
@@ -266,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run the benchmarks (from a source checkout)")
     bench.add_argument("--quick", action="store_true")
     bench.add_argument("--json", type=Path)
-    bench.add_argument("--only", action="append",
-                       choices=["bus", "bridge", "federation", "footprint"])
+    bench.add_argument("--only", action="append", choices=bench_suites(),
+                       help="run only this suite (repeatable); soak runs only when named")
     bench.set_defaults(func=cmd_bench)
 
     certs_cli.add_parser(sub)

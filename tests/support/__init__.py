@@ -1,1 +1,2 @@
-"""What the tests and the benchmarks share: a config builder, appliance runners, real brokers, network namespaces, PKI."""
+"""What the tests and the benchmarks share: the config builder and YAML writer (config), the
+appliance runner (appliance), real brokers, network namespaces and a federated site, PKI."""

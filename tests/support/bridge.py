@@ -17,6 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import paho.mqtt.client as paho
@@ -26,30 +27,26 @@ import zmq.asyncio
 from argentic_edge.app import Edge
 from argentic_edge.config import EdgeConfig, parse_config
 from argentic_edge.topics import TopicFilter
-from tests.support.brokers import free_port
+from tests.support.config import bus_section, config_document
 
 PROBE = b'{"type":"probe"'  # payloads starting so are path probes, skipped by every collector
 
 
 def edge_config(broker_port: int | None, *, bridge: dict[str, Any] | None = None,
-                mqtt: dict[str, Any] | None = None, node: str = "testnode") -> EdgeConfig:
+                mqtt: dict[str, Any] | None = None, node: str = "testnode",
+                messaging: dict[str, Any] | None = None) -> EdgeConfig:
     """An appliance on free ports with only the bus and the bridge (no Home Assistant
-    announcements on the broker); back-off in tenths of s."""
+    announcements on the broker); back-off in tenths of s. ``bridge``, ``mqtt`` and
+    ``messaging`` add keys to their sections."""
     mqtt_section: dict[str, Any] = {"connect_retry_delay": 0.1, "keepalive": 10}
     if broker_port is not None:
         mqtt_section.update(broker_address="127.0.0.1", port=broker_port)
     mqtt_section.update(mqtt or {})
     bridge_section: dict[str, Any] = {"mqtt": mqtt_section, "ha_discovery": False}
     bridge_section.update(bridge or {})
-    return parse_config({
-        "node_name": node,
-        "data_dir": "/nonexistent-not-used",
-        "messaging": {"port": free_port(), "backend_port": free_port()},
-        "bridge": bridge_section,
-        "discovery": {"enabled": False},
-        "web": {"enabled": False},
-        "certificates": {"enabled": False},
-    }, env={})
+    return parse_config(config_document(Path("/nonexistent-not-used"), node_name=node,
+                                        messaging=bus_section(**(messaging or {})),
+                                        bridge=bridge_section), env={})
 
 
 def message(kind: str = "test", **fields: Any) -> bytes:

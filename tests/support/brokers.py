@@ -83,7 +83,7 @@ class Mosquitto:
             lines.append("user root")
         self.conf_path.write_text("\n".join(lines) + "\n")
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         self.write_conf()
         log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf_path)], stdout=log, stderr=log)

@@ -159,6 +159,12 @@ class Browser:
         async with asyncio.timeout(timeout):
             await loaded
 
+    async def log_in(self, password: str) -> None:
+        """Type ``password`` into the login page's form and submit it, as a user does."""
+        await self.submit_and_load(
+            f"document.getElementById('password').value = {json.dumps(password)};"
+            "document.getElementById('login-form').submit()")
+
     async def screenshot(self, path: Path, *, width: int = 1280, height: int = 900,
                          mobile: bool = False) -> None:
         await self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,

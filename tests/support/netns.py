@@ -7,6 +7,7 @@ A hub namespace holds a bridge; every node namespace gets a veth pair into it (`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -21,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.appliance import environment
+from tests.support.config import config_document, write_yaml
+
 SUBNET = "10.77.0"
 
 
@@ -83,16 +86,15 @@ class Namespace:
 
     def popen(self, argv: list[str], env: dict[str, str] | None = None,
               **kwargs: Any) -> subprocess.Popen[bytes]:
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = environment(**{"PYTHONUNBUFFERED": "1", **(env or {})})
         process = subprocess.Popen(self.command(argv), env=full_env, **kwargs)
         self.lan.processes.append(process)
         return process
 
     def run(self, argv: list[str], timeout: float, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        return subprocess.run(self.command(argv), env=full_env, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(self.command(argv), env=environment(**(env or {})),
+                              capture_output=True, text=True, timeout=timeout)
 
     def python(self, *args: str) -> list[str]:
         return [sys.executable, *args]
@@ -144,13 +146,21 @@ class Lan:
             if process.poll() is None:
                 process.kill()
         for process in self.processes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
         for name in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
         self.namespaces.clear()
+
+
+def node_config(tmp: Path, key: str, node_name: str, pub: int, sub: int,
+                discovery: dict[str, Any]) -> Path:
+    """The config file ``tmp/<key>.yaml`` of an appliance alone in its namespace: data in
+    ``tmp/<key>``, the bus on every interface of the namespace (each namespace uses the same
+    ports), ``discovery`` as given, the other optional services off."""
+    return write_yaml(tmp / f"{key}.yaml", config_document(
+        tmp / key, node_name=node_name, messaging={"port": pub, "backend_port": sub},
+        discovery=discovery))
 
 
 class Node:

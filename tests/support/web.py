@@ -10,52 +10,38 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from argentic_edge.app import Edge
 from argentic_edge.config import load_config
 from argentic_edge.web import create_app
-from tests.support.brokers import free_port
+from tests.support.config import (
+    MQTT_PASSWORD,
+    PASSWORD,
+    SECRETS,
+    config_document,
+    web_section,
+    write_yaml,
+)
 
-PASSWORD = "correct horse battery staple"
-TOKEN = "tok-4f9a1c2e7b"
-MQTT_PASSWORD = "mqtt-s3cret-pw"
-SECRETS = (PASSWORD, TOKEN, MQTT_PASSWORD)
 SUPERVISOR = "127.0.0.3"  # stands in for 172.30.32.2; the whole 127/8 is loopback on Linux
 
 
-def config_document(tmp_path: Path, *, web_options: dict[str, Any] | None = None,
-                    **sections: Any) -> dict[str, Any]:
-    """A configuration on free loopback ports; the services written elsewhere are switched off."""
-    document: dict[str, Any] = {
-        "node_name": "test-node",
-        "data_dir": str(tmp_path / "data"),
-        "messaging": {"broker_address": "127.0.0.1", "port": free_port(),
-                      "backend_port": free_port()},
+def web_document(tmp_path: Path, *, web_options: dict[str, Any] | None = None,
+                 **sections: Any) -> dict[str, Any]:
+    """A configuration with the web on (``web_options`` added to its section) and the bridge's
+    MQTT password set, so every secret a leak test greps for is in it; other services off."""
+    return config_document(tmp_path / "data", **{
         "bridge": {"enabled": False, "mqtt": {"username": "edge", "password": MQTT_PASSWORD}},
-        "discovery": {"enabled": False},
-        "certificates": {"enabled": False},
-        "web": {"host": "127.0.0.1", "port": free_port(), "password": PASSWORD,
-                "api_token": TOKEN, **(web_options or {})},
-    }
-    document.update(sections)
-    return document
-
-
-def write_config(tmp_path: Path, document: dict[str, Any], text: str | None = None) -> Path:
-    path = tmp_path / "argentic-edge.yaml"
-    path.write_text(text if text is not None else yaml.safe_dump(document, sort_keys=False))
-    path.chmod(0o600)
-    return path
+        "web": web_section(**(web_options or {})), **sections})
 
 
 @asynccontextmanager
 async def running_edge(tmp_path: Path, document: dict[str, Any],
                        text: str | None = None) -> AsyncIterator[Edge]:
     """An Edge started from a real file, the way ``argentic-edge run --config`` starts it."""
-    path = write_config(tmp_path, document, text)
+    path = write_yaml(tmp_path / "argentic-edge.yaml", document if text is None else text)
     async with Edge(load_config(path), config_path=str(path)) as edge:
         yield edge
 
@@ -77,7 +63,7 @@ class Recorder:
 
     async def login(self, password: str = PASSWORD) -> str:
         """Log in through the form; returns the CSRF token the page carries."""
-        status, headers, _ = await self.request("POST", "/login", data={"password": password})
+        status, _, _ = await self.request("POST", "/login", data={"password": password})
         assert status == 303, status
         return await self.csrf()
 
