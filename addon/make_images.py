@@ -52,8 +52,8 @@ class Canvas:
     def paint(self, shape: Shape, colour: Colour) -> None:
         """Blend ``colour`` over every pixel that ``shape`` covers, by its fraction covered."""
         distance, (x0, y0, x1, y1) = shape
-        for y in range(max(0, int(y0) - 1), min(self.height, int(math.ceil(y1)) + 1)):
-            for x in range(max(0, int(x0) - 1), min(self.width, int(math.ceil(x1)) + 1)):
+        for y in range(max(0, int(y0) - 1), min(self.height, math.ceil(y1) + 1)):
+            for x in range(max(0, int(x0) - 1), min(self.width, math.ceil(x1) + 1)):
                 coverage = min(1.0, max(0.0, 0.5 - distance(x + 0.5, y + 0.5)))
                 if coverage > 0.0:
                     self._blend(y * self.width + x, colour, coverage)

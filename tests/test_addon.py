@@ -260,7 +260,7 @@ def test_read_options(tmp_path: Path) -> None:
     path.write_text(json.dumps(MANIFEST["options"]))
     assert addon_options.read_options(path) == MANIFEST["options"]
     path.write_text("{not json")
-    with pytest.raises(addon_options.AddonError, match="options.json is not readable JSON"):
+    with pytest.raises(addon_options.AddonError, match=re.escape("options.json is not readable JSON")):
         addon_options.read_options(path)
     with pytest.raises(addon_options.AddonError, match="does not exist"):
         addon_options.read_options(tmp_path / "missing.json")
@@ -355,7 +355,7 @@ async def test_an_undeclared_service_is_an_error_not_a_wait(supervisor: tuple[An
     state, url = supervisor
     state.mqtt, state.mqtt_access = SERVICE, False
     async with supervisor_api.SupervisorClient(url, token="test-token") as client:
-        with pytest.raises(supervisor_api.SupervisorError, match="HTTP 403.*No access to mqtt service.*mqtt:want"):
+        with pytest.raises(supervisor_api.SupervisorError, match=r"HTTP 403.*No access to mqtt service.*mqtt:want"):
             await client.wait_for_mqtt_service(initial_delay=0.01, timeout=5)
 
 
@@ -430,7 +430,7 @@ async def test_an_unreachable_supervisor_is_retried(caplog: pytest.LogCaptureFix
 def test_backoff_doubles_to_its_cap_with_jitter() -> None:
     delays = supervisor_api.backoff_delays(1.0, 8.0, 0.2)
     values = [next(delays) for _ in range(6)]
-    for value, nominal in zip(values, (1, 2, 4, 8, 8, 8)):
+    for value, nominal in zip(values, (1, 2, 4, 8, 8, 8), strict=True):
         assert nominal * 0.8 <= value <= nominal * 1.2
 
 
@@ -472,7 +472,7 @@ def test_discovery_describes_one_device() -> None:
     assert len({p["unique_id"] for p in payloads}) == len(payloads)
     state = json.loads(entities.state_payload(bus_rate=12.34, bridge_connected=True, peers_linked=2, agents_seen=3,
                                         cert_days_left=None))
-    for (topic, _payload, _retain), payload in zip(messages, payloads):
+    for (topic, _payload, _retain), payload in zip(messages, payloads, strict=True):
         component = topic.split("/")[1]
         assert re.fullmatch(rf"homeassistant/{component}/kitchen-pi/[a-z_]+/config", topic)
         assert component in ("sensor", "binary_sensor")

@@ -30,7 +30,7 @@ from tests.support.brokers import Mosquitto, free_port, wait_for_port
 from tests.support.config import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "addon"))
-from supervisor_standin import SupervisorState, create_app, default_info  # noqa: E402
+from supervisor_standin import SupervisorState, create_app, default_info
 
 TOKEN = "supervisor-token"
 API_TOKEN = "scripts-token-for-the-api"
@@ -237,9 +237,9 @@ async def test_the_image_install_step_gives_a_working_add_on(
         stderr=asyncio.subprocess.PIPE)
     try:
         await asyncio.to_thread(wait_for_port, state.info["ingress_port"], "127.0.0.1", 30)
-        async with aiohttp.ClientSession() as session:
-            async with session.get((await healthz_url(run)).strip()) as answer:
-                health = await answer.json()
+        url = (await healthz_url(run)).strip()
+        async with aiohttp.ClientSession() as session, session.get(url) as answer:
+            health = await answer.json()
         assert answer.status == 200, health
     finally:
         appliance.terminate()

@@ -169,7 +169,7 @@ async def test_both_on_hash_delivers_each_message_exactly_once(
                 count = 20
                 sent_bus = [(f"loop/bus/{i}", message("B", i=i)) for i in range(count)]
                 sent_mqtt = [(f"loop/mqtt/{i}", message("M", i=i)) for i in range(count)]
-                for (topic, payload), (mqtt_topic, mqtt_payload) in zip(sent_bus, sent_mqtt):
+                for (topic, payload), (mqtt_topic, mqtt_payload) in zip(sent_bus, sent_mqtt, strict=True):
                     await bus.send(topic, payload)
                     mqtt.publish_nowait(mqtt_topic, mqtt_payload)
                 expected = sorted(sent_bus + sent_mqtt)
@@ -333,7 +333,7 @@ async def test_publish_retained_and_on_connect_hook(mosquitto: Mosquitto) -> Non
         got = await mqtt.next()
         assert (got.topic, got.payload) == ("homeassistant/sensor/x/config", b'{"name":"x"}')
         assert calls == ["connected"]
-        with pytest.raises(Exception, match="wildcards|\\+ or #"):
+        with pytest.raises(Exception, match=r"wildcards|\+ or #"):
             await bridge.publish_retained("bad/+/topic", b"{}")
         await mqtt.publish("homeassistant/sensor/x/config", b"", retain=True)
 

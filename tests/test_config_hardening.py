@@ -123,7 +123,7 @@ def test_check_config_never_prints_an_expanded_value(tmp_path: Path,
 
 LAUGHS = "".join(
     f"{name}: &{name} [{', '.join([f'*{previous}'] * 9) if previous else ', '.join(['lol'] * 9)}]\n"
-    for previous, name in zip([None, *"abcdefgh"], "abcdefghi")
+    for previous, name in zip([None, *"abcdefgh"], "abcdefghi", strict=True)
 ) + "discovery: {interfaces: *i}\n"
 
 

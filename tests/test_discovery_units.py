@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import subprocess
 import sys
@@ -277,7 +278,7 @@ async def test_find_edge_refuses_to_block_a_running_event_loop() -> None:
 
 
 def test_an_unknown_interface_is_a_configuration_error_naming_the_key(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="discovery.interfaces") as caught:
+    with pytest.raises(ConfigError, match=re.escape("discovery.interfaces")) as caught:
         local_addresses(("no-such-if0",))
     assert "no-such-if0" in str(caught.value) and "lo" in str(caught.value)
     config = tmp_path / "edge.yaml"

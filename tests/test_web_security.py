@@ -79,7 +79,7 @@ async def test_a_logged_out_cookie_stays_logged_out_after_many_more_logouts(
         tmp_path: Path) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
         first = None
-        for n in range(LOGOUTS):
+        for _ in range(LOGOUTS):
             status, headers, _ = await client.request("POST", "/login",
                                                       data={"password": PASSWORD})
             assert status == 303

@@ -214,7 +214,7 @@ def minimal_subscriptions(routes: Sequence[BridgeRoute]) -> list[Subscription]:
     inbound = [route for route in routes if route.inbound]
     neighbours = related([route.remote_filter for route in inbound])
     kept: list[tuple[TopicFilter, int]] = []
-    for route, near in zip(inbound, neighbours):
+    for route, near in zip(inbound, neighbours, strict=True):
         candidate = route.remote_filter
         others = [inbound[index] for index in near]
         if any(covers(other.remote_filter, candidate) and (
@@ -245,7 +245,7 @@ def _overlapping(subscriptions: Sequence[Subscription]) -> list[tuple[str, str]]
     """Pairs of subscriptions a single topic can match both of (``a/+/c`` and ``a/b/#``)."""
     pairs = []
     neighbours = related([subscription.filter for subscription in subscriptions])
-    for index, (first, near) in enumerate(zip(subscriptions, neighbours)):
+    for index, (first, near) in enumerate(zip(subscriptions, neighbours, strict=True)):
         for other in near:
             second = subscriptions[other]
             if other > index and _can_share_a_topic(first.filter.levels, second.filter.levels):

@@ -105,7 +105,7 @@ def type_text(key: Key) -> str:
         text = "one of " + ", ".join(f"`{_yaml(arg)}`" for arg in typing.get_args(hint))
     elif dataclasses.is_dataclass(hint):
         text = f"section ([`{key.path}`](#{anchor(key.path)}))"
-    elif (item := _item_class(hint)) is not None:
+    elif _item_class(hint) is not None:
         text = f"list of mappings ([`{key.path}[]`](#{anchor(key.path + '[]')}))"
     elif origin is tuple:
         text = f"list of {type_text(dataclasses.replace(key, hint=typing.get_args(hint)[0]))}s"
