@@ -43,8 +43,15 @@ CONFIG_SCHEMA = HERE / "ha-addon-config.schema.json"
 SUPPORTED_ARCHES = {"aarch64", "amd64"}
 S6_RC = "rootfs/etc/s6-overlay/s6-rc.d"
 REQUIRED_FILES = (
-    "repository.yaml", "config.yaml", "Dockerfile", "DOCS.md", "CHANGELOG.md", "icon.png", "logo.png",
-    "translations/en.yaml", ".yamllint",
+    "repository.yaml",
+    "config.yaml",
+    "Dockerfile",
+    "DOCS.md",
+    "CHANGELOG.md",
+    "icon.png",
+    "logo.png",
+    "translations/en.yaml",
+    ".yamllint",
 )
 YAML_FILES = ("config.yaml", "repository.yaml", ".yamllint")
 OPTION_HEADING = re.compile(r"^### Option: `([^`]+)`\s*$", re.MULTILINE)
@@ -119,12 +126,18 @@ def check_manifest(addon: Addon) -> list[str]:
     for key, value in config.items():
         spec = schema["properties"].get(key, {})
         if "default" in spec and type(value) is type(spec["default"]) and value == spec["default"]:
-            problems.append(f"config.yaml: {key}: {value!r} is the default value; leave the key out")
+            problems.append(
+                f"config.yaml: {key}: {value!r} is the default value; leave the key out"
+            )
     if "watchdog" in config:
-        problems.append("config.yaml: watchdog: not used; the Dockerfile's HEALTHCHECK reports health")
+        problems.append(
+            "config.yaml: watchdog: not used; the Dockerfile's HEALTHCHECK reports health"
+        )
     unsupported = sorted(set(config.get("arch") or []) - SUPPORTED_ARCHES)
     if unsupported:
-        problems.append(f"config.yaml: arch: {', '.join(unsupported)}: no longer supported by Home Assistant")
+        problems.append(
+            f"config.yaml: arch: {', '.join(unsupported)}: no longer supported by Home Assistant"
+        )
     try:
         pyproject = tomllib.loads((addon.root / "pyproject.toml").read_text(encoding="utf-8"))
         package_version = pyproject["project"]["version"]
@@ -133,7 +146,9 @@ def check_manifest(addon: Addon) -> list[str]:
     else:
         if config.get("version") != package_version:
             version = config.get("version")
-            problems.append(f"config.yaml: version: {version!r} is not pyproject.toml's {package_version!r}")
+            problems.append(
+                f"config.yaml: version: {version!r} is not pyproject.toml's {package_version!r}"
+            )
         problems += _dockerfile_version(addon.root, package_version)
     return problems
 
@@ -148,7 +163,9 @@ def _dockerfile_version(root: Path, version: str) -> list[str]:
     if match is None:
         return ["Dockerfile: no ARG BUILD_VERSION default for the io.hass.version label"]
     if match.group(1) != version:
-        return [f"Dockerfile: BUILD_VERSION default {match.group(1)!r} is not pyproject.toml's {version!r}"]
+        return [
+            f"Dockerfile: BUILD_VERSION default {match.group(1)!r} is not pyproject.toml's {version!r}"
+        ]
     return []
 
 
@@ -158,20 +175,28 @@ def check_options(addon: Addon) -> list[str]:
     if addon.config is None:
         return []
     options, schema = addon.options, addon.schema
-    problems = [f"config.yaml: options.{key}: no schema entry" for key in options if key not in schema]
+    problems = [
+        f"config.yaml: options.{key}: no schema entry" for key in options if key not in schema
+    ]
     for key, spec in schema.items():
         optional = isinstance(spec, str) and spec.endswith("?")
         if key not in options:
             if not optional:
-                problems.append(f"config.yaml: schema.{key}: not optional ('?') and no default in options")
+                problems.append(
+                    f"config.yaml: schema.{key}: not optional ('?') and no default in options"
+                )
             continue
         if optional:
             problems.append(f"config.yaml: options.{key}: optional options ('?') carry no default")
-        problems += [f"config.yaml: options.{key}{message}" for message in _type_errors(spec, options[key])]
+        problems += [
+            f"config.yaml: options.{key}{message}" for message in _type_errors(spec, options[key])
+        ]
     return problems
 
 
-_SCALAR = re.compile(r"^(str|bool|int|float|email|url|password|port|match|list|device)(?:\((.*)\))?\??$")
+_SCALAR = re.compile(
+    r"^(str|bool|int|float|email|url|password|port|match|list|device)(?:\((.*)\))?\??$"
+)
 
 
 def _type_errors(spec: Any, value: Any, path: str = "") -> list[str]:
@@ -179,8 +204,11 @@ def _type_errors(spec: Any, value: Any, path: str = "") -> list[str]:
     if isinstance(spec, list):
         if not isinstance(value, list):
             return [f"{path}: expected a list, got {value!r}"]
-        return [message for index, item in enumerate(value)
-                for message in _type_errors(spec[0], item, f"{path}[{index}]")]
+        return [
+            message
+            for index, item in enumerate(value)
+            for message in _type_errors(spec[0], item, f"{path}[{index}]")
+        ]
     if isinstance(spec, dict):
         if not isinstance(value, dict):
             return [f"{path}: expected a mapping, got {value!r}"]
@@ -215,7 +243,9 @@ def check_files(addon: Addon) -> list[str]:
     for path in sorted(addon.files):
         name = Path(path).name
         if name in ("build.yaml", "build.yml", "build.json"):
-            problems.append(f"{path}: build files are deprecated; the Dockerfile's ARG BUILD_FROM is used")
+            problems.append(
+                f"{path}: build files are deprecated; the Dockerfile's ARG BUILD_FROM is used"
+            )
         if name in ("config.yaml", "config.yml", "config.json") and path != "config.yaml":
             problems.append(f"{path}: the Supervisor would read it as another add-on; rename it")
     return problems
@@ -237,14 +267,20 @@ def check_translations(addon: Addon) -> list[str]:
             text = entry.get(field) if isinstance(entry, dict) else None
             if not isinstance(text, str) or not text.strip():
                 problems.append(f"translations/en.yaml: configuration.{key}.{field}: missing")
-    problems += [f"translations/en.yaml: configuration.{key}: no such option" for key in configuration
-                 if key not in addon.schema]
+    problems += [
+        f"translations/en.yaml: configuration.{key}: no such option"
+        for key in configuration
+        if key not in addon.schema
+    ]
     ports = (addon.config or {}).get("ports") or {}
     for port in ports:
         if not isinstance(network.get(port), str) or not network[port].strip():
             problems.append(f"translations/en.yaml: network.{port}: missing")
-    problems += [f"translations/en.yaml: network.{port}: no such port" for port in network
-                 if port not in ports]
+    problems += [
+        f"translations/en.yaml: network.{port}: no such port"
+        for port in network
+        if port not in ports
+    ]
     return problems
 
 
@@ -259,11 +295,19 @@ def check_docs(addon: Addon) -> list[str]:
     for index, heading in enumerate(headings):
         end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
         sections[heading.group(1)] = text[heading.end() : end]
-    problems = [f"DOCS.md: no '### Option: `{key}`' section" for key in addon.schema if key not in sections]
-    problems += [f"DOCS.md: section for `{key}`, which is not an option" for key in sections
-                 if key not in addon.schema]
-    problems += [f"DOCS.md: section for `{key}` does not state its default" for key, body in sections.items()
-                 if key in addon.schema and "Default" not in body]
+    problems = [
+        f"DOCS.md: no '### Option: `{key}`' section" for key in addon.schema if key not in sections
+    ]
+    problems += [
+        f"DOCS.md: section for `{key}`, which is not an option"
+        for key in sections
+        if key not in addon.schema
+    ]
+    problems += [
+        f"DOCS.md: section for `{key}` does not state its default"
+        for key, body in sections.items()
+        if key in addon.schema and "Default" not in body
+    ]
     return problems
 
 
@@ -278,17 +322,26 @@ def check_rootfs(addon: Addon) -> list[str]:
         if mode is None:
             problems.append(f"{path}: not in git; the Supervisor builds from the repository")
         elif mode != "100755":
-            problems.append(f"{path}: not executable in git (mode {mode}); git update-index --chmod=+x")
-    services = {Path(p).parts[4] for p in addon.files if p.startswith(f"{S6_RC}/")} - {"user", "user2"}
+            problems.append(
+                f"{path}: not executable in git (mode {mode}); git update-index --chmod=+x"
+            )
+    services = {Path(p).parts[4] for p in addon.files if p.startswith(f"{S6_RC}/")} - {
+        "user",
+        "user2",
+    }
     for service in sorted(services):
         base = addon.root / S6_RC / service
         kind = (base / "type").read_text().strip() if (base / "type").is_file() else None
         if kind not in ("longrun", "oneshot", "bundle"):
-            problems.append(f"{S6_RC}/{service}/type: expected longrun, oneshot or bundle, got {kind!r}")
+            problems.append(
+                f"{S6_RC}/{service}/type: expected longrun, oneshot or bundle, got {kind!r}"
+            )
         if kind == "longrun" and not (base / "run").is_file():
             problems.append(f"{S6_RC}/{service}/run: missing")
         if not (addon.root / S6_RC / "user" / "contents.d" / service).exists():
-            problems.append(f"{S6_RC}/user/contents.d/{service}: missing, so s6 never starts the service")
+            problems.append(
+                f"{S6_RC}/user/contents.d/{service}: missing, so s6 never starts the service"
+            )
     return problems
 
 
@@ -325,11 +378,15 @@ def check_dockerfile(addon: Addon) -> list[str]:
 
 
 def check_shell(addon: Addon) -> list[str]:
-    scripts = sorted(p for p in addon.files if p.startswith("rootfs/") and _is_script(addon.root / p))
+    scripts = sorted(
+        p for p in addon.files if p.startswith("rootfs/") and _is_script(addon.root / p)
+    )
     if not scripts:
         return []
     # with-contenv/bashio shebangs are unknown to shellcheck; the scripts are bash.
-    return _run_tool(addon, ["shellcheck", "--shell=bash", "--format=gcc", *scripts], "shellcheck (Debian)")
+    return _run_tool(
+        addon, ["shellcheck", "--shell=bash", "--format=gcc", *scripts], "shellcheck (Debian)"
+    )
 
 
 def check_yaml(addon: Addon) -> list[str]:
@@ -355,8 +412,9 @@ def _run_tool(addon: Addon, command: list[str], package: str) -> list[str]:
     found = shutil.which(command[0]) or shutil.which(command[0], path=beside_python)
     if found is None:
         return [f"{command[0]}: not installed; install {package}"]
-    result = subprocess.run([found, *command[1:]], cwd=addon.root, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [found, *command[1:]], cwd=addon.root, capture_output=True, text=True, timeout=120
+    )
     if result.returncode == 0:
         return []
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
@@ -364,8 +422,16 @@ def _run_tool(addon: Addon, command: list[str], package: str) -> list[str]:
 
 
 CHECKS: tuple[Check, ...] = (
-    check_manifest, check_options, check_files, check_translations, check_docs, check_rootfs,
-    check_images, check_dockerfile, check_shell, check_yaml,
+    check_manifest,
+    check_options,
+    check_files,
+    check_translations,
+    check_docs,
+    check_rootfs,
+    check_images,
+    check_dockerfile,
+    check_shell,
+    check_yaml,
 )
 
 
@@ -379,8 +445,12 @@ def lint(root: Path) -> list[str]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Check the Home Assistant add-on files.")
-    parser.add_argument("--root", type=Path, default=HERE.parent,
-                        help="the repository root (default: this checkout)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=HERE.parent,
+        help="the repository root (default: this checkout)",
+    )
     args = parser.parse_args(argv[1:])
     problems = lint(args.root.resolve())
     for problem in problems:

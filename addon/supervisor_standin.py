@@ -82,7 +82,9 @@ async def _require_token(request: web.Request, handler: Any) -> web.StreamRespon
 
 async def _mqtt_service(request: web.Request) -> web.Response:
     if not request.app[STATE].mqtt_access:
-        return web.json_response({"result": "error", "message": "No access to mqtt service!"}, status=403)
+        return web.json_response(
+            {"result": "error", "message": "No access to mqtt service!"}, status=403
+        )
     data = request.app[STATE].mqtt_answer()
     if data is None:
         answer = {"result": "error", "message": "Service not enabled", "data": {}}
@@ -104,17 +106,25 @@ def create_app(state: SupervisorState) -> web.Application:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description="Serve a stand-in for the Home Assistant Supervisor API.")
+    parser = argparse.ArgumentParser(
+        description="Serve a stand-in for the Home Assistant Supervisor API."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--token", required=True, help="the SUPERVISOR_TOKEN clients must send")
-    parser.add_argument("--mqtt-host", help="offer an MQTT service on this host (default: none offered)")
+    parser.add_argument(
+        "--mqtt-host", help="offer an MQTT service on this host (default: none offered)"
+    )
     parser.add_argument("--mqtt-port", type=int, default=1883)
     parser.add_argument("--mqtt-username", default="addons")
     parser.add_argument("--mqtt-password", default="")
     parser.add_argument("--mqtt-ssl", action="store_true")
-    parser.add_argument("--mqtt-after", type=int, default=0,
-                        help="answer 'not enabled' to this many requests before offering the service")
+    parser.add_argument(
+        "--mqtt-after",
+        type=int,
+        default=0,
+        help="answer 'not enabled' to this many requests before offering the service",
+    )
     parser.add_argument("--ingress-port", type=int, default=8099)
     args = parser.parse_args(argv[1:])
     mqtt = None
@@ -128,8 +138,12 @@ def main(argv: list[str]) -> int:
             "username": args.mqtt_username,
             "password": args.mqtt_password,
         }
-    state = SupervisorState(token=args.token, mqtt=mqtt, mqtt_unavailable_for=args.mqtt_after,
-                            info=default_info(args.ingress_port))
+    state = SupervisorState(
+        token=args.token,
+        mqtt=mqtt,
+        mqtt_unavailable_for=args.mqtt_after,
+        info=default_info(args.ingress_port),
+    )
     web.run_app(create_app(state), host=args.host, port=args.port, print=None)
     return 0
 

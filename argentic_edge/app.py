@@ -59,8 +59,12 @@ class Service(Protocol):
 def federation_wanted(config: EdgeConfig) -> bool:
     """Federation runs on our own embedded proxies only; an external proxy is not ours to split."""
     bus = config.messaging
-    return (config.discovery.enabled and config.discovery.federation.enabled
-            and bus.start_proxy and bus.proxy_mode == "embedded")
+    return (
+        config.discovery.enabled
+        and config.discovery.federation.enabled
+        and bus.start_proxy
+        and bus.proxy_mode == "embedded"
+    )
 
 
 class BusService:
@@ -108,8 +112,9 @@ def _bus_service(edge: Edge) -> Service:
     from argentic_edge.federation.trust import DENY_ALL
 
     keys = load_or_create_keys(federation_dir(config.data_path))
-    return BusService(FederatedBus(config.messaging, config.discovery.federation, keys, DENY_ALL,
-                                   edge.context))
+    return BusService(
+        FederatedBus(config.messaging, config.discovery.federation, keys, DENY_ALL, edge.context)
+    )
 
 
 def _peers(edge: Edge) -> Service:
@@ -119,13 +124,15 @@ def _peers(edge: Edge) -> Service:
 
     config = edge.config
     bus = getattr(edge.services.get("bus"), "bus", None)
-    peers = PeersService(config.discovery, node_name=config.node_name,
-                         bus_config=config.messaging,
-                         web_port=config.web.port if config.web.enabled else 0,
-                         keys=_node_keys(edge),
-                         trust=TrustStore(config.discovery.federation,
-                                          federation_dir(config.data_path)),
-                         bus=bus if isinstance(bus, FederatedBus) else None)
+    peers = PeersService(
+        config.discovery,
+        node_name=config.node_name,
+        bus_config=config.messaging,
+        web_port=config.web.port if config.web.enabled else 0,
+        keys=_node_keys(edge),
+        trust=TrustStore(config.discovery.federation, federation_dir(config.data_path)),
+        bus=bus if isinstance(bus, FederatedBus) else None,
+    )
     certificates = cast("CertManager | None", edge.services.get("certificates"))
     if certificates is not None:
         # The mDNS `tls` key carries the server certificate's fingerprint, kept current on renewal.
@@ -155,11 +162,15 @@ def _certificates(edge: Edge) -> Service:
     from argentic_edge.certs.service import CertManager
 
     config = edge.config.certificates
-    files = CertFiles(certs_dir(edge.config.data_path), edge.config.node_name,
-                      certfile=config.certfile, keyfile=config.keyfile,
-                      validity_days=config.validity_days,
-                      ca_validity_days=config.ca_validity_days,
-                      renewal_window=config.renewal_window)
+    files = CertFiles(
+        certs_dir(edge.config.data_path),
+        edge.config.node_name,
+        certfile=config.certfile,
+        keyfile=config.keyfile,
+        validity_days=config.validity_days,
+        ca_validity_days=config.ca_validity_days,
+        renewal_window=config.renewal_window,
+    )
     return CertManager(files, check_interval=config.check_interval)
 
 
@@ -170,20 +181,24 @@ def _bus(edge: Edge) -> Bus | FederatedBus:
 
 def _agents(edge: Edge) -> Service:
     from argentic_edge.inspector.agents import AgentsService
-    return AgentsService(edge.context, _bus(edge).endpoints.local_subscribe,
-                         edge.config.messaging.topic_encoding)
+
+    return AgentsService(
+        edge.context, _bus(edge).endpoints.local_subscribe, edge.config.messaging.topic_encoding
+    )
 
 
 def _web(edge: Edge) -> Service:
     from argentic_edge.web import (
         WebService,  # aiohttp is imported only when the web is on
     )
+
     certificates = edge.services.get("certificates")
     if certificates is None:
         return WebService(edge.config.web, edge)
     manager = cast("CertManager", certificates)
-    return WebService(edge.config.web, edge, tls=manager.ssl_context,
-                      tls_problem=lambda: manager.error)
+    return WebService(
+        edge.config.web, edge, tls=manager.ssl_context, tls_problem=lambda: manager.error
+    )
 
 
 def _value(config: EdgeConfig, key: str) -> Any:
@@ -196,15 +211,25 @@ def _bridge(edge: Edge) -> Service:
     )
 
     config = edge.config
-    return Bridge(config.bridge, config.messaging, node_name=config.node_name,
-                  client_id=config.mqtt_client_id, context=edge.context,
-                  endpoints=_bus(edge).endpoints)
+    return Bridge(
+        config.bridge,
+        config.messaging,
+        node_name=config.node_name,
+        client_id=config.mqtt_client_id,
+        context=edge.context,
+        endpoints=_bus(edge).endpoints,
+    )
 
 
 def _home_assistant(edge: Edge) -> Service:
     from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery
-    return HomeAssistantDiscovery(cast("Bridge", edge.services["bridge"]), edge.config.node_name,
-                                  edge.config.bridge.ha_discovery_prefix, edge.status)
+
+    return HomeAssistantDiscovery(
+        cast("Bridge", edge.services["bridge"]),
+        edge.config.node_name,
+        edge.config.bridge.ha_discovery_prefix,
+        edge.status,
+    )
 
 
 def service_specs() -> list[ServiceSpec]:
@@ -214,31 +239,68 @@ def service_specs() -> list[ServiceSpec]:
     Builders import their modules when called, so a disabled feature costs no memory.
     """
     return [
-        ServiceSpec("bus", ("messaging", "data_dir", "discovery.enabled",
-                            "discovery.federation.enabled", "discovery.federation.export_port"),
-                    lambda c: True, _bus_service),
-        ServiceSpec("certificates", ("certificates", "node_name", "data_dir"),
-                    lambda c: c.certificates.enabled, _certificates),
+        ServiceSpec(
+            "bus",
+            (
+                "messaging",
+                "data_dir",
+                "discovery.enabled",
+                "discovery.federation.enabled",
+                "discovery.federation.export_port",
+            ),
+            lambda c: True,
+            _bus_service,
+        ),
+        ServiceSpec(
+            "certificates",
+            ("certificates", "node_name", "data_dir"),
+            lambda c: c.certificates.enabled,
+            _certificates,
+        ),
         # The mDNS record carries the web port (0 when the web is off).
-        ServiceSpec("peers", ("messaging", "discovery", "node_name", "data_dir", "web.enabled",
-                              "web.port"),
-                    lambda c: c.discovery.enabled, _peers, after=("bus", "certificates")),
-        ServiceSpec("bridge", ("messaging", "bridge", "node_name"), lambda c: c.bridge.enabled,
-                    _bridge, after=("bus",)),
-        ServiceSpec("homeassistant", ("bridge", "node_name"),
-                    lambda c: c.bridge.enabled and c.bridge.ha_discovery, _home_assistant,
-                    after=("bridge",)),
+        ServiceSpec(
+            "peers",
+            ("messaging", "discovery", "node_name", "data_dir", "web.enabled", "web.port"),
+            lambda c: c.discovery.enabled,
+            _peers,
+            after=("bus", "certificates"),
+        ),
+        ServiceSpec(
+            "bridge",
+            ("messaging", "bridge", "node_name"),
+            lambda c: c.bridge.enabled,
+            _bridge,
+            after=("bus",),
+        ),
+        ServiceSpec(
+            "homeassistant",
+            ("bridge", "node_name"),
+            lambda c: c.bridge.enabled and c.bridge.ha_discovery,
+            _home_assistant,
+            after=("bridge",),
+        ),
         ServiceSpec("agents", ("messaging",), lambda c: True, _agents, after=("bus",)),
-        ServiceSpec("web", ("web", "certificates", "node_name", "data_dir"),
-                    lambda c: c.web.enabled, _web, after=("certificates",)),
+        ServiceSpec(
+            "web",
+            ("web", "certificates", "node_name", "data_dir"),
+            lambda c: c.web.enabled,
+            _web,
+            after=("certificates",),
+        ),
     ]
 
 
 class Edge:
     """The appliance. ``async with Edge(config):`` runs it; ``apply()`` changes it live."""
 
-    def __init__(self, config: EdgeConfig, *, config_path: str | None = None,
-                 addon: bool = False, compose: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        config_path: str | None = None,
+        addon: bool = False,
+        compose: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.addon = addon
@@ -298,9 +360,11 @@ class Edge:
             specs = service_specs()
             restarting: set[str] = set()
             for spec in specs:  # in start order, so a dependency is decided before its users
-                if (any(_value(previous, s) != _value(config, s) for s in spec.sections)
-                        or spec.enabled(previous) != spec.enabled(config)
-                        or restarting.intersection(spec.after)):
+                if (
+                    any(_value(previous, s) != _value(config, s) for s in spec.sections)
+                    or spec.enabled(previous) != spec.enabled(config)
+                    or restarting.intersection(spec.after)
+                ):
                     restarting.add(spec.name)
             affected = [spec for spec in specs if spec.name in restarting]
             if not affected:

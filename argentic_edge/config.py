@@ -111,8 +111,9 @@ class ConfigError(EdgeError):
 Check = Callable[[Any], str | None]
 
 
-def _opt(default: Any = None, *, check: Check | None = None, aliases: tuple[str, ...] = (),
-         doc: str = "") -> Any:
+def _opt(
+    default: Any = None, *, check: Check | None = None, aliases: tuple[str, ...] = (), doc: str = ""
+) -> Any:
     """A dataclass field with the validation metadata the builder reads."""
     meta = {"check": check, "aliases": aliases, "doc": doc}
     if isinstance(default, types.MappingProxyType):
@@ -137,8 +138,10 @@ def _positive(value: float) -> str | None:
 def _days(high: float) -> Check:
     """More than 0 days, at most ``high``: whole days in a file (the field is an int); code that
     builds certificates may ask for less (tests make seconds-long ones)."""
+
     def check(value: float) -> str | None:
         return None if 0 < value <= high else f"expected a number of days from 1 to {high}"
+
     return check
 
 
@@ -150,14 +153,17 @@ def _field_problem(spec: dataclasses.Field[Any], value: Any) -> str | None:
 def field_problems(section: type, values: Mapping[str, Any], path: str) -> list[Problem]:
     """The range checks of ``section``'s fields applied to values given in code instead of a
     file (the certificate files take their settings as arguments): one place for the bounds."""
-    return [Problem(f"{path}.{spec.name}", values[spec.name], message)
-            for spec in dataclasses.fields(section)
-            if spec.name in values and (message := _field_problem(spec, values[spec.name]))]
+    return [
+        Problem(f"{path}.{spec.name}", values[spec.name], message)
+        for spec in dataclasses.fields(section)
+        if spec.name in values and (message := _field_problem(spec, values[spec.name]))
+    ]
 
 
 def _between(low: float, high: float) -> Check:
     def check(value: float) -> str | None:
         return None if low <= value <= high else f"expected a number from {low} to {high}"
+
     return check
 
 
@@ -173,8 +179,10 @@ def _high_water_mark(value: int) -> str | None:
     if 1 <= value <= INT_MAX:
         return None
     if value == 0:
-        return ("expected a queue length from 1 to 2147483647 messages; 0 means unlimited, "
-                "and one subscriber that never reads would then grow memory without bound")
+        return (
+            "expected a queue length from 1 to 2147483647 messages; 0 means unlimited, "
+            "and one subscriber that never reads would then grow memory without bound"
+        )
     return "expected a queue length from 1 to 2147483647 messages"
 
 
@@ -240,8 +248,10 @@ def _topic_prefix(value: str) -> str | None:
 def _peer_refs(values: tuple[str, ...]) -> str | None:
     for index, value in enumerate(values):
         if not (re.fullmatch(r"[0-9a-f]{32}", value) or re.fullmatch(Z85_KEY_PATTERN, value)):
-            return (f"item {index} is neither a peer id (32 hex digits, see `argentic-edge "
-                    "peers`) nor a CURVE public key (40 Z85 characters)")
+            return (
+                f"item {index} is neither a peer id (32 hex digits, see `argentic-edge "
+                "peers`) nor a CURVE public key (40 Z85 characters)"
+            )
     return None
 
 
@@ -260,8 +270,14 @@ def _node_name(value: str) -> str | None:
 # --- the schema ----------------------------------------------------------------------------
 
 CertReqs = Literal["CERT_NONE", "CERT_OPTIONAL", "CERT_REQUIRED"]
-TlsVersion = Literal["PROTOCOL_TLS", "PROTOCOL_TLS_CLIENT", "PROTOCOL_TLSv1", "PROTOCOL_TLSv1_1",
-                     "PROTOCOL_TLSv1_2", "PROTOCOL_TLSv1_3"]
+TlsVersion = Literal[
+    "PROTOCOL_TLS",
+    "PROTOCOL_TLS_CLIENT",
+    "PROTOCOL_TLSv1",
+    "PROTOCOL_TLSv1_1",
+    "PROTOCOL_TLSv1_2",
+    "PROTOCOL_TLSv1_3",
+]
 Qos = Literal[0, 1, 2]
 
 
@@ -304,16 +320,22 @@ class BusConfig:
     """The local ZeroMQ bus: the seed's ZeroMQ keys, verbatim."""
 
     protocol: Literal["zeromq"] = _opt("zeromq")
-    broker_address: str = _opt("0.0.0.0", check=_host, aliases=("url",),
-                               doc="bind address (embedded) or the proxy's host (external)")
+    broker_address: str = _opt(
+        "0.0.0.0",
+        check=_host,
+        aliases=("url",),
+        doc="bind address (embedded) or the proxy's host (external)",
+    )
     port: int = _opt(5555, check=_port, doc="frontend (XSUB): publishers connect here")
     backend_port: int = _opt(5556, check=_port, doc="backend (XPUB): subscribers connect here")
     start_proxy: bool = _opt(True)
     proxy_mode: Literal["embedded", "external"] = _opt("embedded")
-    high_water_mark: int = _opt(1000, check=_high_water_mark,
-                                doc="messages queued per connection and direction")
-    max_message_size: int = _opt(1024 * 1024, check=_zmq_int(1),
-                                 doc="bytes; a larger message from the network is refused")
+    high_water_mark: int = _opt(
+        1000, check=_high_water_mark, doc="messages queued per connection and direction"
+    )
+    max_message_size: int = _opt(
+        1024 * 1024, check=_zmq_int(1), doc="bytes; a larger message from the network is refused"
+    )
     linger: int = _opt(1000, check=_between(-1, 3_600_000))
     connect_timeout: int = _opt(5000, check=_zmq_int(0))
     topic_encoding: str = _opt("utf-8", check=_encoding)
@@ -324,8 +346,9 @@ class MqttConfig:
     """The uplink broker: the seed's MQTT keys, verbatim."""
 
     protocol: Literal["mqtt"] = _opt("mqtt")
-    broker_address: str | None = _opt(None, check=_host, aliases=("url",),
-                                      doc="unset: no broker, the bridge waits")
+    broker_address: str | None = _opt(
+        None, check=_host, aliases=("url",), doc="unset: no broker, the bridge waits"
+    )
     port: int = _opt(1883, check=_port)
     client_id: str | None = _opt(None, doc="unset: argentic-edge-<node_name>")
     keepalive: int = _opt(60, check=_between(0, 65535))
@@ -392,8 +415,9 @@ class FederationConfig:
 class DiscoveryConfig:
     enabled: bool = _opt(True)
     interfaces: tuple[str, ...] = _opt((), doc="empty: every LAN interface")
-    liveness_interval: float = _opt(3.0, check=_between(1, 60),
-                                    doc="seconds between checks; silent 3 intervals = lost")
+    liveness_interval: float = _opt(
+        3.0, check=_between(1, 60), doc="seconds between checks; silent 3 intervals = lost"
+    )
     max_peers: int = _opt(64, check=_between(1, 4096), doc="peers remembered at most")
     federation: FederationConfig = _opt(FederationConfig())
 
@@ -405,8 +429,9 @@ class CertificatesConfig:
     keyfile: str | None = _opt(None)
     validity_days: int = _opt(MAX_VALIDITY_DAYS, check=_days(MAX_VALIDITY_DAYS))
     ca_validity_days: int = _opt(3650, check=_between(1, 36500))
-    renewal_window: float = _opt(1 / 3, check=_between(0.01, 0.99),
-                                 doc="renew in the last fraction of a certificate's life")
+    renewal_window: float = _opt(
+        1 / 3, check=_between(0.01, 0.99), doc="renew in the last fraction of a certificate's life"
+    )
     check_interval: float = _opt(3600.0, check=_positive)
 
 
@@ -430,8 +455,9 @@ class EdgeConfig:
     discovery: DiscoveryConfig = _opt(DiscoveryConfig())
     certificates: CertificatesConfig = _opt(CertificatesConfig())
     web: WebConfig = _opt(WebConfig())
-    topics: Mapping[str, Any] = _opt(types.MappingProxyType({}),
-                                     doc="Argentic's own topics: section, kept as read")
+    topics: Mapping[str, Any] = _opt(
+        types.MappingProxyType({}), doc="Argentic's own topics: section, kept as read"
+    )
 
     @property
     def mqtt_client_id(self) -> str:
@@ -455,6 +481,7 @@ SECRET_FIELDS = ("bridge.mqtt.password", "web.password", "web.api_token")
 
 
 # --- building --------------------------------------------------------------------------------
+
 
 class _Builder:
     """Walks the dataclass schema over raw YAML, collecting problems instead of stopping."""
@@ -482,22 +509,37 @@ class _Builder:
         expanded only into a secret field: anywhere else its value would be shown (check-config
         prints the configuration, the page shows it). Problems always name the text as written.
         """
+
         def replace(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if not secret and SECRET_VARIABLE.search(name):
-                self.fail(path, text, f"environment variable {name} holds a secret: it may only "
-                                      f"be used in a secret field ({', '.join(SECRET_FIELDS)})")
+                self.fail(
+                    path,
+                    text,
+                    f"environment variable {name} holds a secret: it may only "
+                    f"be used in a secret field ({', '.join(SECRET_FIELDS)})",
+                )
                 return ""
             if name in self.env:
                 return self.env[name]
             if default is not None:
                 return default
-            self.fail(path, text, f"environment variable {name} is not set (use ${{{name}:-default}})")
+            self.fail(
+                path, text, f"environment variable {name} is not set (use ${{{name}:-default}})"
+            )
             return ""
+
         return _ENV_PATTERN.sub(replace, text)
 
-    def build(self, cls: type, raw: Any, path: str, *, ignore: frozenset[str] = frozenset(),
-              ignore_unknown: bool = False) -> Any:
+    def build(
+        self,
+        cls: type,
+        raw: Any,
+        path: str,
+        *,
+        ignore: frozenset[str] = frozenset(),
+        ignore_unknown: bool = False,
+    ) -> Any:
         if raw is None:
             return cls()
         if not isinstance(raw, Mapping):
@@ -568,7 +610,9 @@ class _Builder:
             if not isinstance(value, list):
                 self.fail(path, value, "expected a list")
                 return ()
-            return tuple(self.convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(value))
+            return tuple(
+                self.convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(value)
+            )
         if origin is Mapping or hint is Mapping:
             if not isinstance(value, Mapping):
                 self.fail(path, value, "expected a mapping")
@@ -587,7 +631,14 @@ class _Builder:
         if hint is bool:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+            if isinstance(value, str) and value.lower() in (
+                "true",
+                "false",
+                "yes",
+                "no",
+                "on",
+                "off",
+            ):
                 return value.lower() in ("true", "yes", "on")
             self.fail(path, value, "expected true or false")
             return None
@@ -643,27 +694,40 @@ def parse_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = 
         if protocol == "mqtt":
             uplink, messaging = messaging, None
         elif protocol != "zeromq":
-            builder.fail("messaging.protocol", written,
-                         "expected zeromq (the local bus) or mqtt (the uplink the bridge uses)")
+            builder.fail(
+                "messaging.protocol",
+                written,
+                "expected zeromq (the local bus) or mqtt (the uplink the bridge uses)",
+            )
             messaging = None
     bridge_raw = top.get("bridge")
     if isinstance(bridge_raw, Mapping) and "mqtt" in bridge_raw and bridge_raw["mqtt"] is None:
         # Every other empty section means its defaults; this one would mean "no broker", a
         # bridge that waits forever while /healthz says ok. Leaving the key out says that.
-        builder.fail("bridge.mqtt", None,
-                     "an empty section: give the broker (bridge.mqtt.broker_address, ...), leave "
-                     "the key out (the add-on then uses the Supervisor's broker), or turn the "
-                     "bridge off with bridge.enabled: false")
+        builder.fail(
+            "bridge.mqtt",
+            None,
+            "an empty section: give the broker (bridge.mqtt.broker_address, ...), leave "
+            "the key out (the add-on then uses the Supervisor's broker), or turn the "
+            "bridge off with bridge.enabled: false",
+        )
     config: EdgeConfig = builder.build(EdgeConfig, top, "", ignore_unknown=True)
     bus = builder.build(BusConfig, messaging, "messaging", ignore=ARGENTIC_CLIENT_KEYS)
     bridge = config.bridge
     if uplink is not None:
         if isinstance(top.get("bridge"), Mapping) and "mqtt" in top["bridge"]:
-            builder.fail("messaging", "mqtt",
-                         "an MQTT uplink is given both as messaging: and as bridge.mqtt:; keep one")
+            builder.fail(
+                "messaging",
+                "mqtt",
+                "an MQTT uplink is given both as messaging: and as bridge.mqtt:; keep one",
+            )
         else:
-            mqtt = builder.build(MqttConfig, uplink, "messaging",
-                                 ignore=ARGENTIC_CLIENT_KEYS - {"client_id", "keepalive"})
+            mqtt = builder.build(
+                MqttConfig,
+                uplink,
+                "messaging",
+                ignore=ARGENTIC_CLIENT_KEYS - {"client_id", "keepalive"},
+            )
             bridge = dataclasses.replace(bridge, mqtt=mqtt)
     _cross_checks(builder, bus, config)
     if builder.problems:
@@ -682,34 +746,51 @@ def _cross_checks(builder: _Builder, bus: BusConfig, config: EdgeConfig) -> None
     if bus.port == bus.backend_port:
         builder.fail("messaging.backend_port", bus.backend_port, "must differ from messaging.port")
     export = config.discovery.federation.export_port
-    if config.discovery.enabled and config.discovery.federation.enabled and export in (
-            bus.port, bus.backend_port):
+    if (
+        config.discovery.enabled
+        and config.discovery.federation.enabled
+        and export in (bus.port, bus.backend_port)
+    ):
         builder.fail("discovery.federation.export_port", export, "must differ from the bus ports")
     if config.web.enabled and config.web.port in (bus.port, bus.backend_port):
         builder.fail("web.port", config.web.port, "must differ from the bus ports")
     certs = config.certificates
     if (certs.certfile is None) != (certs.keyfile is None):
-        builder.fail("certificates.keyfile" if certs.keyfile is None else "certificates.certfile",
-                     None, "certfile and keyfile go together: set both or neither")
+        builder.fail(
+            "certificates.keyfile" if certs.keyfile is None else "certificates.certfile",
+            None,
+            "certfile and keyfile go together: set both or neither",
+        )
     for index, route in enumerate(config.bridge.routes):
         where = f"bridge.routes[{index}]"
-        written = {side: builder.as_written(f"{where}.{side}", getattr(route, side))
-                   for side in ("topic", "local_prefix", "remote_prefix")}
+        written = {
+            side: builder.as_written(f"{where}.{side}", getattr(route, side))
+            for side in ("topic", "local_prefix", "remote_prefix")
+        }
         if has_mqtt_forbidden_character(route.remote_prefix + route.topic):
-            builder.fail(f"{where}.topic", written["remote_prefix"] + written["topic"],
-                         "a broker filter without control characters or Unicode "
-                         "non-characters (brokers disconnect a client that sends them)")
+            builder.fail(
+                f"{where}.topic",
+                written["remote_prefix"] + written["topic"],
+                "a broker filter without control characters or Unicode "
+                "non-characters (brokers disconnect a client that sends them)",
+            )
         for side in ("local_prefix", "remote_prefix"):
             prefix = getattr(route, side)
             if prefix and _topic_filter(prefix + route.topic) is not None:
-                builder.fail(f"{where}.{side}", prefix,
-                             f"{side} + topic must be a valid filter, and "
-                             f"{written[side] + written['topic']!r} is not (end the prefix "
-                             "with '/')")
+                builder.fail(
+                    f"{where}.{side}",
+                    prefix,
+                    f"{side} + topic must be a valid filter, and "
+                    f"{written[side] + written['topic']!r} is not (end the prefix "
+                    "with '/')",
+                )
     tls = config.bridge.mqtt.tls_params
     if tls is not None and (tls.certfile is None) != (tls.keyfile is None):
-        builder.fail("bridge.mqtt.tls_params", "certfile/keyfile",
-                     "client certificate and key go together: set both or neither")
+        builder.fail(
+            "bridge.mqtt.tls_params",
+            "certfile/keyfile",
+            "client certificate and key go together: set both or neither",
+        )
 
 
 def default_node_name() -> str:
@@ -754,9 +835,17 @@ def _node_problems(root: yaml.Node) -> list[Problem]:
     def walk(node: yaml.Node, path: str, open_nodes: frozenset[int]) -> None:
         budget[0] -= 1
         if budget[0] < 0:
-            raise ConfigError([Problem(path, None, f"the document expands to more than "
-                                                   f"{MAX_NODES} values (YAML aliases); write "
-                                                   "it out plainly")])
+            raise ConfigError(
+                [
+                    Problem(
+                        path,
+                        None,
+                        f"the document expands to more than "
+                        f"{MAX_NODES} values (YAML aliases); write "
+                        "it out plainly",
+                    )
+                ]
+            )
         if id(node) in open_nodes:
             problems.append(Problem(path, None, "a YAML alias contains itself; write it out"))
             return
@@ -769,9 +858,16 @@ def _node_problems(root: yaml.Node) -> list[Problem]:
                 if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
                     first = seen.setdefault((key.tag, key.value), key)
                     if first is not key:
-                        problems.append(Problem(key_path, key.value, (
-                            f"the key is given twice (lines {first.start_mark.line + 1} and "
-                            f"{key.start_mark.line + 1}); keep one")))
+                        problems.append(
+                            Problem(
+                                key_path,
+                                key.value,
+                                (
+                                    f"the key is given twice (lines {first.start_mark.line + 1} and "
+                                    f"{key.start_mark.line + 1}); keep one"
+                                ),
+                            )
+                        )
                 walk(value, key_path, inner)
         elif isinstance(node, yaml.SequenceNode):
             for index, value in enumerate(node.value):
@@ -786,8 +882,9 @@ def compose_yaml(text: str, source: str = "") -> yaml.Node | None:
     duplicate keys, no alias inside itself. ConfigError lists what is wrong (``source`` names
     the file in syntax and size problems)."""
     if len(text.encode("utf-8", "replace")) > MAX_DOCUMENT_BYTES:
-        raise ConfigError([Problem(source, None, f"expected a document of at most "
-                                                 f"{MAX_DOCUMENT_BYTES} bytes")])
+        raise ConfigError(
+            [Problem(source, None, f"expected a document of at most {MAX_DOCUMENT_BYTES} bytes")]
+        )
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except (yaml.YAMLError, RecursionError) as exc:
@@ -819,16 +916,24 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
         with file.open("rb") as stream:
             data = stream.read(MAX_DOCUMENT_BYTES + 1)  # never more than the bound in memory
         if len(data) > MAX_DOCUMENT_BYTES:
-            raise ConfigError([Problem(str(file), None, f"expected a document of at most "
-                                                        f"{MAX_DOCUMENT_BYTES} bytes")])
+            raise ConfigError(
+                [
+                    Problem(
+                        str(file),
+                        None,
+                        f"expected a document of at most {MAX_DOCUMENT_BYTES} bytes",
+                    )
+                ]
+            )
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(file), None, f"cannot read the file: {exc}")]) from None
     return parse_yaml(text, str(file))
 
 
-def load_config(path: str | os.PathLike[str] | None = None,
-                env: Mapping[str, str] | None = None) -> EdgeConfig:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> EdgeConfig:
     """The configuration from a YAML file, or the embedded defaults when there is none."""
     return parse_config(read_yaml(path) if path is not None else None, env)
 
@@ -847,8 +952,9 @@ def file_problems(config: EdgeConfig) -> list[Problem]:
     ]
     if tls is not None:
         source = "bridge.mqtt.tls_params"
-        references += [(f"{source}.{name}", getattr(tls, name))
-                       for name in ("ca_certs", "certfile", "keyfile")]
+        references += [
+            (f"{source}.{name}", getattr(tls, name)) for name in ("ca_certs", "certfile", "keyfile")
+        ]
     for key, value in references:
         if value is None:
             continue
@@ -863,8 +969,10 @@ def file_problems(config: EdgeConfig) -> list[Problem]:
 def to_dict(config: Any, *, reveal: bool = False) -> Any:
     """Plain data (for YAML/JSON dumps); secrets masked unless ``reveal`` is asked for."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return {f.name: to_dict(getattr(config, f.name), reveal=reveal)
-                for f in dataclasses.fields(config)}
+        return {
+            f.name: to_dict(getattr(config, f.name), reveal=reveal)
+            for f in dataclasses.fields(config)
+        }
     if isinstance(config, Secret):
         return config.reveal() if reveal else MASK
     if isinstance(config, tuple):

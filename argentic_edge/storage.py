@@ -98,13 +98,16 @@ def sweep_stale_temp_files(root: Path, older_than: float = STALE_AFTER) -> list[
         except OSError as exc:  # read-only or vanished: the orphan is harmless where it is
             log.debug("cannot remove %s: %s", path, exc.strerror)
     if removed:
-        log.warning("removed %d temporary file(s) left by writes a power cut interrupted: %s",
-                    len(removed), ", ".join(str(p) for p in removed))
+        log.warning(
+            "removed %d temporary file(s) left by writes a power cut interrupted: %s",
+            len(removed),
+            ", ".join(str(p) for p in removed),
+        )
     return removed
 
 
 def describe_os_error(exc: OSError) -> str:
-    """"No space left on device (ENOSPC)": the words and the errno, for status and API answers
+    """ "No space left on device (ENOSPC)": the words and the errno, for status and API answers
     (the caller names the file)."""
     text = exc.strerror or str(exc)
     code = errno.errorcode.get(exc.errno) if exc.errno is not None else None

@@ -21,9 +21,11 @@ MAX_TOPIC_BYTES = 65535  # MQTT's limit; the bus keeps to it so every bus topic 
 # disconnects the client. The bus carries any bytes; what goes to a broker must avoid these.
 _FORBIDDEN_IN_MQTT = re.compile(
     "[\x01-\x1f\x7f-\x9f\ufdd0-\ufdef"
-    + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}"
-              for plane in range(17))
-    + "]")
+    + "".join(
+        f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17)
+    )
+    + "]"
+)
 
 
 def has_mqtt_forbidden_character(text: str) -> bool:
@@ -203,6 +205,7 @@ class TopicTree(Generic[T]):
 
 # --- frames on the bus ---------------------------------------------------------------------
 
+
 def encode_frame(topic: str, payload: bytes, encoding: str = "utf-8") -> bytes:
     """Argentic's ZeroMQ wire format: one frame, the topic, one space, the payload."""
     return topic.encode(encoding) + b" " + payload
@@ -226,8 +229,14 @@ def decode_frame(frame: bytes, encoding: str = "utf-8") -> tuple[str, bytes]:
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "tool_calls": ("agent/tools/call/#", "agent/+/tools/call/#", "tools/+/call/#"),
-    "responses": ("agent/tools/response/#", "agent/response/#", "agent/query/response",
-                  "agent/+/results", "supervisor/results", "tools/+/response/#"),
+    "responses": (
+        "agent/tools/response/#",
+        "agent/response/#",
+        "agent/query/response",
+        "agent/+/results",
+        "supervisor/results",
+        "tools/+/response/#",
+    ),
     "status": ("agent/status/#", "agent/+/status/#", "tools/+/status", "_ping/#"),
     "tool_registry": ("agent/tools/register", "agent/+/tools/register", "tools/+/register"),
     "logs": ("logs/#", "agent/log"),

@@ -22,8 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (about a minute each)")
     parser.add_argument("--json", type=Path, help="also write every row to this file")
-    parser.add_argument("--only", choices=SUITES + OPT_IN, action="append",
-                        help="run only these suites (repeatable); soak runs only when named")
+    parser.add_argument(
+        "--only",
+        choices=SUITES + OPT_IN,
+        action="append",
+        help="run only these suites (repeatable); soak runs only when named",
+    )
     args = parser.parse_args(argv)
     rows: list[dict[str, object]] = []
     for name in args.only or SUITES:

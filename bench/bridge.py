@@ -66,9 +66,13 @@ class Run:
 
 
 def worker(*args: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "bench.bridge_worker", *map(str, args)],
-                            cwd=REPO_ROOT, env=environment(),
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.bridge_worker", *map(str, args)],
+        cwd=REPO_ROOT,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 async def line(process: subprocess.Popen[str], timeout: float = 120) -> str:
@@ -96,11 +100,17 @@ async def measure(subscriber: subprocess.Popen[str], publisher_args: tuple[objec
 
 
 def appliance_config(broker_port: int) -> EdgeConfig:
-    routes = [{"topic": f"bench/{side}{qos}/#", "direction": "out" if side == "out" else "in",
-               "qos": qos} for side in ("out", "in") for qos in (0, 1)]
-    return edge_config(broker_port, node="bench", messaging={"high_water_mark": 100_000},
-                       bridge={"routes": routes,
-                               "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30}})
+    routes = [
+        {"topic": f"bench/{side}{qos}/#", "direction": "out" if side == "out" else "in", "qos": qos}
+        for side in ("out", "in")
+        for qos in (0, 1)
+    ]
+    return edge_config(
+        broker_port,
+        node="bench",
+        messaging={"high_water_mark": 100_000},
+        bridge={"routes": routes, "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30}},
+    )
 
 
 class Bench:
@@ -113,25 +123,31 @@ class Bench:
 
     async def raw(self, qos: int, count: int, rate: float) -> Run:
         topic = f"bench/raw{qos}"
-        return await measure(worker("mqtt-sub", self.port, f"{topic}/#", count, qos),
-                             ("mqtt-pub", self.port, f"{topic}/x", count, qos, rate))
+        return await measure(
+            worker("mqtt-sub", self.port, f"{topic}/#", count, qos),
+            ("mqtt-pub", self.port, f"{topic}/x", count, qos, rate),
+        )
 
     async def bus_to_mqtt(self, qos: int, count: int, rate: float) -> Run:
         topic = f"bench/out{qos}"
-        return await measure(worker("mqtt-sub", self.port, f"{topic}/#", count, qos),
-                             ("bus-pub", self.bus_publish, f"{topic}/x", count, rate))
+        return await measure(
+            worker("mqtt-sub", self.port, f"{topic}/#", count, qos),
+            ("bus-pub", self.bus_publish, f"{topic}/x", count, rate),
+        )
 
     async def mqtt_to_bus(self, qos: int, count: int, rate: float) -> Run:
         topic = f"bench/in{qos}"
         return await measure(
             worker("bus-sub", self.bus_subscribe, self.bus_publish, f"{topic}/", count),
-            ("mqtt-pub", self.port, f"{topic}/x", count, qos, rate))
+            ("mqtt-pub", self.port, f"{topic}/x", count, qos, rate),
+        )
 
 
 async def measure_all(plan: Plan, progress: bool) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="argentic-edge-bench-") as workdir:
-        broker = Mosquitto(Path(workdir), extra_conf=["max_queued_messages 0"],
-                           persistence=False).start()
+        broker = Mosquitto(
+            Path(workdir), extra_conf=["max_queued_messages 0"], persistence=False
+        ).start()
         try:
             async with Edge(appliance_config(broker.port)) as edge:
                 bridge = edge.services["bridge"]
@@ -152,14 +168,18 @@ async def collect(bench: Bench, plan: Plan, progress: bool) -> list[dict[str, An
     for repeat in range(plan.repeats):
         for qos in (0, 1):
             for name, path in paths.items():
-                for kind, count, rate in (("throughput", plan.count, 0.0),
-                                          ("latency", plan.latency_count, plan.latency_rate)):
+                for kind, count, rate in (
+                    ("throughput", plan.count, 0.0),
+                    ("latency", plan.latency_count, plan.latency_rate),
+                ):
                     result = await path(qos, count, rate)
                     samples.setdefault((kind, name, qos), []).append(result)
                     if progress:
-                        sys.stderr.write(f"repeat {repeat + 1}/{plan.repeats} {kind:10} {name:9} "
-                                         f"qos {qos}: {result.received}/{count} msgs, "
-                                         f"{result.rate:,.0f} msg/s\n")
+                        sys.stderr.write(
+                            f"repeat {repeat + 1}/{plan.repeats} {kind:10} {name:9} "
+                            f"qos {qos}: {result.received}/{count} msgs, "
+                            f"{result.rate:,.0f} msg/s\n"
+                        )
     rows = []
     for qos in (0, 1):
         raw = samples[("throughput", "raw", qos)]
@@ -173,35 +193,76 @@ async def collect(bench: Bench, plan: Plan, progress: bool) -> list[dict[str, An
             rate = median(run.rate for run in ours)
             p50 = median(percentile(run.latencies_us, 0.5) for run in latency) / 1000
             p99 = median(percentile(run.latencies_us, 0.99) for run in latency) / 1000
-            rows.append({
-                "path": name, "qos": qos, "messages": plan.count, "repeats": plan.repeats,
-                "raw_msgs_per_s": raw_rate, "bridge_msgs_per_s": rate,
-                "ratio": ratio(rate, raw_rate),
-                "delivered": min(run.received for run in ours) / plan.count,
-                "raw_p50_ms": raw_p50, "bridge_p50_ms": p50, "added_p50_ms": p50 - raw_p50,
-                "raw_p99_ms": raw_p99, "bridge_p99_ms": p99, "added_p99_ms": p99 - raw_p99,
-            })
+            rows.append(
+                {
+                    "path": name,
+                    "qos": qos,
+                    "messages": plan.count,
+                    "repeats": plan.repeats,
+                    "raw_msgs_per_s": raw_rate,
+                    "bridge_msgs_per_s": rate,
+                    "ratio": ratio(rate, raw_rate),
+                    "delivered": min(run.received for run in ours) / plan.count,
+                    "raw_p50_ms": raw_p50,
+                    "bridge_p50_ms": p50,
+                    "added_p50_ms": p50 - raw_p50,
+                    "raw_p99_ms": raw_p99,
+                    "bridge_p99_ms": p99,
+                    "added_p99_ms": p99 - raw_p99,
+                }
+            )
     return rows
 
 
 def render(rows: list[dict[str, Any]]) -> str:
     throughput = Table(["path", "QoS", "raw paho msg/s", "bridge msg/s", "ratio", "delivered"])
-    latency = Table(["path", "QoS", "raw p50 ms", "bridge p50 ms", "added p50 ms",
-                     "raw p99 ms", "bridge p99 ms", "added p99 ms"])
+    latency = Table(
+        [
+            "path",
+            "QoS",
+            "raw p50 ms",
+            "bridge p50 ms",
+            "added p50 ms",
+            "raw p99 ms",
+            "bridge p99 ms",
+            "added p99 ms",
+        ]
+    )
     for row in rows:
-        throughput.add(row["path"], row["qos"], row["raw_msgs_per_s"], row["bridge_msgs_per_s"],
-                       row["ratio"], f"{row['delivered']:.0%}")
-        latency.add(row["path"], row["qos"], row["raw_p50_ms"], row["bridge_p50_ms"],
-                    row["added_p50_ms"], row["raw_p99_ms"], row["bridge_p99_ms"],
-                    row["added_p99_ms"])
+        throughput.add(
+            row["path"],
+            row["qos"],
+            row["raw_msgs_per_s"],
+            row["bridge_msgs_per_s"],
+            row["ratio"],
+            f"{row['delivered']:.0%}",
+        )
+        latency.add(
+            row["path"],
+            row["qos"],
+            row["raw_p50_ms"],
+            row["bridge_p50_ms"],
+            row["added_p50_ms"],
+            row["raw_p99_ms"],
+            row["bridge_p99_ms"],
+            row["added_p99_ms"],
+        )
     worst_ratio = min(row["ratio"] for row in rows)
     worst_added = max(row["added_p50_ms"] for row in rows)
-    verdict = (f"goals: throughput >= {GOAL_RATIO} x raw paho: worst {worst_ratio:.2f} "
-               f"({'met' if worst_ratio >= GOAL_RATIO else 'MISSED'}); added p50 <= "
-               f"{GOAL_ADDED_P50_MS} ms: worst {worst_added:.2f} ms "
-               f"({'met' if worst_added <= GOAL_ADDED_P50_MS else 'MISSED'})\n")
-    return ("Throughput (medians)\n" + throughput.render() + "\nLatency, one way (medians)\n"
-            + latency.render() + "\n" + verdict)
+    verdict = (
+        f"goals: throughput >= {GOAL_RATIO} x raw paho: worst {worst_ratio:.2f} "
+        f"({'met' if worst_ratio >= GOAL_RATIO else 'MISSED'}); added p50 <= "
+        f"{GOAL_ADDED_P50_MS} ms: worst {worst_added:.2f} ms "
+        f"({'met' if worst_added <= GOAL_ADDED_P50_MS else 'MISSED'})\n"
+    )
+    return (
+        "Throughput (medians)\n"
+        + throughput.render()
+        + "\nLatency, one way (medians)\n"
+        + latency.render()
+        + "\n"
+        + verdict
+    )
 
 
 def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -209,13 +270,24 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     summary = []
     for row in rows:
         name = f"bridge {row['path']} QoS {row['qos']}"
-        summary.append({"scenario": f"{name} throughput", "ours": row["bridge_msgs_per_s"],
-                        "baseline": row["raw_msgs_per_s"], "ratio": row["ratio"],
-                        "unit": "msg/s (raw paho)"})
-        summary.append({"scenario": f"{name} latency p50", "ours": row["bridge_p50_ms"],
-                        "baseline": row["raw_p50_ms"],
-                        "ratio": ratio(row["bridge_p50_ms"], row["raw_p50_ms"]),
-                        "unit": "ms (raw paho)"})
+        summary.append(
+            {
+                "scenario": f"{name} throughput",
+                "ours": row["bridge_msgs_per_s"],
+                "baseline": row["raw_msgs_per_s"],
+                "ratio": row["ratio"],
+                "unit": "msg/s (raw paho)",
+            }
+        )
+        summary.append(
+            {
+                "scenario": f"{name} latency p50",
+                "ours": row["bridge_p50_ms"],
+                "baseline": row["raw_p50_ms"],
+                "ratio": ratio(row["bridge_p50_ms"], row["raw_p50_ms"]),
+                "unit": "ms (raw paho)",
+            }
+        )
     return summary
 
 
@@ -232,14 +304,18 @@ def alone(args: argparse.Namespace) -> Outcome:
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
     rows = asyncio.run(measure_all(plan, progress=not args.quiet))
-    return Outcome(rows, text=render(rows) + (
-        f"({plan.repeats} repeats, {plan.count:,} messages per throughput run, "
-        f"{time.monotonic() - started:.0f} s)\n"))
+    return Outcome(
+        rows,
+        text=render(rows)
+        + (
+            f"({plan.repeats} repeats, {plan.count:,} messages per throughput run, "
+            f"{time.monotonic() - started:.0f} s)\n"
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return suite_main(run, "raw paho-mqtt", __doc__ or "", argv, options=options,
-                      measure=alone)
+    return suite_main(run, "raw paho-mqtt", __doc__ or "", argv, options=options, measure=alone)
 
 
 if __name__ == "__main__":

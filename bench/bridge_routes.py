@@ -62,9 +62,15 @@ def route_list(size: int, root: str) -> list[dict[str, Any]]:
 
 
 def config(size: int, broker_port: int) -> EdgeConfig:
-    return edge_config(broker_port, node=f"routes{size}", messaging={"high_water_mark": 100_000},
-                       bridge={"routes": route_list(size, f"n{size}"),
-                               "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30}})
+    return edge_config(
+        broker_port,
+        node=f"routes{size}",
+        messaging={"high_water_mark": 100_000},
+        bridge={
+            "routes": route_list(size, f"n{size}"),
+            "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30},
+        },
+    )
 
 
 def dispatch_us(size: int, lookups: int) -> tuple[float, float, float]:
@@ -103,8 +109,9 @@ async def wait_connected(edge: Edge, timeout: float = 20) -> float:
 async def end_to_end(plan: Plan, progress: bool) -> dict[tuple[str, int], list[float]]:
     samples: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="argentic-edge-bench-routes-") as workdir:
-        broker = Mosquitto(Path(workdir), extra_conf=["max_queued_messages 0"],
-                           persistence=False).start()
+        broker = Mosquitto(
+            Path(workdir), extra_conf=["max_queued_messages 0"], persistence=False
+        ).start()
         try:
             async with AsyncExitStack() as stack:
                 edges = {}
@@ -118,8 +125,10 @@ async def end_to_end(plan: Plan, progress: bool) -> dict[tuple[str, int], list[f
                         for name, rate in (await bursts(edge, size, broker.port, plan)).items():
                             samples.setdefault((name, size), []).append(rate)
                             if progress:
-                                sys.stderr.write(f"repeat {repeat + 1}/{plan.repeats} {size:5} "
-                                                 f"routes {name}: {rate:,.0f} msg/s\n")
+                                sys.stderr.write(
+                                    f"repeat {repeat + 1}/{plan.repeats} {size:5} "
+                                    f"routes {name}: {rate:,.0f} msg/s\n"
+                                )
         finally:
             broker.stop()
     return samples
@@ -128,11 +137,14 @@ async def end_to_end(plan: Plan, progress: bool) -> dict[tuple[str, int], list[f
 async def bursts(edge: Edge, size: int, port: int, plan: Plan) -> dict[str, float]:
     endpoints = edge.services["bus"].bus.endpoints  # type: ignore[attr-defined]
     root, count = f"n{size}", plan.count
-    out = await measure(worker("mqtt-sub", port, f"{root}/out/#", count, 0),
-                        ("bus-pub", endpoints.publish, f"{root}/out/x", count, 0.0, count))
+    out = await measure(
+        worker("mqtt-sub", port, f"{root}/out/#", count, 0),
+        ("bus-pub", endpoints.publish, f"{root}/out/x", count, 0.0, count),
+    )
     into = await measure(
         worker("bus-sub", endpoints.subscribe, endpoints.publish, f"{root}/in/", count),
-        ("mqtt-pub", port, f"{root}/in/x", count, 0, 0.0, count))
+        ("mqtt-pub", port, f"{root}/in/x", count, 0, 0.0, count),
+    )
     for name, run in (("bus->MQTT", out), ("MQTT->bus", into)):
         if run.received < count:
             raise RuntimeError(f"{size} routes, {name}: {run.received} of {count} arrived")
@@ -151,27 +163,49 @@ def measure_all(plan: Plan, progress: bool = False) -> list[dict[str, Any]]:
         baseline = median(sample[column] for sample in dispatch[base])
         for size in SIZES[1:]:
             ours = median(sample[column] for sample in dispatch[size])
-            rows.append({"scenario": f"route dispatch {name}, {size:,} routes, new topic",
-                         "ours": ours, "baseline": baseline, "ratio": ratio(ours, baseline),
-                         "unit": "µs/msg (1 route each way)"})
+            rows.append(
+                {
+                    "scenario": f"route dispatch {name}, {size:,} routes, new topic",
+                    "ours": ours,
+                    "baseline": baseline,
+                    "ratio": ratio(ours, baseline),
+                    "unit": "µs/msg (1 route each way)",
+                }
+            )
     for name in ("bus->MQTT", "MQTT->bus"):
         baseline = median(samples[(name, base)])
         for size in SIZES[1:]:
             ours = median(samples[(name, size)])
-            rows.append({"scenario": f"bridge {name} QoS 0, {size:,} routes, new topic per msg",
-                         "ours": ours, "baseline": baseline, "ratio": ratio(ours, baseline),
-                         "unit": "msg/s (1 route each way)"})
+            rows.append(
+                {
+                    "scenario": f"bridge {name} QoS 0, {size:,} routes, new topic per msg",
+                    "ours": ours,
+                    "baseline": baseline,
+                    "ratio": ratio(ours, baseline),
+                    "unit": "msg/s (1 route each way)",
+                }
+            )
     for size in SIZES[1:]:
         ours = median(sample[0] for sample in dispatch[size]) * 1000
         baseline = median(sample[0] for sample in dispatch[base]) * 1000
-        rows.append({"scenario": f"route table build, {size:,} routes", "ours": ours,
-                     "baseline": baseline, "ratio": ratio(ours, baseline),
-                     "unit": "ms (1 route each way)"})
-        rows.append({"scenario": f"bridge start to connected, {size:,} routes",
-                     "ours": samples[("start", size)][0],
-                     "baseline": samples[("start", base)][0],
-                     "ratio": ratio(samples[("start", size)][0], samples[("start", base)][0]),
-                     "unit": "s (1 route each way)"})
+        rows.append(
+            {
+                "scenario": f"route table build, {size:,} routes",
+                "ours": ours,
+                "baseline": baseline,
+                "ratio": ratio(ours, baseline),
+                "unit": "ms (1 route each way)",
+            }
+        )
+        rows.append(
+            {
+                "scenario": f"bridge start to connected, {size:,} routes",
+                "ours": samples[("start", size)][0],
+                "baseline": samples[("start", base)][0],
+                "ratio": ratio(samples[("start", size)][0], samples[("start", base)][0]),
+                "unit": "s (1 route each way)",
+            }
+        )
     return rows
 
 

@@ -35,7 +35,7 @@ def payload(seq: int) -> bytes:
 
 def sent_at(body: bytes) -> int:
     start = body.index(b'"t":') + 4
-    return int(body[start:body.index(b",", start)])
+    return int(body[start : body.index(b",", start)])
 
 
 class Counter:
@@ -62,8 +62,12 @@ class Counter:
 
     def report(self) -> None:
         seconds = (self.last - self.first) / 1e9
-        print(json.dumps({"received": self.received, "seconds": seconds,
-                          "latencies_us": self.latencies_us}), flush=True)
+        print(
+            json.dumps(
+                {"received": self.received, "seconds": seconds, "latencies_us": self.latencies_us}
+            ),
+            flush=True,
+        )
 
 
 def topics(topic: str, spread: int) -> Callable[[int], str]:
@@ -92,7 +96,8 @@ def mqtt_client() -> paho.Client:
     client = paho.Client(paho.CallbackAPIVersion.VERSION2)
     client.max_inflight_messages_set(20)
     client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(
-        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+    )
     return client
 
 
@@ -102,8 +107,7 @@ def mqtt_pub(port: int, topic: str, count: int, qos: int, rate: float, spread: i
     client.loop_start()
     infos = []
     name = topics(topic, spread)
-    seconds = paced(count, rate,
-                    lambda i: infos.append(client.publish(name(i), payload(i), qos)))
+    seconds = paced(count, rate, lambda i: infos.append(client.publish(name(i), payload(i), qos)))
     infos[-1].wait_for_publish(60)
     print(json.dumps({"sent": count, "seconds": seconds}), flush=True)
     client.disconnect()
@@ -146,8 +150,7 @@ def bus_pub(endpoint: str, topic: str, count: int, rate: float, spread: int = 0)
         subscription = socket.recv()
         if subscription[:1] == b"\x01" and prefix.startswith(subscription[1:]):
             break
-    seconds = paced(count, rate,
-                    lambda i: socket.send(name(i).encode() + b" " + payload(i)))
+    seconds = paced(count, rate, lambda i: socket.send(name(i).encode() + b" " + payload(i)))
     print(json.dumps({"sent": count, "seconds": seconds}), flush=True)
     socket.close(linger=5000)
     context.term()
@@ -183,8 +186,9 @@ def bus_sub(endpoint: str, publish_endpoint: str, prefix: str, count: int) -> No
 def main(argv: list[str]) -> None:
     role, *args = argv
     if role == "mqtt-pub":
-        mqtt_pub(int(args[0]), args[1], int(args[2]), int(args[3]), float(args[4]),
-                 *map(int, args[5:6]))
+        mqtt_pub(
+            int(args[0]), args[1], int(args[2]), int(args[3]), float(args[4]), *map(int, args[5:6])
+        )
     elif role == "mqtt-sub":
         mqtt_sub(int(args[0]), args[1], int(args[2]), int(args[3]))
     elif role == "bus-pub":

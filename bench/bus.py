@@ -23,14 +23,17 @@ from tests.support.brokers import free_port, wait_for_port
 from tests.support.config import bus_section, config_document, write_yaml
 
 
-def start_proxy(kind: str, port: int, backend: int, workdir: Path,
-                ours: str = "proxy") -> subprocess.Popen[bytes]:
+def start_proxy(
+    kind: str, port: int, backend: int, workdir: Path, ours: str = "proxy"
+) -> subprocess.Popen[bytes]:
     """``kind`` "ours": ``argentic-edge <ours>`` (the standalone proxy, or ``run``: the
     appliance with the readers of its bus) with only the bus configured; "bare": the bare
     libzmq proxy. Returned once both ports accept connections."""
     if kind == "ours":
-        config = write_yaml(workdir / f"{ours}-{port}.yaml", config_document(
-            workdir / f"data-{port}", messaging=bus_section(port, backend)))
+        config = write_yaml(
+            workdir / f"{ours}-{port}.yaml",
+            config_document(workdir / f"data-{port}", messaging=bus_section(port, backend)),
+        )
         args = command("--log-level", "error", ours, "--config", str(config))
     else:
         args = [sys.executable, "-m", "bench.bare_proxy", str(port), str(backend)]
@@ -76,8 +79,15 @@ class CountingSink:
         self.proxy.stop()
 
 
-def throughput(port: int, backend: int, publishers: int, count: int, size: int,
-               subscribers: int = 1, topic: bytes = b"bench/t") -> dict[str, float]:
+def throughput(
+    port: int,
+    backend: int,
+    publishers: int,
+    count: int,
+    size: int,
+    subscribers: int = 1,
+    topic: bytes = b"bench/t",
+) -> dict[str, float]:
     """Messages per second the subscribers received in all, and the share lost on the way."""
     context = zmq.Context()
     sinks = [CountingSink(context, backend, topic) for _ in range(subscribers)]
@@ -90,8 +100,10 @@ def throughput(port: int, backend: int, publishers: int, count: int, size: int,
     warm.close(linger=0)
     time.sleep(0.05)
     base = sum(sink.count() for sink in sinks)
-    procs = [multiprocessing.Process(target=_publisher, args=(port, count, size, topic))
-             for _ in range(publishers)]
+    procs = [
+        multiprocessing.Process(target=_publisher, args=(port, count, size, topic))
+        for _ in range(publishers)
+    ]
     for proc in procs:
         proc.start()
     first_time = last_time = 0.0
@@ -103,7 +115,8 @@ def throughput(port: int, backend: int, publishers: int, count: int, size: int,
         if seen != last_count:
             last_time, last_count = now, seen
         elif (seen and (now - last_time > 0.3 or seen >= expected)) or (
-                not seen and any(not p.is_alive() for p in procs) and now - first_time > 5):
+            not seen and any(not p.is_alive() for p in procs) and now - first_time > 5
+        ):
             break
         time.sleep(0.002)
     for proc in procs:
@@ -152,30 +165,41 @@ def run(quick: bool) -> list[dict[str, object]]:
                     for size in (64, 1024):
                         for pubs in (1, 4):
                             result = throughput(port, backend, pubs, count // pubs, size)
-                            results.setdefault((f"throughput {size} B, {pubs} pub", kind),
-                                               []).append(result["rate"])
-                            results.setdefault((f"loss {size} B, {pubs} pub", kind),
-                                               []).append(result["loss"])
+                            results.setdefault(
+                                (f"throughput {size} B, {pubs} pub", kind), []
+                            ).append(result["rate"])
+                            results.setdefault((f"loss {size} B, {pubs} pub", kind), []).append(
+                                result["loss"]
+                            )
                     for subscribers in (10, 100):
-                        result = throughput(port, backend, 1, count // subscribers, 64,
-                                            subscribers)
-                        results.setdefault((f"fan-out deliveries 64 B, {subscribers} subs",
-                                            kind), []).append(result["rate"])
+                        result = throughput(port, backend, 1, count // subscribers, 64, subscribers)
+                        results.setdefault(
+                            (f"fan-out deliveries 64 B, {subscribers} subs", kind), []
+                        ).append(result["rate"])
                     times = latency(port, backend, samples)
                     results.setdefault(("latency p50 (µs)", kind), []).append(
-                        percentile(times, 0.5) * 1e6)
+                        percentile(times, 0.5) * 1e6
+                    )
                     results.setdefault(("latency p99 (µs)", kind), []).append(
-                        percentile(times, 0.99) * 1e6)
+                        percentile(times, 0.99) * 1e6
+                    )
                 finally:
                     proxy.terminate()
                     proxy.wait(timeout=10)
         scenarios = dict.fromkeys(name for name, _ in results)
         for name in scenarios:
             ours, bare = median(results[(name, "ours")]), median(results[(name, "bare")])
-            rows.append({"scenario": f"bus {name}", "ours": ours, "baseline": bare,
-                         "ratio": ours / bare if bare else None,
-                         "unit": "msg/s" if name.startswith(("throughput", "fan-out")) else
-                         ("share" if name.startswith("loss") else "µs")})
+            rows.append(
+                {
+                    "scenario": f"bus {name}",
+                    "ours": ours,
+                    "baseline": bare,
+                    "ratio": ours / bare if bare else None,
+                    "unit": "msg/s"
+                    if name.startswith(("throughput", "fan-out"))
+                    else ("share" if name.startswith("loss") else "µs"),
+                }
+            )
     return rows
 
 

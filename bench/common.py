@@ -82,15 +82,27 @@ class Table:
         return self
 
     def render(self) -> str:
-        widths = [max(len(row[i]) for row in [self.columns, *self.rows])
-                  for i in range(len(self.columns))]
+        widths = [
+            max(len(row[i]) for row in [self.columns, *self.rows]) for i in range(len(self.columns))
+        ]
 
         def line(cells: Sequence[str]) -> str:
-            return "| " + " | ".join(cell.rjust(width) if index else cell.ljust(width)
-                                     for index, (cell, width) in enumerate(zip(cells, widths, strict=True))) + " |"
+            return (
+                "| "
+                + " | ".join(
+                    cell.rjust(width) if index else cell.ljust(width)
+                    for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+                )
+                + " |"
+            )
 
-        rule = "|" + "|".join("-" * (width + 1) + (":" if index else "-")
-                              for index, width in enumerate(widths)) + "|"
+        rule = (
+            "|"
+            + "|".join(
+                "-" * (width + 1) + (":" if index else "-") for index, width in enumerate(widths)
+            )
+            + "|"
+        )
         lines = [line(self.columns), rule, *(line(row) for row in self.rows)]
         if self.note:
             lines += ["", self.note]
@@ -99,6 +111,7 @@ class Table:
 
 def write_json(path: str | os.PathLike[str], rows: Any) -> None:
     """Results with enough context (machine, time) to compare runs later; NaN written as null."""
+
     def clean(value: Any) -> Any:
         if isinstance(value, float) and math.isnan(value):
             return None
@@ -108,10 +121,15 @@ def write_json(path: str | os.PathLike[str], rows: Any) -> None:
             return [clean(item) for item in value]
         return value
 
-    document = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "machine": {"python": platform.python_version(), "cpus": os.cpu_count() or 0,
-                            "platform": platform.platform()},
-                "rows": clean(rows)}
+    document = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count() or 0,
+            "platform": platform.platform(),
+        },
+        "rows": clean(rows),
+    }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
 
@@ -126,17 +144,23 @@ class Outcome:
     document: Any = None
 
 
-def suite_main(run: Callable[[bool], list[dict[str, Any]]], baseline: str, description: str,
-               argv: Sequence[str] | None = None, *,
-               options: Callable[[argparse.ArgumentParser], None] | None = None,
-               measure: Callable[[argparse.Namespace], Outcome] | None = None) -> int:
+def suite_main(
+    run: Callable[[bool], list[dict[str, Any]]],
+    baseline: str,
+    description: str,
+    argv: Sequence[str] | None = None,
+    *,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+    measure: Callable[[argparse.Namespace], Outcome] | None = None,
+) -> int:
     """``python -m bench.<suite> [--quick] [--json FILE] [options]``: one suite alone, as
     ``python -m bench`` runs it (``run(quick)``), unless the suite adds ``options`` and a
     ``measure`` that reads them. A suite that cannot run here says why and exits 1."""
     module = sys.modules[run.__module__]
     name = module.__spec__.name if module.__spec__ is not None else run.__module__
-    parser = argparse.ArgumentParser(prog=f"python -m {name}",
-                                     description=description.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {name}", description=description.split("\n\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="fewer, smaller runs")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     if options is not None:
@@ -149,8 +173,11 @@ def suite_main(run: Callable[[bool], list[dict[str, Any]]], baseline: str, descr
             raise
         sys.stderr.write(f"{name}: {skipped.code}\n")
         return 1
-    sys.stdout.write(outcome.text if outcome.text is not None
-                     else Table.from_rows(outcome.rows, baseline=baseline).render())
+    sys.stdout.write(
+        outcome.text
+        if outcome.text is not None
+        else Table.from_rows(outcome.rows, baseline=baseline).render()
+    )
     if args.json:
         write_json(args.json, outcome.rows if outcome.document is None else outcome.document)
     return 0

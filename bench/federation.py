@@ -46,23 +46,42 @@ class Bench:
         self.liveness = liveness
         self.lan = Lan().create()
         self.ns = {key: self.lan.add() for key in ("a", "b")}
-        self.ids = {key: load_or_create_keys(tmp / key / "federation").node_id
-                    for key in self.ns}
+        self.ids = {key: load_or_create_keys(tmp / key / "federation").node_id for key in self.ns}
 
-    def config(self, key: str, node_name: str, *, federation: bool = True,
-               ports: tuple[int, int] = (PUB, SUB)) -> Path:
+    def config(
+        self,
+        key: str,
+        node_name: str,
+        *,
+        federation: bool = True,
+        ports: tuple[int, int] = (PUB, SUB),
+    ) -> Path:
         other = "b" if key == "a" else "a"
-        return write_yaml(self.tmp / f"{key}-{node_name}.yaml", config_document(
-            self.tmp / key, node_name=node_name,
-            messaging={"port": ports[0], "backend_port": ports[1],
-                       "high_water_mark": HIGH_WATER_MARK},
-            discovery={"enabled": federation, "liveness_interval": self.liveness,
-                       "federation": {"export_port": EXPORT,
-                                      "trusted_peers": [self.ids[other]]}}))
+        return write_yaml(
+            self.tmp / f"{key}-{node_name}.yaml",
+            config_document(
+                self.tmp / key,
+                node_name=node_name,
+                messaging={
+                    "port": ports[0],
+                    "backend_port": ports[1],
+                    "high_water_mark": HIGH_WATER_MARK,
+                },
+                discovery={
+                    "enabled": federation,
+                    "liveness_interval": self.liveness,
+                    "federation": {"export_port": EXPORT, "trusted_peers": [self.ids[other]]},
+                },
+            ),
+        )
 
     def node(self, key: str, node_name: str, **options: Any) -> Node:
-        return Node(self.ns[key], self.config(key, node_name, **options), self.tmp / key,
-                    self.tmp / f"{key}.log")
+        return Node(
+            self.ns[key],
+            self.config(key, node_name, **options),
+            self.tmp / key,
+            self.tmp / f"{key}.log",
+        )
 
     def close(self) -> None:
         self.lan.close()
@@ -117,12 +136,23 @@ def burst(setup: Setup, count: int, size: int) -> dict[str, float]:
     python = [sys.executable, "-m", "bench.fedload"]
     sub = setup.subscriber.popen(
         [*python, "sub", setup.subscribe, "--count", str(count), *setup.sub_args],
-        stdout=subprocess.PIPE)
+        stdout=subprocess.PIPE,
+    )
     sub_lines = Lines(sub.stdout)  # type: ignore[arg-type]
     assert "ready" in json.loads(sub_lines.next(20))
     pub = setup.publisher.popen(
-        [*python, "pub", setup.publish, "--count", str(count), "--size", str(size),
-         *setup.pub_args], stdin=subprocess.PIPE)
+        [
+            *python,
+            "pub",
+            setup.publish,
+            "--count",
+            str(count),
+            "--size",
+            str(size),
+            *setup.pub_args,
+        ],
+        stdin=subprocess.PIPE,
+    )
     try:
         assert "warm" in json.loads(sub_lines.next(20))
         pub.stdin.write(b"go\n")  # type: ignore[union-attr]
@@ -140,21 +170,32 @@ CEILING = "raw libzmq CURVE hop A -> B"
 FEDERATED = "federated A -> B"
 
 
-def throughput(bench: Bench, a: Node, count: int, size: int,
-               rounds: int) -> dict[str, dict[str, float]]:
+def throughput(
+    bench: Bench, a: Node, count: int, size: int, rounds: int
+) -> dict[str, dict[str, float]]:
     ns_a, ns_b = bench.ns["a"], bench.ns["b"]
     local = (f"tcp://127.0.0.1:{PUB}", f"tcp://127.0.0.1:{SUB}")
     plain_ports = (PUB + 10, SUB + 10)
-    plain = Node(ns_a, bench.config("a", "plain", federation=False, ports=plain_ports),
-                 bench.tmp / "plain", bench.tmp / "plain.log")
+    plain = Node(
+        ns_a,
+        bench.config("a", "plain", federation=False, ports=plain_ports),
+        bench.tmp / "plain",
+        bench.tmp / "plain.log",
+    )
     server_public, server_secret = (key.decode() for key in zmq.curve_keypair())
     setups = {
-        BASELINE: Setup(ns_a, f"tcp://127.0.0.1:{plain_ports[0]}",
-                        ns_a, f"tcp://127.0.0.1:{plain_ports[1]}"),
+        BASELINE: Setup(
+            ns_a, f"tcp://127.0.0.1:{plain_ports[0]}", ns_a, f"tcp://127.0.0.1:{plain_ports[1]}"
+        ),
         "federated node, local": Setup(ns_a, local[0], ns_a, local[1]),
-        CEILING: Setup(ns_a, f"tcp://0.0.0.0:{RAW}", ns_b, f"tcp://{ns_a.address}:{RAW}",
-                       ("--bind", "--curve-secret", server_secret),
-                       ("--curve-server", server_public)),
+        CEILING: Setup(
+            ns_a,
+            f"tcp://0.0.0.0:{RAW}",
+            ns_b,
+            f"tcp://{ns_a.address}:{RAW}",
+            ("--bind", "--curve-secret", server_secret),
+            ("--curve-server", server_public),
+        ),
         FEDERATED: Setup(ns_a, local[0], ns_b, local[1]),
     }
     b = bench.node("b", "node-b").start()
@@ -168,9 +209,13 @@ def throughput(bench: Bench, a: Node, count: int, size: int,
     finally:
         plain.stop()
         b.stop()
-    return {name: {"rate": median([r["rate"] for r in runs]),
-                   "loss": 1 - min(r["received"] for r in runs) / count}
-            for name, runs in results.items()}
+    return {
+        name: {
+            "rate": median([r["rate"] for r in runs]),
+            "loss": 1 - min(r["received"] for r in runs) / count,
+        }
+        for name, runs in results.items()
+    }
 
 
 def measure_all(quick: bool, size: int = 64) -> list[dict[str, Any]]:
@@ -193,17 +238,25 @@ def measure_all(quick: bool, size: int = 64) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
         {"scenario": "process start -> peer seen", "ours": median(found["seen"]), "unit": "s"},
         {"scenario": "process start -> link up", "ours": median(found["linked"]), "unit": "s"},
-        {"scenario": "clean stop -> lost (goodbye)", "ours": median(found["goodbye"]),
-         "unit": "s"},
-        {"scenario": f"SIGKILL -> lost (liveness {liveness:g} s)", "ours": median(killed),
-         "unit": "s"},
+        {"scenario": "clean stop -> lost (goodbye)", "ours": median(found["goodbye"]), "unit": "s"},
+        {
+            "scenario": f"SIGKILL -> lost (liveness {liveness:g} s)",
+            "ours": median(killed),
+            "unit": "s",
+        },
     ]
     baseline = rates[BASELINE]["rate"]
     for name, result in rates.items():
         if name != BASELINE:
-            rows.append({"scenario": f"{name}, {size} B x {count:,}", "ours": result["rate"],
-                         "baseline": baseline, "ratio": ratio(result["rate"], baseline),
-                         "unit": f"msg/s (loss {result['loss']:.1%})"})
+            rows.append(
+                {
+                    "scenario": f"{name}, {size} B x {count:,}",
+                    "ours": result["rate"],
+                    "baseline": baseline,
+                    "ratio": ratio(result["rate"], baseline),
+                    "unit": f"msg/s (loss {result['loss']:.1%})",
+                }
+            )
     return rows
 
 
@@ -212,8 +265,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=int, default=64,
-                        help="message size in bytes, topic included (default 64)")
+    parser.add_argument(
+        "--size", type=int, default=64, help="message size in bytes, topic included (default 64)"
+    )
 
 
 def alone(args: argparse.Namespace) -> Outcome:

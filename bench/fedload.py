@@ -52,8 +52,16 @@ def subscribe(endpoint: str, count: int, quiet: float, curve_server: str | None)
                 first = last
             received += 1
     elapsed = last - first
-    print(json.dumps({"received": received, "seconds": elapsed,
-                      "rate": (received - 1) / elapsed if elapsed > 0 else 0.0}), flush=True)
+    print(
+        json.dumps(
+            {
+                "received": received,
+                "seconds": elapsed,
+                "rate": (received - 1) / elapsed if elapsed > 0 else 0.0,
+            }
+        ),
+        flush=True,
+    )
     sock.close()
     context.term()
 

@@ -28,8 +28,9 @@ def run(quick: bool) -> list[dict[str, object]]:
         lan = Lan().create()
         try:
             namespace = lan.add()
-            done = namespace.run(namespace.python("-m", "bench.footprint_probe", str(window)),
-                                 timeout=120)
+            done = namespace.run(
+                namespace.python("-m", "bench.footprint_probe", str(window)), timeout=120
+            )
             if done.returncode != 0:
                 raise SystemExit(f"footprint probe failed: {done.stderr.strip()[-500:]}")
             for key, value in json.loads(done.stdout.strip().splitlines()[-1]).items():
@@ -37,22 +38,41 @@ def run(quick: bool) -> list[dict[str, object]]:
         finally:
             lan.close()
     return [
-        {"scenario": "idle RSS, everything enabled", "ours": median(samples["idle_rss_mib"]),
-         "baseline": median(samples["bare_proxy_rss_mib"]),
-         "ratio": median(samples["idle_rss_mib"]) / median(samples["bare_proxy_rss_mib"]),
-         "unit": f"MiB (goal ≤ {GOALS['idle_rss_mb']:g} MB = {GOALS['idle_rss_mb'] * 1e6 / MIB:.1f} MiB)"},
-        {"scenario": "idle RSS: private (anonymous) part",
-         "ours": median(samples["idle_rss_anon_mib"]), "baseline": None, "ratio": None,
-         "unit": "MiB"},
-        {"scenario": "idle RSS: mapped library files (shared, reclaimable)",
-         "ours": median(samples["idle_rss_file_mib"]), "baseline": None, "ratio": None,
-         "unit": "MiB"},
-        {"scenario": "idle CPU, everything enabled", "ours": median(samples["idle_cpu_pct"]),
-         "baseline": median(samples["bare_proxy_idle_cpu_pct"]), "ratio": None,
-         "unit": f"% of one core (goal ≤ {GOALS['idle_cpu_pct']:g})"},
-        {"scenario": "start to healthy (/healthz 200)",
-         "ours": median(samples["start_to_healthy_s"]), "baseline": None, "ratio": None,
-         "unit": f"s (goal ≤ {GOALS['start_to_healthy_s']:g})"},
+        {
+            "scenario": "idle RSS, everything enabled",
+            "ours": median(samples["idle_rss_mib"]),
+            "baseline": median(samples["bare_proxy_rss_mib"]),
+            "ratio": median(samples["idle_rss_mib"]) / median(samples["bare_proxy_rss_mib"]),
+            "unit": f"MiB (goal ≤ {GOALS['idle_rss_mb']:g} MB = {GOALS['idle_rss_mb'] * 1e6 / MIB:.1f} MiB)",
+        },
+        {
+            "scenario": "idle RSS: private (anonymous) part",
+            "ours": median(samples["idle_rss_anon_mib"]),
+            "baseline": None,
+            "ratio": None,
+            "unit": "MiB",
+        },
+        {
+            "scenario": "idle RSS: mapped library files (shared, reclaimable)",
+            "ours": median(samples["idle_rss_file_mib"]),
+            "baseline": None,
+            "ratio": None,
+            "unit": "MiB",
+        },
+        {
+            "scenario": "idle CPU, everything enabled",
+            "ours": median(samples["idle_cpu_pct"]),
+            "baseline": median(samples["bare_proxy_idle_cpu_pct"]),
+            "ratio": None,
+            "unit": f"% of one core (goal ≤ {GOALS['idle_cpu_pct']:g})",
+        },
+        {
+            "scenario": "start to healthy (/healthz 200)",
+            "ours": median(samples["start_to_healthy_s"]),
+            "baseline": None,
+            "ratio": None,
+            "unit": f"s (goal ≤ {GOALS['start_to_healthy_s']:g})",
+        },
     ]
 
 

@@ -80,8 +80,9 @@ def wait_bridge_connected(url: str, timeout: float = 10) -> None:
 def installed_copy(work: Path) -> Path:
     """The package copied under ``work`` with its bytecode compiled; returns the path root."""
     root = work / "app"
-    shutil.copytree(ROOT / "argentic_edge", root / "argentic_edge",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "argentic_edge", root / "argentic_edge", ignore=shutil.ignore_patterns("__pycache__")
+    )
     if not compileall.compile_dir(root / "argentic_edge", quiet=1):
         raise SystemExit("could not compile the package")
     return root
@@ -98,23 +99,37 @@ def main(idle_window: float) -> dict[str, float]:
     broker = None
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     config = {
-        "node_name": "footprint", "data_dir": str(work / "data"),
+        "node_name": "footprint",
+        "data_dir": str(work / "data"),
         "bridge": {"enabled": True, "mqtt": {"broker_address": "127.0.0.1", "port": 1883}},
-        "discovery": {"enabled": True}, "certificates": {"enabled": True},
+        "discovery": {"enabled": True},
+        "certificates": {"enabled": True},
         "web": {"enabled": True, "api_token": TOKEN},
     }
     if Path(mosquitto).exists():
         (work / "mosquitto.conf").write_text("listener 1883 127.0.0.1\nallow_anonymous true\n")
-        broker = subprocess.Popen([mosquitto, "-c", str(work / "mosquitto.conf")],
-                                  stderr=subprocess.DEVNULL)
+        broker = subprocess.Popen(
+            [mosquitto, "-c", str(work / "mosquitto.conf")], stderr=subprocess.DEVNULL
+        )
     (work / "edge.yaml").write_text(yaml.safe_dump(config))
     app = installed_copy(work)
     result: dict[str, float] = {}
     started = time.monotonic()
-    edge = subprocess.Popen([sys.executable, "-m", "argentic_edge", "--log-level", "warning",
-                             "run", "--config", str(work / "edge.yaml")],
-                            stderr=subprocess.DEVNULL, cwd=work,
-                            env={**os.environ, "PYTHONPATH": str(app)})
+    edge = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "argentic_edge",
+            "--log-level",
+            "warning",
+            "run",
+            "--config",
+            str(work / "edge.yaml"),
+        ],
+        stderr=subprocess.DEVNULL,
+        cwd=work,
+        env={**os.environ, "PYTHONPATH": str(app)},
+    )
     try:
         while not healthy("https://127.0.0.1:8099/healthz"):
             if edge.poll() is not None or time.monotonic() - started > 30:

@@ -47,7 +47,7 @@ def watched_rates(repeats: int, count: int, workdir: Path) -> list[dict[str, Any
             throughput(*ports[kind], 1, count // 10, 64)  # the first burst runs slow
         for repeat in range(repeats):
             for topic in (WATCHED, UNWATCHED):
-                for kind in ("ours", "bare")[::1 if repeat % 2 else -1]:
+                for kind in ("ours", "bare")[:: 1 if repeat % 2 else -1]:
                     rate = throughput(*ports[kind], 1, count, 64, topic=topic)["rate"]
                     results.setdefault((topic, kind), []).append(rate)
     finally:
@@ -57,9 +57,15 @@ def watched_rates(repeats: int, count: int, workdir: Path) -> list[dict[str, Any
     rows = []
     for topic, label in ((WATCHED, "watched by the registry"), (UNWATCHED, "unwatched")):
         ours, bare = median(results[(topic, "ours")]), median(results[(topic, "bare")])
-        rows.append({"scenario": f"readers: bus rate, {topic.decode()} ({label}), 64 B",
-                     "ours": ours, "baseline": bare, "ratio": ours / bare if bare else None,
-                     "unit": "msg/s"})
+        rows.append(
+            {
+                "scenario": f"readers: bus rate, {topic.decode()} ({label}), 64 B",
+                "ours": ours,
+                "baseline": bare,
+                "ratio": ours / bare if bare else None,
+                "unit": "msg/s",
+            }
+        )
     return rows
 
 
@@ -86,8 +92,9 @@ def _appliance_with_probe(document: dict[str, Any], pipe: Connection) -> None:
     asyncio.run(main())
 
 
-def lag(workdir: Path, flood_frames: int | None,
-        seconds: float) -> tuple[list[float], dict[str, Any]]:
+def lag(
+    workdir: Path, flood_frames: int | None, seconds: float
+) -> tuple[list[float], dict[str, Any]]:
     """Lag samples of one appliance, under a flood of ``flood_frames`` frames or idle."""
     port, backend = free_port(), free_port()
     document = config_document(workdir / f"lag-{port}", messaging=bus_section(port, backend))
@@ -126,13 +133,24 @@ def lag_rows(repeats: int, frames: int, seconds: float, workdir: Path) -> list[d
     for name, pick in (("max", max), ("p99", lambda s: percentile(s, 0.99))):
         ours = median(pick(s) for s in flooded)
         base = median(pick(s) for s in idle)
-        rows.append({"scenario": f"readers: event-loop lag {name}, flood on "
-                                 f"{WATCHED.decode()} (baseline: idle; goal < "
-                                 f"{LAG_GOAL_MS:.0f} ms)",
-                     "ours": ours, "baseline": base, "ratio": ours / base if base else None,
-                     "unit": "ms"})
-    rows.append({"scenario": "readers: frames the registry skipped under that flood",
-                 "ours": median(skipped), "unit": "frames"})
+        rows.append(
+            {
+                "scenario": f"readers: event-loop lag {name}, flood on "
+                f"{WATCHED.decode()} (baseline: idle; goal < "
+                f"{LAG_GOAL_MS:.0f} ms)",
+                "ours": ours,
+                "baseline": base,
+                "ratio": ours / base if base else None,
+                "unit": "ms",
+            }
+        )
+    rows.append(
+        {
+            "scenario": "readers: frames the registry skipped under that flood",
+            "ours": median(skipped),
+            "unit": "frames",
+        }
+    )
     return rows
 
 
@@ -142,8 +160,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     frames, seconds = (5_000_000, 4.0) if quick else (20_000_000, 10.0)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        return watched_rates(repeats, count, workdir) + lag_rows(repeats, frames, seconds,
-                                                                 workdir)
+        return watched_rates(repeats, count, workdir) + lag_rows(repeats, frames, seconds, workdir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,8 +90,15 @@ def _bus_reader(endpoint: str, traffic: Traffic, stop: threading.Event) -> None:
         sub.close()
 
 
-def _load(appliance: Appliance, mqtt: paho.Client, rate: int, seconds: float,
-          traffic: Traffic, samples: list[Sample], interval: float) -> None:
+def _load(
+    appliance: Appliance,
+    mqtt: paho.Client,
+    rate: int,
+    seconds: float,
+    traffic: Traffic,
+    samples: list[Sample],
+    interval: float,
+) -> None:
     """Publish both ways at ``rate`` per second in 10 ms ticks; sample /proc every interval."""
     context = zmq.Context.instance()
     pub = context.socket(zmq.PUB)
@@ -111,8 +118,9 @@ def _load(appliance: Appliance, mqtt: paho.Client, rate: int, seconds: float,
                 traffic.sent["bus"] = traffic.sent["mqtt"] = seq + 1
             if elapsed >= next_sample:
                 pid = appliance.pid
-                samples.append(Sample(elapsed, rss_kib(pid) / 1024, fd_count(pid),
-                                      thread_count(pid)))
+                samples.append(
+                    Sample(elapsed, rss_kib(pid) / 1024, fd_count(pid), thread_count(pid))
+                )
                 next_sample += interval
             time.sleep(0.01)
     finally:
@@ -123,15 +131,25 @@ def measure(minutes: float, rate: int, interval: float, warmup: float) -> dict[s
     with tempfile.TemporaryDirectory(prefix="argentic-soak-") as tmp:
         root = Path(tmp)
         broker = Mosquitto(root / "broker").start()
-        document = appliance_document(root / "data", bridge={
-            "enabled": True, "ha_discovery": False,
-            "mqtt": {"broker_address": "127.0.0.1", "port": broker.port,
-                     "client_id": "soak-edge", "clean_session": False},
-            "routes": [{"topic": "agent/#", "direction": "both", "qos": 1}]})
+        document = appliance_document(
+            root / "data",
+            bridge={
+                "enabled": True,
+                "ha_discovery": False,
+                "mqtt": {
+                    "broker_address": "127.0.0.1",
+                    "port": broker.port,
+                    "client_id": "soak-edge",
+                    "clean_session": False,
+                },
+                "routes": [{"topic": "agent/#", "direction": "both", "qos": 1}],
+            },
+        )
         appliance = Appliance(root / "edge", document)
         traffic, samples, stop = Traffic(), [], threading.Event()
-        mqtt = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-client",
-                           protocol=paho.MQTTv311)
+        mqtt = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id="soak-client", protocol=paho.MQTTv311
+        )
         mqtt.max_inflight_messages_set(0)
         mqtt.on_message = lambda *_: traffic.got("mqtt")
         reader = None
@@ -141,8 +159,9 @@ def measure(minutes: float, rate: int, interval: float, warmup: float) -> dict[s
             mqtt.connect("127.0.0.1", broker.port)
             mqtt.subscribe("agent/bus/#", qos=1)
             mqtt.loop_start()
-            reader = threading.Thread(target=_bus_reader, daemon=True,
-                                      args=(appliance.bus_subscribe, traffic, stop))
+            reader = threading.Thread(
+                target=_bus_reader, daemon=True, args=(appliance.bus_subscribe, traffic, stop)
+            )
             reader.start()
             _load(appliance, mqtt, rate, minutes * 60, traffic, samples, interval)
             time.sleep(2.0)  # what is in flight lands before the counts are read
@@ -154,8 +173,14 @@ def measure(minutes: float, rate: int, interval: float, warmup: float) -> dict[s
             mqtt.loop_stop()
             appliance.stop()
             broker.stop()
-    return {"samples": samples, "traffic": traffic, "bridge": bridge, "warmup": warmup,
-            "minutes": minutes, "rate": rate}
+    return {
+        "samples": samples,
+        "traffic": traffic,
+        "bridge": bridge,
+        "warmup": warmup,
+        "minutes": minutes,
+        "rate": rate,
+    }
 
 
 def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -166,8 +191,13 @@ def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
     label = f"soak {result['minutes']:g} min, {result['rate']} msg/s each way"
 
     def row(what: str, ours: float, baseline: float, unit: str) -> dict[str, Any]:
-        return {"scenario": f"{label}: {what}", "ours": ours, "baseline": baseline,
-                "ratio": ratio(ours, baseline), "unit": unit}
+        return {
+            "scenario": f"{label}: {what}",
+            "ours": ours,
+            "baseline": baseline,
+            "ratio": ratio(ours, baseline),
+            "unit": unit,
+        }
 
     return [
         row("RSS at the end (baseline: after warm-up)", end.rss_mib, base.rss_mib, "MiB"),
@@ -175,13 +205,28 @@ def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
         row("RSS slope after warm-up", slope(warm), 0.0, "MiB/min"),
         row("open fds at the end", end.fds, base.fds, "fds"),
         row("threads at the end", end.threads, base.threads, "threads"),
-        row("bus -> broker delivered (baseline: sent)", traffic.received["mqtt"],
-            traffic.sent["bus"], "messages"),
-        row("broker -> bus delivered (baseline: sent)", traffic.received["bus"],
-            traffic.sent["mqtt"], "messages"),
-        row("bridge drops", sum(sum(route[side]["dropped"].values())
-                                for route in result["bridge"]["routes"]
-                                for side in ("in", "out")), 0.0, "messages"),
+        row(
+            "bus -> broker delivered (baseline: sent)",
+            traffic.received["mqtt"],
+            traffic.sent["bus"],
+            "messages",
+        ),
+        row(
+            "broker -> bus delivered (baseline: sent)",
+            traffic.received["bus"],
+            traffic.sent["mqtt"],
+            "messages",
+        ),
+        row(
+            "bridge drops",
+            sum(
+                sum(route[side]["dropped"].values())
+                for route in result["bridge"]["routes"]
+                for side in ("in", "out")
+            ),
+            0.0,
+            "messages",
+        ),
     ]
 
 
@@ -193,8 +238,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=10.0,
-                        help="minutes of load (default 10; --quick: 1)")
+    parser.add_argument(
+        "--minutes", type=float, default=10.0, help="minutes of load (default 10; --quick: 1)"
+    )
     parser.add_argument("--rate", type=int, default=500, help="messages per second each way")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
 
@@ -206,13 +252,15 @@ def alone(args: argparse.Namespace) -> Outcome:
     warmup = min(WARMUP, minutes * 60 / 3)
     result = measure(minutes, args.rate, min(args.interval, minutes * 60 / 10), warmup)
     rows = rows_of(result)
-    return Outcome(rows, document={"rows": rows,
-                                   "samples": [s.__dict__ for s in result["samples"]]})
+    return Outcome(
+        rows, document={"rows": rows, "samples": [s.__dict__ for s in result["samples"]]}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return suite_main(run, "the appliance after warm-up", __doc__ or "", argv, options=options,
-                      measure=alone)
+    return suite_main(
+        run, "the appliance after warm-up", __doc__ or "", argv, options=options, measure=alone
+    )
 
 
 if __name__ == "__main__":

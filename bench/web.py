@@ -27,8 +27,9 @@ def probe(rounds: int, requests: int) -> dict[str, Any]:
     lan = Lan().create()
     try:
         namespace = lan.add()
-        done = namespace.run(namespace.python("-m", "bench.web_probe", str(rounds),
-                                              str(requests)), timeout=600)
+        done = namespace.run(
+            namespace.python("-m", "bench.web_probe", str(rounds), str(requests)), timeout=600
+        )
         if done.returncode != 0:
             raise SystemExit(f"web probe failed: {done.stderr.strip()[-800:]}")
         result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -40,16 +41,21 @@ def probe(rounds: int, requests: int) -> dict[str, Any]:
 def run(quick: bool) -> list[dict[str, Any]]:
     result = probe(*((2, 50) if quick else (5, 200)))
     samples = result["samples"]
-    seen = (f"{result['peers']} peers, {result['agents']} agents, {result['tools']} tools "
-            f"listed")
+    seen = f"{result['peers']} peers, {result['agents']} agents, {result['tools']} tools listed"
     rows = []
     for path in PATHS:
         full, empty = samples[f"full {path}"], samples[f"empty {path}"]
         for label, pick in (("median", median), ("p99", lambda v: percentile(v, 0.99))):
             ours, baseline = pick(full), pick(empty)
-            rows.append({"scenario": f"GET {path} {label}, {seen}", "ours": ours,
-                         "baseline": baseline, "ratio": ratio(ours, baseline),
-                         "unit": "ms (empty appliance)"})
+            rows.append(
+                {
+                    "scenario": f"GET {path} {label}, {seen}",
+                    "ours": ours,
+                    "baseline": baseline,
+                    "ratio": ratio(ours, baseline),
+                    "unit": "ms (empty appliance)",
+                }
+            )
     return rows
 
 

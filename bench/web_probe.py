@@ -42,10 +42,15 @@ CHUNK = 200  # messages published before waiting for the agents service to catch
 
 def edge_config(name: str, data: Path, web_port: int) -> dict[str, Any]:
     return config_document(
-        data / name, node_name=name,
-        discovery={"enabled": True, "max_peers": 2 * PEERS,
-                   "federation": {"export_port": free_port()}},
-        web={"enabled": True, "host": "127.0.0.1", "port": web_port, "api_token": TOKEN})
+        data / name,
+        node_name=name,
+        discovery={
+            "enabled": True,
+            "max_peers": 2 * PEERS,
+            "federation": {"export_port": free_port()},
+        },
+        web={"enabled": True, "host": "127.0.0.1", "port": web_port, "api_token": TOKEN},
+    )
 
 
 def fill_peers(edge: Edge) -> None:
@@ -54,10 +59,20 @@ def fill_peers(edge: Edge) -> None:
     for index in range(PEERS):
         public, _secret = zmq.curve_keypair()
         curve = public.decode()
-        peer = Peer(id=node_id(curve), name=f"peer-{index:03d}",
-                    addresses=(f"10.78.{index // 250}.{index % 250 + 1}",), pub=5555, sub=5556,
-                    fed=5557, web=8099, curve=curve, tls="ab" * 32, version="bench",
-                    first_seen=now, last_seen=now)
+        peer = Peer(
+            id=node_id(curve),
+            name=f"peer-{index:03d}",
+            addresses=(f"10.78.{index // 250}.{index % 250 + 1}",),
+            pub=5555,
+            sub=5556,
+            fed=5557,
+            web=8099,
+            curve=curve,
+            tls="ab" * 32,
+            version="bench",
+            first_seen=now,
+            last_seen=now,
+        )
         if table.upsert(peer) is None:
             raise RuntimeError("the peer table refused a synthetic peer")
 
@@ -65,20 +80,42 @@ def fill_peers(edge: Edge) -> None:
 def messages() -> list[tuple[str, dict[str, Any]]]:
     """What AGENTS agents and TOOLS tools send: a heartbeat each, a registration and its
     confirmation per tool, as Argentic's own messages."""
-    def envelope(kind: str, source: str, **fields: Any) -> dict[str, Any]:
-        return {"type": kind, "source": source, "timestamp": time.time(),
-                "message_id": str(uuid.uuid4()), **fields}
 
-    found = [(f"_ping/agent-{i:04d}", envelope("INFO", f"agent-{i:04d}"))
-             for i in range(AGENTS)]
+    def envelope(kind: str, source: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "source": source,
+            "timestamp": time.time(),
+            "message_id": str(uuid.uuid4()),
+            **fields,
+        }
+
+    found = [(f"_ping/agent-{i:04d}", envelope("INFO", f"agent-{i:04d}")) for i in range(AGENTS)]
     for i in range(TOOLS):
         name = f"tool-{i:04d}"
-        found.append(("agent/tools/register", envelope(
-            "REGISTER_TOOL", f"tool-process-{i:04d}", tool_name=name,
-            tool_manual=f"does thing {i}", tool_api='{"type": "object"}')))
-        found.append(("agent/status/info", envelope(
-            "TOOL_REGISTERED", f"agent-{i % AGENTS:04d}", tool_name=name,
-            tool_id=str(uuid.uuid4()))))
+        found.append(
+            (
+                "agent/tools/register",
+                envelope(
+                    "REGISTER_TOOL",
+                    f"tool-process-{i:04d}",
+                    tool_name=name,
+                    tool_manual=f"does thing {i}",
+                    tool_api='{"type": "object"}',
+                ),
+            )
+        )
+        found.append(
+            (
+                "agent/status/info",
+                envelope(
+                    "TOOL_REGISTERED",
+                    f"agent-{i % AGENTS:04d}",
+                    tool_name=name,
+                    tool_id=str(uuid.uuid4()),
+                ),
+            )
+        )
     return found
 
 
@@ -100,11 +137,12 @@ async def fill_agents(edge: Edge) -> int:
             await asyncio.sleep(0.02)
         batch = messages()
         for start in range(0, len(batch), CHUNK):
-            target = agents.registry.messages + len(batch[start:start + CHUNK])  # type: ignore
-            for topic, document in batch[start:start + CHUNK]:
+            target = agents.registry.messages + len(batch[start : start + CHUNK])  # type: ignore
+            for topic, document in batch[start : start + CHUNK]:
                 socket.send(topic.encode() + b" " + json.dumps(document).encode())
             await agents.wait_until(  # type: ignore[attr-defined]
-                lambda registry, goal=target: registry.messages >= goal, 10)
+                lambda registry, goal=target: registry.messages >= goal, 10
+            )
         return agents.registry.messages  # type: ignore[attr-defined]
     finally:
         socket.close(linger=0)
@@ -125,15 +163,23 @@ async def measure(rounds: int, requests: int) -> dict[str, Any]:
     ports = {"empty": free_port(), "full": free_port()}
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         async with AsyncExitStack() as stack:
-            edges = {name: await stack.enter_async_context(
-                Edge(parse_config(edge_config(name, Path(tmp), port), env={})))
-                for name, port in ports.items()}
+            edges = {
+                name: await stack.enter_async_context(
+                    Edge(parse_config(edge_config(name, Path(tmp), port), env={}))
+                )
+                for name, port in ports.items()
+            }
             fill_peers(edges["full"])
             read = await fill_agents(edges["full"])
             status = edges["full"].status()
             client = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.web_probe", "client",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+                sys.executable,
+                "-m",
+                "bench.web_probe",
+                "client",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
             try:
                 samples: dict[str, list[float]] = {}
                 for _ in range(rounds):
@@ -145,9 +191,13 @@ async def measure(rounds: int, requests: int) -> dict[str, Any]:
                 assert client.stdin is not None
                 client.stdin.close()
                 await client.wait()
-    return {"samples": samples, "peers": len(status["peers"]["peers"]),
-            "agents": len(status["agents"]["agents"]), "tools": len(status["agents"]["tools"]),
-            "messages": read}
+    return {
+        "samples": samples,
+        "peers": len(status["peers"]["peers"]),
+        "agents": len(status["agents"]["agents"]),
+        "tools": len(status["agents"]["tools"]),
+        "messages": read,
+    }
 
 
 def client() -> None:
@@ -157,8 +207,9 @@ def client() -> None:
     for line in sys.stdin:
         port_text, path, count_text = line.split()
         port = int(port_text)
-        connection = connections.setdefault(port, http.client.HTTPConnection("127.0.0.1", port,
-                                                                            timeout=30))
+        connection = connections.setdefault(
+            port, http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        )
         times = []
         error = None
         for _ in range(int(count_text)):

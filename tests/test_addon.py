@@ -52,8 +52,12 @@ make_images = _load_tool("make_images")
 
 
 def _run_lint(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "addon" / "lint.py"), "--root", str(root)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "addon" / "lint.py"), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_lint_passes_on_the_repository() -> None:
@@ -65,7 +69,16 @@ def test_lint_passes_on_the_repository() -> None:
 @pytest.fixture
 def addon_copy(tmp_path: Path) -> Path:
     """The repository's files in a fresh git repository, modes kept, for breaking on purpose."""
-    command = ["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard", "-z"]
+    command = [
+        "git",
+        "-C",
+        str(ROOT),
+        "ls-files",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+        "-z",
+    ]
     listed = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     copy = tmp_path / "repo"
     for name in filter(None, listed.split("\0")):
@@ -80,16 +93,24 @@ def addon_copy(tmp_path: Path) -> Path:
 
 def test_lint_reports_every_mistake(addon_copy: Path) -> None:
     config = (addon_copy / "config.yaml").read_text()
-    config = config.replace("init: false\n", "init: false\nboot: auto\nwatchdog: tcp://[HOST]:[PORT:8099]\n")
+    config = config.replace(
+        "init: false\n", "init: false\nboot: auto\nwatchdog: tcp://[HOST]:[PORT:8099]\n"
+    )
     config = config.replace("  log_level: info\n", "  log_level: verbose\n")
     (addon_copy / "config.yaml").write_text(config)
     translations = (addon_copy / "translations" / "en.yaml").read_text()
-    (addon_copy / "translations" / "en.yaml").write_text(re.sub(r"  keyfile:\n(    .*\n)+", "", translations))
+    (addon_copy / "translations" / "en.yaml").write_text(
+        re.sub(r"  keyfile:\n(    .*\n)+", "", translations)
+    )
     docs = (addon_copy / "DOCS.md").read_text()
-    (addon_copy / "DOCS.md").write_text(re.sub(r"### Option: `api_token`.*?(?=\n## )", "", docs, flags=re.S))
+    (addon_copy / "DOCS.md").write_text(
+        re.sub(r"### Option: `api_token`.*?(?=\n## )", "", docs, flags=re.S)
+    )
     run = addon_copy / RUN_SCRIPT
     run.chmod(0o644)
-    subprocess.run(["git", "-C", str(addon_copy), "update-index", "--chmod=-x", RUN_SCRIPT], check=True)
+    subprocess.run(
+        ["git", "-C", str(addon_copy), "update-index", "--chmod=-x", RUN_SCRIPT], check=True
+    )
     (addon_copy / "examples").mkdir()
     (addon_copy / "examples" / "config.yaml").write_text("a: 1\n")
     (addon_copy / "build.yaml").write_text("build_from: {}\n")
@@ -113,7 +134,9 @@ def test_lint_reports_every_mistake(addon_copy: Path) -> None:
 
 def test_lint_runs_the_linters_and_compares_versions(addon_copy: Path) -> None:
     pyproject = (addon_copy / "pyproject.toml").read_text()
-    (addon_copy / "pyproject.toml").write_text(pyproject.replace('version = "0.1.0"', 'version = "0.2.0"', 1))
+    (addon_copy / "pyproject.toml").write_text(
+        pyproject.replace('version = "0.1.0"', 'version = "0.2.0"', 1)
+    )
     config = (addon_copy / "config.yaml").read_text()
     (addon_copy / "config.yaml").write_text(config.replace("  - amd64\n", "  - amd64\n  - armv7\n"))
     with (addon_copy / "Dockerfile").open("a") as dockerfile:
@@ -157,8 +180,12 @@ def test_default_options_set_only_what_the_user_sees() -> None:
 def test_every_option_reaches_the_configuration() -> None:
     """config.yaml and options_to_config stay in step: each schema option changes the result."""
     samples: dict[str, Any] = {
-        "str?": "value", "password?": "s3cret", "port?": 1884, "bool": None,
-        "list(debug|info|warning|error)": "debug", "list(approved|open)": "open",
+        "str?": "value",
+        "password?": "s3cret",
+        "port?": 1884,
+        "bool": None,
+        "list(debug|info|warning|error)": "debug",
+        "list(approved|open)": "open",
     }
     baseline = addon_options.options_to_config(MANIFEST["options"])
     for key, spec in MANIFEST["schema"].items():
@@ -187,8 +214,13 @@ def test_all_options_map_onto_the_configuration_format() -> None:
         "mqtt_ca_certs": "mqtt/ca.pem",
         "routes": [
             {"topic": "agent/#", "direction": "both", "qos": "1", "retain": "false"},
-            {"topic": "home/#", "direction": "in", "qos": "auto", "retain": "true",
-             "remote_prefix": "house/"},
+            {
+                "topic": "home/#",
+                "direction": "in",
+                "qos": "auto",
+                "retain": "true",
+                "remote_prefix": "house/",
+            },
         ],
         "trusted_peers": ["garage-pi"],
         "certfile": "fullchain.pem",
@@ -213,24 +245,37 @@ def test_all_options_map_onto_the_configuration_format() -> None:
             },
             "routes": [
                 {"topic": "agent/#", "direction": "both", "qos": 1, "retain": False},
-                {"topic": "home/#", "direction": "in", "qos": "auto", "retain": True,
-                 "remote_prefix": "house/"},
+                {
+                    "topic": "home/#",
+                    "direction": "in",
+                    "qos": "auto",
+                    "retain": True,
+                    "remote_prefix": "house/",
+                },
             ],
         },
-        "discovery": {"enabled": True, "federation": {"trust": "approved", "trusted_peers": ["garage-pi"]}},
+        "discovery": {
+            "enabled": True,
+            "federation": {"trust": "approved", "trusted_peers": ["garage-pi"]},
+        },
         "certificates": {"certfile": "/ssl/fullchain.pem", "keyfile": "/ssl/keys/privkey.pem"},
         "web": {"password": "hunter2", "api_token": "token-1", "ingress": True},
     }
 
 
 def test_empty_and_null_options_leave_keys_out() -> None:
-    config = addon_options.options_to_config({"mqtt_host": "", "mqtt_port": None, "routes": [], "trusted_peers": []})
+    config = addon_options.options_to_config(
+        {"mqtt_host": "", "mqtt_port": None, "routes": [], "trusted_peers": []}
+    )
     assert config == {"data_dir": "/data", "web": {"ingress": True}}
 
 
 def test_a_ca_file_alone_turns_tls_on() -> None:
     config = addon_options.options_to_config({"mqtt_tls": False, "mqtt_ca_certs": "ca.pem"})
-    assert config["bridge"]["mqtt"]["tls_params"] == {"ca_certs": "/ssl/ca.pem", "cert_reqs": "CERT_REQUIRED"}
+    assert config["bridge"]["mqtt"]["tls_params"] == {
+        "ca_certs": "/ssl/ca.pem",
+        "cert_reqs": "CERT_REQUIRED",
+    }
     tls_only = addon_options.options_to_config({"mqtt_tls": True})
     assert tls_only["bridge"]["mqtt"]["tls_params"] == {"cert_reqs": "CERT_REQUIRED"}
 
@@ -239,12 +284,18 @@ def test_a_ca_file_alone_turns_tls_on() -> None:
     ("options", "message"),
     [
         ({"mqtt_hostname": "x", "colour": 1}, "unknown add-on option(s): colour, mqtt_hostname"),
-        ({"routes": [{"topic": "a/#", "direction": "in", "retain": "maybe"}]},
-         "routes[0].retain: expected true"),
-        ({"routes": [{"topic": "a/#", "direction": "in", "qos": "3"}]},
-         "routes[0].qos: expected 0, 1, 2 or auto"),
-        ({"routes": [{"topic": "a/#", "direction": "in", "prefix": "x"}]},
-         "routes[0]: unknown key(s) prefix"),
+        (
+            {"routes": [{"topic": "a/#", "direction": "in", "retain": "maybe"}]},
+            "routes[0].retain: expected true",
+        ),
+        (
+            {"routes": [{"topic": "a/#", "direction": "in", "qos": "3"}]},
+            "routes[0].qos: expected 0, 1, 2 or auto",
+        ),
+        (
+            {"routes": [{"topic": "a/#", "direction": "in", "prefix": "x"}]},
+            "routes[0]: unknown key(s) prefix",
+        ),
         ({"routes": "agent/#"}, "routes: expected a list, got str"),
         ({"trusted_peers": ["ok", 5]}, "trusted_peers: expected node IDs or public keys"),
     ],
@@ -260,7 +311,9 @@ def test_read_options(tmp_path: Path) -> None:
     path.write_text(json.dumps(MANIFEST["options"]))
     assert addon_options.read_options(path) == MANIFEST["options"]
     path.write_text("{not json")
-    with pytest.raises(addon_options.AddonError, match=re.escape("options.json is not readable JSON")):
+    with pytest.raises(
+        addon_options.AddonError, match=re.escape("options.json is not readable JSON")
+    ):
         addon_options.read_options(path)
     with pytest.raises(addon_options.AddonError, match="does not exist"):
         addon_options.read_options(tmp_path / "missing.json")
@@ -273,23 +326,34 @@ def test_ssl_paths() -> None:
 
 
 def test_options_win_and_the_yaml_file_adds() -> None:
-    options = {"bridge": {"enabled": True, "mqtt": {"broker_address": "from-ui"}}, "log_level": "info"}
+    options = {
+        "bridge": {"enabled": True, "mqtt": {"broker_address": "from-ui"}},
+        "log_level": "info",
+    }
     extra = {
-        "bridge": {"mqtt": {"broker_address": "from-yaml", "keepalive": 30},
-                   "buffer": {"max_messages": 10}},
+        "bridge": {
+            "mqtt": {"broker_address": "from-yaml", "keepalive": 30},
+            "buffer": {"max_messages": 10},
+        },
         "log_level": "debug",
         "messaging": {"high_water_mark": 5000},
     }
     before = json.dumps([options, extra], sort_keys=True)
     merged = addon_options.merge_config(options, extra)
     assert merged == {
-        "bridge": {"enabled": True, "mqtt": {"broker_address": "from-ui", "keepalive": 30},
-                   "buffer": {"max_messages": 10}},
+        "bridge": {
+            "enabled": True,
+            "mqtt": {"broker_address": "from-ui", "keepalive": 30},
+            "buffer": {"max_messages": 10},
+        },
         "log_level": "info",
         "messaging": {"high_water_mark": 5000},
     }
     assert json.dumps([options, extra], sort_keys=True) == before
-    assert addon_options.shadowed_keys(options, extra) == ["bridge.mqtt.broker_address", "log_level"]
+    assert addon_options.shadowed_keys(options, extra) == [
+        "bridge.mqtt.broker_address",
+        "log_level",
+    ]
 
 
 def test_lists_are_not_concatenated() -> None:
@@ -299,8 +363,15 @@ def test_lists_are_not_concatenated() -> None:
     assert addon_options.merge_config({}, extra) == extra
 
 
-SERVICE = {"addon": "core_mosquitto", "host": "core-mosquitto", "port": 1883, "ssl": False,
-           "protocol": "3.1.1", "username": "addons", "password": "supervisor-secret"}
+SERVICE = {
+    "addon": "core_mosquitto",
+    "host": "core-mosquitto",
+    "port": 1883,
+    "ssl": False,
+    "protocol": "3.1.1",
+    "username": "addons",
+    "password": "supervisor-secret",
+}
 
 
 def test_the_users_broker_wins_over_the_service() -> None:
@@ -311,16 +382,27 @@ def test_the_users_broker_wins_over_the_service() -> None:
 def test_the_service_fills_a_missing_broker() -> None:
     config = addon_options.options_to_config({"bridge_enabled": True})
     result = addon_options.apply_supervisor_mqtt(config, SERVICE)
-    assert result["bridge"]["mqtt"] == {"broker_address": "core-mosquitto", "port": 1883,
-                                        "username": "addons", "password": "supervisor-secret"}
+    assert result["bridge"]["mqtt"] == {
+        "broker_address": "core-mosquitto",
+        "port": 1883,
+        "username": "addons",
+        "password": "supervisor-secret",
+    }
     assert "mqtt" not in config["bridge"], "the input must not change"
 
 
 def test_a_typed_login_is_kept_with_the_services_host() -> None:
     config = addon_options.options_to_config({"mqtt_username": "edge", "mqtt_password": "mine"})
-    mqtt = addon_options.apply_supervisor_mqtt(config, {**SERVICE, "ssl": True, "port": "8883"})["bridge"]["mqtt"]
-    assert mqtt == {"broker_address": "core-mosquitto", "port": 8883, "username": "edge", "password": "mine",
-                    "tls_params": {"cert_reqs": "CERT_REQUIRED"}}
+    mqtt = addon_options.apply_supervisor_mqtt(config, {**SERVICE, "ssl": True, "port": "8883"})[
+        "bridge"
+    ]["mqtt"]
+    assert mqtt == {
+        "broker_address": "core-mosquitto",
+        "port": 8883,
+        "username": "edge",
+        "password": "mine",
+        "tls_params": {"cert_reqs": "CERT_REQUIRED"},
+    }
 
 
 # --- the Supervisor API ------------------------------------------------------------------------
@@ -329,7 +411,9 @@ def test_a_typed_login_is_kept_with_the_services_host() -> None:
 @pytest.fixture
 async def supervisor() -> AsyncIterator[tuple[Any, str]]:
     """The stand-in Supervisor on a free loopback port: (its state, its base URL)."""
-    state = standin.SupervisorState(token="test-token", info=standin.default_info(ingress_port=43210))
+    state = standin.SupervisorState(
+        token="test-token", info=standin.default_info(ingress_port=43210)
+    )
     runner = web.AppRunner(standin.create_app(state))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -343,7 +427,9 @@ async def test_the_token_is_required(supervisor: tuple[Any, str]) -> None:
     state, url = supervisor
     state.mqtt = SERVICE
     async with supervisor_api.SupervisorClient(url, token="wrong") as client:
-        with pytest.raises(supervisor_api.SupervisorError, match="refused the add-on's token \\(HTTP 401\\)"):
+        with pytest.raises(
+            supervisor_api.SupervisorError, match="refused the add-on's token \\(HTTP 401\\)"
+        ):
             await client.mqtt_service()
         with pytest.raises(supervisor_api.SupervisorError, match="HTTP 401"):
             await client.addon_info()
@@ -355,7 +441,9 @@ async def test_an_undeclared_service_is_an_error_not_a_wait(supervisor: tuple[An
     state, url = supervisor
     state.mqtt, state.mqtt_access = SERVICE, False
     async with supervisor_api.SupervisorClient(url, token="test-token") as client:
-        with pytest.raises(supervisor_api.SupervisorError, match=r"HTTP 403.*No access to mqtt service.*mqtt:want"):
+        with pytest.raises(
+            supervisor_api.SupervisorError, match=r"HTTP 403.*No access to mqtt service.*mqtt:want"
+        ):
             await client.wait_for_mqtt_service(initial_delay=0.01, timeout=5)
 
 
@@ -404,7 +492,10 @@ async def test_the_service_appears_after_retries(
 async def test_waiting_gives_up_at_the_timeout(supervisor: tuple[Any, str]) -> None:
     state, url = supervisor
     async with supervisor_api.SupervisorClient(url, token="test-token") as client:
-        assert await client.wait_for_mqtt_service(initial_delay=0.01, max_delay=0.05, timeout=0.3) is None
+        assert (
+            await client.wait_for_mqtt_service(initial_delay=0.01, max_delay=0.05, timeout=0.3)
+            is None
+        )
     assert state.mqtt_requests >= 3
 
 
@@ -420,10 +511,17 @@ async def test_waiting_is_cancellable(supervisor: tuple[Any, str]) -> None:
 
 async def test_an_unreachable_supervisor_is_retried(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    async with supervisor_api.SupervisorClient(f"http://127.0.0.1:{free_port()}", token="test-token") as client:
-        with pytest.raises(supervisor_api.SupervisorUnavailable, match="/services/mqtt unreachable"):
+    async with supervisor_api.SupervisorClient(
+        f"http://127.0.0.1:{free_port()}", token="test-token"
+    ) as client:
+        with pytest.raises(
+            supervisor_api.SupervisorUnavailable, match="/services/mqtt unreachable"
+        ):
             await client.mqtt_service()
-        assert await client.wait_for_mqtt_service(initial_delay=0.01, max_delay=0.02, timeout=0.2) is None
+        assert (
+            await client.wait_for_mqtt_service(initial_delay=0.01, max_delay=0.02, timeout=0.2)
+            is None
+        )
     assert caplog.text.count("Waiting for the Supervisor's MQTT service") >= 2
 
 
@@ -437,15 +535,28 @@ def test_backoff_doubles_to_its_cap_with_jitter() -> None:
 def test_the_standin_runs_as_a_program(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "addon" / "supervisor_standin.py"), "--port", str(port), "--token", "t",
-         "--mqtt-host", "127.0.0.1", "--mqtt-port", "1999"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            str(ROOT / "addon" / "supervisor_standin.py"),
+            "--port",
+            str(port),
+            "--token",
+            "t",
+            "--mqtt-host",
+            "127.0.0.1",
+            "--mqtt-port",
+            "1999",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_for_port(port)
 
         async def ask() -> dict[str, Any] | None:
-            async with supervisor_api.SupervisorClient(f"http://127.0.0.1:{port}", token="t") as client:
+            async with supervisor_api.SupervisorClient(
+                f"http://127.0.0.1:{port}", token="t"
+            ) as client:
                 return await client.mqtt_service()
 
         service = asyncio.run(ask())
@@ -462,27 +573,51 @@ STATE_TOPIC = "argentic/edge/kitchen-pi/state"
 
 
 def test_discovery_describes_one_device() -> None:
-    messages = entities.discovery_messages("kitchen-pi", "Kitchen Pi", "0.1.0", STATUS_TOPIC, STATE_TOPIC)
+    messages = entities.discovery_messages(
+        "kitchen-pi", "Kitchen Pi", "0.1.0", STATUS_TOPIC, STATE_TOPIC
+    )
     assert len(messages) == len(entities.STATE_KEYS) == 5
     payloads = [json.loads(payload) for _topic, payload, _retain in messages]
     assert all(retain for _topic, _payload, retain in messages)
-    assert {json.dumps(p["device"], sort_keys=True) for p in payloads} == {json.dumps({
-        "identifiers": ["argentic_edge_kitchen-pi"], "name": "Kitchen Pi", "manufacturer": "Argentic",
-        "model": "argentic-edge", "sw_version": "0.1.0"}, sort_keys=True)}
+    assert {json.dumps(p["device"], sort_keys=True) for p in payloads} == {
+        json.dumps(
+            {
+                "identifiers": ["argentic_edge_kitchen-pi"],
+                "name": "Kitchen Pi",
+                "manufacturer": "Argentic",
+                "model": "argentic-edge",
+                "sw_version": "0.1.0",
+            },
+            sort_keys=True,
+        )
+    }
     assert len({p["unique_id"] for p in payloads}) == len(payloads)
-    state = json.loads(entities.state_payload(bus_rate=12.34, bridge_connected=True, peers_linked=2, agents_seen=3,
-                                        cert_days_left=None))
+    state = json.loads(
+        entities.state_payload(
+            bus_rate=12.34,
+            bridge_connected=True,
+            peers_linked=2,
+            agents_seen=3,
+            cert_days_left=None,
+        )
+    )
     for (topic, _payload, _retain), payload in zip(messages, payloads, strict=True):
         component = topic.split("/")[1]
         assert re.fullmatch(rf"homeassistant/{component}/kitchen-pi/[a-z_]+/config", topic)
         assert component in ("sensor", "binary_sensor")
         assert payload["availability_topic"] == STATUS_TOPIC
-        assert (payload["payload_available"], payload["payload_not_available"]) == ("online", "offline")
+        assert (payload["payload_available"], payload["payload_not_available"]) == (
+            "online",
+            "offline",
+        )
         assert payload["state_topic"] == STATE_TOPIC
         key = re.fullmatch(r"\{\{ value_json\.(\w+) \}\}", payload["value_template"]).group(1)
         assert key in state
     binary = next(p for p in payloads if p["unique_id"].endswith("bridge_connected"))
-    assert binary["device_class"] == "connectivity" and state["bridge_connected"] == binary["payload_on"]
+    assert (
+        binary["device_class"] == "connectivity"
+        and state["bridge_connected"] == binary["payload_on"]
+    )
     assert set(state) == set(entities.STATE_KEYS)
 
 
@@ -492,10 +627,13 @@ def test_discovery_node_ids_are_topic_safe() -> None:
 
 
 async def test_discovery_and_removal_through_a_real_broker(
-        mosquitto: Mosquitto, tmp_path: Path, repo_env: dict[str, str]) -> None:
+    mosquitto: Mosquitto, tmp_path: Path, repo_env: dict[str, str]
+) -> None:
     """What Home Assistant sees: retained configs after announcing, nothing after
     ``argentic-edge ha-remove`` (the appliance itself need not run)."""
-    messages = entities.discovery_messages("kitchen-pi", "Kitchen Pi", "0.1.0", STATUS_TOPIC, STATE_TOPIC)
+    messages = entities.discovery_messages(
+        "kitchen-pi", "Kitchen Pi", "0.1.0", STATUS_TOPIC, STATE_TOPIC
+    )
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="edge") as client:
         for topic, payload, retain in messages:
             await client.publish(topic, payload, qos=1, retain=retain)
@@ -503,24 +641,52 @@ async def test_discovery_and_removal_through_a_real_broker(
     assert await _retained(mosquitto.port, len(messages)) == announced
 
     config = tmp_path / "edge.yaml"
-    config.write_text(yaml.safe_dump({"node_name": "kitchen-pi", "bridge": {"mqtt": {
-        "broker_address": "127.0.0.1", "port": mosquitto.port}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "node_name": "kitchen-pi",
+                "bridge": {"mqtt": {"broker_address": "127.0.0.1", "port": mosquitto.port}},
+            }
+        )
+    )
     removal = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "argentic_edge", "ha-remove", "--config", str(config),
-        env=repo_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "argentic_edge",
+        "ha-remove",
+        "--config",
+        str(config),
+        env=repo_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(removal.communicate(), 30)
     assert removal.returncode == 0, err.decode()
-    assert out.decode() == f"removed from Home Assistant: {len(messages) + 1} retained topics cleared\n"
+    assert (
+        out.decode()
+        == f"removed from Home Assistant: {len(messages) + 1} retained topics cleared\n"
+    )
     assert await _retained(mosquitto.port, 0) == {}
 
 
-async def test_ha_remove_names_an_unreachable_broker(tmp_path: Path, repo_env: dict[str, str]) -> None:
+async def test_ha_remove_names_an_unreachable_broker(
+    tmp_path: Path, repo_env: dict[str, str]
+) -> None:
     config = tmp_path / "edge.yaml"
-    config.write_text(yaml.safe_dump({"bridge": {"mqtt": {"broker_address": "127.0.0.1",
-                                                          "port": free_port()}}}))
+    config.write_text(
+        yaml.safe_dump({"bridge": {"mqtt": {"broker_address": "127.0.0.1", "port": free_port()}}})
+    )
     removal = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "argentic_edge", "ha-remove", "--config", str(config),
-        env=repo_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "argentic_edge",
+        "ha-remove",
+        "--config",
+        str(config),
+        env=repo_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _out, err = await asyncio.wait_for(removal.communicate(), 30)
     assert removal.returncode == 1
     assert "127.0.0.1" in err.decode() and "Traceback" not in err.decode()

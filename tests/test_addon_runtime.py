@@ -97,36 +97,66 @@ def publish_retained(port: int, messages: dict[str, bytes]) -> None:
 
 
 async def test_zero_typing_add_on_with_the_supervisors_broker(
-        tmp_path: Path, supervisor: tuple[SupervisorState, str]) -> None:
+    tmp_path: Path, supervisor: tuple[SupervisorState, str]
+) -> None:
     state, api = supervisor
     passwords = tmp_path / "passwords"
     passwords.touch()
     for user, password in (("addons", "from-the-supervisor"), ("reader", "reader-pass")):
         subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True)
-    broker = Mosquitto(tmp_path / "mosquitto",
-                       extra_conf=[f"password_file {passwords}", "allow_anonymous false"]).start()
-    state.mqtt = {"host": "127.0.0.1", "port": broker.port, "ssl": False, "username": "addons",
-                  "password": "from-the-supervisor", "protocol": "3.1.1"}
+    broker = Mosquitto(
+        tmp_path / "mosquitto", extra_conf=[f"password_file {passwords}", "allow_anonymous false"]
+    ).start()
+    state.mqtt = {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "ssl": False,
+        "username": "addons",
+        "password": "from-the-supervisor",
+        "protocol": "3.1.1",
+    }
     state.mqtt_unavailable_for = 2  # Mosquitto "still booting": the add-on must not wait for it
 
     data, config, run = tmp_path / "data", tmp_path / "config", tmp_path / "run"
     for folder in (data, config, run):
         folder.mkdir()
-    (data / "options.json").write_text(json.dumps({
-        "log_level": "info", "bridge_enabled": True, "ha_discovery": True,
-        "discovery_enabled": False, "api_token": API_TOKEN, "node_name": "ha-edge",
-    }))
+    (data / "options.json").write_text(
+        json.dumps(
+            {
+                "log_level": "info",
+                "bridge_enabled": True,
+                "ha_discovery": True,
+                "discovery_enabled": False,
+                "api_token": API_TOKEN,
+                "node_name": "ha-edge",
+            }
+        )
+    )
     bus_port, backend_port = free_port(), free_port()
-    (config / "argentic-edge.yaml").write_text(yaml.safe_dump({  # the advanced file adds keys
-        "messaging": {"broker_address": "127.0.0.1", "port": bus_port,
-                      "backend_port": backend_port},
-        "bridge": {"mqtt": {"connect_retry_delay": 0.2}},
-    }))
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SUPERVISOR_TOKEN": TOKEN,
-           "SUPERVISOR_API": api, "ARGENTIC_EDGE_ADDON_DATA": str(data),
-           "ARGENTIC_EDGE_ADDON_CONFIG": str(config), "ARGENTIC_EDGE_ADDON_RUN": str(run)}
+    (config / "argentic-edge.yaml").write_text(
+        yaml.safe_dump(
+            {  # the advanced file adds keys
+                "messaging": {
+                    "broker_address": "127.0.0.1",
+                    "port": bus_port,
+                    "backend_port": backend_port,
+                },
+                "bridge": {"mqtt": {"connect_retry_delay": 0.2}},
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "SUPERVISOR_TOKEN": TOKEN,
+        "SUPERVISOR_API": api,
+        "ARGENTIC_EDGE_ADDON_DATA": str(data),
+        "ARGENTIC_EDGE_ADDON_CONFIG": str(config),
+        "ARGENTIC_EDGE_ADDON_RUN": str(run),
+    }
     appliance = await asyncio.create_subprocess_exec(
-        *run_script_command(), env=env, stderr=asyncio.subprocess.PIPE)
+        *run_script_command(), env=env, stderr=asyncio.subprocess.PIPE
+    )
     ingress = state.info["ingress_port"]
     try:
         await asyncio.to_thread(wait_for_port, ingress, "127.0.0.1", 20)
@@ -144,8 +174,9 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
                 assert answer.status == 200, await answer.text()
             async with session.get(f"{base}/") as answer:
                 assert answer.status == 403, "ingress answers only the Supervisor's address"
-            async with session.get(f"{base}/api/status",
-                                   headers={"Authorization": f"Bearer {API_TOKEN}"}) as answer:
+            async with session.get(
+                f"{base}/api/status", headers={"Authorization": f"Bearer {API_TOKEN}"}
+            ) as answer:
                 status = await answer.json()
         assert status["bridge"]["state"] == "connected"
         assert status["bridge"]["broker"].endswith(f":{broker.port}")
@@ -154,12 +185,14 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
 
         # Before uninstalling: the page's "Remove from Home Assistant" (the API) ...
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"{base}/api/homeassistant/remove",
-                                    headers={"Authorization": f"Bearer {API_TOKEN}"}) as answer:
+            async with session.post(
+                f"{base}/api/homeassistant/remove", headers={"Authorization": f"Bearer {API_TOKEN}"}
+            ) as answer:
                 assert answer.status == 200, await answer.text()
                 assert (await answer.json())["removed"] == 6
-            async with session.get(f"{base}/api/status",
-                                   headers={"Authorization": f"Bearer {API_TOKEN}"}) as answer:
+            async with session.get(
+                f"{base}/api/status", headers={"Authorization": f"Bearer {API_TOKEN}"}
+            ) as answer:
                 status = await answer.json()
         assert status["homeassistant"]["withdrawn"] is True
         assert await asyncio.to_thread(retained, broker.port, "homeassistant/#", 1, 1.0) == {}
@@ -167,8 +200,13 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
         # ... or `ha-remove --addon`, with the Supervisor's broker (stale configs put back here)
         await asyncio.to_thread(publish_retained, broker.port, configs)
         removal = await asyncio.create_subprocess_exec(
-            *run_script_command()[:3], "ha-remove", "--addon", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            *run_script_command()[:3],
+            "ha-remove",
+            "--addon",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(removal.communicate(), 30)
         assert removal.returncode == 0, err.decode()
         assert "6 retained topics cleared" in out.decode()
@@ -203,7 +241,8 @@ def dockerfile_install(dockerfile: Path, image_root: Path) -> list[str]:
 
 
 async def test_the_image_install_step_gives_a_working_add_on(
-        tmp_path: Path, supervisor: tuple[SupervisorState, str]) -> None:
+    tmp_path: Path, supervisor: tuple[SupervisorState, str]
+) -> None:
     """The Dockerfile's install command in a fresh virtualenv (no Docker engine here), then the
     s6 `run` script's command from it, outside the checkout: the package is complete."""
     state, api = supervisor
@@ -211,30 +250,58 @@ async def test_the_image_install_step_gives_a_working_add_on(
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     command = dockerfile_install(REPO_ROOT / "Dockerfile", tmp_path / "image")
     bin_dir = venv / "bin"
-    install = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=tmp_path,
-                             env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
-                             capture_output=True, text=True, timeout=240)
+    install = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
     assert not (tmp_path / "image/tmp/src").exists(), "the sources are removed after installing"
-    where = subprocess.run([str(bin_dir / "python3"), "-c",
-                            "import argentic_edge; print(argentic_edge.__file__)"],
-                           cwd=tmp_path, env={"PATH": os.environ["PATH"]}, check=True,
-                           capture_output=True, text=True).stdout
+    where = subprocess.run(
+        [str(bin_dir / "python3"), "-c", "import argentic_edge; print(argentic_edge.__file__)"],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert where.startswith(str(venv)), f"imported from {where}, not the installed package"
 
     data, config, run = tmp_path / "data", tmp_path / "config", tmp_path / "run"
     for folder in (data, config, run):
         folder.mkdir()
     (data / "options.json").write_text(json.dumps({"discovery_enabled": False}))
-    (config / "argentic-edge.yaml").write_text(yaml.safe_dump({"messaging": {
-        "broker_address": "127.0.0.1", "port": free_port(), "backend_port": free_port()}}))
+    (config / "argentic-edge.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "messaging": {
+                    "broker_address": "127.0.0.1",
+                    "port": free_port(),
+                    "backend_port": free_port(),
+                }
+            }
+        )
+    )
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update({"SUPERVISOR_TOKEN": TOKEN, "SUPERVISOR_API": api,
-                "ARGENTIC_EDGE_ADDON_DATA": str(data), "ARGENTIC_EDGE_ADDON_CONFIG": str(config),
-                "ARGENTIC_EDGE_ADDON_RUN": str(run)})
+    env.update(
+        {
+            "SUPERVISOR_TOKEN": TOKEN,
+            "SUPERVISOR_API": api,
+            "ARGENTIC_EDGE_ADDON_DATA": str(data),
+            "ARGENTIC_EDGE_ADDON_CONFIG": str(config),
+            "ARGENTIC_EDGE_ADDON_RUN": str(run),
+        }
+    )
     appliance = await asyncio.create_subprocess_exec(
-        str(bin_dir / "python3"), *run_script_command()[1:], env=env, cwd=tmp_path,
-        stderr=asyncio.subprocess.PIPE)
+        str(bin_dir / "python3"),
+        *run_script_command()[1:],
+        env=env,
+        cwd=tmp_path,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         await asyncio.to_thread(wait_for_port, state.info["ingress_port"], "127.0.0.1", 30)
         url = (await healthz_url(run)).strip()

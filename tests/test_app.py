@@ -22,15 +22,23 @@ async def test_apply_restarts_only_what_a_change_touches(tmp_path: Path) -> None
 
 
 async def test_a_change_that_fails_to_start_restores_the_running_configuration(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     import socket
+
     raw = config_document(tmp_path / "data")
     async with Edge(parse_config(raw, env={})) as edge:
         holder = socket.socket()
         holder.bind(("127.0.0.1", 0))
         holder.listen()
-        bad = {**raw, "messaging": {**raw["messaging"], "port": holder.getsockname()[1],
-                                    "connect_timeout": 200}}
+        bad = {
+            **raw,
+            "messaging": {
+                **raw["messaging"],
+                "port": holder.getsockname()[1],
+                "connect_timeout": 200,
+            },
+        }
         try:
             try:
                 await edge.apply(parse_config(bad, env={}))

@@ -42,8 +42,16 @@ def test_table_is_markdown_with_aligned_columns() -> None:
 
 
 def test_table_from_benchmark_rows_names_the_baseline() -> None:
-    rows = [{"scenario": "64 B", "ours": 800_000.0, "baseline": 700_000.0, "ratio": 8 / 7,
-             "unit": "msg/s"}, {"scenario": "skipped", "unit": "needs root"}]
+    rows = [
+        {
+            "scenario": "64 B",
+            "ours": 800_000.0,
+            "baseline": 700_000.0,
+            "ratio": 8 / 7,
+            "unit": "msg/s",
+        },
+        {"scenario": "skipped", "unit": "needs root"},
+    ]
     lines = Table.from_rows(rows, baseline="bare proxy").render().splitlines()
     assert lines[2] == "| 64 B     | 800,000 |  700,000 |  1.14 |      msg/s |"
     assert lines[3] == "| skipped  |       - |        - |     - | needs root |"
@@ -66,26 +74,37 @@ def _run(quick: bool) -> list[dict[str, object]]:
 
 
 def test_a_suite_alone_prints_the_table_and_keeps_the_rows(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert suite_main(_run, "the baseline", "doc", ["--quick", "--json", str(tmp_path / "r.json")]) == 0
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        suite_main(_run, "the baseline", "doc", ["--quick", "--json", str(tmp_path / "r.json")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "quick=True" in out and out.rstrip().endswith("baseline: the baseline")
     assert json.loads((tmp_path / "r.json").read_text())["rows"][0]["scenario"] == "quick=True"
 
 
 def test_a_suite_alone_takes_its_own_options_and_says_why_it_cannot_run(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--size", type=int, default=64)
 
     def alone(args: argparse.Namespace) -> Outcome:
         if args.size == 0:
             raise SystemExit("needs a size")
-        return Outcome([ROW], text=f"size {args.size}\n", document={"rows": [ROW], "size": args.size})
+        return Outcome(
+            [ROW], text=f"size {args.size}\n", document={"rows": [ROW], "size": args.size}
+        )
 
     path = tmp_path / "r.json"
-    assert suite_main(_run, "b", "doc", ["--size", "5", "--json", str(path)], options=options,
-                      measure=alone) == 0
+    assert (
+        suite_main(
+            _run, "b", "doc", ["--size", "5", "--json", str(path)], options=options, measure=alone
+        )
+        == 0
+    )
     assert capsys.readouterr().out == "size 5\n"
     assert json.loads(path.read_text())["rows"] == {"rows": [ROW], "size": 5}
     assert suite_main(_run, "b", "doc", ["--size", "0"], options=options, measure=alone) == 1

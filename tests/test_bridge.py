@@ -38,8 +38,9 @@ async def test_round_trip_both_ways_in_argentic_wire_format(mosquitto: Mosquitto
         bus = BusClient(edge, subscribe="agent/")
         try:
             await mqtt.subscribe("agent/#")
-            await prove_paths(bus, mqtt, out=("agent/probe", "agent/probe"),
-                              into=("agent/probe", "agent/probe"))
+            await prove_paths(
+                bus, mqtt, out=("agent/probe", "agent/probe"), into=("agent/probe", "agent/probe")
+            )
 
             ask = message("ASK_QUESTION", question="why?", data={"é": [1, 2.5, None]})
             await bus.send("agent/command/ask_question", ask)
@@ -67,17 +68,24 @@ async def test_round_trip_both_ways_in_argentic_wire_format(mosquitto: Mosquitto
 async def test_wildcards_and_prefixes_rewrite_topics(mosquitto: Mosquitto) -> None:
     routes = [
         {"topic": "tools/+/status", "direction": "out", "remote_prefix": "site/kitchen/"},
-        {"topic": "cmd/#", "direction": "in", "remote_prefix": "site/kitchen/",
-         "local_prefix": "remote/"},
+        {
+            "topic": "cmd/#",
+            "direction": "in",
+            "remote_prefix": "site/kitchen/",
+            "local_prefix": "remote/",
+        },
     ]
     config = edge_config(mosquitto.port, bridge={"routes": routes})
     async with Edge(config) as edge, MqttClient(mosquitto.port) as mqtt:
         bus = BusClient(edge, subscribe="remote/")
         try:
             await mqtt.subscribe("site/#")
-            await prove_paths(bus, mqtt,
-                              out=("tools/probe/status", "site/kitchen/tools/probe/status"),
-                              into=("site/kitchen/cmd/probe", "remote/cmd/probe"))
+            await prove_paths(
+                bus,
+                mqtt,
+                out=("tools/probe/status", "site/kitchen/tools/probe/status"),
+                into=("site/kitchen/cmd/probe", "remote/cmd/probe"),
+            )
 
             payload = message("STATUS", state="ok")
             await bus.send("tools/search/status", payload)
@@ -123,13 +131,15 @@ async def test_qos_and_retain_per_route_and_by_category(mosquitto: Mosquitto) ->
             got = {item.topic: (item.qos, item.retain) for item in await mqtt.take(len(cases))}
             # a live subscriber is never sent the retain flag; the late one below proves it
             assert {topic: qos for topic, (qos, _) in got.items()} == {
-                topic: qos for topic, (qos, _) in cases.items()}
+                topic: qos for topic, (qos, _) in cases.items()
+            }
 
             async with MqttClient(mosquitto.port) as late:
                 await late.subscribe("#", qos=2)
                 retained = {item.topic for item in await late.quiet(0.3) if item.retain}
             assert retained == {topic for topic, (_, retain) in cases.items() if retain} | {
-                presence_topic("testnode")}
+                presence_topic("testnode")
+            }
 
             bus_in = BusClient(edge, subscribe="inbound/")
             try:  # QoS 2 from the broker: exactly once on the bus
@@ -151,7 +161,8 @@ async def test_qos_and_retain_per_route_and_by_category(mosquitto: Mosquitto) ->
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_both_on_hash_delivers_each_message_exactly_once(
-        mosquitto: Mosquitto, protocol: str) -> None:
+    mosquitto: Mosquitto, protocol: str
+) -> None:
     """The loop test: ``#`` both ways, traffic from both sides at once."""
     async with Mqtt311Only(mosquitto.port) as relay:
         port = mosquitto.port if protocol == "5" else relay.port
@@ -163,13 +174,16 @@ async def test_both_on_hash_delivers_each_message_exactly_once(
             bus = BusClient(edge)
             try:
                 await mqtt.subscribe("#")
-                await prove_paths(bus, mqtt,
-                                  out=("probe/a", "probe/a"), into=("probe/b", "probe/b"))
+                await prove_paths(
+                    bus, mqtt, out=("probe/a", "probe/a"), into=("probe/b", "probe/b")
+                )
 
                 count = 20
                 sent_bus = [(f"loop/bus/{i}", message("B", i=i)) for i in range(count)]
                 sent_mqtt = [(f"loop/mqtt/{i}", message("M", i=i)) for i in range(count)]
-                for (topic, payload), (mqtt_topic, mqtt_payload) in zip(sent_bus, sent_mqtt, strict=True):
+                for (topic, payload), (mqtt_topic, mqtt_payload) in zip(
+                    sent_bus, sent_mqtt, strict=True
+                ):
                     await bus.send(topic, payload)
                     mqtt.publish_nowait(mqtt_topic, mqtt_payload)
                 expected = sorted(sent_bus + sent_mqtt)
@@ -211,7 +225,8 @@ async def test_overlapping_broker_subscriptions_inject_once(mosquitto: Mosquitto
 
 
 async def test_bad_input_is_dropped_counted_and_logged_once(
-        mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="argentic_edge.bridge.service")
     routes = [{"topic": "#", "direction": "both"}]
     config = edge_config(mosquitto.port, bridge={"routes": routes, "max_payload": 200})
@@ -236,18 +251,24 @@ async def test_bad_input_is_dropped_counted_and_logged_once(
             on_mqtt = matching(await mqtt.take(1) + await mqtt.quiet(), "ok/#")
             # both oversize ones are the MQTT client's own: none came through the bridge
             assert sorted((m.topic, m.payload) for m in on_mqtt) == [
-                ("ok/after", good), ("ok/after-mqtt", good), ("ok/big", big), ("ok/big", big)]
+                ("ok/after", good),
+                ("ok/after-mqtt", good),
+                ("ok/big", big),
+                ("ok/big", big),
+            ]
             on_bus = matching(await bus.quiet(0.3), "ok/#")  # the same, seen from the bus
             assert sorted((m.topic, m.payload) for m in on_bus) == [
-                ("ok/after", good), ("ok/after-mqtt", good), ("ok/big", big), ("ok/big", big)]
+                ("ok/after", good),
+                ("ok/after-mqtt", good),
+                ("ok/big", big),
+                ("ok/big", big),
+            ]
 
             status = asdict(bridge.status())
             route = status["routes"][0]
             assert route["out"]["dropped"] == {"too_large": 2, "wildcard_in_topic": 2}
-            assert route["in"]["dropped"] == {"too_large": 2, "space_in_topic": 2,
-                                              "empty_level": 2}
-            assert status["unrouted_drops"]["from_bus"] == {"malformed_frame": 2,
-                                                            "invalid_utf8": 2}
+            assert route["in"]["dropped"] == {"too_large": 2, "space_in_topic": 2, "empty_level": 2}
+            assert status["unrouted_drops"]["from_bus"] == {"malformed_frame": 2, "invalid_utf8": 2}
             assert status["state"] == "connected"
             dropping = [r.getMessage() for r in caplog.records if "dropping" in r.getMessage()]
             assert len(dropping) == 6, dropping  # one line per kind, not per message
@@ -285,16 +306,30 @@ async def test_invalid_utf8_topic_never_gets_past_mosquitto(mosquitto: Mosquitto
 async def test_presence_online_offline_and_last_will(mosquitto: Mosquitto, tmp_path: Path) -> None:
     """Clean stop publishes ``offline``; a crash (SIGKILL) makes the broker publish the will."""
     topic = presence_topic("crashy")
-    path = write_yaml(tmp_path / "edge.yaml", config_document(
-        tmp_path / "data", node_name="crashy", bridge={"mqtt": {
-            "broker_address": "127.0.0.1", "port": mosquitto.port, "keepalive": 5}}))
+    path = write_yaml(
+        tmp_path / "edge.yaml",
+        config_document(
+            tmp_path / "data",
+            node_name="crashy",
+            bridge={
+                "mqtt": {"broker_address": "127.0.0.1", "port": mosquitto.port, "keepalive": 5}
+            },
+        ),
+    )
     async with MqttClient(mosquitto.port) as watcher:
         await watcher.subscribe(topic)
         with (tmp_path / "edge.log").open("wb") as log:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "argentic_edge", "run", "--config", str(path),
+                sys.executable,
+                "-m",
+                "argentic_edge",
+                "run",
+                "--config",
+                str(path),
                 env=environment(),
-                stdout=asyncio.subprocess.DEVNULL, stderr=log)
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log,
+            )
         try:
             online = await watcher.next(timeout=15)
             assert (online.topic, online.payload) == (topic, b"online")
@@ -355,9 +390,9 @@ async def test_disabled_bridge_is_not_started() -> None:
         assert edge.status()["bridge"] == {"enabled": False}
 
 
-
 async def test_a_multipart_message_is_discarded_whole_counted_and_logged_once(
-        mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
     """Argentic writes one frame per message; libzmq filters on the first part only, so a
     continuation part must never pass as a message of its own (here, on another topic)."""
     async with Edge(edge_config(mosquitto.port)) as edge, MqttClient(mosquitto.port) as mqtt:
@@ -367,8 +402,9 @@ async def test_a_multipart_message_is_discarded_whole_counted_and_logged_once(
             await mqtt.subscribe("tools/#")
             await prove_paths(bus, mqtt, out=("agent/probe", "agent/probe"))
             for _ in range(2):
-                await bus.pub.send_multipart([b"agent/first " + message(),
-                                              b"tools/smuggled " + message(), b"third"])
+                await bus.pub.send_multipart(
+                    [b"agent/first " + message(), b"tools/smuggled " + message(), b"third"]
+                )
             after = message("AFTER")
             await bus.send("agent/after", after)
             got = await mqtt.next()
@@ -378,5 +414,7 @@ async def test_a_multipart_message_is_discarded_whole_counted_and_logged_once(
             assert reader["multipart"] == 2
         finally:
             bus.close()
-    assert sum("multipart" in r.getMessage() for r in caplog.records
-               if r.levelno == logging.WARNING) == 1
+    assert (
+        sum("multipart" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+        == 1
+    )

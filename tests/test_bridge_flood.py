@@ -25,8 +25,7 @@ from tests.support.brokers import Mosquitto
 from tests.support.flood import FLOOD_LIMIT, Flood
 
 
-async def test_a_flood_the_bridge_cannot_carry_is_counted_with_its_reason(
-        tmp_path: Path) -> None:
+async def test_a_flood_the_bridge_cannot_carry_is_counted_with_its_reason(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     try:
         async with Edge(edge_config(broker.port)) as edge:
@@ -55,12 +54,14 @@ async def test_a_flood_the_bridge_cannot_carry_is_counted_with_its_reason(
                 assert "the bus dropped frames" in reader["load"]
                 text = metrics.render(edge.status(), 0)
                 assert 'argentic_edge_bus_reader_queue_full_total{reader="bridge"} ' in text
-                line = next(row for row in text.splitlines() if row.startswith(
-                    'argentic_edge_bus_reader_queue_full_total{reader="bridge"}'))
+                line = next(
+                    row
+                    for row in text.splitlines()
+                    if row.startswith('argentic_edge_bus_reader_queue_full_total{reader="bridge"}')
+                )
                 assert int(line.split()[-1]) > 0
     finally:
         broker.stop()
-
 
 
 class StallingRelay:
@@ -90,8 +91,9 @@ class StallingRelay:
         broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.broker_port)
         self._writers += [client_w, broker_w]
 
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                       stalls: bool) -> None:
+        async def pipe(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stalls: bool
+        ) -> None:
             while True:
                 if stalls:
                     await self.reading.wait()
@@ -102,8 +104,9 @@ class StallingRelay:
                 await writer.drain()
             writer.close()
 
-        await asyncio.gather(pipe(client_r, broker_w, True), pipe(broker_r, client_w, False),
-                             return_exceptions=True)
+        await asyncio.gather(
+            pipe(client_r, broker_w, True), pipe(broker_r, client_w, False), return_exceptions=True
+        )
 
     def cut(self) -> None:
         for writer in self._writers:
@@ -113,11 +116,15 @@ class StallingRelay:
 
 
 async def test_qos0_messages_paho_still_held_when_the_connection_went_are_counted(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     try:
-        async with StallingRelay(broker.port) as relay, \
-                Edge(edge_config(relay.port)) as edge, MqttClient(broker.port) as mqtt:
+        async with (
+            StallingRelay(broker.port) as relay,
+            Edge(edge_config(relay.port)) as edge,
+            MqttClient(broker.port) as mqtt,
+        ):
             bridge = bridge_of(edge)
             await wait_until(lambda: bridge.state == "connected", 10, "the broker connection")
             await mqtt.subscribe("agent/#", qos=0)
@@ -134,8 +141,13 @@ async def test_qos0_messages_paho_still_held_when_the_connection_went_are_counte
                 for chunk in range(count // 500):  # under the PUB's high-water mark each time
                     for _ in range(500):
                         await bus.send("agent/bulk", payload)
-                    await wait_until(lambda chunk=chunk: bridge.status().bus_reader["frames"]
-                                     >= read + 500 * (chunk + 1), 20, "the bridge reading them")
+                    await wait_until(
+                        lambda chunk=chunk: (
+                            bridge.status().bus_reader["frames"] >= read + 500 * (chunk + 1)
+                        ),
+                        20,
+                        "the bridge reading them",
+                    )
                 relay.cut()
                 await wait_until(lambda: bridge.state != "connected", 10, "the cut")
             finally:

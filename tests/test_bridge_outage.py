@@ -33,14 +33,20 @@ def broker(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
 
 async def test_outage_buffers_and_replays_in_order_exactly_once(broker: Mosquitto) -> None:
     config = edge_config(broker.port, bridge={"routes": ROUTES})
-    async with Edge(config) as edge, MqttClient(broker.port, client_id="watcher", clean=False,
-                                                auto_reconnect=True) as mqtt:
+    async with (
+        Edge(config) as edge,
+        MqttClient(broker.port, client_id="watcher", clean=False, auto_reconnect=True) as mqtt,
+    ):
         bridge = bridge_of(edge)
         bus = BusClient(edge, subscribe="agent/mqtt/")
         try:
             await mqtt.subscribe("agent/bus/#", qos=1)
-            await prove_paths(bus, mqtt, out=("agent/bus/probe", "agent/bus/probe"),
-                              into=("agent/mqtt/probe", "agent/mqtt/probe"))
+            await prove_paths(
+                bus,
+                mqtt,
+                out=("agent/bus/probe", "agent/bus/probe"),
+                into=("agent/mqtt/probe", "agent/mqtt/probe"),
+            )
 
             buffered_before = bridge.status().routes[0]["out"]["buffered"]  # early probes
             broker.stop()
@@ -52,8 +58,10 @@ async def test_outage_buffers_and_replays_in_order_exactly_once(broker: Mosquitt
                 await bus.send(topic, payload)
             for topic, payload in from_mqtt:  # paho holds them until its broker is back
                 mqtt.publish_nowait(topic, payload, qos=1)
-            await wait_until(lambda: bridge.status().buffer["messages"] == count,
-                             what="the bus messages to wait in the outbox")
+            await wait_until(
+                lambda: bridge.status().buffer["messages"] == count,
+                what="the bus messages to wait in the outbox",
+            )
             assert bridge.health()[0] is False
             broker.start()
 
@@ -71,10 +79,14 @@ async def test_outage_buffers_and_replays_in_order_exactly_once(broker: Mosquitt
 
 
 async def test_full_outbox_drops_the_oldest_and_counts(broker: Mosquitto) -> None:
-    config = edge_config(broker.port, bridge={
-        "routes": ROUTES, "buffer": {"max_messages": 5, "max_bytes": 1_000_000}})
-    async with Edge(config) as edge, MqttClient(broker.port, client_id="watcher2", clean=False,
-                                                auto_reconnect=True) as mqtt:
+    config = edge_config(
+        broker.port,
+        bridge={"routes": ROUTES, "buffer": {"max_messages": 5, "max_bytes": 1_000_000}},
+    )
+    async with (
+        Edge(config) as edge,
+        MqttClient(broker.port, client_id="watcher2", clean=False, auto_reconnect=True) as mqtt,
+    ):
         bridge = bridge_of(edge)
         bus = BusClient(edge)
         try:
@@ -85,8 +97,10 @@ async def test_full_outbox_drops_the_oldest_and_counts(broker: Mosquitto) -> Non
             sent = [(f"agent/n/{i}", message("N", i=i)) for i in range(20)]
             for topic, payload in sent:
                 await bus.send(topic, payload)
-            await wait_until(lambda: bridge.status().buffer["dropped_oldest"] == 15,
-                             what="the outbox to overflow")
+            await wait_until(
+                lambda: bridge.status().buffer["dropped_oldest"] == 15,
+                what="the outbox to overflow",
+            )
             broker.start()
             got = await mqtt.take(5, timeout=10)
             assert [(m.topic, m.payload) for m in got] == sent[-5:]
@@ -99,15 +113,19 @@ async def test_full_outbox_drops_the_oldest_and_counts(broker: Mosquitto) -> Non
 
 
 @pytest.mark.parametrize("clean_session", [False, True])
-async def test_what_was_sent_while_the_bridge_was_away(broker: Mosquitto,
-                                                       clean_session: bool) -> None:
+async def test_what_was_sent_while_the_bridge_was_away(
+    broker: Mosquitto, clean_session: bool
+) -> None:
     """clean_session false + fixed client id: QoS 1 messages sent while the bridge was stopped
     arrive on the bus when it starts again; with a clean session they are gone."""
-    config = edge_config(broker.port, bridge={"routes": ROUTES},
-                         mqtt={"client_id": f"edge-{clean_session}",
-                               "clean_session": clean_session})
+    config = edge_config(
+        broker.port,
+        bridge={"routes": ROUTES},
+        mqtt={"client_id": f"edge-{clean_session}", "clean_session": clean_session},
+    )
     without_bridge = dataclasses.replace(
-        config, bridge=dataclasses.replace(config.bridge, enabled=False))
+        config, bridge=dataclasses.replace(config.bridge, enabled=False)
+    )
     async with Edge(config) as edge, MqttClient(broker.port) as mqtt:
         bus = BusClient(edge, subscribe="agent/")
         try:
@@ -136,8 +154,10 @@ async def test_unreachable_broker_backs_off_then_gives_up() -> None:
         assert not up and "refused the connection" in reason
         await wait_until(lambda: bridge.state == "gave up", timeout=5, what="giving up")
         status = asdict(bridge.status())
-        assert status["detail"] == (f"gave up after 3 attempts: 127.0.0.1:{port} refused the "
-                                    "connection (is the broker running and listening there?)")
+        assert status["detail"] == (
+            f"gave up after 3 attempts: 127.0.0.1:{port} refused the "
+            "connection (is the broker running and listening there?)"
+        )
         assert status["attempts"] == 3
         assert edge.health() == (False, [f"bridge: {status['detail']}"])
 
@@ -150,10 +170,12 @@ async def test_a_broker_appearing_later_is_picked_up(tmp_path: Path) -> None:
         await wait_until(lambda: bridge.attempts >= 2, what="a few failed attempts")
         broker.start()
         try:
-            await wait_until(lambda: bridge.state == "connected", timeout=5,
-                             what="the bridge to connect once the broker is up")
+            await wait_until(
+                lambda: bridge.state == "connected",
+                timeout=5,
+                what="the bridge to connect once the broker is up",
+            )
             assert bridge.health() == (True, f"connected to 127.0.0.1:{broker.port} (MQTT 5)")
             assert bridge.status().last_error is None
         finally:
             broker.stop()
-

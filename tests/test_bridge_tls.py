@@ -37,14 +37,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 def tls_listener(pki: Pki, *extra: str) -> list[str]:
     """Listener lines for a TLS broker."""
-    return [f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}",
-            *extra]
+    return [f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}", *extra]
 
 
-@pytest.mark.parametrize("version", ["PROTOCOL_TLS_CLIENT", "PROTOCOL_TLSv1_2",
-                                     "PROTOCOL_TLSv1_3"])
+@pytest.mark.parametrize("version", ["PROTOCOL_TLS_CLIENT", "PROTOCOL_TLSv1_2", "PROTOCOL_TLSv1_3"])
 async def test_tls_versions_the_broker_speaks(
-        pki: Pki, mosquitto_factory: Callable[..., Mosquitto], version: str) -> None:
+    pki: Pki, mosquitto_factory: Callable[..., Mosquitto], version: str
+) -> None:
     broker = mosquitto_factory(tls_listener(pki), name=f"tls-{version}")
     tls = {"ca_certs": str(pki.ca), "tls_version": version, "ciphers": "HIGH:!aNULL:!MD5"}
     async with Edge(edge_config(broker.port, mqtt={"tls_params": tls})) as edge:
@@ -53,10 +52,14 @@ async def test_tls_versions_the_broker_speaks(
 
 
 async def test_mutual_tls_with_a_client_certificate(
-        pki: Pki, mosquitto_factory: Callable[..., Mosquitto]) -> None:
+    pki: Pki, mosquitto_factory: Callable[..., Mosquitto]
+) -> None:
     broker = mosquitto_factory(tls_listener(pki, "require_certificate true"), name="mtls")
-    tls = {"ca_certs": str(pki.ca), "certfile": str(pki.client_cert),
-           "keyfile": str(pki.client_key)}
+    tls = {
+        "ca_certs": str(pki.ca),
+        "certfile": str(pki.client_cert),
+        "keyfile": str(pki.client_key),
+    }
     async with Edge(edge_config(broker.port, mqtt={"tls_params": tls})) as edge:
         bridge = bridge_of(edge)
         await wait_until(lambda: bridge.state == "connected", what="a mutual TLS connection")
@@ -70,7 +73,8 @@ async def test_mutual_tls_with_a_client_certificate(
 
 
 async def test_wrong_ca_fails_with_a_clear_status(
-        pki: Pki, mosquitto_factory: Callable[..., Mosquitto]) -> None:
+    pki: Pki, mosquitto_factory: Callable[..., Mosquitto]
+) -> None:
     broker = mosquitto_factory(tls_listener(pki), name="tls-wrong-ca")
     tls = {"ca_certs": str(pki.other_ca), "cert_reqs": "CERT_REQUIRED"}
     async with Edge(edge_config(broker.port, mqtt={"tls_params": tls})) as edge:
@@ -89,7 +93,8 @@ async def test_wrong_ca_fails_with_a_clear_status(
 
 
 async def test_tls_to_a_plain_port_and_missing_ca_file_say_what_is_wrong(
-        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     config = edge_config(mosquitto.port, mqtt={"tls_params": {"cert_reqs": "CERT_NONE"}})
     async with Edge(config) as edge:
         bridge = bridge_of(edge)
@@ -101,8 +106,9 @@ async def test_tls_to_a_plain_port_and_missing_ca_file_say_what_is_wrong(
     async with Edge(config) as edge:
         bridge = bridge_of(edge)
         await wait_until(lambda: bridge.last_error is not None, what="the missing file")
-        assert bridge.last_error == (f"bridge.mqtt.tls_params.ca_certs: cannot load "
-                                     f"'{missing}': No such file or directory")
+        assert bridge.last_error == (
+            f"bridge.mqtt.tls_params.ca_certs: cannot load '{missing}': No such file or directory"
+        )
 
 
 def test_tls_context_follows_every_seed_value(pki: Pki) -> None:
@@ -112,29 +118,36 @@ def test_tls_context_follows_every_seed_value(pki: Pki) -> None:
     assert optional.verify_mode == ssl.CERT_OPTIONAL
     none = tls_context(TlsParams(cert_reqs="CERT_NONE"))
     assert none.verify_mode == ssl.CERT_NONE and not none.check_hostname
-    for name, version in [("PROTOCOL_TLSv1", ssl.TLSVersion.TLSv1),
-                          ("PROTOCOL_TLSv1_1", ssl.TLSVersion.TLSv1_1),
-                          ("PROTOCOL_TLSv1_2", ssl.TLSVersion.TLSv1_2),
-                          ("PROTOCOL_TLSv1_3", ssl.TLSVersion.TLSv1_3)]:
-        pinned = tls_context(TlsParams(cert_reqs="CERT_NONE",
-                                       tls_version=name))  # type: ignore[arg-type]
+    for name, version in [
+        ("PROTOCOL_TLSv1", ssl.TLSVersion.TLSv1),
+        ("PROTOCOL_TLSv1_1", ssl.TLSVersion.TLSv1_1),
+        ("PROTOCOL_TLSv1_2", ssl.TLSVersion.TLSv1_2),
+        ("PROTOCOL_TLSv1_3", ssl.TLSVersion.TLSv1_3),
+    ]:
+        pinned = tls_context(TlsParams(cert_reqs="CERT_NONE", tls_version=name))  # type: ignore[arg-type]
         assert (pinned.minimum_version, pinned.maximum_version) == (version, version)
     with pytest.raises(BridgeError, match=r"tls_params.certfile/keyfile: cannot load"):
-        tls_context(TlsParams(cert_reqs="CERT_NONE", certfile=str(pki.ca),
-                              keyfile=str(pki.other_ca)))
+        tls_context(
+            TlsParams(cert_reqs="CERT_NONE", certfile=str(pki.ca), keyfile=str(pki.other_ca))
+        )
 
 
 @pytest.fixture
 def password_broker(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> Mosquitto:
     password_file = tmp_path / "passwords"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(password_file), "edge", PASSWORD],
-                   check=True, capture_output=True)
-    return mosquitto_factory([f"password_file {password_file}", "allow_anonymous false"],
-                             name="auth")
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(password_file), "edge", PASSWORD],
+        check=True,
+        capture_output=True,
+    )
+    return mosquitto_factory(
+        [f"password_file {password_file}", "allow_anonymous false"], name="auth"
+    )
 
 
-async def test_username_and_password_accepted(password_broker: Mosquitto,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_username_and_password_accepted(
+    password_broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     config = edge_config(password_broker.port, mqtt={"username": "edge", "password": PASSWORD})
     async with Edge(config) as edge:
@@ -145,18 +158,22 @@ async def test_username_and_password_accepted(password_broker: Mosquitto,
 
 
 async def test_wrong_password_is_refused_clearly_without_a_busy_loop(
-        password_broker: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    password_broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "not-the-" + PASSWORD
-    config = edge_config(password_broker.port,
-                         mqtt={"username": "edge", "password": wrong, "connect_retry_delay": 0.2})
+    config = edge_config(
+        password_broker.port,
+        mqtt={"username": "edge", "password": wrong, "connect_retry_delay": 0.2},
+    )
     async with Edge(config) as edge:
         bridge = bridge_of(edge)
         await wait_until(lambda: bridge.last_error is not None, what="the refusal")
         # Mosquitto answers a wrong password with "Not authorized" on MQTT 5
         assert bridge.last_error.startswith(
             f"127.0.0.1:{password_broker.port} refused the connection: Not authorized "
-            "(check bridge.mqtt.username and password")
+            "(check bridge.mqtt.username and password"
+        )
         await wait_until(lambda: bridge.attempts >= 3, what="a few attempts")
         # 0.2 s, then 0.4 s, 0.8 s (+-25 %): three attempts take at least ~0.45 s, and more
         # than a handful within a second would be a busy loop.
@@ -174,15 +191,20 @@ async def test_anonymous_to_a_password_broker_is_refused(password_broker: Mosqui
 
 
 async def test_tls_with_cert_required_carries_messages(
-        pki: Pki, mosquitto_factory: Callable[..., Mosquitto]) -> None:
+    pki: Pki, mosquitto_factory: Callable[..., Mosquitto]
+) -> None:
     """CERT_REQUIRED with our CA: messages flow over TLS (read back on a plain listener)."""
     plain_port = free_port()
-    broker = mosquitto_factory(tls_listener(pki, f"listener {plain_port} 127.0.0.1",
-                                            "allow_anonymous true"), name="tls-rt")
+    broker = mosquitto_factory(
+        tls_listener(pki, f"listener {plain_port} 127.0.0.1", "allow_anonymous true"), name="tls-rt"
+    )
     wait_for_port(plain_port)  # the start waited for the first listener only
     tls = {"ca_certs": str(pki.ca), "cert_reqs": "CERT_REQUIRED", "tls_version": "PROTOCOL_TLS"}
-    config = edge_config(broker.port, mqtt={"tls_params": tls},
-                         bridge={"routes": [{"topic": "agent/#", "direction": "out"}]})
+    config = edge_config(
+        broker.port,
+        mqtt={"tls_params": tls},
+        bridge={"routes": [{"topic": "agent/#", "direction": "out"}]},
+    )
     async with Edge(config) as edge, MqttClient(plain_port) as mqtt:
         bridge = bridge_of(edge)
         await wait_until(lambda: bridge.state == "connected", what="a TLS connection")

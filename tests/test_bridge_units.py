@@ -36,9 +36,11 @@ def table(*routes: Route, **mqtt: object) -> RouteTable:
 
 # --- routes ---------------------------------------------------------------------------------
 
+
 def test_prefixes_rewrite_topics_like_mosquitto_bridges() -> None:
-    routes = table(Route(topic="agent/#", direction="both", local_prefix="lan/",
-                         remote_prefix="site/kitchen/"))
+    routes = table(
+        Route(topic="agent/#", direction="both", local_prefix="lan/", remote_prefix="site/kitchen/")
+    )
     (out,) = routes.outbound("lan/agent/status/info")
     assert out.topic == "site/kitchen/agent/status/info"
     assert routes.outbound("agent/status/info") == ()  # without the local prefix: not routed
@@ -58,9 +60,11 @@ def test_direction_decides_which_side_is_read() -> None:
 
 
 def test_auto_qos_and_retain_follow_the_category_of_the_shared_topic() -> None:
-    routes = table(Route(topic="#", remote_prefix="edge/"),
-                   qos_levels=QosLevels(tool_calls=2, status=0),
-                   retain_messages=RetainMessages(status=True, tool_registry=True))
+    routes = table(
+        Route(topic="#", remote_prefix="edge/"),
+        qos_levels=QosLevels(tool_calls=2, status=0),
+        retain_messages=RetainMessages(status=True, tool_registry=True),
+    )
     expected = {
         "agent/tools/call/t1": (2, False),
         "agent/researcher/tools/call/t1": (2, False),
@@ -77,8 +81,9 @@ def test_auto_qos_and_retain_follow_the_category_of_the_shared_topic() -> None:
 
 
 def test_explicit_qos_and_retain_win_over_categories() -> None:
-    routes = table(Route(topic="agent/#", qos=2, retain=False),
-                   retain_messages=RetainMessages(status=True))
+    routes = table(
+        Route(topic="agent/#", qos=2, retain=False), retain_messages=RetainMessages(status=True)
+    )
     (delivery,) = routes.outbound("agent/status/info")
     assert (delivery.qos, delivery.retain) == (2, False)
 
@@ -90,16 +95,25 @@ def test_subscription_qos_for_auto_is_the_highest_category_and_at_least_one() ->
 
 
 def test_a_message_goes_once_per_destination_first_route_wins() -> None:
-    routes = table(Route(topic="agent/#", qos=1), Route(topic="#", qos=0),
-                   Route(topic="agent/+/x", remote_prefix="copy/"))
+    routes = table(
+        Route(topic="agent/#", qos=1),
+        Route(topic="#", qos=0),
+        Route(topic="agent/+/x", remote_prefix="copy/"),
+    )
     deliveries = routes.outbound("agent/a/x")
     assert [(d.topic, d.qos, d.route.index) for d in deliveries] == [
-        ("agent/a/x", 1, 0), ("copy/agent/a/x", 0, 2)]  # auto, uncategorized: 0
+        ("agent/a/x", 1, 0),
+        ("copy/agent/a/x", 0, 2),
+    ]  # auto, uncategorized: 0
 
 
 def test_broker_subscriptions_drop_covered_filters_and_keep_the_highest_qos() -> None:
-    routes = table(Route(topic="agent/#", qos=2), Route(topic="#", qos=1),
-                   Route(topic="agent/+/status", qos=0), Route(topic="#", qos=0))
+    routes = table(
+        Route(topic="agent/#", qos=2),
+        Route(topic="#", qos=1),
+        Route(topic="agent/+/status", qos=0),
+        Route(topic="#", qos=0),
+    )
     assert [(s.filter.value, s.qos, s.identifier) for s in routes.subscriptions] == [("#", 2, 1)]
     assert routes.overlaps == []
     partial = table(Route(topic="a/+/c"), Route(topic="a/b/#"))
@@ -112,14 +126,21 @@ def test_broker_subscriptions_drop_covered_filters_and_keep_the_highest_qos() ->
 def test_default_routes_have_disjoint_subscriptions() -> None:
     routes = RouteTable(DEFAULT_ROUTES, MqttConfig())
     assert [s.filter.value for s in routes.subscriptions] == [
-        "agent/#", "tools/#", "supervisor/#", "_ping/#"]
+        "agent/#",
+        "tools/#",
+        "supervisor/#",
+        "_ping/#",
+    ]
     assert routes.overlaps == []
     assert routes.bus_prefixes == ["_ping", "agent", "logs", "supervisor", "tools"]
 
 
 def test_echo_expectations_are_computed_per_side() -> None:
-    routes = table(Route(topic="a/#", direction="both"), Route(topic="b/#", direction="out"),
-                   Route(topic="c/#", direction="in"))
+    routes = table(
+        Route(topic="a/#", direction="both"),
+        Route(topic="b/#", direction="out"),
+        Route(topic="c/#", direction="in"),
+    )
     assert routes.outbound("a/x")[0].echo_expected  # we subscribe a/# on the broker
     assert not routes.outbound("b/x")[0].echo_expected
     assert routes.inbound("a/x").deliveries[0].echo_expected  # our bus SUB reads a/...
@@ -128,8 +149,12 @@ def test_echo_expectations_are_computed_per_side() -> None:
 
 def test_topics_that_cannot_cross_are_flagged() -> None:
     assert bus_topic_problem("has space") == "space_in_topic"
-    assert bus_topic_problem("a//b") == bus_topic_problem("/a") == bus_topic_problem("a/") == \
-        "empty_level"
+    assert (
+        bus_topic_problem("a//b")
+        == bus_topic_problem("/a")
+        == bus_topic_problem("a/")
+        == "empty_level"
+    )
     assert bus_topic_problem("a\x00b") == "nul_in_topic"
     assert bus_topic_problem("x" * 70000) == "topic_too_long"
     assert bus_topic_problem("agent/tools/call/é") is None
@@ -168,7 +193,8 @@ def filters(draw: st.DrawFn) -> TopicFilter:
 @settings(max_examples=300, deadline=None)
 @given(filters(), filters(), st.lists(_level, min_size=1, max_size=6))
 def test_covers_never_claims_more_than_matching_shows(
-        wide: TopicFilter, narrow: TopicFilter, levels: list[str]) -> None:
+    wide: TopicFilter, narrow: TopicFilter, levels: list[str]
+) -> None:
     topic = "/".join(levels)
     if covers(wide, narrow) and narrow.matches(topic):
         assert wide.matches(topic)
@@ -218,6 +244,7 @@ def test_route_prefixes_must_make_a_valid_filter() -> None:
 
 
 # --- loop guard -----------------------------------------------------------------------------
+
 
 class Clock:
     def __init__(self) -> None:
@@ -272,6 +299,7 @@ def test_loop_guard_is_bounded_and_prefers_to_forget_matched_entries() -> None:
 
 # --- outbox ---------------------------------------------------------------------------------
 
+
 def item(index: int, size: int = 10) -> Outgoing:
     return Outgoing(f"t/{index}", b"x" * size, 1, False)
 
@@ -291,11 +319,17 @@ def test_outbox_drops_the_oldest_by_bytes_and_refuses_what_can_never_fit() -> No
     assert len(box) == 3 and box.bytes == 39
     (too_big,) = box.append(item(9, size=60))
     assert too_big.topic == "t/9" and len(box) == 3
-    assert box.stats() == {"messages": 3, "bytes": 39, "max_messages": 100, "max_bytes": 50,
-                           "dropped_oldest": 3}
+    assert box.stats() == {
+        "messages": 3,
+        "bytes": 39,
+        "max_messages": 100,
+        "max_bytes": 50,
+        "dropped_oldest": 3,
+    }
 
 
 # --- back-off -------------------------------------------------------------------------------
+
 
 def test_backoff_doubles_from_the_retry_delay_with_jitter_up_to_the_cap() -> None:
     low = [backoff_delay(n, 0.5, rand=lambda: 0.0) for n in range(1, 10)]

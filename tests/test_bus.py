@@ -22,8 +22,15 @@ from tests.support.config import bus_section, config_document
 
 def argentic_message(kind: str, **fields: object) -> str:
     """A message as Argentic's BaseMessage.model_dump_json() writes it."""
-    return json.dumps({"type": kind, "source": "test-agent", "timestamp": time.time(),
-                       "message_id": str(uuid.uuid4()), **fields})
+    return json.dumps(
+        {
+            "type": kind,
+            "source": "test-agent",
+            "timestamp": time.time(),
+            "message_id": str(uuid.uuid4()),
+            **fields,
+        }
+    )
 
 
 def bus_config(**overrides: object) -> BusConfig:
@@ -36,8 +43,9 @@ async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
         yield running
 
 
-async def wait_for_subscription(pub: zmq.asyncio.Socket, sub: zmq.asyncio.Socket,
-                                topic: str) -> None:
+async def wait_for_subscription(
+    pub: zmq.asyncio.Socket, sub: zmq.asyncio.Socket, topic: str
+) -> None:
     """Publish probes until the subscriber sees one: the subscription has reached the proxy."""
     for _ in range(200):
         await pub.send_string(f"{topic} probe")
@@ -127,8 +135,7 @@ def test_counters_come_from_libzmq() -> None:
     ctx.term()
 
 
-def test_counters_read_while_another_thread_reconfigures(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_counters_read_while_another_thread_reconfigures(caplog: pytest.LogCaptureFixture) -> None:
     """The status (event loop) reads counters while the federation reconfigures the proxy from
     another thread: never a request to a loop that is just terminating (which went unanswered
     for 2 s and crashed the status), and the counts never go back."""
@@ -207,7 +214,8 @@ async def test_stop_frees_ports_and_threads_at_once() -> None:
     bus = Bus(config)
     await bus.start()
     assert [t.name for t in threading.enumerate() if t.name.startswith("zmq-proxy")] == [
-        "zmq-proxy-bus"]
+        "zmq-proxy-bus"
+    ]
     started = time.monotonic()
     await bus.stop()
     assert time.monotonic() - started < 2

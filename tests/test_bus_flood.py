@@ -30,7 +30,8 @@ async def warm_up(service: AgentsService, endpoint: str, topic: str) -> None:
 
 @pytest.mark.parametrize("topic", ["_ping/x", "agent/status/info"])
 async def test_another_task_keeps_running_while_a_watched_topic_is_flooded(
-        tmp_path: Path, topic: str) -> None:
+    tmp_path: Path, topic: str
+) -> None:
     config = parse_config(config_document(tmp_path))
     async with Edge(config) as edge:
         service = edge.services["agents"]
@@ -45,15 +46,17 @@ async def test_another_task_keeps_running_while_a_watched_topic_is_flooded(
             runs += 1
         sent = await loop.run_in_executor(None, flood.stop)
         assert runs >= 20 and sent < FLOOD_LIMIT, (
-            f"the other task ran {runs} times while {sent} frames flooded {topic}")
+            f"the other task ran {runs} times while {sent} frames flooded {topic}"
+        )
         stats = service.status().reader
         assert stats["frames"] > 0
 
 
 @pytest.fixture
 def appliance(tmp_path: Path) -> Iterator[Appliance]:
-    app = Appliance(tmp_path / "flooded", appliance_document(
-        tmp_path / "data", certificates={"enabled": False}))
+    app = Appliance(
+        tmp_path / "flooded", appliance_document(tmp_path / "data", certificates={"enabled": False})
+    )
     app.start()
     yield app
     app.stop()
@@ -70,7 +73,8 @@ def test_healthz_answers_during_a_flood(appliance: Appliance) -> None:
             continue
     sent = flood.stop()
     assert answer is not None and sent < FLOOD_LIMIT, (
-        f"/healthz did not answer while {sent} frames flooded the bus")
+        f"/healthz did not answer while {sent} frames flooded the bus"
+    )
     status = appliance.status()["agents"]["reader"]
     assert status["frames"] > 0
 
@@ -86,5 +90,6 @@ def test_sigterm_stops_a_flooded_appliance(appliance: Appliance) -> None:
     exited = process.poll() is not None
     sent = flood.stop()
     assert exited and sent < FLOOD_LIMIT, (
-        f"the appliance did not stop on SIGTERM while {sent} frames flooded the bus")
+        f"the appliance did not stop on SIGTERM while {sent} frames flooded the bus"
+    )
     assert process.wait(timeout=15) == 0

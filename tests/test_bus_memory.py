@@ -51,8 +51,11 @@ def flood(context: zmq.Context[Any], appliance: Appliance, size: int) -> list[in
             pub.send(frame)
         samples = [rss_kib(appliance.pid)]
         deadline = time.monotonic() + 15
-        while (time.monotonic() < deadline and frames_in(appliance) < before + FRAMES
-               and not monitor.poll(0)):
+        while (
+            time.monotonic() < deadline
+            and frames_in(appliance) < before + FRAMES
+            and not monitor.poll(0)
+        ):
             samples.append(rss_kib(appliance.pid))
             time.sleep(0.05)
         samples.append(rss_kib(appliance.pid))
@@ -64,11 +67,17 @@ def flood(context: zmq.Context[Any], appliance: Appliance, size: int) -> list[in
 
 
 def test_a_stuck_subscriber_and_large_frames_keep_memory_within_the_documented_bound(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     document = appliance_document(
         tmp_path / "data",
-        messaging={"broker_address": "127.0.0.1", "port": free_port(),
-                   "backend_port": free_port(), "high_water_mark": HIGH_WATER_MARK})
+        messaging={
+            "broker_address": "127.0.0.1",
+            "port": free_port(),
+            "backend_port": free_port(),
+            "high_water_mark": HIGH_WATER_MARK,
+        },
+    )
     appliance = Appliance(tmp_path, document).start()
     context: zmq.Context[Any] = zmq.Context()
     stuck = context.socket(zmq.SUB)
@@ -86,7 +95,8 @@ def test_a_stuck_subscriber_and_large_frames_keep_memory_within_the_documented_b
         assert peak <= bound_kib, (
             f"RSS went from {idle} KiB to {peak} KiB, above the documented bound {bound_kib} KiB "
             f"(oversized frames: max {max(oversized)} KiB, frames at the limit: "
-            f"max {max(just_fits)} KiB)")
+            f"max {max(just_fits)} KiB)"
+        )
         code, health = appliance.health()
         assert code == 200, health
     finally:

@@ -37,7 +37,10 @@ def workers() -> list[int]:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"argentic_edge.certs.worker" in cmdline:
+            if (
+                int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid()
+                and b"argentic_edge.certs.worker" in cmdline
+            ):
                 found.append(int(entry))
     return found
 
@@ -60,13 +63,16 @@ def test_the_running_appliance_never_maps_cryptography(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "certs" / "server.key").stat().st_mode & 0o777 == 0o600
         maps = Path(f"/proc/{appliance.pid}/maps").read_text()
         assert "cryptography" not in maps, "the appliance process loaded cryptography"
-        assert "issued the server certificate" in appliance.log_tail(200), "the worker's log is ours"
+        assert "issued the server certificate" in appliance.log_tail(200), (
+            "the worker's log is ours"
+        )
     finally:
         appliance.stop()
 
 
 async def test_the_worker_issues_and_describes_and_its_log_is_logged_here(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     warned: set[str] = set()
     with caplog.at_level(logging.INFO, logger="argentic_edge.certs.issuing"):
         infos = await cert_worker.refresh(files(tmp_path), warned)
@@ -81,7 +87,8 @@ async def test_the_worker_issues_and_describes_and_its_log_is_logged_here(
 
 
 async def test_a_once_only_warning_is_not_repeated_by_the_next_worker(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     bundle = CertStore(tmp_path / "elsewhere", "other").issue("homeassistant.local", client=False)
     bundle["key"].chmod(0o644)  # a brought key is not ours to chmod: the worker only says so
     certs = files(tmp_path, certfile=bundle["cert"], keyfile=bundle["key"])
@@ -104,22 +111,29 @@ async def test_a_problem_the_worker_finds_is_a_cert_error(tmp_path: Path) -> Non
 
 
 async def test_a_worker_that_crashes_is_a_cert_error_naming_the_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "executable", "/bin/false")
-    with pytest.raises(CertError, match=f"{tmp_path / 'certs'}: checking the certificates failed: exit status 1"):
+    with pytest.raises(
+        CertError, match=f"{tmp_path / 'certs'}: checking the certificates failed: exit status 1"
+    ):
         await cert_worker.refresh(files(tmp_path), set())
 
 
 async def test_a_worker_that_hangs_is_killed_after_the_timeout(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "executable", hanging_python(tmp_path))
-    with pytest.raises(CertError, match=re.escape("took over 0.5 s")):  # within 30 s: killed, not waited for
+    with pytest.raises(
+        CertError, match=re.escape("took over 0.5 s")
+    ):  # within 30 s: killed, not waited for
         await asyncio.wait_for(cert_worker.refresh(files(tmp_path), set(), timeout=0.5), 30)
     assert workers() == [], "the hanging worker was left behind"
 
 
 async def test_stopping_the_service_during_a_check_leaves_no_worker_behind(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     manager = CertManager(files(tmp_path), check_interval=3600)
     await manager.start()
     monkeypatch.setattr(sys, "executable", hanging_python(tmp_path))
@@ -130,11 +144,14 @@ async def test_stopping_the_service_during_a_check_leaves_no_worker_behind(
         await asyncio.wait_for(check, 30)  # the hanging worker is killed, not waited for
     await manager.stop()
     assert workers() == []
-    assert manager.error is None and manager.server is not None, "the first check's certificates stay"
+    assert manager.error is None and manager.server is not None, (
+        "the first check's certificates stay"
+    )
 
 
 async def test_a_crashing_worker_is_counted_and_the_service_recovers(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     manager = CertManager(files(tmp_path), check_interval=3600)
     await manager.start()
     served = manager.server

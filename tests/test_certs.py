@@ -50,7 +50,11 @@ def make_store(tmp_path: Path, **options: object) -> CertStore:
 
 def snapshot(directory: Path) -> dict[str, bytes]:
     """Every file below ``directory`` with its bytes: equal snapshots mean nothing was touched."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def mode(path: Path) -> int:
@@ -82,8 +86,12 @@ def pem_cert(cert: x509.Certificate) -> bytes:
 
 def interface_addresses() -> set[str]:
     """This machine's addresses as iproute2 reports them (not link-local): what the SANs must cover."""
-    links = json.loads(subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=True).stdout)
-    return {a["local"] for link in links for a in link.get("addr_info", []) if a.get("scope") != "link"}
+    links = json.loads(
+        subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=True).stdout
+    )
+    return {
+        a["local"] for link in links for a in link.get("addr_info", []) if a.get("scope") != "link"
+    }
 
 
 @dataclasses.dataclass
@@ -96,15 +104,25 @@ class OtherCA:
     @classmethod
     def create(cls, name: str = "other") -> OtherCA:
         key = ec.generate_private_key(ec.SECP256R1())
-        return cls(make_ca(key, name, dt.timedelta(days=3650), utcnow() - dt.timedelta(days=1000)), key)
+        return cls(
+            make_ca(key, name, dt.timedelta(days=3650), utcnow() - dt.timedelta(days=1000)), key
+        )
 
-    def pair(self, directory: Path, *, issued: dt.datetime | None = None, days: float = 90) -> tuple[Path, Path]:
+    def pair(
+        self, directory: Path, *, issued: dt.datetime | None = None, days: float = 90
+    ) -> tuple[Path, Path]:
         """fullchain.pem (leaf then CA) and privkey.pem, written like another tool would."""
         key = ec.generate_private_key(ec.SECP256R1())
         sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         leaf = make_leaf(
-            self.cert, self.key, key, "homeassistant.local", sans,
-            client=False, validity=dt.timedelta(days=days), now=issued or utcnow(),
+            self.cert,
+            self.key,
+            key,
+            "homeassistant.local",
+            sans,
+            client=False,
+            validity=dt.timedelta(days=days),
+            now=issued or utcnow(),
         )
         directory.mkdir(parents=True, exist_ok=True)
         certfile, keyfile = directory / "fullchain.pem", directory / "privkey.pem"
@@ -188,7 +206,9 @@ def client_context(cafile: Path) -> ssl.SSLContext:
 async def peer_fingerprint(port: int, cafile: Path, host: str = "localhost") -> str:
     """A fresh TLS connection's server certificate (sha256), verified against ``cafile``."""
     async with asyncio.timeout(TIMEOUT):
-        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(cafile), server_hostname=host)
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(cafile), server_hostname=host
+        )
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         writer.close()
         await writer.wait_closed()
@@ -205,11 +225,18 @@ def response_fingerprint(response: aiohttp.ClientResponse) -> str:
 # --- first start -------------------------------------------------------------------------------
 
 
-def test_first_start_creates_a_ca_and_a_server_certificate_for_every_local_name(tmp_path: Path) -> None:
+def test_first_start_creates_a_ca_and_a_server_certificate_for_every_local_name(
+    tmp_path: Path,
+) -> None:
     store = make_store(tmp_path)
     store.ensure()
 
-    assert sorted(p.name for p in store.directory.iterdir()) == ["ca.key", "ca.pem", "server.key", "server.pem"]
+    assert sorted(p.name for p in store.directory.iterdir()) == [
+        "ca.key",
+        "ca.pem",
+        "server.key",
+        "server.pem",
+    ]
     assert (mode(store.ca_key_path), mode(store.server_key_path)) == (0o600, 0o600)
     assert (mode(store.ca_cert_path), mode(store.server_cert_path)) == (0o644, 0o644)
 
@@ -226,11 +253,28 @@ def test_first_start_creates_a_ca_and_a_server_certificate_for_every_local_name(
     assert {hostname.lower(), f"{hostname.split('.')[0].lower()}.local", "localhost"} <= sans
     assert interface_addresses() <= sans
 
-    verify = openssl("verify", "-CAfile", store.ca_cert_path, "-purpose", "sslserver",
-                     "-verify_hostname", f"{hostname.split('.')[0]}.local", store.server_cert_path)
+    verify = openssl(
+        "verify",
+        "-CAfile",
+        store.ca_cert_path,
+        "-purpose",
+        "sslserver",
+        "-verify_hostname",
+        f"{hostname.split('.')[0]}.local",
+        store.server_cert_path,
+    )
     assert verify.returncode == 0, verify.stderr
-    assert openssl("verify", "-CAfile", store.ca_cert_path, "-verify_ip", "127.0.0.1",
-                   store.server_cert_path).returncode == 0
+    assert (
+        openssl(
+            "verify",
+            "-CAfile",
+            store.ca_cert_path,
+            "-verify_ip",
+            "127.0.0.1",
+            store.server_cert_path,
+        ).returncode
+        == 0
+    )
 
     before = snapshot(store.directory)
     store.ensure()
@@ -254,9 +298,14 @@ async def test_https_server_is_trusted_by_clients_of_our_ca_only(tmp_path: Path)
     store = make_store(tmp_path)
     store.ensure()
     stranger = OtherCA.create().cafile(tmp_path)
-    async with https_server(server_ssl_context(store)) as (port, _), aiohttp.ClientSession() as session:
+    async with (
+        https_server(server_ssl_context(store)) as (port, _),
+        aiohttp.ClientSession() as session,
+    ):
         for host in ("127.0.0.1", "localhost"):
-            async with session.get(f"https://{host}:{port}/", ssl=client_context(store.ca_cert_path)) as response:
+            async with session.get(
+                f"https://{host}:{port}/", ssl=client_context(store.ca_cert_path)
+            ) as response:
                 assert response.status == 200
         assert await peer_fingerprint(port, store.ca_cert_path) == store.fingerprint()
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
@@ -303,14 +352,19 @@ async def test_mosquitto_mutual_tls_with_bundles_from_certs_issue(
     data = tmp_path / "data"
     assert run_cli("issue", "broker", "--data-dir", data) == 0
     assert run_cli("issue", "agent", "--client", "--data-dir", data) == 0
-    broker_files, agent_files = data / "certs" / "issued" / "broker", data / "certs" / "issued" / "agent"
+    broker_files, agent_files = (
+        data / "certs" / "issued" / "broker",
+        data / "certs" / "issued" / "agent",
+    )
     assert mode(broker_files / "broker.key") == 0o600 and mode(agent_files / "agent.key") == 0o600
-    broker = mosquitto_factory([
-        f"cafile {broker_files / 'ca.pem'}",
-        f"certfile {broker_files / 'broker.pem'}",
-        f"keyfile {broker_files / 'broker.key'}",
-        "require_certificate true",
-    ])
+    broker = mosquitto_factory(
+        [
+            f"cafile {broker_files / 'ca.pem'}",
+            f"certfile {broker_files / 'broker.pem'}",
+            f"keyfile {broker_files / 'broker.key'}",
+            "require_certificate true",
+        ]
+    )
 
     ours = client_context(agent_files / "ca.pem")
     ours.load_cert_chain(agent_files / "agent.pem", agent_files / "agent.key")
@@ -319,9 +373,12 @@ async def test_mosquitto_mutual_tls_with_bundles_from_certs_issue(
     foreign = client_context(agent_files / "ca.pem")
     foreign.load_cert_chain(other_files["cert"], other_files["key"])
 
-    outcomes = await asyncio.gather(*(
-        asyncio.to_thread(mqtt_connect, broker.port, tls) for tls in (ours, no_certificate, foreign)
-    ))
+    outcomes = await asyncio.gather(
+        *(
+            asyncio.to_thread(mqtt_connect, broker.port, tls)
+            for tls in (ours, no_certificate, foreign)
+        )
+    )
     assert outcomes[0] == "connected: Success"
     assert outcomes[1].startswith("lost") and outcomes[2].startswith("lost"), outcomes
     assert await mqtt_roundtrip(broker.port, ours) == b"over mutual TLS"
@@ -340,7 +397,10 @@ def test_a_certificate_is_due_in_the_last_third_of_its_life(tmp_path: Path) -> N
     assert store.needs_renewal(now=cert.not_valid_after_utc + dt.timedelta(seconds=1))
     assert store.renew() is False
     assert store.renew(force=True) is True
-    assert store.fingerprint() != hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    assert (
+        store.fingerprint()
+        != hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    )
 
 
 def test_a_new_node_name_is_covered_by_a_new_certificate(tmp_path: Path) -> None:
@@ -353,7 +413,9 @@ def test_a_new_node_name_is_covered_by_a_new_certificate(tmp_path: Path) -> None
     assert renamed.ca_cert_path.read_bytes() == ca_before
 
 
-async def test_renewal_while_serving_reloads_in_place_and_keeps_open_connections(tmp_path: Path) -> None:
+async def test_renewal_while_serving_reloads_in_place_and_keeps_open_connections(
+    tmp_path: Path,
+) -> None:
     # Three-second certificates renewed in their last half: the manager renews about 1.5 s in.
     store = make_store(tmp_path, validity_days=3 / 86400, renewal_window=0.5)
     manager = CertManager(store, check_interval=0.05)
@@ -386,14 +448,18 @@ async def test_renewal_while_serving_reloads_in_place_and_keeps_open_connections
                 release.set()
                 assert await asyncio.wait_for(stream.content.read(), TIMEOUT) == b"second\n"
             async with keep_alive.get(f"https://localhost:{port}/") as response:
-                assert (await response.json())["peer_port"] == old_port, "the kept-alive connection was dropped"
+                assert (await response.json())["peer_port"] == old_port, (
+                    "the kept-alive connection was dropped"
+                )
     finally:
         await manager.stop()
     assert manager.error is None
     assert openssl("verify", "-CAfile", store.ca_cert_path, store.server_cert_path).returncode == 0
 
 
-async def test_brought_files_replaced_on_disk_are_reloaded_and_a_bad_replacement_is_not(tmp_path: Path) -> None:
+async def test_brought_files_replaced_on_disk_are_reloaded_and_a_bad_replacement_is_not(
+    tmp_path: Path,
+) -> None:
     home_assistant = OtherCA.create("home-assistant")
     ssl_dir = tmp_path / "ssl"
     certfile, keyfile = home_assistant.pair(ssl_dir)
@@ -425,7 +491,9 @@ async def test_brought_files_replaced_on_disk_are_reloaded_and_a_bad_replacement
             os.replace(half[0], certfile)
             await manager.check()
             assert manager.error is not None and str(keyfile) in manager.error
-            assert await peer_fingerprint(port, cafile) == second, "a bad replacement must not be served"
+            assert await peer_fingerprint(port, cafile) == second, (
+                "a bad replacement must not be served"
+            )
             assert announced == [second]
     finally:
         await manager.stop()
@@ -439,8 +507,23 @@ def test_home_assistant_style_files_are_used_instead_of_the_local_ca(tmp_path: P
     ssl_dir = tmp_path / "ssl"
     ssl_dir.mkdir()
     certfile, keyfile = ssl_dir / "fullchain.pem", ssl_dir / "privkey.pem"
-    made = openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", keyfile, "-out", certfile,
-                   "-days", "90", "-subj", "/CN=homeassistant.local", "-addext", "subjectAltName=DNS:localhost")
+    made = openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        keyfile,
+        "-out",
+        certfile,
+        "-days",
+        "90",
+        "-subj",
+        "/CN=homeassistant.local",
+        "-addext",
+        "subjectAltName=DNS:localhost",
+    )
     assert made.returncode == 0, made.stderr
     keyfile.chmod(0o600)
     store = make_store(tmp_path, certfile=certfile, keyfile=keyfile)
@@ -480,8 +563,13 @@ def _damage_byo(case: str, certfile: Path, keyfile: Path, ca: OtherCA) -> Path:
         return keyfile
     if case == "encrypted key":
         key = serialization.load_pem_private_key(keyfile.read_bytes(), None)
-        keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.BestAvailableEncryption(b"secret")))
+        keyfile.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"secret"),
+            )
+        )
         return keyfile
     raise AssertionError(case)
 
@@ -511,7 +599,9 @@ def test_bad_brought_files_are_a_clear_error_naming_the_file(tmp_path: Path, cas
     assert not store.directory.exists()
 
 
-def test_a_world_readable_brought_key_is_used_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_world_readable_brought_key_is_used_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     certfile, keyfile = OtherCA.create().pair(tmp_path / "ssl")
     keyfile.chmod(0o644)
     store = make_store(tmp_path, certfile=certfile, keyfile=keyfile)
@@ -563,7 +653,11 @@ def test_a_bad_ca_is_an_error_and_nothing_is_overwritten(tmp_path: Path, case: s
     store.ensure()
     named = _damage_ca(case, store)
     before = snapshot(store.directory)
-    for attempt in (store.ensure, lambda: store.renew(force=True), lambda: store.issue("agent", client=True)):
+    for attempt in (
+        store.ensure,
+        lambda: store.renew(force=True),
+        lambda: store.issue("agent", client=True),
+    ):
         with pytest.raises(CertError) as error:
             attempt()
         assert str(named) in str(error.value) and CA_CASES[case] in str(error.value)
@@ -571,11 +665,16 @@ def test_a_bad_ca_is_an_error_and_nothing_is_overwritten(tmp_path: Path, case: s
 
 
 SERVER_DAMAGE = {
-    "truncated server.pem": lambda s: s.server_cert_path.write_bytes(s.server_cert_path.read_bytes()[:200]),
+    "truncated server.pem": lambda s: s.server_cert_path.write_bytes(
+        s.server_cert_path.read_bytes()[:200]
+    ),
     "server.pem missing": lambda s: s.server_cert_path.unlink(),
-    "new key, old certificate (renewal interrupted)":
-        lambda s: s.server_key_path.write_bytes(pem_key(ec.generate_private_key(ec.SECP256R1()))),
-    "truncated server.key": lambda s: s.server_key_path.write_bytes(b"-----BEGIN PRIVATE KEY-----\nMIG"),
+    "new key, old certificate (renewal interrupted)": lambda s: s.server_key_path.write_bytes(
+        pem_key(ec.generate_private_key(ec.SECP256R1()))
+    ),
+    "truncated server.key": lambda s: s.server_key_path.write_bytes(
+        b"-----BEGIN PRIVATE KEY-----\nMIG"
+    ),
 }
 
 
@@ -603,7 +702,9 @@ def test_own_keys_readable_by_others_are_tightened_to_0600(tmp_path: Path) -> No
     assert snapshot(store.directory) == before
 
 
-def test_a_read_only_directory_is_an_error_naming_the_file_and_changes_nothing(tmp_path: Path) -> None:
+def test_a_read_only_directory_is_an_error_naming_the_file_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
     store = make_store(tmp_path)
     store.ensure()
     before = snapshot(store.directory)
@@ -666,7 +767,9 @@ def test_expiry_warnings_come_once_per_threshold(tmp_path: Path) -> None:
     assert at(2) == []
     assert at(-0.1) == [("server", 0)]
     renewed = dataclasses.replace(server, fingerprint_sha256="0" * 64)
-    assert at(5, renewed) == [("server", 7)], "a new certificate is warned about afresh, nearest threshold only"
+    assert at(5, renewed) == [("server", 7)], (
+        "a new certificate is warned about afresh, nearest threshold only"
+    )
 
 
 async def test_the_manager_warns_about_a_certificate_close_to_expiry_once(
@@ -679,8 +782,12 @@ async def test_the_manager_warns_about_a_certificate_close_to_expiry_once(
         await manager.check()
         await manager.stop()
     warned = [r.getMessage() for r in caplog.records if "expires in" in r.getMessage()]
-    assert len(warned) == 1 and "certificate server" in warned[0] and "expires in 20 days" in warned[0]
-    assert manager.status().certificates[1].days_left == pytest.approx(20 - 1 / 24, abs=0.01)  # 1 h backdated
+    assert (
+        len(warned) == 1 and "certificate server" in warned[0] and "expires in 20 days" in warned[0]
+    )
+    assert manager.status().certificates[1].days_left == pytest.approx(
+        20 - 1 / 24, abs=0.01
+    )  # 1 h backdated
 
 
 # --- certs issue ---------------------------------------------------------------------------------
@@ -690,13 +797,30 @@ def test_issue_makes_server_and_client_bundles_for_the_local_ca(tmp_path: Path) 
     store = make_store(tmp_path)
     server = store.issue("mqtt.lan", client=False, sans=["10.1.2.3", "broker.example"])
     client = store.issue("agent-1", client=True, out_dir=tmp_path / "agent")
-    assert client == {"cert": tmp_path / "agent" / "agent-1.pem", "key": tmp_path / "agent" / "agent-1.key",
-                      "ca": tmp_path / "agent" / "ca.pem"}
-    assert sorted(p.name for p in (tmp_path / "agent").iterdir()) == ["agent-1.key", "agent-1.pem", "ca.pem"]
+    assert client == {
+        "cert": tmp_path / "agent" / "agent-1.pem",
+        "key": tmp_path / "agent" / "agent-1.key",
+        "ca": tmp_path / "agent" / "ca.pem",
+    }
+    assert sorted(p.name for p in (tmp_path / "agent").iterdir()) == [
+        "agent-1.key",
+        "agent-1.pem",
+        "ca.pem",
+    ]
     for bundle, purpose in ((server, "sslserver"), (client, "sslclient")):
         assert mode(bundle["key"]) == 0o600
-        assert openssl("verify", "-CAfile", bundle["ca"], "-purpose", purpose, bundle["cert"]).returncode == 0
-    assert openssl("verify", "-CAfile", server["ca"], "-purpose", "sslclient", server["cert"]).returncode != 0
+        assert (
+            openssl(
+                "verify", "-CAfile", bundle["ca"], "-purpose", purpose, bundle["cert"]
+            ).returncode
+            == 0
+        )
+    assert (
+        openssl(
+            "verify", "-CAfile", server["ca"], "-purpose", "sslclient", server["cert"]
+        ).returncode
+        != 0
+    )
     sans = {info.name: info.sans for info in store.status()}["issued/mqtt.lan"]
     assert set(sans) == {"mqtt.lan", "localhost", "127.0.0.1", "10.1.2.3", "broker.example"}
     with pytest.raises(CertError, match="'ca'"):
@@ -732,7 +856,9 @@ def test_cli_init_show_renew(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert openssl_fingerprint(data / "certs" / "server.pem") != fingerprint
 
 
-def test_cli_errors_are_one_line_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_are_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "data"
     assert run_cli("show", "--data-dir", data) == 1
     assert "run `argentic-edge certs init`" in capsys.readouterr().err
@@ -752,9 +878,16 @@ def test_cli_errors_are_one_line_naming_the_file(tmp_path: Path, capsys: pytest.
     assert "'no spaces'" in capsys.readouterr().err
     ca.write_bytes(good_ca)
     (tmp_path / "taken").write_text("a file")
-    assert run_cli("issue", "agent", "--client", "--out", tmp_path / "taken", "--data-dir", data) == 1
+    assert (
+        run_cli("issue", "agent", "--client", "--out", tmp_path / "taken", "--data-dir", data) == 1
+    )
     assert f"{tmp_path / 'taken'} is not a directory" in capsys.readouterr().err
-    byo = ["--certfile", tmp_path / "ssl" / "fullchain.pem", "--keyfile", tmp_path / "ssl" / "privkey.pem"]
+    byo = [
+        "--certfile",
+        tmp_path / "ssl" / "fullchain.pem",
+        "--keyfile",
+        tmp_path / "ssl" / "privkey.pem",
+    ]
     assert run_cli("init", *byo, "--data-dir", data) == 1
     assert str(tmp_path / "ssl" / "fullchain.pem") in capsys.readouterr().err
 

@@ -26,13 +26,23 @@ def write_config(tmp_path: Path, **sections: object) -> tuple[Path, dict]:
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "argentic_edge", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "argentic_edge", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "argentic_edge", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "argentic_edge", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -48,7 +58,8 @@ def appliance(tmp_path: Path, repo_env: dict[str, str]) -> Iterator[tuple[Path, 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_logs_where_it_listens_and_stops_within_two_seconds(
-        tmp_path: Path, repo_env: dict[str, str], sig: signal.Signals) -> None:
+    tmp_path: Path, repo_env: dict[str, str], sig: signal.Signals
+) -> None:
     path, raw = write_config(tmp_path)
     process = spawn("run", "--config", str(path), env=repo_env)
     wait_for_port(raw["messaging"]["backend_port"])
@@ -77,10 +88,18 @@ def test_run_with_defaults_and_no_file(tmp_path: Path, repo_env: dict[str, str])
     try:
         namespace = lan.add()
         env = {**repo_env, "ARGENTIC_EDGE_DATA_DIR": str(tmp_path / "data")}
-        process = namespace.popen([sys.executable, "-m", "argentic_edge", "run"], env=env,
-                                  stderr=subprocess.PIPE)
-        probe = namespace.run([sys.executable, "-c", "from tests.support.brokers import wait_for_port; "
-                               "wait_for_port(5555); wait_for_port(5556)"], timeout=30)
+        process = namespace.popen(
+            [sys.executable, "-m", "argentic_edge", "run"], env=env, stderr=subprocess.PIPE
+        )
+        probe = namespace.run(
+            [
+                sys.executable,
+                "-c",
+                "from tests.support.brokers import wait_for_port; "
+                "wait_for_port(5555); wait_for_port(5556)",
+            ],
+            timeout=30,
+        )
         assert probe.returncode == 0, probe.stderr
         process.terminate()
         _, stderr = process.communicate(timeout=2)
@@ -89,9 +108,11 @@ def test_run_with_defaults_and_no_file(tmp_path: Path, repo_env: dict[str, str])
         lan.close()
 
 
-def test_a_taken_port_is_explained_not_a_traceback(tmp_path: Path,
-                                                    repo_env: dict[str, str]) -> None:
+def test_a_taken_port_is_explained_not_a_traceback(
+    tmp_path: Path, repo_env: dict[str, str]
+) -> None:
     import socket
+
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()
@@ -107,15 +128,22 @@ def test_a_taken_port_is_explained_not_a_traceback(tmp_path: Path,
     assert f"{taken} is already in use" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_pub_and_sub_with_mqtt_style_filters(appliance: tuple[Path, dict],
-                                             repo_env: dict[str, str]) -> None:
+def test_pub_and_sub_with_mqtt_style_filters(
+    appliance: tuple[Path, dict], repo_env: dict[str, str]
+) -> None:
     path, _ = appliance
     topics = ("agent/a1/status", "agent/a1/statusx", "agent/a1/status/deep", "agent/a2/status")
 
     def publish_all() -> None:
         for topic in topics:
-            result = cli("pub", topic, json.dumps({"type": "INFO", "topic": topic}),
-                         "--config", str(path), env=repo_env)
+            result = cli(
+                "pub",
+                topic,
+                json.dumps({"type": "INFO", "topic": topic}),
+                "--config",
+                str(path),
+                env=repo_env,
+            )
             assert result.returncode == 0, result.stderr
 
     sub = spawn("sub", "agent/+/status", "-v", "-C", "2", "--config", str(path), env=repo_env)
@@ -134,8 +162,9 @@ def test_pub_and_sub_with_mqtt_style_filters(appliance: tuple[Path, dict],
     assert records[0]["payload"]["type"] == "INFO"
 
 
-def test_pub_refuses_what_the_bus_cannot_carry(appliance: tuple[Path, dict],
-                                               repo_env: dict[str, str]) -> None:
+def test_pub_refuses_what_the_bus_cannot_carry(
+    appliance: tuple[Path, dict], repo_env: dict[str, str]
+) -> None:
     path, _ = appliance
     result = cli("pub", "agent/with space", "{}", "--config", str(path), env=repo_env)
     assert result.returncode == 1 and "cannot contain a space" in result.stderr

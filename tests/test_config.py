@@ -25,9 +25,12 @@ from tests.support.config import REPO_ROOT
 
 EXAMPLES = REPO_ROOT.parent / "shared" / "seed" / "examples"
 EXAMPLE_ENV = {
-    "MQTT_BROKER_ADDRESS": "mqtt.production.com", "MQTT_USERNAME": "argentic_user",
-    "MQTT_PASSWORD": "secure_password", "MQTT_CLIENT_ID": "argentic-prod-001",
-    "MQTT_CA_CERT": "/etc/ssl/certs/ca.crt", "MQTT_CLIENT_CERT": "/etc/ssl/certs/client.crt",
+    "MQTT_BROKER_ADDRESS": "mqtt.production.com",
+    "MQTT_USERNAME": "argentic_user",
+    "MQTT_PASSWORD": "secure_password",
+    "MQTT_CLIENT_ID": "argentic-prod-001",
+    "MQTT_CA_CERT": "/etc/ssl/certs/ca.crt",
+    "MQTT_CLIENT_CERT": "/etc/ssl/certs/client.crt",
     "MQTT_CLIENT_KEY": "/etc/ssl/private/client.key",
 }
 
@@ -46,44 +49,69 @@ def test_every_example_of_the_guide_loads() -> None:
 def test_no_file_is_the_embedded_defaults() -> None:
     config = load_config(None, env={})
     bus = config.messaging
-    assert (bus.port, bus.backend_port, bus.start_proxy, bus.proxy_mode) == (5555, 5556, True,
-                                                                              "embedded")
+    assert (bus.port, bus.backend_port, bus.start_proxy, bus.proxy_mode) == (
+        5555,
+        5556,
+        True,
+        "embedded",
+    )
     assert bus.high_water_mark == 1000 and bus.topic_encoding == "utf-8"
     assert config.bridge.mqtt.broker_address is None
     assert config.node_name and config.data_dir
     assert [route.topic for route in config.bridge.routes] == [
-        "agent/#", "tools/#", "supervisor/#", "_ping/#", "logs/#"]
+        "agent/#",
+        "tools/#",
+        "supervisor/#",
+        "_ping/#",
+        "logs/#",
+    ]
     assert config.bridge.routes[-1].direction == "out"
 
 
 def test_zeromq_examples_configure_the_bus() -> None:
     embedded = example("zeromq-embedded.yaml").messaging
-    assert (embedded.broker_address, embedded.port, embedded.backend_port) == ("127.0.0.1", 5555,
-                                                                               5556)
+    assert (embedded.broker_address, embedded.port, embedded.backend_port) == (
+        "127.0.0.1",
+        5555,
+        5556,
+    )
     assert embedded.start_proxy and embedded.proxy_mode == "embedded"
     external = example("zeromq-external.yaml").messaging
     assert external.broker_address == "192.168.1.100"
     assert not external.start_proxy and external.proxy_mode == "external"
     advanced = example("zeromq-advanced.yaml").messaging
-    assert (advanced.high_water_mark, advanced.linger, advanced.connect_timeout,
-            advanced.topic_encoding) == (1000, 1000, 5000, "utf-8")
+    assert (
+        advanced.high_water_mark,
+        advanced.linger,
+        advanced.connect_timeout,
+        advanced.topic_encoding,
+    ) == (1000, 1000, 5000, "utf-8")
 
 
 def test_mqtt_examples_configure_the_uplink() -> None:
     basic = example("mqtt-basic.yaml")
     mqtt = basic.bridge.mqtt
     assert (mqtt.broker_address, mqtt.port, mqtt.client_id, mqtt.keepalive) == (
-        "localhost", 1883, "argentic-agent", 60)
+        "localhost",
+        1883,
+        "argentic-agent",
+        60,
+    )
     assert basic.messaging.protocol == "zeromq", "the local bus keeps its defaults"
     auth = example("mqtt-auth.yaml").bridge.mqtt
     assert auth.username == "your_username" and auth.password == Secret("your_password")
     tls = example("mqtt-tls.yaml").bridge.mqtt.tls_params
     assert tls is not None
     assert (tls.ca_certs, tls.certfile, tls.keyfile) == (
-        "/path/to/ca-certificate.crt", "/path/to/client-certificate.crt",
-        "/path/to/client-private-key.key")
-    assert (tls.cert_reqs, tls.tls_version, tls.ciphers) == ("CERT_REQUIRED", "PROTOCOL_TLS",
-                                                             "HIGH:!aNULL:!MD5")
+        "/path/to/ca-certificate.crt",
+        "/path/to/client-certificate.crt",
+        "/path/to/client-private-key.key",
+    )
+    assert (tls.cert_reqs, tls.tls_version, tls.ciphers) == (
+        "CERT_REQUIRED",
+        "PROTOCOL_TLS",
+        "HIGH:!aNULL:!MD5",
+    )
     cloud = example("cloud-mqtt.yaml").bridge.mqtt
     assert cloud.port == 8883 and cloud.keepalive == 300
     assert cloud.tls_params is not None and cloud.tls_params.tls_version == "PROTOCOL_TLSv1_2"
@@ -119,8 +147,13 @@ def test_missing_variable_names_the_variable_and_the_key() -> None:
 
 
 def test_default_values_in_substitutions() -> None:
-    raw = {"messaging": {"port": "${BUS_PORT:-6000}", "backend_port": "${BACK:-6001}",
-                         "start_proxy": "${START:-false}"}}
+    raw = {
+        "messaging": {
+            "port": "${BUS_PORT:-6000}",
+            "backend_port": "${BACK:-6001}",
+            "start_proxy": "${START:-false}",
+        }
+    }
     bus = parse_config(raw, env={"BACK": "7001"}).messaging
     assert (bus.port, bus.backend_port, bus.start_proxy) == (6000, 7001, False)
 
@@ -149,29 +182,51 @@ topics:
 
 
 def test_argentic_zeromq_agent_block_is_the_bus() -> None:
-    raw = {"messaging": {"protocol": "zeromq", "url": "127.0.0.1", "port": 5555,
-                         "backend_port": 5556, "client_id": "agent-1", "start_proxy": False,
-                         "proxy_mode": "external"}}
+    raw = {
+        "messaging": {
+            "protocol": "zeromq",
+            "url": "127.0.0.1",
+            "port": 5555,
+            "backend_port": 5556,
+            "client_id": "agent-1",
+            "start_proxy": False,
+            "proxy_mode": "external",
+        }
+    }
     bus = parse_config(raw, env={}).messaging
     assert bus.broker_address == "127.0.0.1" and bus.proxy_mode == "external"
 
 
 def test_every_problem_is_reported_at_once_with_key_value_and_expectation() -> None:
     raw = {
-        "messaging": {"port": 70000, "backend_port": "x", "proxy_mode": "sidecar",
-                      "hight_water_mark": 5, "topic_encoding": "klingon"},
-        "bridge": {"mqtt": {"qos_levels": {"status": 3}, "tls_params": {"cert_reqs": "MAYBE"}},
-                   "routes": [{"topic": "a/#/b"}, {"topic": "ok/#", "direction": "sideways"}]},
+        "messaging": {
+            "port": 70000,
+            "backend_port": "x",
+            "proxy_mode": "sidecar",
+            "hight_water_mark": 5,
+            "topic_encoding": "klingon",
+        },
+        "bridge": {
+            "mqtt": {"qos_levels": {"status": 3}, "tls_params": {"cert_reqs": "MAYBE"}},
+            "routes": [{"topic": "a/#/b"}, {"topic": "ok/#", "direction": "sideways"}],
+        },
         "web": {"port": 0},
     }
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, env={})
     problems = {problem.path: problem for problem in caught.value.problems}
     assert set(problems) == {
-        "messaging.port", "messaging.backend_port", "messaging.proxy_mode",
-        "messaging.hight_water_mark", "messaging.topic_encoding",
-        "bridge.mqtt.qos_levels.status", "bridge.mqtt.tls_params.cert_reqs",
-        "bridge.routes[0].topic", "bridge.routes[1].direction", "web.port"}
+        "messaging.port",
+        "messaging.backend_port",
+        "messaging.proxy_mode",
+        "messaging.hight_water_mark",
+        "messaging.topic_encoding",
+        "bridge.mqtt.qos_levels.status",
+        "bridge.mqtt.tls_params.cert_reqs",
+        "bridge.routes[0].topic",
+        "bridge.routes[1].direction",
+        "web.port",
+    }
     assert problems["messaging.port"].value == 70000
     assert "1 to 65535" in problems["messaging.port"].expected
     assert "did you mean 'high_water_mark'" in problems["messaging.hight_water_mark"].expected
@@ -194,8 +249,9 @@ def test_conflicting_ports_are_refused() -> None:
 
 
 def test_secrets_are_masked_in_repr_dump_and_errors() -> None:
-    config = parse_config({"bridge": {"mqtt": {"password": "hunter2"}},
-                           "web": {"api_token": "tok-123"}}, env={})
+    config = parse_config(
+        {"bridge": {"mqtt": {"password": "hunter2"}}, "web": {"api_token": "tok-123"}}, env={}
+    )
     assert "hunter2" not in repr(config) and "tok-123" not in repr(config)
     dumped = dump_yaml(config)
     assert "hunter2" not in dumped and "tok-123" not in dumped and MASK in dumped
@@ -223,8 +279,13 @@ def test_referenced_files_are_checked_only_by_check_config() -> None:
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "argentic_edge", *args], env=env,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "argentic_edge", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_check_config_exit_codes(tmp_path: Path, repo_env: dict[str, str]) -> None:

@@ -39,8 +39,10 @@ def test_an_unlimited_high_water_mark_is_refused() -> None:
 
 def test_max_message_size_is_on_by_default_and_bounded() -> None:
     assert parse_config({}, env={}).messaging.max_message_size == 1024 * 1024
-    assert parse_config({"messaging": {"max_message_size": 4096}}, env={}
-                        ).messaging.max_message_size == 4096
+    assert (
+        parse_config({"messaging": {"max_message_size": 4096}}, env={}).messaging.max_message_size
+        == 4096
+    )
     assert set(problems({"messaging": {"max_message_size": 0}})) == {"messaging.max_message_size"}
 
 
@@ -69,19 +71,30 @@ def test_topic_encoding_must_be_a_text_codec_that_keeps_ascii(codec: str) -> Non
 
 def test_text_codecs_that_keep_ascii_are_accepted() -> None:
     for codec in ("utf-8", "UTF8", "latin-1", "ascii", "cp1252"):
-        assert isinstance(parse_config({"messaging": {"topic_encoding": codec}}, env={}
-                                       ).messaging, BusConfig)
+        assert isinstance(
+            parse_config({"messaging": {"topic_encoding": codec}}, env={}).messaging, BusConfig
+        )
 
 
 # --- environment variables -----------------------------------------------------------------
 
+
 def test_problems_show_the_value_as_written_not_the_expanded_one() -> None:
-    env = {"SUPERVISOR_TOKEN": SUPERVISOR_TOKEN, "HOST_PORT": "not-a-port",
-           "MODE": "sideways", "PFX": "a b/"}
-    found = problems({"node_name": "${SUPERVISOR_TOKEN}",
-                      "messaging": {"port": "${HOST_PORT}", "proxy_mode": "${MODE}"},
-                      "bridge": {"routes": [{"topic": "x/#", "remote_prefix": "${PFX}"}]},
-                      "web": {"port": "${SUPERVISOR_TOKEN}"}}, env)
+    env = {
+        "SUPERVISOR_TOKEN": SUPERVISOR_TOKEN,
+        "HOST_PORT": "not-a-port",
+        "MODE": "sideways",
+        "PFX": "a b/",
+    }
+    found = problems(
+        {
+            "node_name": "${SUPERVISOR_TOKEN}",
+            "messaging": {"port": "${HOST_PORT}", "proxy_mode": "${MODE}"},
+            "bridge": {"routes": [{"topic": "x/#", "remote_prefix": "${PFX}"}]},
+            "web": {"port": "${SUPERVISOR_TOKEN}"},
+        },
+        env,
+    )
     shown = " ".join(f"{p}" for p in found.values())
     assert SUPERVISOR_TOKEN not in shown and "not-a-port" not in shown
     assert "sideways" not in shown and "a b/" not in shown
@@ -90,8 +103,9 @@ def test_problems_show_the_value_as_written_not_the_expanded_one() -> None:
     assert found["bridge.routes[0].remote_prefix"].value == "${PFX}"
 
 
-@pytest.mark.parametrize("name", ["SUPERVISOR_TOKEN", "HASSIO_TOKEN", "MQTT_PASSWORD",
-                                  "APP_SECRET", "OPENAI_API_KEY"])
+@pytest.mark.parametrize(
+    "name", ["SUPERVISOR_TOKEN", "HASSIO_TOKEN", "MQTT_PASSWORD", "APP_SECRET", "OPENAI_API_KEY"]
+)
 def test_secret_variables_are_expanded_only_into_secret_fields(name: str) -> None:
     env = {name: "s3cr3t-value"}
     found = problems({"bridge": {"mqtt": {"username": f"${{{name}}}"}}}, env)
@@ -99,19 +113,25 @@ def test_secret_variables_are_expanded_only_into_secret_fields(name: str) -> Non
     problem = found["bridge.mqtt.username"]
     assert name in problem.expected and "secret field" in problem.expected
     assert "s3cr3t-value" not in str(problem)
-    config = parse_config({"bridge": {"mqtt": {"password": f"${{{name}}}"}},
-                           "web": {"api_token": f"${{{name}}}"}}, env)
+    config = parse_config(
+        {"bridge": {"mqtt": {"password": f"${{{name}}}"}}, "web": {"api_token": f"${{{name}}}"}},
+        env,
+    )
     assert config.web.api_token is not None and config.web.api_token.reveal() == "s3cr3t-value"
 
 
-def test_check_config_never_prints_an_expanded_value(tmp_path: Path,
-                                                     repo_env: dict[str, str]) -> None:
+def test_check_config_never_prints_an_expanded_value(
+    tmp_path: Path, repo_env: dict[str, str]
+) -> None:
     file = tmp_path / "leak.yaml"
     file.write_text("node_name: ${SUPERVISOR_TOKEN}\nmessaging:\n  port: ${LEAKY}\n")
     result = subprocess.run(
         [sys.executable, "-m", "argentic_edge", "check-config", str(file)],
         env={**repo_env, "SUPERVISOR_TOKEN": SUPERVISOR_TOKEN, "LEAKY": "leaky-value"},
-        capture_output=True, text=True, timeout=30)
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1
     assert "node_name: '${SUPERVISOR_TOKEN}'" in result.stderr
     assert "messaging.port: '${LEAKY}'" in result.stderr
@@ -121,20 +141,29 @@ def test_check_config_never_prints_an_expanded_value(tmp_path: Path,
 
 # --- the YAML itself -----------------------------------------------------------------------
 
-LAUGHS = "".join(
-    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9) if previous else ', '.join(['lol'] * 9)}]\n"
-    for previous, name in zip([None, *"abcdefgh"], "abcdefghi", strict=True)
-) + "discovery: {interfaces: *i}\n"
+LAUGHS = (
+    "".join(
+        f"{name}: &{name} [{', '.join([f'*{previous}'] * 9) if previous else ', '.join(['lol'] * 9)}]\n"
+        for previous, name in zip([None, *"abcdefgh"], "abcdefghi", strict=True)
+    )
+    + "discovery: {interfaces: *i}\n"
+)
 
 
 def check_config(file: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "argentic_edge", "check-config", str(file)],
-                          env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "argentic_edge", "check-config", str(file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.timeout(90)
-def test_a_billion_laughs_document_is_refused_by_check_config(tmp_path: Path,
-                                                              repo_env: dict[str, str]) -> None:
+def test_a_billion_laughs_document_is_refused_by_check_config(
+    tmp_path: Path, repo_env: dict[str, str]
+) -> None:
     assert len(LAUGHS.encode()) < 1024  # 9**9 values once the aliases are expanded
     file = tmp_path / "laughs.yaml"
     file.write_text(LAUGHS)
@@ -166,8 +195,10 @@ def test_an_alias_inside_itself_is_refused() -> None:
 
 
 def test_duplicate_keys_are_errors_naming_each_key_path(tmp_path: Path) -> None:
-    text = ("web:\n  port: 8100\n  port: 8101\nbridge:\n  routes:\n    - {topic: a/#, topic: b/#}\n"
-            "web:\n  host: 127.0.0.1\n")
+    text = (
+        "web:\n  port: 8100\n  port: 8101\nbridge:\n  routes:\n    - {topic: a/#, topic: b/#}\n"
+        "web:\n  host: 127.0.0.1\n"
+    )
     file = tmp_path / "twice.yaml"
     file.write_text(text)
     for load in (lambda: read_yaml(file), lambda: load_text(text)):
@@ -189,15 +220,20 @@ def test_a_data_dir_with_parent_components_is_refused(data_dir: str) -> None:
 
 
 def test_a_data_dir_with_dots_in_names_is_fine() -> None:
-    assert parse_config({"data_dir": "/srv/edge..v2/./data"}, env={}).data_dir == \
-        "/srv/edge..v2/./data"
+    assert (
+        parse_config({"data_dir": "/srv/edge..v2/./data"}, env={}).data_dir
+        == "/srv/edge..v2/./data"
+    )
 
 
-@pytest.mark.parametrize("document", [
-    {"messaging": {"topic_encoding": "utf\x008"}},
-    {"bridge": {"mqtt": {"broker_address": "broker", "tls_params": {"ciphers": "HIGH\x00"}}}},
-    {"node_name": "kitchen\x00pi"},
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"messaging": {"topic_encoding": "utf\x008"}},
+        {"bridge": {"mqtt": {"broker_address": "broker", "tls_params": {"ciphers": "HIGH\x00"}}}},
+        {"node_name": "kitchen\x00pi"},
+    ],
+)
 def test_a_nul_character_in_any_text_is_a_problem_not_a_crash(document: dict) -> None:
     """codecs.lookup and set_ciphers raise ValueError on NUL; the builder names the key instead."""
     with pytest.raises(ConfigError) as caught:

@@ -66,20 +66,25 @@ class Watcher:
     saved the session comes back without it, and a real client must cope with that too.
     """
 
-    def __init__(self, port: int, on_message: Callable[[bytes], None], client_id: str,
-                 topic: str) -> None:
+    def __init__(
+        self, port: int, on_message: Callable[[bytes], None], client_id: str, topic: str
+    ) -> None:
         self.topic = topic
         self.loop = asyncio.get_running_loop()
         self.connected = asyncio.Event()
         self.outgoing: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False, protocol=paho.MQTTv311)
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=paho.MQTTv311,
+        )
         self.client.max_inflight_messages_set(0)
         self.client.on_connect = self._connected
-        self.client.on_disconnect = lambda *_: self.loop.call_soon_threadsafe(
-            self.connected.clear)
+        self.client.on_disconnect = lambda *_: self.loop.call_soon_threadsafe(self.connected.clear)
         self.client.on_message = lambda _c, _u, msg: self.loop.call_soon_threadsafe(
-            on_message, msg.payload)
+            on_message, msg.payload
+        )
         self.port = port
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
@@ -128,15 +133,27 @@ def durable_broker(tmp_path: Path) -> Any:
 
 
 async def test_broker_killed_five_times_under_qos1_load_both_ways(
-        tmp_path: Path, durable_broker: Mosquitto) -> None:
+    tmp_path: Path, durable_broker: Mosquitto
+) -> None:
     broker = durable_broker
     rng = random.Random(9)
-    document = appliance_document(tmp_path / "data", bridge={
-        "enabled": True, "ha_discovery": False,
-        "mqtt": {"broker_address": "127.0.0.1", "port": broker.port, "client_id": "edge-kill",
-                 "clean_session": False, "connect_retry_delay": 0.05, "keepalive": 5},
-        "routes": [{"topic": "agent/#", "direction": "both", "qos": 1}],
-        "buffer": {"max_messages": BUFFER, "max_bytes": 8_000_000}})
+    document = appliance_document(
+        tmp_path / "data",
+        bridge={
+            "enabled": True,
+            "ha_discovery": False,
+            "mqtt": {
+                "broker_address": "127.0.0.1",
+                "port": broker.port,
+                "client_id": "edge-kill",
+                "clean_session": False,
+                "connect_retry_delay": 0.05,
+                "keepalive": 5,
+            },
+            "routes": [{"topic": "agent/#", "direction": "both", "qos": 1}],
+            "buffer": {"max_messages": BUFFER, "max_bytes": 8_000_000},
+        },
+    )
     appliance = Appliance(tmp_path / "edge", document).start()
     on_broker, on_bus = Tally(), Tally()
     context = zmq.asyncio.Context()
@@ -160,8 +177,10 @@ async def test_broker_killed_five_times_under_qos1_load_both_ways(
     outbox_max = 0
     try:
         appliance.wait_healthy()
-        async with Watcher(broker.port, on_broker.add, "fault-watcher", "agent/bus/#") as watcher, \
-                Watcher(broker.port, audit.add, "fault-auditor", "agent/mqtt/#"):
+        async with (
+            Watcher(broker.port, on_broker.add, "fault-watcher", "agent/bus/#") as watcher,
+            Watcher(broker.port, audit.add, "fault-auditor", "agent/mqtt/#"),
+        ):
             # Both paths proven before counting starts: probes (seq -1) until one arrives each way.
             deadline = time.monotonic() + 10
             while not (on_broker.counts[-1] and on_bus.counts[-1]):
@@ -197,8 +216,11 @@ async def test_broker_killed_five_times_under_qos1_load_both_ways(
             await asyncio.sleep(0.5)
             stop.set()
             await producer
-            status = await settle(appliance, lambda: (len(on_broker.counts), len(on_bus.counts)),
-                                  lambda: min(len(on_broker.counts), len(on_bus.counts)) > sent)
+            status = await settle(
+                appliance,
+                lambda: (len(on_broker.counts), len(on_bus.counts)),
+                lambda: min(len(on_broker.counts), len(on_bus.counts)) > sent,
+            )
             rss.append(rss_kib(appliance.pid))
     finally:
         reader.cancel()
@@ -212,15 +234,23 @@ async def test_broker_killed_five_times_under_qos1_load_both_ways(
     expected = set(range(sent))
     lost_out = expected - set(on_broker.counts)
     lost_in = expected - set(on_bus.counts)
-    figures = {"kills": KILLS, "sent_each_way": sent,
-               "bus_to_broker": {"unique": len(expected & set(on_broker.counts)),
-                                 "duplicates": on_broker.duplicates,
-                                 "lost_by_the_broker": len(lost_out)},
-               "broker_to_bus": {"unique": len(expected & set(on_bus.counts)),
-                                 "duplicates": on_bus.duplicates,
-                                 "lost_by_the_broker": len(lost_in)},
-               "bridge_connections": bridge["connections"], "outbox_max": outbox_max,
-               "rss_kib": {"start": rss[0], "max": max(rss), "end": rss[-1]}}
+    figures = {
+        "kills": KILLS,
+        "sent_each_way": sent,
+        "bus_to_broker": {
+            "unique": len(expected & set(on_broker.counts)),
+            "duplicates": on_broker.duplicates,
+            "lost_by_the_broker": len(lost_out),
+        },
+        "broker_to_bus": {
+            "unique": len(expected & set(on_bus.counts)),
+            "duplicates": on_bus.duplicates,
+            "lost_by_the_broker": len(lost_in),
+        },
+        "bridge_connections": bridge["connections"],
+        "outbox_max": outbox_max,
+        "rss_kib": {"start": rss[0], "max": max(rss), "end": rss[-1]},
+    }
     print(f"\nbroker kill figures: {json.dumps(figures)}")
 
     # The appliance's own part, exactly: every bus message was handed to the broker and
@@ -229,8 +259,10 @@ async def test_broker_killed_five_times_under_qos1_load_both_ways(
     assert bridge["in_flight"] == 0 and bridge["buffer"]["messages"] == 0
     assert after["out"]["dropped"] == {} and after["in"]["dropped"] == {}
     assert bridge["buffer"]["dropped_oldest"] == 0 and outbox_max <= BUFFER
-    assert after["in"]["messages"] - before["in"]["messages"] == \
-        sum(on_bus.counts.values()) - bus_frames_before
+    assert (
+        after["in"]["messages"] - before["in"]["messages"]
+        == sum(on_bus.counts.values()) - bus_frames_before
+    )
     # End to end: Mosquitto 2.0 acknowledges before it saves, so a SIGKILL in between can take
     # an acknowledged message with it (at most a few per kill); nothing else may be missing.
     assert len(lost_out) <= KILLS and len(lost_in) <= KILLS, figures
@@ -239,8 +271,9 @@ async def test_broker_killed_five_times_under_qos1_load_both_ways(
     # resends after a kill may put a later message first, for every subscriber alike).
     assert [s for s in on_broker.order if s >= 0] == sorted(expected - lost_out)
     delivered = set(on_bus.counts)
-    assert [s for s in on_bus.order if s >= 0] == [s for s in audit.order if s in delivered
-                                                   and s >= 0]
+    assert [s for s in on_bus.order if s >= 0] == [
+        s for s in audit.order if s in delivered and s >= 0
+    ]
     assert bridge["connections"] >= 2  # while backing off, a short outage can pass unseen
     assert max(rss) - rss[0] < RSS_SLACK_KIB, rss
 
@@ -249,9 +282,13 @@ def route_counters(status: dict[str, Any]) -> dict[str, Any]:
     return status["bridge"]["routes"][0]  # type: ignore[no-any-return]
 
 
-async def settle(appliance: Appliance, progress: Callable[[], object],
-                 complete: Callable[[], bool], quiet: float = 2.0,
-                 timeout: float = 20.0) -> dict[str, Any]:
+async def settle(
+    appliance: Appliance,
+    progress: Callable[[], object],
+    complete: Callable[[], bool],
+    quiet: float = 2.0,
+    timeout: float = 20.0,
+) -> dict[str, Any]:
     """Wait until the bridge holds nothing in flight or waiting, and everything arrived or no
     message arrived for ``quiet`` seconds; the final status. (A message the broker received but
     whose acknowledgement a kill cut off stays in flight until the bridge is back and resends it,

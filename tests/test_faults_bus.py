@@ -15,12 +15,16 @@ from tests.support.config import config_document, write_yaml
 
 
 def test_a_stuck_subscriber_costs_bounded_memory_and_stalls_no_one(
-        tmp_path: Path, repo_env: dict[str, str]) -> None:
+    tmp_path: Path, repo_env: dict[str, str]
+) -> None:
     raw = config_document(tmp_path / "data")
     config = write_yaml(tmp_path / "edge.yaml", raw)
     port, backend = raw["messaging"]["port"], raw["messaging"]["backend_port"]
-    appliance = subprocess.Popen([sys.executable, "-m", "argentic_edge", "run", "--config",
-                                  str(config)], env=repo_env, stderr=subprocess.DEVNULL)
+    appliance = subprocess.Popen(
+        [sys.executable, "-m", "argentic_edge", "run", "--config", str(config)],
+        env=repo_env,
+        stderr=subprocess.DEVNULL,
+    )
     context = zmq.Context()
     try:
         wait_for_port(backend)

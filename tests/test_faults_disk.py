@@ -32,8 +32,7 @@ READ_ONLY = "Read-only file system (EROFS)"
 
 
 def _mount(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["mount", *args], capture_output=True, text=True, timeout=10,
-                          check=False)
+    return subprocess.run(["mount", *args], capture_output=True, text=True, timeout=10, check=False)
 
 
 @pytest.fixture
@@ -122,10 +121,12 @@ class Traffic:
         assert [frame.partition(b" ")[2] for frame in frames] == into
 
 
-async def call(appliance: Appliance, method: str, path: str,
-               body: bytes | None = None) -> tuple[int, str]:
-    code, answer = await asyncio.to_thread(appliance.request, method, path, body,
-                                           "application/yaml")
+async def call(
+    appliance: Appliance, method: str, path: str, body: bytes | None = None
+) -> tuple[int, str]:
+    code, answer = await asyncio.to_thread(
+        appliance.request, method, path, body, "application/yaml"
+    )
     return code, str(answer)  # a JSON error document or a text/plain reason
 
 
@@ -152,8 +153,11 @@ async def expect_refusals(appliance: Appliance, data: Path, reason: str) -> dict
 
 async def certificate_error(appliance: Appliance, server_pem: Path, reason: str) -> None:
     """The failed renewal shows in the status and in /healthz, naming the file and the error."""
-    await wait_until(lambda: reason in str(appliance.status()["certificates"]["error"]),
-                     timeout=10, what=f"the certificate error {reason!r}")
+    await wait_until(
+        lambda: reason in str(appliance.status()["certificates"]["error"]),
+        timeout=10,
+        what=f"the certificate error {reason!r}",
+    )
     code, health = await asyncio.to_thread(appliance.health)
     assert code == 503
     [text] = [r for r in health["reasons"] if r.startswith("certificates:")]
@@ -161,18 +165,32 @@ async def certificate_error(appliance: Appliance, server_pem: Path, reason: str)
 
 
 async def test_a_full_then_read_only_data_dir_is_reported_and_traffic_goes_on(
-        tmp_path: Path, small_disk: Path) -> None:
+    tmp_path: Path, small_disk: Path
+) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     data = small_disk / "data"
     document = appliance_document(
-        data, discovery={"interfaces": ["lo"], "liveness_interval": 1.0,
-                         "federation": {"export_port": free_port()}},
+        data,
+        discovery={
+            "interfaces": ["lo"],
+            "liveness_interval": 1.0,
+            "federation": {"export_port": free_port()},
+        },
         certificates={"check_interval": 0.2},
-        bridge={"enabled": True, "ha_discovery": False,
-                "mqtt": {"broker_address": "127.0.0.1", "port": broker.port,
-                         "connect_retry_delay": 0.1},
-                "routes": [{"topic": "agent/out/#", "direction": "out", "qos": 1},
-                           {"topic": "agent/in/#", "direction": "in", "qos": 1}]})
+        bridge={
+            "enabled": True,
+            "ha_discovery": False,
+            "mqtt": {
+                "broker_address": "127.0.0.1",
+                "port": broker.port,
+                "connect_retry_delay": 0.1,
+            },
+            "routes": [
+                {"topic": "agent/out/#", "direction": "out", "qos": 1},
+                {"topic": "agent/in/#", "direction": "in", "qos": 1},
+            ],
+        },
+    )
     appliance = Appliance(data, document)
     appliance.log_path = tmp_path / "appliance.log"  # an open log would keep the disk busy
     server_pem = data / "certs" / "server.pem"
@@ -204,14 +222,17 @@ async def test_a_full_then_read_only_data_dir_is_reported_and_traffic_goes_on(
                 # --- writable with space again: everything recovers by itself -----------
                 assert _mount("-o", "remount,rw", str(small_disk)).returncode == 0
                 filler.unlink()
-                await wait_until(lambda: appliance.health()[0] == 200, timeout=10,
-                                 what="healthy again")
-                code, _ = await call(appliance, "POST",
-                                     f"/api/peers/{secrets.token_hex(16)}/approve")
+                await wait_until(
+                    lambda: appliance.health()[0] == 200, timeout=10, what="healthy again"
+                )
+                code, _ = await call(
+                    appliance, "POST", f"/api/peers/{secrets.token_hex(16)}/approve"
+                )
                 assert code == 200
                 changed = dict(appliance.document, log_level="debug")
-                code, _ = await call(appliance, "PUT", "/api/config",
-                                     yaml.safe_dump(changed).encode())
+                code, _ = await call(
+                    appliance, "PUT", "/api/config", yaml.safe_dump(changed).encode()
+                )
                 assert code == 200
                 await traffic.prove()
             finally:

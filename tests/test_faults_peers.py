@@ -25,8 +25,10 @@ from tests.support.federation import LIVENESS, Site, assert_exactly_once
 from tests.support.netns import Lan, Node, netns_unavailable
 
 UNAVAILABLE = netns_unavailable()
-pytestmark = [pytest.mark.netns,
-              pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")]
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or ""),
+]
 
 FLAPS = 6
 FD_SLACK = 6  # descriptors a resolver or a log rotation may open once; flaps must add none
@@ -58,7 +60,8 @@ def links(node: Node) -> dict[str, Any]:
 
 
 def test_a_flapping_vanishing_rekeyed_peer_leaves_the_survivor_right_and_leak_free(
-        site: Site) -> None:
+    site: Site,
+) -> None:
     a = site.start("a", "node-a", ["b"])
     b = site.start("b", "node-b", ["a"])
     a.wait_peer(site.ids["b"], "linked", 20)

@@ -51,8 +51,10 @@ class Churn:
         self.renewals = 0
         self.sent = 0
         self.renewer: subprocess.Popen[bytes] | None = None
-        self.threads = [threading.Thread(target=target, daemon=True)
-                        for target in (self._bus, self._api, self._renew)]
+        self.threads = [
+            threading.Thread(target=target, daemon=True)
+            for target in (self._bus, self._api, self._renew)
+        ]
 
     def __enter__(self) -> Self:
         for thread in self.threads:
@@ -78,8 +80,9 @@ class Churn:
         try:
             while not self.stop.is_set():
                 try:
-                    pub.send(b'agent/load {"type":"load","data":"' + b"x" * 200 + b'"}',
-                             zmq.NOBLOCK)
+                    pub.send(
+                        b'agent/load {"type":"load","data":"' + b"x" * 200 + b'"}', zmq.NOBLOCK
+                    )
                     self.sent += 1
                 except zmq.Again:
                     time.sleep(0.001)
@@ -95,8 +98,9 @@ class Churn:
             try:
                 if self.rng.random() < 0.5:
                     peer_id = secrets.token_hex(16)
-                    code, _ = self.appliance.request("POST", f"/api/peers/{peer_id}/approve",
-                                                     timeout=5)
+                    code, _ = self.appliance.request(
+                        "POST", f"/api/peers/{peer_id}/approve", timeout=5
+                    )
                     if code == 200:
                         self.approved.append(peer_id)
                 else:
@@ -104,8 +108,12 @@ class Churn:
                     discovery["liveness_interval"] = self.rng.choice([1.0, 2.0, 3.0])
                     document["discovery"] = discovery
                     code, _ = self.appliance.request(
-                        "PUT", "/api/config", yaml.safe_dump(document).encode(),
-                        content_type="application/yaml", timeout=5)
+                        "PUT",
+                        "/api/config",
+                        yaml.safe_dump(document).encode(),
+                        content_type="application/yaml",
+                        timeout=5,
+                    )
                     self.saves += code == 200
             except OSError:
                 self.stop.wait(0.02)  # killed under us, or restarting
@@ -114,9 +122,22 @@ class Churn:
         env = environment()
         while not self.stop.is_set():
             self.renewer = subprocess.Popen(
-                [sys.executable, "-m", "argentic_edge", "certs", "renew", "--force",
-                 "--data-dir", str(self.data), "--node-name", self.appliance.document["node_name"]],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-m",
+                    "argentic_edge",
+                    "certs",
+                    "renew",
+                    "--force",
+                    "--data-dir",
+                    str(self.data),
+                    "--node-name",
+                    self.appliance.document["node_name"],
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             self.renewals += self.renewer.wait(timeout=30) == 0
 
 
@@ -152,20 +173,33 @@ def check_files(data: Path) -> dict[str, Any]:
 
 
 def test_sigkill_mid_write_leaves_every_file_whole_and_the_appliance_comes_back(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     rng = random.Random(2026)
     data = tmp_path / "data"
     document = appliance_document(
-        data, discovery={"interfaces": ["lo"], "liveness_interval": 1.0,
-                         "federation": {"export_port": free_port()}},
-        certificates={"check_interval": 0.2})
+        data,
+        discovery={
+            "interfaces": ["lo"],
+            "liveness_interval": 1.0,
+            "federation": {"export_port": free_port()},
+        },
+        certificates={"check_interval": 0.2},
+    )
     appliance = Appliance(data, document)  # the config file lives in the data dir too
     appliance.start()
     appliance.wait_healthy()
     identity = appliance.status()["peers"]["node_id"]
     ca_fingerprint = check_files(data)["ca.pem"].fingerprint(hashes.SHA256())
-    figures = {"kills": 0, "files_checked": 0, "temp_files_left": 0, "approved": 0,
-               "config_saves": 0, "renewals": 0, "bus_messages": 0}
+    figures = {
+        "kills": 0,
+        "files_checked": 0,
+        "temp_files_left": 0,
+        "approved": 0,
+        "config_saves": 0,
+        "renewals": 0,
+        "bus_messages": 0,
+    }
     approved: list[str] = []
     try:
         for _ in range(KILLS):
@@ -175,8 +209,12 @@ def test_sigkill_mid_write_leaves_every_file_whole_and_the_appliance_comes_back(
                 churn.kill_renewer()
             approved += churn.approved
             figures["kills"] += 1
-            for key, value in (("approved", len(churn.approved)), ("config_saves", churn.saves),
-                               ("renewals", churn.renewals), ("bus_messages", churn.sent)):
+            for key, value in (
+                ("approved", len(churn.approved)),
+                ("config_saves", churn.saves),
+                ("renewals", churn.renewals),
+                ("bus_messages", churn.sent),
+            ):
                 figures[key] += value
 
             found = check_files(data)
@@ -184,8 +222,7 @@ def test_sigkill_mid_write_leaves_every_file_whole_and_the_appliance_comes_back(
             figures["temp_files_left"] += len(found["temp_files"])
             assert found["curve.json"]["public"]
             assert found["ca.pem"].fingerprint(hashes.SHA256()) == ca_fingerprint
-            saved = {entry["id"] for entry in found.get(TRUST_FILE, {"approved": []})
-                     ["approved"]}
+            saved = {entry["id"] for entry in found.get(TRUST_FILE, {"approved": []})["approved"]}
             assert set(approved) <= saved, "an acknowledged approval was lost"
 
             appliance.start(write_config=False)  # from the file the API saved last

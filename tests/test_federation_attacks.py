@@ -39,8 +39,10 @@ from tests.support.netns import Lan, Lines, Namespace, Node, netns_unavailable
 from tests.support.netns import node_config as netns_node_config
 
 UNAVAILABLE = netns_unavailable()
-pytestmark = [pytest.mark.netns,
-              pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")]
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or ""),
+]
 
 PUB, SUB, EXPORT = 6555, 6556, 6557  # namespaces of our own: every port is free
 STRANGER_FED, CONTROL_FED = 7600, 7601
@@ -58,14 +60,31 @@ def _ip(*args: str) -> None:
 
 def stranger_txt(fed: int) -> dict[str, str]:
     public = zmq.curve_keypair()[0].decode()
-    return {"v": "1", "id": node_id(public), "curve": public, "ver": "0.0-lure",
-            "pub": "6555", "sub": "6556", "fed": str(fed), "web": "0", "tls": ""}
+    return {
+        "v": "1",
+        "id": node_id(public),
+        "curve": public,
+        "ver": "0.0-lure",
+        "pub": "6555",
+        "sub": "6556",
+        "fed": str(fed),
+        "web": "0",
+        "tls": "",
+    }
 
 
 def copy_txt(peer: dict[str, Any]) -> dict[str, str]:
-    return {"v": "1", "id": peer["id"], "curve": peer["curve"], "ver": peer["version"],
-            "pub": str(peer["pub"]), "sub": str(peer["sub"]), "fed": str(peer["fed"]),
-            "web": str(peer["web"]), "tls": peer["tls"]}
+    return {
+        "v": "1",
+        "id": peer["id"],
+        "curve": peer["curve"],
+        "ver": peer["version"],
+        "pub": str(peer["pub"]),
+        "sub": str(peer["sub"]),
+        "fed": str(peer["fed"]),
+        "web": str(peer["web"]),
+        "tls": peer["tls"],
+    }
 
 
 @dataclass
@@ -109,10 +128,17 @@ class Lure:
         self.process.wait(timeout=15)
 
 
-def start_lure(ns: Namespace, records: list[dict[str, Any]], listen: list[str],
-               hold: tuple[str, ...] = ()) -> Lure:
-    argv = ["-m", "tests.support.netns_lure", "--interface", ns.address, "--records",
-            json.dumps(records)]
+def start_lure(
+    ns: Namespace, records: list[dict[str, Any]], listen: list[str], hold: tuple[str, ...] = ()
+) -> Lure:
+    argv = [
+        "-m",
+        "tests.support.netns_lure",
+        "--interface",
+        ns.address,
+        "--records",
+        json.dumps(records),
+    ]
     for where in listen:
         argv += ["--listen", where]
     for where in hold:
@@ -125,8 +151,14 @@ def start_lure(ns: Namespace, records: list[dict[str, Any]], listen: list[str],
 
 
 def node_config(tmp: Path, key: str, name: str, liveness: float = 1.0) -> Path:
-    return netns_node_config(tmp, key, name, PUB, SUB, {
-        "liveness_interval": liveness, "federation": {"trust": "open", "export_port": EXPORT}})
+    return netns_node_config(
+        tmp,
+        key,
+        name,
+        PUB,
+        SUB,
+        {"liveness_interval": liveness, "federation": {"trust": "open", "export_port": EXPORT}},
+    )
 
 
 @pytest.fixture
@@ -143,7 +175,8 @@ def peer_named(node: Node, name: str) -> dict[str, Any]:
 
 
 def test_a_peer_can_neither_send_us_elsewhere_nor_take_another_peers_place(
-        lan: Lan, tmp_path: Path) -> None:
+    lan: Lan, tmp_path: Path
+) -> None:
     ns_a, ns_c, ns_lure = lan.add(), lan.add(), lan.add()
     _ip("-n", ns_lure.name, "addr", "add", f"{ROUTED}/32", "dev", "lo")
     _ip("-n", ns_a.name, "route", "add", f"{ROUTED}/32", "via", ns_lure.address)
@@ -159,14 +192,27 @@ def test_a_peer_can_neither_send_us_elsewhere_nor_take_another_peers_place(
         # node-a's own loopback, where a record naming 127.0.0.1 would send it.
         local = start_lure(ns_a, [], [f"127.0.0.1:{STRANGER_FED}"])
         lures.append(local)
-        remote = start_lure(ns_lure, [
-            {"name": "stranger-offnet", "txt": stranger_txt(STRANGER_FED),
-             "addresses": [ROUTED, "127.0.0.1", "8.8.8.8"]},
-            {"name": "stranger-onlan", "txt": stranger_txt(CONTROL_FED),
-             "addresses": [ns_lure.address]},
-            {"name": "node-c-copy", "txt": copy_txt(real_c), "addresses": [ns_lure.address]},
-        ], [f"{ROUTED}:{STRANGER_FED}", f"{ns_lure.address}:{CONTROL_FED}",
-            f"{ns_lure.address}:{EXPORT}"])
+        remote = start_lure(
+            ns_lure,
+            [
+                {
+                    "name": "stranger-offnet",
+                    "txt": stranger_txt(STRANGER_FED),
+                    "addresses": [ROUTED, "127.0.0.1", "8.8.8.8"],
+                },
+                {
+                    "name": "stranger-onlan",
+                    "txt": stranger_txt(CONTROL_FED),
+                    "addresses": [ns_lure.address],
+                },
+                {"name": "node-c-copy", "txt": copy_txt(real_c), "addresses": [ns_lure.address]},
+            ],
+            [
+                f"{ROUTED}:{STRANGER_FED}",
+                f"{ns_lure.address}:{CONTROL_FED}",
+                f"{ns_lure.address}:{EXPORT}",
+            ],
+        )
         lures.append(remote)
 
         remote.wait_for(f"{ns_lure.address}:{CONTROL_FED}", 20)  # the control: links do run
@@ -196,8 +242,7 @@ def test_a_peer_can_neither_send_us_elsewhere_nor_take_another_peers_place(
         c.stop()
 
 
-def test_a_link_that_never_completes_its_handshake_is_made_again(
-        lan: Lan, tmp_path: Path) -> None:
+def test_a_link_that_never_completes_its_handshake_is_made_again(lan: Lan, tmp_path: Path) -> None:
     """A trusted peer whose export port accepts and then says nothing: libzmq alone would wait
     for its 30 s handshake timeout; the peers service connects anew after 5 s."""
     ns_a, ns_lure = lan.add(), lan.add()
@@ -206,8 +251,18 @@ def test_a_link_that_never_completes_its_handshake_is_made_again(
     try:
         a.start()
         silent = f"{ns_lure.address}:{CONTROL_FED}"
-        lure = start_lure(ns_lure, [{"name": "silent-peer", "txt": stranger_txt(CONTROL_FED),
-                                     "addresses": [ns_lure.address]}], [], hold=(silent,))
+        lure = start_lure(
+            ns_lure,
+            [
+                {
+                    "name": "silent-peer",
+                    "txt": stranger_txt(CONTROL_FED),
+                    "addresses": [ns_lure.address],
+                }
+            ],
+            [],
+            hold=(silent,),
+        )
         lure.wait_for(silent, 20)
         started = time.monotonic()
         lure.wait_for(silent, 12)
@@ -221,6 +276,7 @@ def test_a_link_that_never_completes_its_handshake_is_made_again(
 
 # --- forged answers ---------------------------------------------------------------------------
 
+
 def instance(name: str) -> str:
     return f"{name}.{SERVICE_TYPE}"
 
@@ -233,20 +289,21 @@ def host_of(peer: dict[str, Any]) -> str:
 def goodbye(peer: dict[str, Any], address: str) -> list[dict[str, Any]]:
     """What the peer itself sends when it stops: every record of its instance with TTL 0."""
     name = instance(peer["name"])
-    return [{"type": "ptr", "name": SERVICE_TYPE, "alias": name, "ttl": 0},
-            {"type": "srv", "name": name, "server": host_of(peer), "port": peer["pub"],
-             "ttl": 0},
-            {"type": "txt", "name": name, "txt": copy_txt(peer), "ttl": 0},
-            {"type": "a", "name": host_of(peer), "address": address, "ttl": 0}]
+    return [
+        {"type": "ptr", "name": SERVICE_TYPE, "alias": name, "ttl": 0},
+        {"type": "srv", "name": name, "server": host_of(peer), "port": peer["pub"], "ttl": 0},
+        {"type": "txt", "name": name, "txt": copy_txt(peer), "ttl": 0},
+        {"type": "a", "name": host_of(peer), "address": address, "ttl": 0},
+    ]
 
 
 @contextmanager
-def linked_pair(lan: Lan, tmp_path: Path, liveness: float = 1.0
-                ) -> Iterator[tuple[Node, Node]]:
+def linked_pair(lan: Lan, tmp_path: Path, liveness: float = 1.0) -> Iterator[tuple[Node, Node]]:
     """node-a linked to node-c, in the steady state."""
     ns_a, ns_c = lan.add(), lan.add()
-    a = Node(ns_a, node_config(tmp_path, "a", "node-a", liveness), tmp_path / "a",
-             tmp_path / "a.log")
+    a = Node(
+        ns_a, node_config(tmp_path, "a", "node-a", liveness), tmp_path / "a", tmp_path / "a.log"
+    )
     c = Node(ns_c, node_config(tmp_path, "c", "node-c"), tmp_path / "c", tmp_path / "c.log")
     try:
         a.start()
@@ -265,9 +322,15 @@ def healed(a: Node, peer_id: str, ns_c: Namespace) -> tuple[bool, dict[str, Any]
     status = a.status()
     peer = next((p for p in status["peers"]["peers"] if p["id"] == peer_id), None)
     link = status["bus"]["federation"]["links"].get(peer_id)
-    ok = (peer is not None and peer["name"] == "node-c" and peer["state"] == "linked"
-          and peer["addresses"] == [ns_c.address] and link is not None
-          and link["endpoint"] == f"tcp://{ns_c.address}:{EXPORT}" and link["state"] == "up")
+    ok = (
+        peer is not None
+        and peer["name"] == "node-c"
+        and peer["state"] == "linked"
+        and peer["addresses"] == [ns_c.address]
+        and link is not None
+        and link["endpoint"] == f"tcp://{ns_c.address}:{EXPORT}"
+        and link["state"] == "up"
+    )
     return ok, {"peer": peer, "link": link}
 
 
@@ -279,8 +342,7 @@ def wait_disturbed(a: Node, peer_id: str, ns_c: Namespace) -> None:
         time.sleep(0.05)
 
 
-def forge_and_wait_lost(a: Node, lure: Lure, peer_id: str,
-                        records: list[dict[str, Any]]) -> float:
+def forge_and_wait_lost(a: Node, lure: Lure, peer_id: str, records: list[dict[str, Any]]) -> float:
     """Forge ``records`` while node-a already waits for the peer to be lost (a lost state that
     heals quickly would escape a poll); fails if the forgery was not believed. Returns when
     (time.monotonic) the forgery was sent."""
@@ -308,9 +370,11 @@ def copy_waiting_for_the_id(lan: Lan, a: Node) -> tuple[Lure, dict[str, Any]]:
     record), returned once node-a counts the copy as a duplicate id, as it must."""
     ns_lure = lan.add()
     real = peer_named(a, "node-c")
-    lure = start_lure(ns_lure, [{"name": "node-c-copy", "txt": copy_txt(real),
-                                 "addresses": [ns_lure.address]}],
-                      [f"{ns_lure.address}:{EXPORT}"])
+    lure = start_lure(
+        ns_lure,
+        [{"name": "node-c-copy", "txt": copy_txt(real), "addresses": [ns_lure.address]}],
+        [f"{ns_lure.address}:{EXPORT}"],
+    )
     try:
         deadline = time.monotonic() + 10
         while a.status()["peers"]["counters"].get("duplicate_id", 0) < 1:
@@ -322,8 +386,7 @@ def copy_waiting_for_the_id(lan: Lan, a: Node) -> tuple[Lure, dict[str, Any]]:
     return lure, real
 
 
-def test_a_forged_srv_and_address_answer_does_not_move_the_link(
-        lan: Lan, tmp_path: Path) -> None:
+def test_a_forged_srv_and_address_answer_does_not_move_the_link(lan: Lan, tmp_path: Path) -> None:
     """One answer with node-c's own instance and host names, its host at the lure's address."""
     with linked_pair(lan, tmp_path) as (a, c):
         ns_c = c.ns
@@ -332,10 +395,18 @@ def test_a_forged_srv_and_address_answer_does_not_move_the_link(
         try:
             real = peer_named(a, "node-c")
             forged_at = time.monotonic()
-            lure.forge([
-                {"type": "srv", "name": instance("node-c"), "server": host_of(real),
-                 "port": real["pub"], "ttl": 60},
-                {"type": "a", "name": host_of(real), "address": ns_lure.address, "ttl": 60}])
+            lure.forge(
+                [
+                    {
+                        "type": "srv",
+                        "name": instance("node-c"),
+                        "server": host_of(real),
+                        "port": real["pub"],
+                        "ttl": 60,
+                    },
+                    {"type": "a", "name": host_of(real), "address": ns_lure.address, "ttl": 60},
+                ]
+            )
             wait_disturbed(a, real["id"], ns_c)
             took = wait_healed(a, real["id"], ns_c, forged_at)
             print(f"forged SRV/A: healed {took:.1f}s after the forgery")
@@ -346,7 +417,8 @@ def test_a_forged_srv_and_address_answer_does_not_move_the_link(
 
 
 def test_a_spoofed_goodbye_loses_a_live_peer_only_until_it_answers(
-        lan: Lan, tmp_path: Path) -> None:
+    lan: Lan, tmp_path: Path
+) -> None:
     """A liveness interval of 5 s here: node-c's answer to a probe sent just before the goodbye
     would bring it back by luck (the old code too); with 5 s between probes that is rare."""
     with linked_pair(lan, tmp_path, liveness=5.0) as (a, c):
@@ -362,8 +434,7 @@ def test_a_spoofed_goodbye_loses_a_live_peer_only_until_it_answers(
             lure.close()
 
 
-def test_a_copy_cannot_take_the_id_of_a_peer_that_still_answers(
-        lan: Lan, tmp_path: Path) -> None:
+def test_a_copy_cannot_take_the_id_of_a_peer_that_still_answers(lan: Lan, tmp_path: Path) -> None:
     """A copy of node-c's record waits for the id (duplicate_id); a spoofed goodbye for node-c
     used to hand it over, and then node-c itself was refused as the duplicate."""
     with linked_pair(lan, tmp_path) as (a, c):
@@ -382,7 +453,8 @@ def test_a_copy_cannot_take_the_id_of_a_peer_that_still_answers(
 
 
 def test_a_copy_that_cannot_link_gives_the_id_back_to_the_real_peer(
-        lan: Lan, tmp_path: Path) -> None:
+    lan: Lan, tmp_path: Path
+) -> None:
     """node-c goes silent (killed, no goodbye) while a copy waits: after three silent intervals
     the copy holds the id, as a renamed peer would. It never completes a CURVE handshake, so
     when node-c comes back its claim is heard and it is linked again."""

@@ -31,13 +31,18 @@ from tests.support.brokers import free_port
 async def make_bus(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     started: list[tuple[FederatedBus, zmq.Context]] = []
 
-    async def make(name: str, export_port: int | None = None, **bus_options: int
-                   ) -> FederatedBus:
+    async def make(name: str, export_port: int | None = None, **bus_options: int) -> FederatedBus:
         context = zmq.Context()
-        config = BusConfig(broker_address="127.0.0.1", port=free_port(),
-                           backend_port=free_port(), **bus_options)
-        bus = FederatedBus(config, FederationConfig(export_port=export_port or free_port()),
-                           load_or_create_keys(tmp_path / name), DENY_ALL, context)
+        config = BusConfig(
+            broker_address="127.0.0.1", port=free_port(), backend_port=free_port(), **bus_options
+        )
+        bus = FederatedBus(
+            config,
+            FederationConfig(export_port=export_port or free_port()),
+            load_or_create_keys(tmp_path / name),
+            DENY_ALL,
+            context,
+        )
         started.append((bus, context))
         await bus.start()
         return bus
@@ -61,10 +66,12 @@ def ident(bus: FederatedBus) -> str:
 async def link(pairs: list[tuple[FederatedBus, list[FederatedBus]]]) -> None:
     """Each bus trusts and links the listed others; returns once every link is up."""
     pending: dict[tuple[str, str], asyncio.Event] = {}
+
     def listener(me: str) -> Callable[[str, str], None]:
         def up(peer: str, state: str) -> None:
             if state == "up":
                 pending[(me, peer)].set()
+
         return up
 
     for bus, others in pairs:
@@ -126,12 +133,14 @@ def send_data(agents: list[Agent], count: int) -> None:
             agent.pub.send(f"data/{agent.origin}/{i} {{}}".encode())
 
 
-def collect(agents: list[Agent], expected: dict[str, int], quiet_ms: int = 300,
-            timeout: float = 10.0) -> None:
+def collect(
+    agents: list[Agent], expected: dict[str, int], quiet_ms: int = 300, timeout: float = 10.0
+) -> None:
     """Receive until each agent has its expected total, then a quiet spell for duplicates."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(
-            sum(a.counts.values()) < expected[a.origin] for a in agents):
+        sum(a.counts.values()) < expected[a.origin] for a in agents
+    ):
         for agent in agents:
             agent.drain(10)
     for agent in agents:
@@ -194,7 +203,7 @@ async def test_unlinking_a_peer_stops_its_traffic(make_bus) -> None:
         agents[1].pub.send(b"data/B/0 {}")
         agents[0].pub.send(b"data/A/0 {}")
         collect(agents, {"A": 1, "B": 2}, timeout=2)
-        assert agents[0].counts == Counter({"A/0": 1})       # B's message no longer reaches A
+        assert agents[0].counts == Counter({"A/0": 1})  # B's message no longer reaches A
         assert agents[1].counts == Counter({"A/0": 1, "B/0": 1})  # A still exports to B
     finally:
         for agent in agents:
@@ -241,8 +250,9 @@ def curve_client(context: zmq.Context, bus: FederatedBus) -> tuple[zmq.Socket, z
     client.curve_serverkey = bus.keys.public.encode()
     client.curve_publickey, client.curve_secretkey = public, secret
     client.setsockopt(zmq.SUBSCRIBE, b"")
-    monitor = client.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED
-                                        | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    monitor = client.get_monitor_socket(
+        zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    )
     client.connect(f"tcp://127.0.0.1:{bus.federation.export_port}")
     return client, monitor, public.decode()
 
@@ -260,9 +270,9 @@ async def test_zap_refuses_an_unknown_key_and_admits_it_once_trusted(make_bus) -
     try:
         assert handshake(monitor) == zmq.EVENT_HANDSHAKE_FAILED_AUTH
         assert a.federation_status().zap.denied == 1
-        a.policy = KeyPolicy(keys=frozenset({public}))   # approved at runtime
+        a.policy = KeyPolicy(keys=frozenset({public}))  # approved at runtime
         endpoint = f"tcp://127.0.0.1:{a.federation.export_port}"
-        client.disconnect(endpoint)                      # libzmq does not retry a refusal
+        client.disconnect(endpoint)  # libzmq does not retry a refusal
         client.connect(endpoint)
         assert handshake(monitor) == zmq.EVENT_HANDSHAKE_SUCCEEDED
         publisher = context.socket(zmq.PUB)
@@ -284,7 +294,7 @@ async def test_a_refused_link_is_retried_and_comes_up_after_approval(make_bus) -
     a, b = await make_bus("a"), await make_bus("b")
     states: asyncio.Queue[str] = asyncio.Queue()
     a.add_link_listener(lambda peer, state: states.put_nowait(state))
-    await a.set_links({ident(b): target(b)})              # B does not trust A yet
+    await a.set_links({ident(b): target(b)})  # B does not trust A yet
     assert await asyncio.wait_for(states.get(), 5) == "refused"
     assert a.link_state(ident(b)) == "refused"
     b.policy = KeyPolicy(ids=frozenset({ident(a)}))
@@ -302,7 +312,7 @@ async def test_a_taken_export_port_is_named_and_nothing_is_left_running(make_bus
         port = holder.getsockname()[1]
         with pytest.raises(BusError, match=re.escape("discovery.federation.export_port")):
             await make_bus("a", export_port=port)
-    again = await make_bus("b", export_port=port)   # the port and ZAP were released
+    again = await make_bus("b", export_port=port)  # the port and ZAP were released
     assert again.mode == "federated"
 
 
@@ -324,13 +334,18 @@ def test_federation_needs_discovery_and_our_own_embedded_proxy() -> None:
     assert not federation_wanted(parse_config({"messaging": {"start_proxy": False}}))
 
 
-async def test_without_federation_the_edge_runs_the_plain_single_proxy_bus(
-        tmp_path: Path) -> None:
-    config = parse_config({
-        "data_dir": str(tmp_path),
-        "messaging": {"broker_address": "127.0.0.1", "port": free_port(),
-                      "backend_port": free_port()},
-        "discovery": {"enabled": False}})
+async def test_without_federation_the_edge_runs_the_plain_single_proxy_bus(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "data_dir": str(tmp_path),
+            "messaging": {
+                "broker_address": "127.0.0.1",
+                "port": free_port(),
+                "backend_port": free_port(),
+            },
+            "discovery": {"enabled": False},
+        }
+    )
     async with Edge(config) as edge:
         bus = edge.services["bus"].bus  # type: ignore[attr-defined]
         assert type(bus) is Bus and bus.mode == "embedded"
@@ -352,7 +367,7 @@ async def test_revoking_drops_a_forgotten_peer_while_trusted_peers_come_back(mak
     from_c: asyncio.Queue[str] = asyncio.Queue()
     b.add_link_listener(lambda peer, state: from_b.put_nowait(state))
     c.add_link_listener(lambda peer, state: from_c.put_nowait(state))
-    a.policy = KeyPolicy(ids=frozenset({ident(c)}))   # A forgets B
+    a.policy = KeyPolicy(ids=frozenset({ident(c)}))  # A forgets B
     await a.revoke()
     await until(from_b, "refused")
     await until(from_c, "connecting")

@@ -17,8 +17,10 @@ from tests.support.federation import LIVENESS, Site, assert_exactly_once
 from tests.support.netns import Lan, netns_unavailable
 
 UNAVAILABLE = netns_unavailable()
-pytestmark = [pytest.mark.netns,
-              pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")]
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or ""),
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +42,17 @@ def test_two_appliances_discover_link_and_exchange_each_message_once(site: Site)
     linked = a.wait_peer("node-b", "linked", 20)["peer"]
     assert linked["id"] == site.ids["b"] and linked["addresses"] == [site.ns["b"].address]
 
-    listing = site.ns["a"].run(site.ns["a"].python("-m", "argentic_edge", "peers", "--json",
-                                                  "--timeout", "2"), timeout=30)
+    listing = site.ns["a"].run(
+        site.ns["a"].python("-m", "argentic_edge", "peers", "--json", "--timeout", "2"), timeout=30
+    )
     assert listing.returncode == 0, listing.stderr
     found = {peer["name"]: peer for peer in json.loads(listing.stdout)["peers"]}
     assert found["node-b"]["id"] == site.ids["b"]
     assert (found["node-b"]["pub"], found["node-b"]["sub"], found["node-b"]["fed"]) == (
-        site.pub, site.sub, site.export)
+        site.pub,
+        site.sub,
+        site.export,
+    )
     assert found["node-a"]["curve"] == site.keys["a"]
 
     assert_exactly_once(site.exchange(["a", "b"], 200), ["a", "b"], 200)
@@ -57,9 +63,15 @@ def test_two_appliances_discover_link_and_exchange_each_message_once(site: Site)
 
 def test_a_stranger_s_key_is_refused_at_the_export_port(site: Site) -> None:
     stranger = site.ns["d"]  # nothing runs there yet
-    result = stranger.run(stranger.python(
-        "-m", "tests.support.netns_curve_client", f"tcp://{site.ns['a'].address}:{site.export}",
-        site.keys["a"]), timeout=30)
+    result = stranger.run(
+        stranger.python(
+            "-m",
+            "tests.support.netns_curve_client",
+            f"tcp://{site.ns['a'].address}:{site.export}",
+            site.keys["a"],
+        ),
+        timeout=30,
+    )
     assert json.loads(result.stdout) == {"handshake": "refused", "received": 0}, result.stderr
     assert site.nodes["a"].status()["peers"]["counters"]["zap_denied"] >= 1
 
@@ -92,18 +104,18 @@ def test_approving_at_runtime_links_both_ways_and_forgetting_unlinks(site: Site)
 
     reply = a.request({"op": "approve", "id": site.ids["d"]})
     assert reply["ok"], reply
-    a.wait_peer(site.ids["d"], "trusted", 5)      # D does not trust A yet: A's link is refused
+    a.wait_peer(site.ids["d"], "trusted", 5)  # D does not trust A yet: A's link is refused
     reply = d.request({"op": "approve", "id": site.ids["a"]})
     assert reply["ok"], reply
     d.wait_peer(site.ids["a"], "linked", 10)
-    a.wait_peer(site.ids["d"], "linked", 10)      # A retried after its back-off
+    a.wait_peer(site.ids["d"], "linked", 10)  # A retried after its back-off
     saved = json.loads((site.tmp / "d" / "federation" / TRUST_FILE).read_text())
     assert [entry["id"] for entry in saved["approved"]] == [site.ids["a"]]
 
     reply = a.request({"op": "forget", "id": site.ids["d"]})
     assert reply["ok"], reply
     a.wait_peer(site.ids["d"], "discovered", 5)
-    d.wait_peer(site.ids["a"], "trusted", 10)     # its connection was dropped and is refused
+    d.wait_peer(site.ids["a"], "trusted", 10)  # its connection was dropped and is refused
 
 
 def test_a_damaged_key_file_stops_the_appliance_with_a_sentence(site: Site) -> None:
@@ -111,7 +123,8 @@ def test_a_damaged_key_file_stops_the_appliance_with_a_sentence(site: Site) -> N
     (broken / "federation").mkdir(parents=True)
     (broken / "federation" / "curve.json").write_text("{not json")
     config = site.config("broken", "node-x", [])  # its data_dir is site.tmp / "broken"
-    result = site.ns["d"].run(site.ns["d"].python("-m", "argentic_edge", "run", "--config",
-                                                  str(config)), timeout=30)
+    result = site.ns["d"].run(
+        site.ns["d"].python("-m", "argentic_edge", "run", "--config", str(config)), timeout=30
+    )
     assert result.returncode == 1
     assert "curve.json" in result.stderr and "Traceback" not in result.stderr

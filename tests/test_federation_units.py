@@ -38,7 +38,8 @@ def test_a_readable_key_file_is_made_private(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("content", ["not json", "{}", '{"public": "x", "secret": "y"}'])
 def test_a_damaged_key_file_is_an_error_naming_it_not_a_new_identity(
-        tmp_path: Path, content: str) -> None:
+    tmp_path: Path, content: str
+) -> None:
     (tmp_path / KEY_FILE).write_text(content)
     with pytest.raises(FederationError, match=KEY_FILE):
         load_or_create_keys(tmp_path)
@@ -47,8 +48,9 @@ def test_a_damaged_key_file_is_an_error_naming_it_not_a_new_identity(
 
 def test_keys_that_do_not_belong_together_are_refused(tmp_path: Path) -> None:
     first, second = zmq.curve_keypair(), zmq.curve_keypair()
-    (tmp_path / KEY_FILE).write_text(json.dumps({"public": first[0].decode(),
-                                                 "secret": second[1].decode()}))
+    (tmp_path / KEY_FILE).write_text(
+        json.dumps({"public": first[0].decode(), "secret": second[1].decode()})
+    )
     with pytest.raises(FederationError, match="does not belong"):
         load_or_create_keys(tmp_path)
 
@@ -89,8 +91,7 @@ def test_an_approval_must_name_a_real_id_and_its_own_key(tmp_path: Path) -> None
     store.approve(node_id(key()), None, "not seen yet")  # an id alone is enough
 
 
-def test_a_peer_trusted_by_the_configuration_cannot_be_forgotten_at_runtime(
-        tmp_path: Path) -> None:
+def test_a_peer_trusted_by_the_configuration_cannot_be_forgotten_at_runtime(tmp_path: Path) -> None:
     peer = key()
     store = TrustStore(FederationConfig(trusted_peers=(node_id(peer),)), tmp_path)
     with pytest.raises(FederationError, match="trusted_peers"):

@@ -37,10 +37,12 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, d
     document = web_document(workdir)
     path = write_yaml(workdir / "argentic-edge.yaml", document)
     with Process(workdir / "run", ("run", "--config", str(path))).start(
-            wait_port=document["web"]["port"]) as running:
+        wait_port=document["web"]["port"]
+    ) as running:
         yield f"http://127.0.0.1:{document['web']['port']}", document
-        assert running.process is not None and running.process.poll() is None, \
+        assert running.process is not None and running.process.poll() is None, (
             f"the appliance died:\n{running.output()}"
+        )
     assert "Traceback" not in running.output(), running.output()
 
 
@@ -60,14 +62,19 @@ def _pinned(document: Any, base: dict[str, Any]) -> Any:
     if not isinstance(document, dict):
         return document
     document = dict(document)
-    for section, keys in (("messaging", ("broker_address", "port", "backend_port")),
-                          ("web", ("enabled", "host", "port", "password", "api_token")),
-                          ("bridge", ("enabled",)), ("discovery", ("enabled",)),
-                          ("certificates", ("enabled",))):
+    for section, keys in (
+        ("messaging", ("broker_address", "port", "backend_port")),
+        ("web", ("enabled", "host", "port", "password", "api_token")),
+        ("bridge", ("enabled",)),
+        ("discovery", ("enabled",)),
+        ("certificates", ("enabled",)),
+    ):
         value = document.get(section, {})
         if isinstance(value, dict):
-            document[section] = {**value, **{key: base[section][key] for key in keys
-                                             if key in base[section]}}
+            document[section] = {
+                **value,
+                **{key: base[section][key] for key in keys if key in base[section]},
+            }
     document["data_dir"] = base["data_dir"]
     return document
 
@@ -88,10 +95,12 @@ lazy_schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @lazy_schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 def test_the_api_never_fails_and_keeps_to_its_description(
-        case: Any, appliance: tuple[str, dict[str, Any]]) -> None:
+    case: Any, appliance: tuple[str, dict[str, Any]]
+) -> None:
     base_url, document = appliance
     excluded = []
     if case.method in ("PUT", "POST") and case.path.startswith("/api/config"):
@@ -109,8 +118,7 @@ def test_the_api_never_fails_and_keeps_to_its_description(
     case.call_and_validate(base_url=base_url, headers=BEARER, excluded_checks=excluded)
 
 
-def test_the_description_is_served_and_still_valid(appliance: tuple[str, dict[str, Any]]
-                                                   ) -> None:
+def test_the_description_is_served_and_still_valid(appliance: tuple[str, dict[str, Any]]) -> None:
     """After the fuzzing, the appliance still answers and still describes itself."""
     base_url, _ = appliance
     answer = requests.get(f"{base_url}/api/openapi.json", headers=BEARER, timeout=5)

@@ -48,11 +48,16 @@ EXAMPLES = 100
 MARKER_IN = "fuzzmark/in"
 MARKER_OUT = "fuzzmark/out"
 PRESENCE = presence_topic("testnode")
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 # --- a hand-built MQTT 3.1.1 publisher ------------------------------------------------------
+
 
 def _remaining_length(size: int) -> bytes:
     out = b""
@@ -79,8 +84,9 @@ class RawPublisher:
         if self.reader is None or self.writer is None:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
             client_id = f"fuzz-{self.refused}".encode()
-            variable = (b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big")
-                        + client_id)
+            variable = (
+                b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+            )
             writer.write(b"\x10" + _remaining_length(len(variable)) + variable)
             assert await asyncio.wait_for(reader.readexactly(4), 5) == b"\x20\x02\x00\x00"
             self.reader, self.writer = reader, writer
@@ -110,30 +116,42 @@ class RawPublisher:
 # --- what may be sent --------------------------------------------------------------------------
 
 MILD = st.text(alphabet=string.ascii_letters + string.digits + "-_.", max_size=8)
-SPICY = st.text(alphabet=st.one_of(
-    st.sampled_from(list(string.ascii_letters + "$+#/ ")),
-    st.sampled_from(["\x00", "\x01", "\x1f", "\x7f", "\x9f", "\ufdd0", "\uffff", "\U0010fffe"]),
-    st.characters(codec="utf-8")), max_size=12)
+SPICY = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(list(string.ascii_letters + "$+#/ ")),
+        st.sampled_from(["\x00", "\x01", "\x1f", "\x7f", "\x9f", "\ufdd0", "\uffff", "\U0010fffe"]),
+        st.characters(codec="utf-8"),
+    ),
+    max_size=12,
+)
 LEVEL_TEXT = st.one_of(MILD, MILD, MILD, SPICY)  # mostly plausible, so enough cross over
-LEVEL = st.one_of(LEVEL_TEXT.map(str.encode), LEVEL_TEXT.map(str.encode),
-                  st.binary(max_size=6),  # often not UTF-8
-                  st.sampled_from([b"\xff\xfe", b"\xed\xa0\x80", b"\xc0\xaf"]))
+LEVEL = st.one_of(
+    LEVEL_TEXT.map(str.encode),
+    LEVEL_TEXT.map(str.encode),
+    st.binary(max_size=6),  # often not UTF-8
+    st.sampled_from([b"\xff\xfe", b"\xed\xa0\x80", b"\xc0\xaf"]),
+)
 PLAIN_TOPIC = st.lists(LEVEL, min_size=1, max_size=5).map(b"/".join)
-DOLLAR_TOPIC = st.tuples(st.sampled_from([b"$SYS/", b"$share/g/", b"$ctl/"]),
-                         st.lists(LEVEL_TEXT.map(str.encode), min_size=1, max_size=3)
-                         ).map(lambda parts: parts[0] + b"/".join(parts[1]))
+DOLLAR_TOPIC = st.tuples(
+    st.sampled_from([b"$SYS/", b"$share/g/", b"$ctl/"]),
+    st.lists(LEVEL_TEXT.map(str.encode), min_size=1, max_size=3),
+).map(lambda parts: parts[0] + b"/".join(parts[1]))
 
 
 def _long_topic(size: int) -> bytes:
     return b"fuzz/long/" + b"x" * (size - len(b"fuzz/long/"))
 
 
-PAYLOAD = st.one_of(st.binary(max_size=64),
-                    st.sampled_from([MAX_PAYLOAD, MAX_PAYLOAD + 1]).flatmap(
-                        lambda size: st.binary(min_size=size, max_size=size)))
+PAYLOAD = st.one_of(
+    st.binary(max_size=64),
+    st.sampled_from([MAX_PAYLOAD, MAX_PAYLOAD + 1]).flatmap(
+        lambda size: st.binary(min_size=size, max_size=size)
+    ),
+)
 
 
 # --- the oracle: what the bridge must do with each ------------------------------------------
+
 
 def _decoded(topic: bytes) -> str | None:
     try:
@@ -161,8 +179,13 @@ def expected_inbound(topic: bytes, payload: bytes) -> tuple[str, str | None]:
 
 def _forbidden_in_mqtt(text: str) -> bool:
     """MQTT section 1.5.3: control characters and Unicode non-characters."""
-    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xFDD0 <= ord(c) <= 0xFDEF
-               or ord(c) & 0xFFFE == 0xFFFE for c in text)
+    return any(
+        ord(c) < 0x20
+        or 0x7F <= ord(c) <= 0x9F
+        or 0xFDD0 <= ord(c) <= 0xFDEF
+        or ord(c) & 0xFFFE == 0xFFFE
+        for c in text
+    )
 
 
 def expected_outbound(frame: bytes) -> tuple[str, str | None]:
@@ -193,6 +216,7 @@ def expected_outbound(frame: bytes) -> tuple[str, str | None]:
 
 # --- the rig -------------------------------------------------------------------------------
 
+
 @dataclass
 class Rig:
     edge: Edge
@@ -211,8 +235,10 @@ class Rig:
         status = self.status
         side = "from_broker" if direction == "in" else "from_bus"
         route = status["routes"][0][direction]
-        return (Counter(route["dropped"], carried=route["messages"]),
-                Counter(status["unrouted_drops"][side]))
+        return (
+            Counter(route["dropped"], carried=route["messages"]),
+            Counter(status["unrouted_drops"][side]),
+        )
 
     def run(self, coroutine: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """From hypothesis' thread: run one example on the appliance's loop."""
@@ -252,8 +278,10 @@ async def rig(mosquitto: Mosquitto) -> AsyncIterator[Rig]:
 
 # --- the tests -------------------------------------------------------------------------------
 
+
 async def test_hostile_broker_messages_are_dropped_counted_or_passed_byte_for_byte(
-        mosquitto: Mosquitto) -> None:
+    mosquitto: Mosquitto,
+) -> None:
     tried: Counter[str] = Counter()
     async with rig(mosquitto) as r:
 
@@ -278,10 +306,16 @@ async def test_hostile_broker_messages_are_dropped_counted_or_passed_byte_for_by
             assert r.drops("in") == (route, unrouted), outcome
 
         @SETTINGS
-        @given(st.one_of(PLAIN_TOPIC, PLAIN_TOPIC, PLAIN_TOPIC, DOLLAR_TOPIC,
-                         st.sampled_from([MQTT_TOPIC_LIMIT, MQTT_TOPIC_LIMIT - 1]).map(
-                             _long_topic)),
-               PAYLOAD)
+        @given(
+            st.one_of(
+                PLAIN_TOPIC,
+                PLAIN_TOPIC,
+                PLAIN_TOPIC,
+                DOLLAR_TOPIC,
+                st.sampled_from([MQTT_TOPIC_LIMIT, MQTT_TOPIC_LIMIT - 1]).map(_long_topic),
+            ),
+            PAYLOAD,
+        )
         def fuzz(topic: bytes, payload: bytes) -> None:
             r.run(lambda: one(topic, payload))
 
@@ -291,7 +325,8 @@ async def test_hostile_broker_messages_are_dropped_counted_or_passed_byte_for_by
 
 
 async def test_hostile_bus_frames_are_dropped_counted_or_published_byte_for_byte(
-        mosquitto: Mosquitto) -> None:
+    mosquitto: Mosquitto,
+) -> None:
     tried: Counter[str] = Counter()
     async with rig(mosquitto) as r:
 
@@ -320,11 +355,15 @@ async def test_hostile_bus_frames_are_dropped_counted_or_published_byte_for_byte
             await wait_until(lambda: r.drops("out") == (route, unrouted), what=str(outcome))
 
         @SETTINGS
-        @given(st.one_of(
-            st.tuples(st.one_of(PLAIN_TOPIC, DOLLAR_TOPIC), PAYLOAD).map(b" ".join),
-            st.sampled_from([MQTT_TOPIC_LIMIT, MQTT_TOPIC_LIMIT + 1]).map(
-                lambda size: _long_topic(size) + b" {}"),
-            st.binary(max_size=40)))
+        @given(
+            st.one_of(
+                st.tuples(st.one_of(PLAIN_TOPIC, DOLLAR_TOPIC), PAYLOAD).map(b" ".join),
+                st.sampled_from([MQTT_TOPIC_LIMIT, MQTT_TOPIC_LIMIT + 1]).map(
+                    lambda size: _long_topic(size) + b" {}"
+                ),
+                st.binary(max_size=40),
+            )
+        )
         def fuzz(frame: bytes) -> None:
             r.run(lambda: one(frame))
 
@@ -333,18 +372,21 @@ async def test_hostile_bus_frames_are_dropped_counted_or_published_byte_for_byte
     assert tried["broker"] > 0 and sum(tried.values()) > tried["broker"], tried
 
 
-@pytest.mark.parametrize("topic", ["agent/\x01bell", "agent/del\x7f", "agent/\ufffe",
-                                   "agent/\U0001ffff"])
+@pytest.mark.parametrize(
+    "topic", ["agent/\x01bell", "agent/del\x7f", "agent/\ufffe", "agent/\U0001ffff"]
+)
 async def test_a_bus_topic_mosquitto_calls_malformed_does_not_knock_the_bridge_off(
-        mosquitto: Mosquitto, topic: str) -> None:
+    mosquitto: Mosquitto, topic: str
+) -> None:
     """Mosquitto disconnects a client whose topic has a control character or a non-character.
     Before the bridge checked for them, one such bus message kept it reconnecting forever: the
     unacknowledged QoS 1 message was sent again after every reconnect."""
     async with rig(mosquitto) as r:
         await r.bus.send(topic, b"{}")
         await r.bus.send("agent/after", b"{}")
-        assert [(item.topic, item.payload) for item in await _until_marker(r.mqtt, "agent/after")
-                ] == []
+        assert [
+            (item.topic, item.payload) for item in await _until_marker(r.mqtt, "agent/after")
+        ] == []
         assert r.drops("out")[0]["forbidden_character"] == 1
         r.assert_connected()
 
@@ -352,8 +394,14 @@ async def test_a_bus_topic_mosquitto_calls_malformed_does_not_knock_the_bridge_o
 def test_a_route_a_broker_would_call_malformed_is_a_configuration_error() -> None:
     """The same characters in a route would make the bridge's SUBSCRIBE malformed."""
     with pytest.raises(ConfigError) as caught:
-        parse_config({"bridge": {"routes": [{"topic": "agent/#"},
-                                            {"topic": "x/#", "remote_prefix": "site\x07/"}]}},
-                     env={})
+        parse_config(
+            {
+                "bridge": {
+                    "routes": [{"topic": "agent/#"}, {"topic": "x/#", "remote_prefix": "site\x07/"}]
+                }
+            },
+            env={},
+        )
     assert [(p.path, p.value) for p in caught.value.problems] == [
-        ("bridge.routes[1].topic", "site\x07/x/#")]
+        ("bridge.routes[1].topic", "site\x07/x/#")
+    ]

@@ -27,29 +27,44 @@ WEB_ADDRESS = "127.0.0.3"
 UP = "is up as node"
 
 
-def test_every_service_on_listens_only_where_configured(tmp_path: Path,
-                                                        mosquitto: Mosquitto) -> None:
+def test_every_service_on_listens_only_where_configured(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
     """Bus, bridge, certificates (so the web is HTTPS), web, agents; discovery off: the bus's
     two ports on its address, the web port on its own, no UDP at all (no mDNS)."""
     front, back, web = free_port(), free_port(), free_port()
-    config = write_yaml(tmp_path / "edge.yaml", {
-        "node_name": "listen-test",
-        "data_dir": str(tmp_path / "data"),
-        "messaging": {"broker_address": BUS_ADDRESS, "port": front, "backend_port": back},
-        "bridge": {"enabled": True, "ha_discovery": True,
-                   "mqtt": {"broker_address": "127.0.0.1", "port": mosquitto.port}},
-        "discovery": {"enabled": False},
-        "certificates": {"enabled": True},
-        "web": {"enabled": True, "host": WEB_ADDRESS, "port": web, "password": "pw-listen",
-                "api_token": "token-listen"},
-    })
+    config = write_yaml(
+        tmp_path / "edge.yaml",
+        {
+            "node_name": "listen-test",
+            "data_dir": str(tmp_path / "data"),
+            "messaging": {"broker_address": BUS_ADDRESS, "port": front, "backend_port": back},
+            "bridge": {
+                "enabled": True,
+                "ha_discovery": True,
+                "mqtt": {"broker_address": "127.0.0.1", "port": mosquitto.port},
+            },
+            "discovery": {"enabled": False},
+            "certificates": {"enabled": True},
+            "web": {
+                "enabled": True,
+                "host": WEB_ADDRESS,
+                "port": web,
+                "password": "pw-listen",
+                "api_token": "token-listen",
+            },
+        },
+    )
     with Process(tmp_path / "run", ("run", "--config", str(config))) as appliance:
         appliance.wait_for_output(UP)
         appliance.wait_for_output("bridge: connected to")  # a client: it must not listen
         found = listening(appliance.pid)
         output = appliance.output()
-    assert found == {("tcp", BUS_ADDRESS, front), ("tcp", BUS_ADDRESS, back),
-                     ("tcp", WEB_ADDRESS, web)}, output
+    assert found == {
+        ("tcp", BUS_ADDRESS, front),
+        ("tcp", BUS_ADDRESS, back),
+        ("tcp", WEB_ADDRESS, web),
+    }, output
 
 
 UNAVAILABLE = netns_unavailable()
@@ -58,27 +73,40 @@ UNAVAILABLE = netns_unavailable()
 @pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
 @pytest.mark.parametrize("discovery", [True, False], ids=["discovery-on", "discovery-off"])
 def test_in_a_lan_namespace_mdns_and_federation_listen_only_when_enabled(
-        tmp_path: Path, discovery: bool) -> None:
+    tmp_path: Path, discovery: bool
+) -> None:
     """On a LAN of its own: the bus on every address (the default), federation's export port
     when federation is on, the web on the LAN address only, UDP 5353 only with discovery."""
     front, back, export, web = 6555, 6556, 6557, 6099  # a namespace of our own: all free
     lan = Lan().create()
     try:
         node = lan.add()
-        config = write_yaml(tmp_path / "edge.yaml", {
-            "node_name": "listen-lan",
-            "data_dir": str(tmp_path / "data"),
-            "messaging": {"port": front, "backend_port": back},
-            "bridge": {"enabled": False},
-            "discovery": {"enabled": discovery,
-                          "federation": {"enabled": True, "export_port": export}},
-            "certificates": {"enabled": True},
-            "web": {"enabled": True, "host": node.address, "port": web,
-                    "password": "pw-listen", "api_token": "token-listen"},
-        })
+        config = write_yaml(
+            tmp_path / "edge.yaml",
+            {
+                "node_name": "listen-lan",
+                "data_dir": str(tmp_path / "data"),
+                "messaging": {"port": front, "backend_port": back},
+                "bridge": {"enabled": False},
+                "discovery": {
+                    "enabled": discovery,
+                    "federation": {"enabled": True, "export_port": export},
+                },
+                "certificates": {"enabled": True},
+                "web": {
+                    "enabled": True,
+                    "host": node.address,
+                    "port": web,
+                    "password": "pw-listen",
+                    "api_token": "token-listen",
+                },
+            },
+        )
         log = tmp_path / "node.log"
-        process = node.popen(node.python("-m", "argentic_edge", "run", "--config", str(config)),
-                             stderr=subprocess.PIPE)
+        process = node.popen(
+            node.python("-m", "argentic_edge", "run", "--config", str(config)),
+            stderr=subprocess.PIPE,
+        )
         assert process.stderr is not None
         lines = Lines(process.stderr, copy=log)
         while UP not in (line := lines.next(30)):

@@ -18,27 +18,36 @@ from argentic_edge.topics import (
 )
 
 
-@pytest.mark.parametrize(("pattern", "topic", "expected"), [
-    ("agent/+/status", "agent/a1/status", True),
-    ("agent/+/status", "agent/a1/status/x", False),
-    ("agent/+/status", "agent/status", False),
-    ("agent/#", "agent", True),
-    ("agent/#", "agent/tools/call/42", True),
-    ("agent/#", "agents/x", False),
-    ("#", "anything/at/all", True),
-    ("a/b", "a/b", True),
-    ("a/b", "a/bc", False),
-    ("+/+", "a/b", True),
-    ("+", "a/b", False),
-])
+@pytest.mark.parametrize(
+    ("pattern", "topic", "expected"),
+    [
+        ("agent/+/status", "agent/a1/status", True),
+        ("agent/+/status", "agent/a1/status/x", False),
+        ("agent/+/status", "agent/status", False),
+        ("agent/#", "agent", True),
+        ("agent/#", "agent/tools/call/42", True),
+        ("agent/#", "agents/x", False),
+        ("#", "anything/at/all", True),
+        ("a/b", "a/b", True),
+        ("a/b", "a/bc", False),
+        ("+/+", "a/b", True),
+        ("+", "a/b", False),
+    ],
+)
 def test_filter_matching_is_exact(pattern: str, topic: str, expected: bool) -> None:
     assert TopicFilter(pattern).matches(topic) is expected
 
 
-@pytest.mark.parametrize(("pattern", "prefix"), [
-    ("agent/+/status", "agent/"), ("agent/#", "agent"), ("#", ""), ("+/x", ""),
-    ("agent/tools/call/42", "agent/tools/call/42"),
-])
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [
+        ("agent/+/status", "agent/"),
+        ("agent/#", "agent"),
+        ("#", ""),
+        ("+/x", ""),
+        ("agent/tools/call/42", "agent/tools/call/42"),
+    ],
+)
 def test_zmq_prefix_is_the_longest_literal_prefix(pattern: str, prefix: str) -> None:
     topic_filter = TopicFilter(pattern)
     assert topic_filter.zmq_prefix == prefix
@@ -58,8 +67,9 @@ def test_invalid_topic_names_are_refused(topic: str) -> None:
 
 levels = st.sampled_from(["agent", "tools", "status", "a", "b", ""])
 topics = st.lists(levels, min_size=1, max_size=5).map("/".join)
-filters = st.lists(st.sampled_from(["agent", "tools", "a", "b", "+"]), min_size=1, max_size=4).flatmap(
-    lambda parts: st.sampled_from(["/".join(parts), "/".join(parts) + "/#"]))
+filters = st.lists(
+    st.sampled_from(["agent", "tools", "a", "b", "+"]), min_size=1, max_size=4
+).flatmap(lambda parts: st.sampled_from(["/".join(parts), "/".join(parts) + "/#"]))
 
 
 @given(st.lists(filters, max_size=20), st.lists(topics, max_size=20))
@@ -94,13 +104,22 @@ def test_malformed_frames_are_refused(frame: bytes) -> None:
         decode_frame(frame)
 
 
-@pytest.mark.parametrize(("topic", "category"), [
-    ("agent/tools/call/abc", "tool_calls"), ("agent/researcher/tools/call/x", "tool_calls"),
-    ("agent/tools/response/abc", "responses"), ("agent/response/answer/u1", "responses"),
-    ("supervisor/results", "responses"), ("agent/status/info", "status"),
-    ("_ping/agent-1", "status"), ("agent/tools/register", "tool_registry"),
-    ("tools/search/register", "tool_registry"), ("agent/log", "logs"), ("logs/info", "logs"),
-    ("agent/researcher/tasks", None),
-])
+@pytest.mark.parametrize(
+    ("topic", "category"),
+    [
+        ("agent/tools/call/abc", "tool_calls"),
+        ("agent/researcher/tools/call/x", "tool_calls"),
+        ("agent/tools/response/abc", "responses"),
+        ("agent/response/answer/u1", "responses"),
+        ("supervisor/results", "responses"),
+        ("agent/status/info", "status"),
+        ("_ping/agent-1", "status"),
+        ("agent/tools/register", "tool_registry"),
+        ("tools/search/register", "tool_registry"),
+        ("agent/log", "logs"),
+        ("logs/info", "logs"),
+        ("agent/researcher/tasks", None),
+    ],
+)
 def test_categories_follow_the_topics_argentic_uses(topic: str, category: str | None) -> None:
     assert category_of(topic) == category

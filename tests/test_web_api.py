@@ -54,8 +54,13 @@ web:
 
 
 def commented_text(tmp_path: Path) -> str:
-    return COMMENTED.format(data=tmp_path / "data", port=free_port(), backend=free_port(),
-                            mqtt=MQTT_PASSWORD, password=PASSWORD)
+    return COMMENTED.format(
+        data=tmp_path / "data",
+        port=free_port(),
+        backend=free_port(),
+        mqtt=MQTT_PASSWORD,
+        password=PASSWORD,
+    )
 
 
 @pytest.fixture
@@ -65,9 +70,16 @@ def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def quiet_web(tmp_path: Path) -> dict[str, object]:
     """Edge's own web service off: these tests serve its application on a TestServer."""
-    return web_document(tmp_path, web_options={"enabled": False},
-                           messaging={"broker_address": "127.0.0.1", "port": free_port(),
-                                      "backend_port": free_port(), "connect_timeout": 500})
+    return web_document(
+        tmp_path,
+        web_options={"enabled": False},
+        messaging={
+            "broker_address": "127.0.0.1",
+            "port": free_port(),
+            "backend_port": free_port(),
+            "connect_timeout": 500,
+        },
+    )
 
 
 async def test_status_has_every_section_and_counts_bus_traffic(tmp_path: Path) -> None:
@@ -76,11 +88,15 @@ async def test_status_has_every_section_and_counts_bus_traffic(tmp_path: Path) -
         context = zmq.Context()
         for index in range(3):
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda i=index: publish(context, endpoint, "_ping/agent-1",
-                                              b'{"type": "INFO"}', wait=2.0))
+                None,
+                lambda i=index: publish(
+                    context, endpoint, "_ping/agent-1", b'{"type": "INFO"}', wait=2.0
+                ),
+            )
         context.term()
         await edge.services["agents"].wait_until(  # type: ignore[attr-defined]
-            lambda r: r.messages == 3, 5.0)
+            lambda r: r.messages == 3, 5.0
+        )
         status, _, body = await client.request("GET", "/api/status", headers=BEARER)
         assert status == 200
         document = json.loads(body)
@@ -109,8 +125,9 @@ def assert_prometheus_text(text: str) -> None:
             continue
         if line.startswith("# HELP"):
             continue
-        assert re.fullmatch(r'argentic_edge_[a-z_]+(\{([a-z_]+="[^"\n]*",?)+\})? -?[0-9.e+]+',
-                            line), line
+        assert re.fullmatch(
+            r'argentic_edge_[a-z_]+(\{([a-z_]+="[^"\n]*",?)+\})? -?[0-9.e+]+', line
+        ), line
         assert re.match(r"[a-z_]+", line).group(0) == families[-1], line  # type: ignore[union-attr]
     assert len(families) == len(set(families))
 
@@ -127,8 +144,9 @@ async def test_healthz_needs_no_login_and_reports_a_stopped_bus(tmp_path: Path) 
         assert json.loads(body)["reasons"] == ["bus: the bus is stopped"]
 
 
-async def test_the_editor_shows_the_raw_file_with_secrets_masked(tmp_path: Path,
-                                                                token_env: None) -> None:
+async def test_the_editor_shows_the_raw_file_with_secrets_masked(
+    tmp_path: Path, token_env: None
+) -> None:
     text = commented_text(tmp_path)
     async with running_edge(tmp_path, {}, text) as edge, web_client(edge) as client:
         status, _, body = await client.request("GET", "/api/config", headers=BEARER)
@@ -143,12 +161,14 @@ async def test_the_editor_shows_the_raw_file_with_secrets_masked(tmp_path: Path,
         assert fields["bridge.mqtt.password"]["value"] == MASK
         assert fields["messaging.high_water_mark"]["value"] == 1000
         status, headers, body = await client.request(
-            "GET", "/api/config", headers={**BEARER, "Accept": "application/yaml"})
+            "GET", "/api/config", headers={**BEARER, "Accept": "application/yaml"}
+        )
         assert headers["Content-Type"].startswith("application/yaml") and body == view["yaml"]
 
 
-async def test_a_rejected_change_leaves_the_file_and_the_running_config(tmp_path: Path,
-                                                                      token_env: None) -> None:
+async def test_a_rejected_change_leaves_the_file_and_the_running_config(
+    tmp_path: Path, token_env: None
+) -> None:
     text = commented_text(tmp_path)
     async with running_edge(tmp_path, {}, text) as edge, web_client(edge) as client:
         before = edge.config
@@ -157,8 +177,7 @@ async def test_a_rejected_change_leaves_the_file_and_the_running_config(tmp_path
         document["web"]["port"] = 99999
         document["messaging"]["high_water_mark"] = "lots"
         document["web"]["password"] = [PASSWORD]  # a secret of the wrong type: still masked
-        status, _, body = await client.request("PUT", "/api/config", json=document,
-                                               headers=BEARER)
+        status, _, body = await client.request("PUT", "/api/config", json=document, headers=BEARER)
         assert status == 422
         problems = {p["path"]: p for p in json.loads(body)["problems"]}
         assert set(problems) == {"web.port", "messaging.high_water_mark", "web.password"}
@@ -170,15 +189,15 @@ async def test_a_rejected_change_leaves_the_file_and_the_running_config(tmp_path
 
 
 async def test_a_good_document_is_applied_then_saved_with_the_secrets_kept(
-        tmp_path: Path, token_env: None) -> None:
+    tmp_path: Path, token_env: None
+) -> None:
     text = commented_text(tmp_path)
     path = tmp_path / "argentic-edge.yaml"
     async with running_edge(tmp_path, {}, text) as edge, web_client(edge) as client:
         _, _, body = await client.request("GET", "/api/config", headers=BEARER)
         document = json.loads(body)["document"]
         document["messaging"]["high_water_mark"] = 2000
-        status, _, body = await client.request("PUT", "/api/config", json=document,
-                                               headers=BEARER)
+        status, _, body = await client.request("PUT", "/api/config", json=document, headers=BEARER)
         assert status == 200, body
         saved = json.loads(body)
         assert saved["restarted"][:2] == ["bus", "agents"]
@@ -196,18 +215,24 @@ async def test_a_good_document_is_applied_then_saved_with_the_secrets_kept(
 
 
 async def test_yaml_edits_keep_comments_references_and_secrets_as_written(
-        tmp_path: Path, token_env: None) -> None:
+    tmp_path: Path, token_env: None
+) -> None:
     text = commented_text(tmp_path)
     async with running_edge(tmp_path, {}, text) as edge, web_client(edge) as client:
         _, _, masked = await client.request(
-            "GET", "/api/config", headers={**BEARER, "Accept": "application/yaml"})
+            "GET", "/api/config", headers={**BEARER, "Accept": "application/yaml"}
+        )
         edited = masked.replace("high_water_mark: 1000", "high_water_mark: 3000")
         status, _, body = await client.request(
-            "PUT", "/api/config", data=edited.encode(),
-            headers={**BEARER, "Content-Type": "application/yaml"})
+            "PUT",
+            "/api/config",
+            data=edited.encode(),
+            headers={**BEARER, "Content-Type": "application/yaml"},
+        )
         assert status == 200, body
         assert (tmp_path / "argentic-edge.yaml").read_text() == text.replace(
-            "high_water_mark: 1000", "high_water_mark: 3000")
+            "high_water_mark: 1000", "high_water_mark: 3000"
+        )
         assert edge.config.messaging.high_water_mark == 3000
 
 
@@ -217,8 +242,7 @@ async def test_a_mask_with_nothing_stored_behind_it_is_a_problem(tmp_path: Path)
         document = json.loads(body)["document"]
         document["bridge"]["mqtt"]["tls_params"] = {"ciphers": "HIGH"}
         document["llm"] = {"google_api_key": MASK}  # Argentic's own section, secret by name
-        status, _, body = await client.request("PUT", "/api/config", json=document,
-                                               headers=BEARER)
+        status, _, body = await client.request("PUT", "/api/config", json=document, headers=BEARER)
         assert status == 422
         assert [p["path"] for p in json.loads(body)["problems"]] == ["llm.google_api_key"]
 
@@ -232,8 +256,9 @@ async def test_a_change_that_cannot_start_is_rolled_back(tmp_path: Path) -> None
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             document["messaging"]["port"] = taken.getsockname()[1]
-            status, _, body = await client.request("PUT", "/api/config", json=document,
-                                                   headers=BEARER)
+            status, _, body = await client.request(
+                "PUT", "/api/config", json=document, headers=BEARER
+            )
         assert status == 409
         assert "already in use" in json.loads(body)["error"]
         assert edge.config is before
@@ -245,16 +270,23 @@ async def test_check_validates_without_applying(tmp_path: Path) -> None:
     async with running_edge(tmp_path, quiet_web(tmp_path)) as edge, web_client(edge) as client:
         before = edge.config
         status, _, body = await client.request(
-            "POST", "/api/config/check", data=b"messaging: {high_water_mark: 5}\n",
-            headers={**BEARER, "Content-Type": "application/yaml"})
+            "POST",
+            "/api/config/check",
+            data=b"messaging: {high_water_mark: 5}\n",
+            headers={**BEARER, "Content-Type": "application/yaml"},
+        )
         assert (status, json.loads(body)) == (200, {"valid": True})
         status, _, body = await client.request(
-            "POST", "/api/config/check", json={"certificates": {"certfile": "/nonexistent.pem",
-                                                                "keyfile": "/nonexistent.key"}},
-            headers=BEARER)
+            "POST",
+            "/api/config/check",
+            json={"certificates": {"certfile": "/nonexistent.pem", "keyfile": "/nonexistent.key"}},
+            headers=BEARER,
+        )
         assert status == 422  # the file checks of check-config, too
         assert {p["path"] for p in json.loads(body)["problems"]} == {
-            "certificates.certfile", "certificates.keyfile"}
+            "certificates.certfile",
+            "certificates.keyfile",
+        }
         assert edge.config is before
 
 
@@ -265,8 +297,7 @@ async def test_without_a_file_the_editor_saves_into_the_data_dir(tmp_path: Path)
         assert json.loads(body)["exists"] is False
         document = quiet_web(tmp_path)
         document["messaging"] = {**to_dict(config.messaging), "high_water_mark": 10}
-        status, _, body = await client.request("PUT", "/api/config", json=document,
-                                               headers=BEARER)
+        status, _, body = await client.request("PUT", "/api/config", json=document, headers=BEARER)
         assert status == 200, body
         target = tmp_path / "data" / "argentic-edge.yaml"
         assert edge.config_path == str(target) and json.loads(body)["backup"] is None
@@ -275,8 +306,7 @@ async def test_without_a_file_the_editor_saves_into_the_data_dir(tmp_path: Path)
 
 async def test_peers_without_discovery_say_so(tmp_path: Path) -> None:
     async with running_edge(tmp_path, quiet_web(tmp_path)) as edge, web_client(edge) as client:
-        status, _, body = await client.request("POST", "/api/peers/kitchen/approve",
-                                               headers=BEARER)
+        status, _, body = await client.request("POST", "/api/peers/kitchen/approve", headers=BEARER)
         assert (status, json.loads(body)) == (409, {"error": "discovery is disabled"})
         status, _, _ = await client.request("POST", "/api/peers/kitchen/reboot", headers=BEARER)
         assert status == 404
@@ -301,8 +331,11 @@ async def test_openapi_describes_exactly_the_api_routes(tmp_path: Path) -> None:
     app = create_app(edge)
     edge.context.term()
     described = {re.sub(r"\{[^}]+\}", "{}", p) for p in openapi_document()["paths"]}
-    routed = {re.sub(r"\{[^}]+\}", "{}", r.canonical) for r in app.router.resources()
-              if r.canonical.startswith(("/api/", "/metrics", "/healthz"))}
+    routed = {
+        re.sub(r"\{[^}]+\}", "{}", r.canonical)
+        for r in app.router.resources()
+        if r.canonical.startswith(("/api/", "/metrics", "/healthz"))
+    }
     assert described == routed - {"/api/events"}
     async with running_edge(tmp_path, quiet_web(tmp_path)) as edge, web_client(edge) as client:
         status, _, body = await client.request("GET", "/api/openapi.json", headers=BEARER)
@@ -315,19 +348,24 @@ async def test_the_web_service_survives_a_save_from_its_own_page(tmp_path: Path)
     document = web_document(tmp_path)
     port = document["web"]["port"]  # type: ignore[index]
     base = f"http://127.0.0.1:{port}"
-    async with running_edge(tmp_path, document), aiohttp.ClientSession(
-            cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-        async with session.post(f"{base}/login", data={"password": PASSWORD},
-                                allow_redirects=False) as response:
+    async with (
+        running_edge(tmp_path, document),
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session,
+    ):
+        async with session.post(
+            f"{base}/login", data={"password": PASSWORD}, allow_redirects=False
+        ) as response:
             assert response.status == 303
         async with session.get(f"{base}/") as response:
-            token = re.search(r'csrf-token" content="([^"]+)"',
-                              await response.text()).group(1)  # type: ignore[union-attr]
+            token = re.search(r'csrf-token" content="([^"]+)"', await response.text()).group(1)  # type: ignore[union-attr]
         async with session.get(f"{base}/api/config") as response:
             view = await response.json()
         view["document"]["node_name"] = "renamed-node"
-        async with session.put(f"{base}/api/config", json=view["document"],
-                               headers={"X-CSRF-Token": token, "Origin": base}) as response:
+        async with session.put(
+            f"{base}/api/config",
+            json=view["document"],
+            headers={"X-CSRF-Token": token, "Origin": base},
+        ) as response:
             assert response.status == 200, await response.text()
             assert (await response.json())["restarted"] == ["web"]
         async with session.get(f"{base}/api/status") as response:
@@ -345,8 +383,11 @@ async def test_a_taken_web_port_is_named(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         document = web_document(tmp_path, web_options={"port": port})
-        with pytest.raises(WebError, match=rf"web port {port} \(web.port\) on 127.0.0.1 is "
-                                           "already in use"):
+        with pytest.raises(
+            WebError,
+            match=rf"web port {port} \(web.port\) on 127.0.0.1 is "
+            "already in use",
+        ):
             async with running_edge(tmp_path, document):
                 pass
 
@@ -356,12 +397,16 @@ def test_the_command_line_names_a_taken_web_port(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        path = write_yaml(tmp_path / "argentic-edge.yaml",
-                          web_document(tmp_path, web_options={"port": port}))
+        path = write_yaml(
+            tmp_path / "argentic-edge.yaml", web_document(tmp_path, web_options={"port": port})
+        )
         result = subprocess.run(
             [sys.executable, "-m", "argentic_edge", "run", "--config", str(path)],
-            capture_output=True, text=True, timeout=30,
-            env=environment())
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=environment(),
+        )
     assert result.returncode == 1
     assert f"web port {port} (web.port) on 127.0.0.1 is already in use" in result.stderr
     assert "Traceback" not in result.stderr
@@ -376,17 +421,21 @@ async def test_recent_warnings_of_the_appliance_are_shown(tmp_path: Path) -> Non
         _, _, body = await client.request("GET", "/api/status", headers=BEARER)
         [newest, *_] = json.loads(body)["warnings"]
         assert (newest["level"], newest["logger"], newest["message"]) == (
-            "WARNING", "argentic_edge.bridge.service", "broker mqtt.lan refused the connection")
+            "WARNING",
+            "argentic_edge.bridge.service",
+            "broker mqtt.lan refused the connection",
+        )
         assert all(w["logger"].startswith("argentic_edge") for w in json.loads(body)["warnings"])
 
 
-async def test_the_web_service_survives_a_failed_apply_from_its_own_request(
-        tmp_path: Path) -> None:
+async def test_the_web_service_survives_a_failed_apply_from_its_own_request(tmp_path: Path) -> None:
     document = web_document(tmp_path)
     document["messaging"]["connect_timeout"] = 300  # type: ignore[index]
     base = f"http://127.0.0.1:{document['web']['port']}"  # type: ignore[index]
-    async with running_edge(tmp_path, document) as edge, aiohttp.ClientSession(
-            headers=BEARER) as session:
+    async with (
+        running_edge(tmp_path, document) as edge,
+        aiohttp.ClientSession(headers=BEARER) as session,
+    ):
         before = edge.config
         async with session.get(f"{base}/api/config") as response:
             submitted = (await response.json())["document"]
@@ -397,7 +446,6 @@ async def test_the_web_service_survives_a_failed_apply_from_its_own_request(
             async with session.put(f"{base}/api/config", json=submitted) as response:
                 assert response.status == 409
         async with session.get(f"{base}/healthz") as response:
-            assert (response.status, await response.json()) == (200, {"ok": True,
-                                                                      "reasons": []})
+            assert (response.status, await response.json()) == (200, {"ok": True, "reasons": []})
         assert edge.config is before
         assert set(edge.services) == {"bus", "agents", "web"}

@@ -23,8 +23,10 @@ from tests.support.config import PASSWORD
 from tests.support.flood import FLOOD_LIMIT, Flood
 from tests.support.web import SUPERVISOR, ingress_proxy, running_edge, web_document
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs chromium")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs chromium"),
+]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -42,7 +44,8 @@ def text_of(selector: str) -> str:
 
 
 async def test_log_in_watch_the_bus_and_change_the_configuration(
-        tmp_path: Path, browser: Browser) -> None:
+    tmp_path: Path, browser: Browser
+) -> None:
     document = web_document(tmp_path)
     base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document) as edge:
@@ -58,23 +61,33 @@ async def test_log_in_watch_the_bus_and_change_the_configuration(
         context = zmq.Context()
         for _ in range(5):
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda: publish(context, endpoint, "_ping/kitchen-agent",
-                                      b'{"type": "INFO", "source": "kitchen-agent"}', wait=2.0))
+                None,
+                lambda: publish(
+                    context,
+                    endpoint,
+                    "_ping/kitchen-agent",
+                    b'{"type": "INFO", "source": "kitchen-agent"}',
+                    wait=2.0,
+                ),
+            )
         context.term()
         await browser.wait_for(f"{text_of(published)} === '5'")
         await browser.wait_for(f"{text_of('#agents table.agents')}.includes('kitchen-agent')")
         assert await browser.evaluate(text_of("#bridge .body")) == "disabled"
         assert await browser.evaluate(text_of("#peers .body")) == "discovery disabled"
         await browser.screenshot(ARTIFACTS / "web-status.png")
-        await browser.screenshot(ARTIFACTS / "web-status-phone.png", width=390, height=844,
-                                 mobile=True)
+        await browser.screenshot(
+            ARTIFACTS / "web-status-phone.png", width=390, height=844, mobile=True
+        )
 
         await browser.submit_and_load("document.getElementById('nav-config').click()")
         field = "[data-where='web.port']"
-        await browser.wait_for(f"document.querySelector(\"{field} input\")")
+        await browser.wait_for(f'document.querySelector("{field} input")')
         file_before = (tmp_path / "argentic-edge.yaml").read_text()
-        await browser.evaluate(f"document.querySelector(\"{field} input\").value = '70000';"
-                               "document.getElementById('config-save').click()")
+        await browser.evaluate(
+            f"document.querySelector(\"{field} input\").value = '70000';"
+            "document.getElementById('config-save').click()"
+        )
         error = await browser.wait_for(f"{text_of(field + ' .error')}")
         assert error.startswith("expected a TCP port from 1 to 65535")
         assert (tmp_path / "argentic-edge.yaml").read_text() == file_before
@@ -83,9 +96,11 @@ async def test_log_in_watch_the_bus_and_change_the_configuration(
         await browser.evaluate(
             f"document.querySelector(\"{field} input\").value = '{port}';"
             "document.querySelector(\"[data-where='node_name'] input\").value = 'renamed-node';"
-            "document.getElementById('config-save').click()")
+            "document.getElementById('config-save').click()"
+        )
         result = await browser.wait_for(
-            f"{text_of('#config-result')}.startsWith('Saved') && {text_of('#config-result')}")
+            f"{text_of('#config-result')}.startsWith('Saved') && {text_of('#config-result')}"
+        )
         assert result == "Saved and applied (restarted: web)."
         assert edge.config.node_name == "renamed-node"
         await browser.screenshot(ARTIFACTS / "web-config.png", height=1400)
@@ -97,13 +112,15 @@ async def test_log_in_watch_the_bus_and_change_the_configuration(
 
 async def test_the_page_works_under_an_ingress_prefix(tmp_path: Path, browser: Browser) -> None:
     prefix = "/api/hassio_ingress/Xy12abcDEF"
-    document = web_document(tmp_path, web_options={"enabled": False, "ingress": True,
-                                                      "password": None})
+    document = web_document(
+        tmp_path, web_options={"enabled": False, "ingress": True, "password": None}
+    )
     async with running_edge(tmp_path, document) as edge:
         appliance = TestServer(create_app(edge, supervisor_address=SUPERVISOR), host="127.0.0.1")
         await appliance.start_server()
-        proxy = TestServer(ingress_proxy(str(appliance.make_url("")), prefix, SUPERVISOR),
-                           host="127.0.0.1")
+        proxy = TestServer(
+            ingress_proxy(str(appliance.make_url("")), prefix, SUPERVISOR), host="127.0.0.1"
+        )
         await proxy.start_server()
         try:
             await browser.navigate(str(proxy.make_url(prefix + "/")))
@@ -123,33 +140,47 @@ async def test_the_page_works_under_an_ingress_prefix(tmp_path: Path, browser: B
 
 
 async def test_remove_from_home_assistant_before_uninstalling(
-        tmp_path: Path, browser: Browser, mosquitto: Mosquitto) -> None:
+    tmp_path: Path, browser: Browser, mosquitto: Mosquitto
+) -> None:
     """The add-on user's last step: the Home Assistant card's button clears the device's
     retained discovery messages on the broker."""
-    document = web_document(tmp_path, bridge={"enabled": True, "mqtt": {
-        "broker_address": "127.0.0.1", "port": mosquitto.port, "connect_retry_delay": 0.1}})
+    document = web_document(
+        tmp_path,
+        bridge={
+            "enabled": True,
+            "mqtt": {
+                "broker_address": "127.0.0.1",
+                "port": mosquitto.port,
+                "connect_retry_delay": 0.1,
+            },
+        },
+    )
     base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document):
         await browser.navigate(base)
         await browser.log_in(PASSWORD)
-        await browser.wait_for("!document.getElementById('homeassistant').hidden && "
-                               f"{text_of('#homeassistant .body')}.includes('announcements1')")
+        await browser.wait_for(
+            "!document.getElementById('homeassistant').hidden && "
+            f"{text_of('#homeassistant .body')}.includes('announcements1')"
+        )
         bridge = await browser.evaluate(text_of("#bridge .body"))
         assert "stateconnected" in bridge and "[object" not in bridge, bridge
         assert "buffered0 of 10,000 msgs, 0 B" in bridge, bridge
         assert await browser.evaluate(
             "[...document.querySelectorAll('#bridge table.routes tbody tr')].map((r) => "
-            "[...r.cells].map((c) => c.textContent))[0]") == [
-                "agent/#", "both", "auto", "auto", "agent/#", "0 msgs", "0 msgs"]
+            "[...r.cells].map((c) => c.textContent))[0]"
+        ) == ["agent/#", "both", "auto", "auto", "agent/#", "0 msgs", "0 msgs"]
         await browser.screenshot(ARTIFACTS / "web-status-bridge.png")
         async with MqttClient(mosquitto.port) as home_assistant:
             await home_assistant.subscribe("homeassistant/#")
             announced = {item.topic for item in await home_assistant.quiet(0.5) if item.retain}
         assert len(announced) == 5, announced
 
-        await browser.evaluate("[...document.querySelectorAll('#homeassistant button')]"
-                               ".find((b) => b.textContent === 'Remove from Home Assistant')"
-                               ".click()")
+        await browser.evaluate(
+            "[...document.querySelectorAll('#homeassistant button')]"
+            ".find((b) => b.textContent === 'Remove from Home Assistant')"
+            ".click()"
+        )
         await browser.wait_for(f"{text_of('#live')}.startsWith('removed from Home Assistant')")
         await browser.wait_for("!document.querySelector('#homeassistant button')")
         async with MqttClient(mosquitto.port) as home_assistant:
@@ -158,7 +189,8 @@ async def test_remove_from_home_assistant_before_uninstalling(
 
 
 async def test_the_page_says_when_a_bus_reader_samples_under_load(
-        tmp_path: Path, browser: Browser) -> None:
+    tmp_path: Path, browser: Browser
+) -> None:
     document = web_document(tmp_path)
     base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document) as edge:
@@ -176,7 +208,8 @@ async def test_the_page_says_when_a_bus_reader_samples_under_load(
         assert sent < FLOOD_LIMIT, "the registry never sampled under the flood"
         shown = await browser.wait_for(
             f"{text_of('#agents .body p.bad')}.startsWith('bus reader: sampling under load: ')"
-            f" && {text_of('#agents .body p.bad')}")
+            f" && {text_of('#agents .body p.bad')}"
+        )
         skipped = re.search(r"sampling under load: ([\d,]+) skipped", shown)
         assert skipped is not None and int(skipped[1].replace(",", "")) > 0, shown
         await browser.screenshot(ARTIFACTS / "web-status-sampling.png")

@@ -18,51 +18,89 @@ from tests.support.config import TOKEN
 from tests.support.web import running_edge, web_client, web_document
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-SECTIONS = ("node_name", "data_dir", "log_level", "messaging", "bridge", "discovery",
-            "certificates", "web", "topics")
+SECTIONS = (
+    "node_name",
+    "data_dir",
+    "log_level",
+    "messaging",
+    "bridge",
+    "discovery",
+    "certificates",
+    "web",
+    "topics",
+)
 ODD_DOCUMENTS = [
     "bridge:\n  mqtt:\n",
     "bridge:\n  enabled: true\n  mqtt:\n",
     "".join(f"{section}:\n" for section in SECTIONS),
     *(f"{section}:\n" for section in SECTIONS),
     "bridge:\n  mqtt:\n    tls_params:\n    qos_levels:\n    retain_messages:\n",
-    "discovery:\n  federation:\n", "bridge:\n  routes:\n  buffer:\n",
+    "discovery:\n  federation:\n",
+    "bridge:\n  routes:\n  buffer:\n",
     *(f"{section}: [1, 2]\n" for section in SECTIONS),
-    "bridge: {mqtt: [broker]}\n", "bridge: {routes: {topic: a}}\n", "bridge: {routes: [7, null]}\n",
-    "bridge: {mqtt: {tls_params: [1]}}\n", "messaging: {protocol: [mqtt]}\n",
-    "messaging: {protocol: mqtt, url: [a]}\n", "web: {port: {a: 1}}\n",
+    "bridge: {mqtt: [broker]}\n",
+    "bridge: {routes: {topic: a}}\n",
+    "bridge: {routes: [7, null]}\n",
+    "bridge: {mqtt: {tls_params: [1]}}\n",
+    "messaging: {protocol: [mqtt]}\n",
+    "messaging: {protocol: mqtt, url: [a]}\n",
+    "web: {port: {a: 1}}\n",
     "discovery: {federation: {trusted_peers: {a: 1}}}\n",
-    "42\n", "just text\n", "- a\n- b\n", "null\n", "''\n", "true\n", "3.5\n", "[]\n",
-    "1: 2\n", "null: x\n", "web: {null: 1, 7: 2}\n", "? [a, b]\n: c\n",
-    "node_name: 2001-01-01\n", "web: {password: 2001-01-01}\n", "web: !!set {a, b}\n",
-    "web: {port: .nan}\n", "!!binary aGk=\n", "bridge: !!omap [a: 1]\n",
+    "42\n",
+    "just text\n",
+    "- a\n- b\n",
+    "null\n",
+    "''\n",
+    "true\n",
+    "3.5\n",
+    "[]\n",
+    "1: 2\n",
+    "null: x\n",
+    "web: {null: 1, 7: 2}\n",
+    "? [a, b]\n: c\n",
+    "node_name: 2001-01-01\n",
+    "web: {password: 2001-01-01}\n",
+    "web: !!set {a, b}\n",
+    "web: {port: .nan}\n",
+    "!!binary aGk=\n",
+    "bridge: !!omap [a: 1]\n",
     "messaging: {port: 99999999999999999999999}\n",
 ]
 
 
 def addon_runtime(tmp_path: Path) -> AddonRuntime:
     """The add-on's composition: options from the Supervisor, and its MQTT service."""
-    paths = AddonPaths(tmp_path / "options.json", tmp_path / "extra.yaml", tmp_path / "data",
-                       tmp_path / "healthz")
+    paths = AddonPaths(
+        tmp_path / "options.json", tmp_path / "extra.yaml", tmp_path / "data", tmp_path / "healthz"
+    )
     runtime = AddonRuntime(paths, supervisor=None)  # type: ignore[arg-type]  # compose only
     runtime.options_raw = options_to_config({"node_name": "addon-node"})
-    runtime.mqtt_service = {"host": "127.0.0.1", "port": free_port(), "username": "addons",
-                            "password": "service-pw"}
+    runtime.mqtt_service = {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "username": "addons",
+        "password": "service-pw",
+    }
     return runtime
 
 
 @pytest.mark.parametrize("mode", ["plain", "addon"])
 async def test_no_document_makes_the_editor_answer_500(tmp_path: Path, mode: str) -> None:
-    async with running_edge(tmp_path, web_document(tmp_path, web_options={"enabled": False})
-                            ) as edge, web_client(edge) as client:
+    async with (
+        running_edge(tmp_path, web_document(tmp_path, web_options={"enabled": False})) as edge,
+        web_client(edge) as client,
+    ):
         if mode == "addon":
             edge.compose = addon_runtime(tmp_path).compose
         before = edge.config
         for text in ODD_DOCUMENTS:
             for path, method in (("/api/config/check", "POST"), ("/api/config", "PUT")):
                 status, _, body = await client.request(
-                    method, path, data=text.encode(),
-                    headers={**BEARER, "Content-Type": "application/yaml"})
+                    method,
+                    path,
+                    data=text.encode(),
+                    headers={**BEARER, "Content-Type": "application/yaml"},
+                )
                 assert status in (200, 422), (text, path, status, body)
                 if status == 200:
                     assert method == "POST", (text, "an odd document was applied")
@@ -75,8 +113,9 @@ async def test_no_document_makes_the_editor_answer_500(tmp_path: Path, mode: str
                 continue  # not representable as JSON
             if document is None:
                 continue  # aiohttp sends no body for json=None
-            status, _, body = await client.request("POST", "/api/config/check", json=document,
-                                                   headers=BEARER)
+            status, _, body = await client.request(
+                "POST", "/api/config/check", json=document, headers=BEARER
+            )
             assert status in (200, 422), (text, "json", status, body)
         assert edge.config is before
 
@@ -102,20 +141,28 @@ def test_an_empty_bridge_mqtt_is_refused_in_the_add_on_too(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("mode", ["plain", "addon"])
 async def test_the_editor_never_answers_with_an_expanded_variable(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     monkeypatch.setenv("SUPERVISOR_TOKEN", "supervisor-token-77ab")
     monkeypatch.setenv("PLAIN_VAR", "plain-value-5e")
-    text = ("bridge: {mqtt: {client_id: '${SUPERVISOR_TOKEN}'}}\n"
-            "web: {port: '${SUPERVISOR_TOKEN}'}\n"
-            "messaging: {port: '${PLAIN_VAR}', proxy_mode: '${PLAIN_VAR}'}\n")
-    async with running_edge(tmp_path, web_document(tmp_path, web_options={"enabled": False})
-                            ) as edge, web_client(edge) as client:
+    text = (
+        "bridge: {mqtt: {client_id: '${SUPERVISOR_TOKEN}'}}\n"
+        "web: {port: '${SUPERVISOR_TOKEN}'}\n"
+        "messaging: {port: '${PLAIN_VAR}', proxy_mode: '${PLAIN_VAR}'}\n"
+    )
+    async with (
+        running_edge(tmp_path, web_document(tmp_path, web_options={"enabled": False})) as edge,
+        web_client(edge) as client,
+    ):
         if mode == "addon":
             edge.compose = addon_runtime(tmp_path).compose
         for method, path in (("POST", "/api/config/check"), ("PUT", "/api/config")):
             status, _, body = await client.request(
-                method, path, data=text.encode(),
-                headers={**BEARER, "Content-Type": "application/yaml"})
+                method,
+                path,
+                data=text.encode(),
+                headers={**BEARER, "Content-Type": "application/yaml"},
+            )
             assert status == 422, body
             assert "supervisor-token-77ab" not in body and "plain-value-5e" not in body
             shown = {p["path"]: p["value"] for p in json.loads(body)["problems"]}

@@ -19,8 +19,7 @@ SAVES = 12
 def save(appliance: Appliance, document: dict[str, Any]) -> tuple[int, Any] | OSError:
     """PUT /api/config on a connection of its own; a reset or refusal is returned, not raised."""
     try:
-        return appliance.request("PUT", "/api/config", json.dumps(document).encode(),
-                                 timeout=30)
+        return appliance.request("PUT", "/api/config", json.dumps(document).encode(), timeout=30)
     except OSError as exc:
         return exc
 
@@ -75,11 +74,15 @@ def test_concurrent_saves_are_applied_in_turn_and_each_answered(tmp_path: Path) 
         appliance.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "web/service.py closes its listening socket when a save restarts it, so connections still "
-    "in the accept queue are reset; handing the listener to the new instance (tried on "
-    "hard-web) is not enough: the replaced instance's cleanup also closes connections it "
-    "accepted before their request arrived (RemoteDisconnected), so 8-9 of 12 still fail"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "web/service.py closes its listening socket when a save restarts it, so connections still "
+        "in the accept queue are reset; handing the listener to the new instance (tried on "
+        "hard-web) is not enough: the replaced instance's cleanup also closes connections it "
+        "accepted before their request arrived (RemoteDisconnected), so 8-9 of 12 still fail"
+    ),
+)
 def test_concurrent_saves_that_restart_the_web_are_each_answered(tmp_path: Path) -> None:
     appliance = Appliance(tmp_path, appliance_document(tmp_path / "data")).start()
     try:

@@ -16,7 +16,7 @@ from argentic_edge.web.schema import form_fields, is_secret
 
 TEXTS = [
     "web:\n  password: hunter2   # mine\n  api_token: 'tok en'\n",
-    "x: &p \"hunter2\"\nweb:\n  password: *p\n",
+    'x: &p "hunter2"\nweb:\n  password: *p\n',
     "bridge:\n  mqtt:\n    password: |\n      multi\n      line\n    port: 1883\n",
     "messaging: {protocol: mqtt, url: broker.lan, password: hunter2}\n",
     "llm:\n  provider: gemini\n  google_gemini_api_key: AIza-hunter2\n",
@@ -57,9 +57,13 @@ def test_a_retyped_secret_wins_and_an_unchanged_mask_keeps_the_stored_one() -> N
 
 
 def test_problem_values_at_secret_paths_are_masked() -> None:
-    error = ConfigError([Problem("web.password", "hunter2", "expected a string"),
-                         Problem("bridge.routes[0].topic", "a b", "expected a topic filter"),
-                         Problem("web", {"password": "hunter2"}, "expected a mapping")])
+    error = ConfigError(
+        [
+            Problem("web.password", "hunter2", "expected a string"),
+            Problem("bridge.routes[0].topic", "a b", "expected a topic filter"),
+            Problem("web", {"password": "hunter2"}, "expected a mapping"),
+        ]
+    )
     shown = problems_json(error, {})
     assert [p["value"] for p in shown] == [MASK, "a b", "<dict>"]
 

@@ -27,8 +27,9 @@ CLIENTS = 300
 CLOSED_WITHIN = 30.0  # far above the idle timeout the test sets; aiohttp's own is an hour
 
 
-def _forwarded(pub: zmq.Socket[bytes], sub: zmq.Socket[bytes], mark: bytes,
-               timeout: float = 10.0) -> bool:
+def _forwarded(
+    pub: zmq.Socket[bytes], sub: zmq.Socket[bytes], mark: bytes, timeout: float = 10.0
+) -> bool:
     """Publish ``mark`` until the subscriber receives it: the bus forwards end to end."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,11 +61,11 @@ def _connections_released(appliance: Appliance, timeout: float = 10.0) -> bool:
     return False
 
 
-def test_idle_and_half_open_connections_cannot_take_down_the_web_or_the_bus(
-        tmp_path: Path) -> None:
+def test_idle_and_half_open_connections_cannot_take_down_the_web_or_the_bus(tmp_path: Path) -> None:
     document = appliance_document(tmp_path / "data", certificates={"enabled": False})
-    appliance = Appliance(tmp_path, document, prefix=["prlimit", f"--nofile={NOFILE}:{NOFILE}",
-                                                      "--"])
+    appliance = Appliance(
+        tmp_path, document, prefix=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"]
+    )
     context = zmq.Context()
     pub, sub = context.socket(zmq.PUB), context.socket(zmq.SUB)
     for sock in (pub, sub):
@@ -108,8 +109,12 @@ def _session_cookie(appliance: Appliance) -> str:
     """A real session cookie, from logging in through the form."""
     connection = http.client.HTTPConnection("127.0.0.1", appliance.web_port, timeout=10)
     password = appliance.document["web"]["password"]
-    connection.request("POST", "/login", body=urlencode({"password": password}),
-                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    connection.request(
+        "POST",
+        "/login",
+        body=urlencode({"password": password}),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     response = connection.getresponse()
     assert response.status == 303, response.status
     cookie = SimpleCookie(response.headers["Set-Cookie"])[SESSION_COOKIE].value
@@ -127,7 +132,8 @@ def _send_raw(port: int, request: bytes) -> bytes:
 
 
 def test_malformed_requests_are_logged_once_without_tracebacks_or_credentials(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     document = appliance_document(tmp_path / "data", certificates={"enabled": False})
     appliance = Appliance(tmp_path, document)
     try:
@@ -135,10 +141,14 @@ def test_malformed_requests_are_logged_once_without_tracebacks_or_credentials(
         cookie = _session_cookie(appliance)
         malformed = [
             b"GARBAGE\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+            b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + TOKEN.encode()
             + b"\x01\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + SESSION_COOKIE.encode() + b"="
-            + cookie.encode() + b"\x01\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nCookie: "
+            + SESSION_COOKIE.encode()
+            + b"="
+            + cookie.encode()
+            + b"\x01\r\n\r\n",
             b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
         ]
         for _ in range(25):
@@ -157,7 +167,8 @@ def test_malformed_requests_are_logged_once_without_tracebacks_or_credentials(
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 async def test_connections_without_a_request_are_closed_after_the_idle_timeout(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tls: bool) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tls: bool
+) -> None:
     monkeypatch.setattr(service, "IDLE_TIMEOUT", 1.0)
     document = web_document(tmp_path, web_options={"enabled": False})
     openings = [b"", b"GET /heal", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
@@ -180,24 +191,26 @@ async def test_connections_without_a_request_are_closed_after_the_idle_timeout(
             await web.stop()
 
 
-def test_running_out_of_descriptors_elsewhere_is_logged_once_and_counted(
-        tmp_path: Path) -> None:
+def test_running_out_of_descriptors_elsewhere_is_logged_once_and_counted(tmp_path: Path) -> None:
     """Clients of the bus take every descriptor the web's cap left; the web's failed accepts are
     then logged once and counted (asyncio alone logged up to 128 tracebacks per loop pass)."""
     document = appliance_document(tmp_path / "data", certificates={"enabled": False})
-    appliance = Appliance(tmp_path, document, prefix=["prlimit", f"--nofile={NOFILE}:{NOFILE}",
-                                                      "--"])
+    appliance = Appliance(
+        tmp_path, document, prefix=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"]
+    )
     hogs: list[socket.socket] = []
     try:
         appliance.start()
         appliance.wait_healthy()
         for _ in range(CLIENTS):
-            hogs.append(socket.create_connection(("127.0.0.1", document["messaging"]["port"]),
-                                                 timeout=5))
+            hogs.append(
+                socket.create_connection(("127.0.0.1", document["messaging"]["port"]), timeout=5)
+            )
         for _ in range(5):
             try:
-                with socket.create_connection(("127.0.0.1", appliance.web_port),
-                                              timeout=1) as client:
+                with socket.create_connection(
+                    ("127.0.0.1", appliance.web_port), timeout=1
+                ) as client:
                     client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                     client.recv(100)
             except OSError:
@@ -215,15 +228,18 @@ def test_running_out_of_descriptors_elsewhere_is_logged_once_and_counted(
 
 
 async def test_a_body_that_stops_arriving_is_answered_408_after_the_body_timeout(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(security, "BODY_TIMEOUT", 1.0)
     async with running_edge(tmp_path, web_document(tmp_path)) as edge:
         port = edge.config.web.port
         for path in ("/login", "/api/config/check"):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
-                         "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
-                         "password=".encode())
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+                "password=".encode()
+            )
             answer = await asyncio.wait_for(reader.readline(), CLOSED_WITHIN)
             writer.write(b"x" * 91)  # the rest, late: aiohttp would otherwise linger 10 s for it
             await writer.drain()

@@ -35,8 +35,14 @@ def quiet(tmp_path: Path, **web_options: object) -> dict[str, object]:
 
 async def test_everything_but_health_login_and_assets_needs_credentials(tmp_path: Path) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
-        for path in ("/api/status", "/api/config", "/metrics", "/api/openapi.json",
-                     "/api/events", "/no/such/page"):
+        for path in (
+            "/api/status",
+            "/api/config",
+            "/metrics",
+            "/api/openapi.json",
+            "/api/events",
+            "/no/such/page",
+        ):
             status, headers, body = await client.request("GET", path)
             assert status == 401, path
             assert headers["WWW-Authenticate"] == 'Bearer realm="argentic-edge"'
@@ -48,8 +54,9 @@ async def test_everything_but_health_login_and_assets_needs_credentials(tmp_path
         for path in ("/healthz", "/login", "/static/style.css", "/static/status.js"):
             status, _, _ = await client.request("GET", path)
             assert status == 200, path
-        status, _, _ = await client.request("GET", "/api/status",
-                                            headers={"Authorization": "Bearer wrong"})
+        status, _, _ = await client.request(
+            "GET", "/api/status", headers={"Authorization": "Bearer wrong"}
+        )
         assert status == 401
         status, _, _ = await client.request("PUT", "/api/config", json={})
         assert status == 401
@@ -70,18 +77,15 @@ async def test_login_sets_a_strict_session_cookie_and_logout_ends_it(tmp_path: P
         status, _, _ = await client.request("POST", "/logout", data={"csrf": csrf})
         assert status == 303
         # The old cookie, replayed by someone who kept it, no longer works.
-        status, _, _ = await client.request("GET", "/api/status",
-                                            cookies={SESSION_COOKIE: value})
+        status, _, _ = await client.request("GET", "/api/status", cookies={SESSION_COOKIE: value})
         assert status == 401
 
 
-async def test_a_logged_out_cookie_stays_logged_out_after_many_more_logouts(
-        tmp_path: Path) -> None:
+async def test_a_logged_out_cookie_stays_logged_out_after_many_more_logouts(tmp_path: Path) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
         first = None
         for _ in range(LOGOUTS):
-            status, headers, _ = await client.request("POST", "/login",
-                                                      data={"password": PASSWORD})
+            status, headers, _ = await client.request("POST", "/login", data={"password": PASSWORD})
             assert status == 303
             value = SimpleCookie(headers["Set-Cookie"])[SESSION_COOKIE].value
             first = first or value
@@ -89,13 +93,13 @@ async def test_a_logged_out_cookie_stays_logged_out_after_many_more_logouts(
             status, _, _ = await client.request("POST", "/logout", data={"csrf": csrf})
             assert status == 303
             client.client.session.cookie_jar.clear()
-        status, _, _ = await client.request("GET", "/api/status",
-                                            cookies={SESSION_COOKIE: first})
+        status, _, _ = await client.request("GET", "/api/status", cookies={SESSION_COOKIE: first})
         assert status == 401
 
 
 async def test_a_generated_password_is_logged_once_and_stored_hashed(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     document = quiet(tmp_path, password=None)
     caplog.set_level(logging.WARNING)
     async with running_edge(tmp_path, document) as edge, web_client(edge) as client:
@@ -113,28 +117,29 @@ async def test_a_generated_password_is_logged_once_and_stored_hashed(
     assert not [r for r in caplog.records if "generated a password" in r.getMessage()]
 
 
-async def test_mutating_browser_requests_need_the_csrf_token_and_our_origin(
-        tmp_path: Path) -> None:
+async def test_mutating_browser_requests_need_the_csrf_token_and_our_origin(tmp_path: Path) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
         csrf = await client.login()
         check = "/api/config/check"
         body = {"json": {"web": {"port": 8100}}}
         status, _, _ = await client.request("POST", check, **body)
         assert status == 403
-        status, _, _ = await client.request("POST", check, headers={"X-CSRF-Token": "x" * 43},
-                                            **body)
+        status, _, _ = await client.request(
+            "POST", check, headers={"X-CSRF-Token": "x" * 43}, **body
+        )
         assert status == 403
         status, _, _ = await client.request(
-            "POST", check, headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"},
-            **body)
+            "POST", check, headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"}, **body
+        )
         assert status == 403
         status, _, _ = await client.request(
-            "POST", check, headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "cross-site"},
-            **body)
+            "POST", check, headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "cross-site"}, **body
+        )
         assert status == 403
         origin = str(client.client.make_url("/").origin())
         status, _, _ = await client.request(
-            "POST", check, headers={"X-CSRF-Token": csrf, "Origin": origin}, **body)
+            "POST", check, headers={"X-CSRF-Token": csrf, "Origin": origin}, **body
+        )
         assert status == 200
         status, _, _ = await client.request("POST", "/logout")
         assert status == 403
@@ -149,14 +154,14 @@ async def test_login_attempts_are_rate_limited_per_client(tmp_path: Path) -> Non
         for _ in range(5):
             status, _, _ = await client.request("POST", "/login", data={"password": "guess"})
             assert status == 401
-        status, headers, body = await client.request("POST", "/login",
-                                                     data={"password": PASSWORD})
+        status, headers, body = await client.request("POST", "/login", data={"password": PASSWORD})
         assert status == 429 and "Too many attempts" in body
         assert 55 <= int(headers["Retry-After"]) <= 61
 
 
 async def test_parallel_logins_from_one_address_get_no_more_checks_than_the_limit(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
         credentials = client.client.server.app[ACCESS].credentials
         checks = []
@@ -167,9 +172,12 @@ async def test_parallel_logins_from_one_address_get_no_more_checks_than_the_limi
             return check_password(given)
 
         credentials.check_password = counted  # type: ignore[method-assign]
-        answers = await asyncio.gather(*(
-            client.request("POST", "/login", data={"password": f"guess-{n}"})
-            for n in range(PARALLEL_LOGINS)))
+        answers = await asyncio.gather(
+            *(
+                client.request("POST", "/login", data={"password": f"guess-{n}"})
+                for n in range(PARALLEL_LOGINS)
+            )
+        )
         statuses = sorted(status for status, _, _ in answers)
         limit = client.client.server.app[ACCESS].limiter.attempts
         assert len(checks) <= limit
@@ -185,14 +193,21 @@ async def test_failed_logins_cannot_fill_the_recent_warnings(tmp_path: Path) -> 
                 connector = aiohttp.TCPConnector(local_addr=(address, 0))
                 async with aiohttp.ClientSession(connector=connector) as session:
                     for _ in range(5):
-                        async with session.post(server.make_url("/login"),
-                                                data={"password": "guess"}) as response:
+                        async with session.post(
+                            server.make_url("/login"), data={"password": "guess"}
+                        ) as response:
                             assert response.status == 401
-            async with aiohttp.ClientSession(headers=BEARER) as session, \
-                    session.get(server.make_url("/api/status")) as response:
+            async with (
+                aiohttp.ClientSession(headers=BEARER) as session,
+                session.get(server.make_url("/api/status")) as response,
+            ):
                 document = await response.json()
-            warnings = [w for w in document["warnings"] if "failed login" in w["message"]
-                        and any(address in w["message"] for address in ATTACKERS)]
+            warnings = [
+                w
+                for w in document["warnings"]
+                if "failed login" in w["message"]
+                and any(address in w["message"] for address in ATTACKERS)
+            ]
             assert len(warnings) == 1, warnings
             assert server.app[ACCESS].limiter.to_dict()["failed"] == 5 * len(ATTACKERS)
         finally:
@@ -201,8 +216,10 @@ async def test_failed_logins_cannot_fill_the_recent_warnings(tmp_path: Path) -> 
 
 async def test_every_response_carries_the_security_headers(tmp_path: Path) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
-        responses = [await client.request("GET", path) for path in
-                     ("/login", "/static/style.css", "/api/status", "/", "/healthz")]
+        responses = [
+            await client.request("GET", path)
+            for path in ("/login", "/static/style.css", "/api/status", "/", "/healthz")
+        ]
         responses.append(await client.request("GET", "/api/status", headers=BEARER))
         for _, headers, _ in responses:
             assert headers["Content-Security-Policy"].startswith("default-src 'self'")
@@ -215,10 +232,17 @@ async def test_every_response_carries_the_security_headers(tmp_path: Path) -> No
         assert "<script>" not in page and " on" + "click=" not in page
 
 
-@pytest.mark.parametrize("path", [
-    "/static/../auth.py", "/static/%2e%2e/auth.py", "/static/%2e%2e%2fauth.py",
-    "/static/..%2f..%2fconfig.py", "/static//etc/passwd", "/static/%2fetc%2fpasswd",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../auth.py",
+        "/static/%2e%2e/auth.py",
+        "/static/%2e%2e%2fauth.py",
+        "/static/..%2f..%2fconfig.py",
+        "/static//etc/passwd",
+        "/static/%2fetc%2fpasswd",
+    ],
+)
 async def test_static_files_stay_inside_their_directory(tmp_path: Path, path: str) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
         status, _, body = await client.request("GET", URL(path, encoded=True), headers=BEARER)
@@ -254,8 +278,11 @@ async def test_hostile_bodies_get_4xx_never_500(tmp_path: Path) -> None:
 async def test_deeply_nested_json_gets_400_never_500(tmp_path: Path) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge, web_client(edge) as client:
         headers = {**BEARER, "Content-Type": "application/json"}
-        bodies = [b"[" * 500 + b"]" * 500, b'{"a":' * 500 + b"1" + b"}" * 500,
-                  b'{"web": ' + b"[" * 900 + b"]" * 900 + b"}"]
+        bodies = [
+            b"[" * 500 + b"]" * 500,
+            b'{"a":' * 500 + b"1" + b"}" * 500,
+            b'{"web": ' + b"[" * 900 + b"]" * 900 + b"}",
+        ]
         for method, path in (("PUT", "/api/config"), ("POST", "/api/config/check")):
             for body in bodies:
                 status, _, text = await client.request(method, path, data=body, headers=headers)
@@ -280,17 +307,20 @@ async def test_ingress_trusts_only_the_supervisor(tmp_path: Path) -> None:
         async with TestClient(server, connector=connector) as raw:
             supervisor = Recorder(raw)
             status, _, page = await supervisor.request(
-                "GET", "/", headers={"X-Ingress-Path": "/api/hassio_ingress/abc"})
+                "GET", "/", headers={"X-Ingress-Path": "/api/hassio_ingress/abc"}
+            )
             assert status == 200 and 'action="logout"' not in page
             csrf = re.search(r'csrf-token" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
             status, _, _ = await supervisor.request("POST", "/api/config/check", json={})
             assert status == 403
-            status, _, _ = await supervisor.request("POST", "/api/config/check", json={},
-                                                    headers={"X-CSRF-Token": csrf})
+            status, _, _ = await supervisor.request(
+                "POST", "/api/config/check", json={}, headers={"X-CSRF-Token": csrf}
+            )
             assert status == 200
             supervisor.assert_no_secrets()
-        async with TestClient(TestServer(create_app(edge, supervisor_address=SUPERVISOR),
-                                         host="127.0.0.1")) as raw:
+        async with TestClient(
+            TestServer(create_app(edge, supervisor_address=SUPERVISOR), host="127.0.0.1")
+        ) as raw:
             other = Recorder(raw)
             for path in ("/", "/api/status", "/login", "/static/style.css"):
                 status, _, _ = await other.request("GET", path)
@@ -306,8 +336,10 @@ def _broken_bridge(tmp_path: Path, **web_options: object) -> dict[str, object]:
     """A configuration whose bridge points at a closed port: unhealthy, with a reason that
     names the broker's address."""
     document = quiet(tmp_path, **web_options)
-    document["bridge"] = {"enabled": True,
-                          "mqtt": {"broker_address": "127.0.0.1", "port": free_port()}}
+    document["bridge"] = {
+        "enabled": True,
+        "mqtt": {"broker_address": "127.0.0.1", "port": free_port()},
+    }
     return document
 
 
@@ -328,18 +360,20 @@ async def test_healthz_tells_reasons_only_to_who_may_see_the_status(tmp_path: Pa
         assert status == 503 and port in str(answer["reasons"])
 
 
-async def test_healthz_tells_reasons_to_the_supervisor_only_in_add_on_mode(
-        tmp_path: Path) -> None:
+async def test_healthz_tells_reasons_to_the_supervisor_only_in_add_on_mode(tmp_path: Path) -> None:
     document = _broken_bridge(tmp_path, ingress=True, password=None)
     port = str(document["bridge"]["mqtt"]["port"])  # type: ignore[index]
     async with running_edge(tmp_path, document) as edge:
         connector = aiohttp.TCPConnector(local_addr=(SUPERVISOR, 0))
-        async with TestClient(TestServer(create_app(edge, supervisor_address=SUPERVISOR),
-                                         host="127.0.0.1"), connector=connector) as raw:
+        async with TestClient(
+            TestServer(create_app(edge, supervisor_address=SUPERVISOR), host="127.0.0.1"),
+            connector=connector,
+        ) as raw:
             status, answer = await _health(Recorder(raw))
             assert status == 503 and port in str(answer["reasons"])
-        async with TestClient(TestServer(create_app(edge, supervisor_address=SUPERVISOR),
-                                         host="127.0.0.1")) as raw:
+        async with TestClient(
+            TestServer(create_app(edge, supervisor_address=SUPERVISOR), host="127.0.0.1")
+        ) as raw:
             assert await _health(Recorder(raw)) == (503, {"ok": False})
 
 
@@ -350,7 +384,8 @@ def certificates(tmp_path: Path) -> Pki:
 
 
 async def test_https_with_the_certificates_service_marks_the_cookie_secure(
-        tmp_path: Path, certificates: Pki) -> None:
+    tmp_path: Path, certificates: Pki
+) -> None:
     async with running_edge(tmp_path, quiet(tmp_path)) as edge:
         # The Edge's own web is off; this one is started by hand beside a certificates service.
         port = edge.config.web.port
@@ -358,9 +393,15 @@ async def test_https_with_the_certificates_service_marks_the_cookie_secure(
         await service.start()
         try:
             context = certificates.client_context()
-            async with aiohttp.ClientSession() as session, session.post(
-                    f"https://127.0.0.1:{port}/login", data={"password": PASSWORD}, ssl=context,
-                    allow_redirects=False) as response:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    f"https://127.0.0.1:{port}/login",
+                    data={"password": PASSWORD},
+                    ssl=context,
+                    allow_redirects=False,
+                ) as response,
+            ):
                 assert response.status == 303
                 assert "Secure" in response.headers["Set-Cookie"]
             assert service.status().https is True

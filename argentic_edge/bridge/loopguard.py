@@ -39,8 +39,12 @@ class LoopGuard:
     still there, so a matched entry expiring later never takes a newer identical one with it.
     """
 
-    def __init__(self, ttl: float = DEFAULT_TTL, max_entries: int = DEFAULT_MAX_ENTRIES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl: float = DEFAULT_TTL,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if ttl <= 0 or max_entries <= 0:
             raise ValueError("ttl and max_entries must be positive")
         self.ttl = ttl
@@ -102,5 +106,9 @@ class LoopGuard:
         return True
 
     def stats(self) -> dict[str, int]:
-        return {"waiting": len(self), "echoes_dropped": self.echoes, "expired": self.expired,
-                "evicted": self.evicted}
+        return {
+            "waiting": len(self),
+            "echoes_dropped": self.echoes,
+            "expired": self.expired,
+            "evicted": self.evicted,
+        }

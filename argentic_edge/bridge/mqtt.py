@@ -75,8 +75,10 @@ def tls_context(params: TlsParams) -> ssl.SSLContext:
     version = _TLS_VERSIONS[params.tls_version]
     if version is not None:
         if version < ssl.TLSVersion.TLSv1_2:
-            log.warning("bridge: tls_version %s is obsolete and most OpenSSL builds refuse it",
-                        params.tls_version)
+            log.warning(
+                "bridge: tls_version %s is obsolete and most OpenSSL builds refuse it",
+                params.tls_version,
+            )
         with warnings.catch_warnings():  # the deprecation is said above, in the user's terms
             warnings.simplefilter("ignore", DeprecationWarning)
             context.minimum_version = version
@@ -97,8 +99,9 @@ def tls_context(params: TlsParams) -> ssl.SSLContext:
         try:
             context.load_cert_chain(params.certfile, params.keyfile)
         except (OSError, ssl.SSLError) as exc:
-            raise _file_error("certfile/keyfile", f"{params.certfile}, {params.keyfile}",
-                              exc) from None
+            raise _file_error(
+                "certfile/keyfile", f"{params.certfile}, {params.keyfile}", exc
+            ) from None
     if params.ciphers:
         context.set_ciphers(params.ciphers)
     return context
@@ -112,11 +115,15 @@ def _file_error(key: str, path: str | None, exc: OSError) -> BridgeError:
 def describe_failure(exc: BaseException, where: str, tls: bool = False) -> str:
     """A sentence for a failed TCP/TLS connection, with the likely fix."""
     if tls and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError)):
-        return (f"{where} closed the connection during the TLS handshake "
-                "(is this port a TLS listener? does it want a client certificate?)")
+        return (
+            f"{where} closed the connection during the TLS handshake "
+            "(is this port a TLS listener? does it want a client certificate?)"
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"TLS: the certificate of {where} is not trusted ({exc.verify_message}); "
-                "check bridge.mqtt.tls_params.ca_certs and the broker's host name")
+        return (
+            f"TLS: the certificate of {where} is not trusted ({exc.verify_message}); "
+            "check bridge.mqtt.tls_params.ca_certs and the broker's host name"
+        )
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         hint = " (is this port a TLS listener?)" if "WRONG_VERSION_NUMBER" in str(reason) else ""
@@ -151,11 +158,17 @@ class MqttLink:
     - ``on_lost(reason)`` when an established connection ends without ``disconnect()``.
     """
 
-    def __init__(self, config: MqttConfig, client_id: str, *, mqtt5: bool,
-                 will: tuple[str, bytes] | None,
-                 on_message: Callable[[paho.MQTTMessage], None],
-                 on_published: Callable[[int, ReasonCode], None],
-                 on_lost: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        client_id: str,
+        *,
+        mqtt5: bool,
+        will: tuple[str, bytes] | None,
+        on_message: Callable[[paho.MQTTMessage], None],
+        on_published: Callable[[int, ReasonCode], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
         self.config = config
         self.where = f"{config.broker_address}:{config.port}"
         self.mqtt5 = mqtt5
@@ -172,10 +185,13 @@ class MqttLink:
         self._stopping = False
         self._tls = tls_context(config.tls_params) if config.tls_params is not None else None
 
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
-                             clean_session=None if mqtt5 else config.clean_session,
-                             reconnect_on_failure=False)
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
+            clean_session=None if mqtt5 else config.clean_session,
+            reconnect_on_failure=False,
+        )
         # Unlimited in paho: the bridge keeps its own window (paho rescans every queued message
         # on each acknowledgement when it limits, which is quadratic under load).
         client.max_inflight_messages_set(0)
@@ -217,8 +233,10 @@ class MqttLink:
             session = await asyncio.wait_for(self._connack, CONNECT_TIMEOUT)
         except TimeoutError:
             self.abort()
-            raise ConnectError(f"{self.where} accepted TCP but sent no CONNACK within "
-                               f"{CONNECT_TIMEOUT:g}s (is it an MQTT broker?)") from None
+            raise ConnectError(
+                f"{self.where} accepted TCP but sent no CONNACK within "
+                f"{CONNECT_TIMEOUT:g}s (is it an MQTT broker?)"
+            ) from None
         self.connected = True
         self._misc = self._loop.create_task(self._housekeeping(), name="mqtt-keepalive")
         return session
@@ -233,29 +251,51 @@ class MqttLink:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = 0 if config.clean_session else NEVER_EXPIRES
             clean_start = config.clean_session
-        self.client.connect(config.broker_address, config.port, config.keepalive,
-                            clean_start=clean_start, properties=properties)
+        self.client.connect(
+            config.broker_address,
+            config.port,
+            config.keepalive,
+            clean_start=clean_start,
+            properties=properties,
+        )
 
-    def _handle_connect(self, _client: paho.Client, _userdata: Any, flags: paho.ConnectFlags,
-                        reason: ReasonCode, properties: Properties | None) -> None:
+    def _handle_connect(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         future = self._connack
         if future is None or future.done():
             return
         if reason.is_failure:
-            future.set_exception(ConnectError(
-                f"{self.where} refused the connection: {reason}{_refusal_hint(reason)}",
-                protocol_refused=self.mqtt5 and reason.value == UNSUPPORTED_PROTOCOL))
+            future.set_exception(
+                ConnectError(
+                    f"{self.where} refused the connection: {reason}{_refusal_hint(reason)}",
+                    protocol_refused=self.mqtt5 and reason.value == UNSUPPORTED_PROTOCOL,
+                )
+            )
             return
-        future.set_result(Session(
-            protocol=self.protocol,
-            session_present=bool(flags.session_present),
-            receive_maximum=int(getattr(properties, "ReceiveMaximum", 65535)),
-            subscription_identifiers=self.mqtt5 and bool(
-                getattr(properties, "SubscriptionIdentifierAvailable", 1))))
+        future.set_result(
+            Session(
+                protocol=self.protocol,
+                session_present=bool(flags.session_present),
+                receive_maximum=int(getattr(properties, "ReceiveMaximum", 65535)),
+                subscription_identifiers=self.mqtt5
+                and bool(getattr(properties, "SubscriptionIdentifierAvailable", 1)),
+            )
+        )
 
-    def _handle_disconnect(self, _client: paho.Client, _userdata: Any,
-                           flags: paho.DisconnectFlags, reason: ReasonCode,
-                           _properties: Properties | None) -> None:
+    def _handle_disconnect(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
         was_connected = self.connected
         self.connected = False
         if flags.is_disconnect_packet_from_server:
@@ -265,11 +305,17 @@ class MqttLink:
         else:
             text = str(reason)
         if self._connack is not None and not self._connack.done():
-            hint = ("does it want a client certificate (tls_params.certfile and keyfile)"
-                    if self._tls is not None else "does the broker expect TLS")
-            self._connack.set_exception(ConnectError(
-                f"{self.where} closed the connection before accepting it ({text}; "
-                f"{hint}, or refuse this client id?)"))
+            hint = (
+                "does it want a client certificate (tls_params.certfile and keyfile)"
+                if self._tls is not None
+                else "does the broker expect TLS"
+            )
+            self._connack.set_exception(
+                ConnectError(
+                    f"{self.where} closed the connection before accepting it ({text}; "
+                    f"{hint}, or refuse this client id?)"
+                )
+            )
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
         for future in self._subscribes.values():
@@ -281,8 +327,9 @@ class MqttLink:
 
     # --- subscribing and publishing -----------------------------------------------------------
 
-    async def subscribe(self, topic_filter: str, qos: int, identifier: int | None,
-                        timeout: float = CONNECT_TIMEOUT) -> ReasonCode:
+    async def subscribe(
+        self, topic_filter: str, qos: int, identifier: int | None, timeout: float = CONNECT_TIMEOUT
+    ) -> ReasonCode:
         """Subscribe one filter and wait for the SUBACK; returns the broker's answer for it.
 
         On MQTT 5 the subscription is no-local (our own publications do not come back) and
@@ -293,8 +340,9 @@ class MqttLink:
         receive rate.
         """
         if self.mqtt5:
-            options = SubscribeOptions(qos=qos, noLocal=True,
-                                       retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+            options = SubscribeOptions(
+                qos=qos, noLocal=True, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+            )
             properties = None
             if identifier is not None:
                 properties = Properties(PacketTypes.SUBSCRIBE)
@@ -303,21 +351,28 @@ class MqttLink:
         else:
             result, mid = self.client.subscribe(topic_filter, qos)
         if result != paho.MQTT_ERR_SUCCESS or mid is None:
-            raise ConnectError(
-                f"cannot subscribe to {topic_filter!r}: {paho.error_string(result)}")
+            raise ConnectError(f"cannot subscribe to {topic_filter!r}: {paho.error_string(result)}")
         future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
         self._subscribes[mid] = future
         try:
             codes = await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise ConnectError(f"{self.where} did not confirm the subscription to "
-                               f"{topic_filter!r} within {timeout:g}s") from None
+            raise ConnectError(
+                f"{self.where} did not confirm the subscription to "
+                f"{topic_filter!r} within {timeout:g}s"
+            ) from None
         finally:
             self._subscribes.pop(mid, None)
         return codes[0]
 
-    def _handle_subscribe(self, _client: paho.Client, _userdata: Any, mid: int,
-                          codes: list[ReasonCode], _properties: Properties | None) -> None:
+    def _handle_subscribe(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        mid: int,
+        codes: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
         future = self._subscribes.get(mid)
         if future is not None and not future.done():
             future.set_result(codes)
@@ -446,16 +501,16 @@ class MqttLink:
                 if not select.select((sock,), (), (), 0)[0]:
                     return
         except Exception:  # a callback of ours failed: report it, keep the loop alive
-            log.exception("bridge: error while reading from %s; dropping the connection",
-                          self.where)
+            log.exception(
+                "bridge: error while reading from %s; dropping the connection", self.where
+            )
             self._fail_connection("internal error while reading")
 
     def _writable(self) -> None:
         try:
             self.client.loop_write()
         except Exception:
-            log.exception("bridge: error while writing to %s; dropping the connection",
-                          self.where)
+            log.exception("bridge: error while writing to %s; dropping the connection", self.where)
             self._fail_connection("internal error while writing")
 
     def _fail_connection(self, text: str) -> None:
@@ -473,8 +528,10 @@ def _refusal_hint(reason: ReasonCode) -> str:
     if "user name or password" in name:
         return " (check bridge.mqtt.username and password)"
     if "not authorized" in name:
-        return (" (check bridge.mqtt.username and password; the broker's access rules may also "
-                "refuse this client id)")
+        return (
+            " (check bridge.mqtt.username and password; the broker's access rules may also "
+            "refuse this client id)"
+        )
     if "identifier" in name:
         return " (check bridge.mqtt.client_id)"
     return ""

@@ -57,8 +57,9 @@ class Outbox:
             self.dropped += 1
             return [item]
         dropped = []
-        while self._items and (len(self._items) >= self.max_messages
-                               or self.bytes + item.size > self.max_bytes):
+        while self._items and (
+            len(self._items) >= self.max_messages or self.bytes + item.size > self.max_bytes
+        ):
             dropped.append(self.popleft())
         self.dropped += len(dropped)
         self._items.append(item)
@@ -80,6 +81,10 @@ class Outbox:
         return items
 
     def stats(self) -> dict[str, int]:
-        return {"messages": len(self._items), "bytes": self.bytes,
-                "max_messages": self.max_messages, "max_bytes": self.max_bytes,
-                "dropped_oldest": self.dropped}
+        return {
+            "messages": len(self._items),
+            "bytes": self.bytes,
+            "max_messages": self.max_messages,
+            "max_bytes": self.max_bytes,
+            "dropped_oldest": self.dropped,
+        }

@@ -38,8 +38,12 @@ class Counters:
     dropped: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"messages": self.messages, "bytes": self.bytes, "buffered": self.buffered,
-                "dropped": dict(self.dropped)}
+        return {
+            "messages": self.messages,
+            "bytes": self.bytes,
+            "buffered": self.buffered,
+            "dropped": dict(self.dropped),
+        }
 
 
 def bus_topic_problem(topic: str) -> str | None:
@@ -88,10 +92,10 @@ class BridgeRoute:
         self.counters_in = Counters()
 
     def remote_topic(self, local_topic: str) -> str:
-        return self.route.remote_prefix + local_topic[len(self.route.local_prefix):]
+        return self.route.remote_prefix + local_topic[len(self.route.local_prefix) :]
 
     def local_topic(self, remote_topic: str) -> str:
-        return self.route.local_prefix + remote_topic[len(self.route.remote_prefix):]
+        return self.route.local_prefix + remote_topic[len(self.route.remote_prefix) :]
 
     def qos(self, shared_topic: str) -> int:
         """The route's QoS, or with ``auto`` the category's (uncategorized: 0)."""
@@ -122,8 +126,11 @@ class BridgeRoute:
     def describe(self) -> dict[str, Any]:
         route = self.route
         document: dict[str, Any] = {
-            "topic": route.topic, "direction": route.direction, "qos": route.qos,
-            "retain": route.retain, "local": self.local_filter.value,
+            "topic": route.topic,
+            "direction": route.direction,
+            "qos": route.qos,
+            "retain": route.retain,
+            "local": self.local_filter.value,
             "remote": self.remote_filter.value,
         }
         if self.outbound:
@@ -199,9 +206,12 @@ def related(filters: Sequence[TopicFilter]) -> list[list[int]]:
         first = topic_filter.levels[0]
         (wild if first in ("+", "#") else by_first.setdefault(first, [])).append(index)
     everyone = list(range(len(filters)))
-    return [everyone if topic_filter.levels[0] in ("+", "#")
-            else sorted(by_first[topic_filter.levels[0]] + wild)
-            for topic_filter in filters]
+    return [
+        everyone
+        if topic_filter.levels[0] in ("+", "#")
+        else sorted(by_first[topic_filter.levels[0]] + wild)
+        for topic_filter in filters
+    ]
 
 
 def minimal_subscriptions(routes: Sequence[BridgeRoute]) -> list[Subscription]:
@@ -217,15 +227,21 @@ def minimal_subscriptions(routes: Sequence[BridgeRoute]) -> list[Subscription]:
     for route, near in zip(inbound, neighbours, strict=True):
         candidate = route.remote_filter
         others = [inbound[index] for index in near]
-        if any(covers(other.remote_filter, candidate) and (
-                other.remote_filter != candidate or other.index < route.index)
-               for other in others if other is not route):
+        if any(
+            covers(other.remote_filter, candidate)
+            and (other.remote_filter != candidate or other.index < route.index)
+            for other in others
+            if other is not route
+        ):
             continue
-        qos = max(other.subscription_qos for other in others
-                  if covers(candidate, other.remote_filter))
+        qos = max(
+            other.subscription_qos for other in others if covers(candidate, other.remote_filter)
+        )
         kept.append((candidate, qos))
-    return [Subscription(topic_filter, qos, number)
-            for number, (topic_filter, qos) in enumerate(kept, start=1)]
+    return [
+        Subscription(topic_filter, qos, number)
+        for number, (topic_filter, qos) in enumerate(kept, start=1)
+    ]
 
 
 def minimal_prefixes(prefixes: Sequence[str]) -> list[str]:
@@ -269,8 +285,9 @@ def _can_share_a_topic(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
 Resolved = TypeVar("Resolved")
 
 
-def _remember(cache: dict[str, Resolved], topic: str,
-              resolve: Callable[[str], Resolved]) -> Resolved:
+def _remember(
+    cache: dict[str, Resolved], topic: str, resolve: Callable[[str], Resolved]
+) -> Resolved:
     """Resolve a topic not in the cache and keep the answer (the cache starts over when full)."""
     found = resolve(topic)
     if len(cache) >= CACHE_SIZE:
@@ -285,15 +302,19 @@ class RouteTable:
     def __init__(self, routes: Sequence[Route], mqtt: MqttConfig) -> None:
         self.routes = tuple(BridgeRoute(index, route, mqtt) for index, route in enumerate(routes))
         self._out_tree: TopicTree[BridgeRoute] = TopicTree(
-            (route.local_filter, route) for route in self.routes if route.outbound)
+            (route.local_filter, route) for route in self.routes if route.outbound
+        )
         self._in_tree: TopicTree[BridgeRoute] = TopicTree(
-            (route.remote_filter, route) for route in self.routes if route.inbound)
+            (route.remote_filter, route) for route in self.routes if route.inbound
+        )
         self.subscriptions = minimal_subscriptions(self.routes)
         self._subscription_tree: TopicTree[int] = TopicTree(
-            (sub.filter, sub.identifier) for sub in self.subscriptions)
+            (sub.filter, sub.identifier) for sub in self.subscriptions
+        )
         self.overlaps = _overlapping(self.subscriptions)
         self.bus_prefixes = minimal_prefixes(
-            [route.local_filter.zmq_prefix for route in self.routes if route.outbound])
+            [route.local_filter.zmq_prefix for route in self.routes if route.outbound]
+        )
         self._out_cache: dict[str, tuple[OutDelivery, ...]] = {}
         self._in_cache: dict[str, InResolution] = {}
 
@@ -310,10 +331,15 @@ class RouteTable:
             remote = route.remote_topic(local_topic)
             if remote in deliveries:
                 continue
-            shared = local_topic[len(route.route.local_prefix):]
+            shared = local_topic[len(route.route.local_prefix) :]
             deliveries[remote] = OutDelivery(
-                route, remote, route.qos(shared), route.retain(shared), mqtt_topic_problem(remote),
-                self.subscribed(remote))
+                route,
+                remote,
+                route.qos(shared),
+                route.retain(shared),
+                mqtt_topic_problem(remote),
+                self.subscribed(remote),
+            )
         return tuple(deliveries.values())
 
     def subscribed(self, remote_topic: str) -> bool:
@@ -334,8 +360,12 @@ class RouteTable:
             if local in deliveries:
                 continue
             deliveries[local] = InDelivery(
-                route, local, local.encode("utf-8") + b" ", bus_topic_problem(local),
-                bool(self._out_tree.match(local)))
+                route,
+                local,
+                local.encode("utf-8") + b" ",
+                bus_topic_problem(local),
+                bool(self._out_tree.match(local)),
+            )
         identifiers = self._subscription_tree.match(remote_topic)
         return InResolution(tuple(deliveries.values()), min(identifiers) if identifiers else None)
 

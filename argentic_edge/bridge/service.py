@@ -65,11 +65,11 @@ STOPPED = "stopped"
 
 DROP_REASONS = {
     "space_in_topic": "broker messages whose topic contains a space (the bus frame is "
-                      "'<topic> <json>')",
+    "'<topic> <json>')",
     "empty_level": "broker messages whose topic has an empty level ('a//b', '/a', 'a/')",
     "nul_in_topic": "messages whose topic contains NUL",
     "forbidden_character": "bus messages whose topic has a control character or a Unicode "
-                           "non-character (MQTT brokers disconnect for them)",
+    "non-character (MQTT brokers disconnect for them)",
     "topic_too_long": "messages whose topic is longer than 65535 bytes",
     "invalid_utf8": "messages whose topic is not valid UTF-8",
     "wildcard_in_topic": "bus messages whose topic contains + or # (MQTT topic names cannot)",
@@ -87,8 +87,9 @@ def presence_topic(node_name: str) -> str:
     return f"argentic/edge/{node_name}/status"
 
 
-def backoff_delay(attempt: int, base: float, cap: float = BACKOFF_CAP,
-                  rand: Callable[[], float] = random.random) -> float:
+def backoff_delay(
+    attempt: int, base: float, cap: float = BACKOFF_CAP, rand: Callable[[], float] = random.random
+) -> float:
     """Seconds before attempt ``attempt + 1``: base, 2*base, 4*base... up to the cap, +-25 %.
 
     The jitter keeps several appliances that lost the same broker from all coming back in
@@ -114,8 +115,11 @@ class DropLog:
             self._seen.add(reason)
             if len(example) > EXAMPLE_CHARS:
                 example = f"{example[:EXAMPLE_CHARS]}... ({len(example)} characters)"
-            log.warning("bridge: dropping %s, e.g. %s; counted in the status from now on, "
-                        "not logged again", DROP_REASONS.get(reason, reason), example)
+            log.warning(
+                "bridge: dropping %s, e.g. %s; counted in the status from now on, not logged again",
+                DROP_REASONS.get(reason, reason),
+                example,
+            )
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,16 @@ class Bridge:
 
     name = "bridge"
 
-    def __init__(self, config: BridgeConfig, messaging: BusConfig, *, node_name: str,
-                 client_id: str, context: zmq.Context[Any], endpoints: BusEndpoints) -> None:
+    def __init__(
+        self,
+        config: BridgeConfig,
+        messaging: BusConfig,
+        *,
+        node_name: str,
+        client_id: str,
+        context: zmq.Context[Any],
+        endpoints: BusEndpoints,
+    ) -> None:
         self.messaging = messaging
         self.mqtt = config.mqtt
         self.context = context
@@ -218,8 +230,10 @@ class Bridge:
         self._open_bus()
         self.state = CONNECTING
         assert self._reader is not None
-        self._tasks = [asyncio.create_task(self._reader.run(), name="bridge-bus-reader"),
-                       asyncio.create_task(self._run(), name="bridge-connection")]
+        self._tasks = [
+            asyncio.create_task(self._reader.run(), name="bridge-bus-reader"),
+            asyncio.create_task(self._run(), name="bridge-connection"),
+        ]
 
     def _open_bus(self) -> None:
         """A PUB for broker-to-bus traffic and a SUB for bus-to-broker, on the shared context."""
@@ -241,13 +255,16 @@ class Bridge:
         except zmq.ZMQError as exc:
             pub.close(linger=0)
             sub.close(linger=0)
-            raise BridgeError(f"the bridge cannot join the bus at "
-                              f"{self.endpoints.local_publish} and "
-                              f"{self.endpoints.local_subscribe}: {exc}") from None
+            raise BridgeError(
+                f"the bridge cannot join the bus at "
+                f"{self.endpoints.local_publish} and "
+                f"{self.endpoints.local_subscribe}: {exc}"
+            ) from None
         self._pub, self._sub = pub, sub
         # discard_stale=False: what waits in the queue is still worth forwarding
-        self._reader = BusReader(sub, self._from_bus, name="bridge", share=CPU_SHARE,
-                                 discard_stale=False, batch=BATCH)
+        self._reader = BusReader(
+            sub, self._from_bus, name="bridge", share=CPU_SHARE, discard_stale=False, batch=BATCH
+        )
 
     async def stop(self) -> None:
         """Say ``offline`` (retained), let what is in flight land, disconnect cleanly."""
@@ -272,8 +289,11 @@ class Bridge:
         self._online = False
         waiting = self.outbox.clear()
         if waiting:
-            log.warning("bridge: stopping with %d bus message(s) still waiting for the broker; "
-                        "they are dropped", len(waiting))
+            log.warning(
+                "bridge: stopping with %d bus message(s) still waiting for the broker; "
+                "they are dropped",
+                len(waiting),
+            )
         waiting += list(self._priority) + [item for _, item in self._inflight.values()]
         self._priority.clear()
         for item in waiting:
@@ -291,13 +311,18 @@ class Bridge:
     async def _say_offline(self) -> None:
         assert self._loop is not None
         done: asyncio.Future[None] = self._loop.create_future()
-        self._submit(Outgoing(self.presence_topic, b"offline", 1, True, None, done),
-                     echo=self._echo_on_broker(self.presence_topic), priority=True)
+        self._submit(
+            Outgoing(self.presence_topic, b"offline", 1, True, None, done),
+            echo=self._echo_on_broker(self.presence_topic),
+            priority=True,
+        )
         try:
             await asyncio.wait_for(done, STOP_TIMEOUT)
         except (TimeoutError, BridgeError) as exc:
-            log.warning("bridge: could not publish the offline status: %s",
-                        exc or "no acknowledgement in time")
+            log.warning(
+                "bridge: could not publish the offline status: %s",
+                exc or "no acknowledgement in time",
+            )
 
     # --- the connection -----------------------------------------------------------------------
 
@@ -328,8 +353,10 @@ class Bridge:
             else:
                 failure = await self._lost
                 self._online = False
-                if self.connected_since is not None and \
-                        time.monotonic() - self.connected_since >= STABLE_AFTER:
+                if (
+                    self.connected_since is not None
+                    and time.monotonic() - self.connected_since >= STABLE_AFTER
+                ):
                     self.attempts = 0
                 self.connected_since = None
             self.attempts += 1
@@ -347,10 +374,15 @@ class Bridge:
 
     async def _connect_once(self) -> None:
         if self._link is None:
-            self._link = MqttLink(self.mqtt, self.client_id, mqtt5=self._mqtt5,
-                                  will=(self.presence_topic, b"offline"),
-                                  on_message=self._from_broker, on_published=self._published,
-                                  on_lost=self._connection_lost)
+            self._link = MqttLink(
+                self.mqtt,
+                self.client_id,
+                mqtt5=self._mqtt5,
+                will=(self.presence_topic, b"offline"),
+                on_message=self._from_broker,
+                on_published=self._published,
+                on_lost=self._connection_lost,
+            )
         else:
             self._link.reset()
         link = self._link
@@ -358,8 +390,11 @@ class Bridge:
             session = await link.connect()
             identify = bool(self.routes.overlaps)  # identifiers only where copies can double
             for subscription in self.routes.subscriptions:
-                answer = await link.subscribe(subscription.filter.value, subscription.qos,
-                                              subscription.identifier if identify else None)
+                answer = await link.subscribe(
+                    subscription.filter.value,
+                    subscription.qos,
+                    subscription.identifier if identify else None,
+                )
                 self._check_subscription(subscription.filter.value, answer)
         except BaseException:
             link.abort()
@@ -380,20 +415,34 @@ class Bridge:
         self._window = max(1, min(MAX_WINDOW, session.receive_maximum))
         self._dedupe = session.subscription_identifiers and bool(self.routes.overlaps)
         if self.routes.overlaps and not self._dedupe:
-            log.warning("bridge: the broker subscriptions %s overlap and MQTT %s cannot tell "
-                        "the copies apart: a message matching both arrives twice",
-                        self.routes.overlaps, session.protocol)
+            log.warning(
+                "bridge: the broker subscriptions %s overlap and MQTT %s cannot tell "
+                "the copies apart: a message matching both arrives twice",
+                self.routes.overlaps,
+                session.protocol,
+            )
         self.state = CONNECTED
         self.last_error = None
         self.connections += 1
         self.connected_since = time.monotonic()
         self._online = True
-        log.info("bridge: connected to %s (MQTT %s%s, %s session%s)", self.where,
-                 session.protocol, ", TLS" if self.mqtt.tls_params else "",
-                 "clean" if self.mqtt.clean_session else "persistent",
-                 ", resumed" if session.session_present else "")
-        self._priority.appendleft(Outgoing(self.presence_topic, b"online", 1, True,
-                                           echo=self._echo_on_broker(self.presence_topic)))
+        log.info(
+            "bridge: connected to %s (MQTT %s%s, %s session%s)",
+            self.where,
+            session.protocol,
+            ", TLS" if self.mqtt.tls_params else "",
+            "clean" if self.mqtt.clean_session else "persistent",
+            ", resumed" if session.session_present else "",
+        )
+        self._priority.appendleft(
+            Outgoing(
+                self.presence_topic,
+                b"online",
+                1,
+                True,
+                echo=self._echo_on_broker(self.presence_topic),
+            )
+        )
         self._flush()
         for hook in self._hooks:
             self._start_hook(hook)
@@ -409,8 +458,9 @@ class Bridge:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("bridge: an on_connect callback (%s) failed",
-                          getattr(hook, "__qualname__", hook))
+            log.exception(
+                "bridge: an on_connect callback (%s) failed", getattr(hook, "__qualname__", hook)
+            )
 
     # --- bus to broker ------------------------------------------------------------------------
 
@@ -429,13 +479,19 @@ class Bridge:
         for delivery in self.routes.outbound(topic):
             counters = delivery.route.counters_out
             if self._passes(counters, delivery.problem, topic, payload):
-                self._submit(Outgoing(delivery.topic, payload, delivery.qos, delivery.retain,
-                                      counters), echo=delivery.echo_expected)
+                self._submit(
+                    Outgoing(delivery.topic, payload, delivery.qos, delivery.retain, counters),
+                    echo=delivery.echo_expected,
+                )
 
     def _submit(self, item: Outgoing, *, echo: bool, priority: bool = False) -> None:
         """Publish now if the broker can take it, else queue it behind what already waits."""
-        if self._online and not self.outbox and not self._priority and (
-                item.qos == 0 or len(self._inflight) < self._window):
+        if (
+            self._online
+            and not self.outbox
+            and not self._priority
+            and (item.qos == 0 or len(self._inflight) < self._window)
+        ):
             self._send(item, echo)
             return
         item.echo = echo
@@ -585,8 +641,7 @@ class Bridge:
 
     # --- counting -----------------------------------------------------------------------------
 
-    def _passes(self, counters: Counters, problem: str | None, topic: str,
-                payload: bytes) -> bool:
+    def _passes(self, counters: Counters, problem: str | None, topic: str, payload: bytes) -> bool:
         """False (and counted) if the topic cannot exist on the other side or the payload is
         over bridge.max_payload."""
         if problem is not None:
@@ -619,6 +674,7 @@ class Bridge:
         def remove() -> None:
             if callback in self._hooks:
                 self._hooks.remove(callback)
+
         return remove
 
     def _start_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
@@ -638,8 +694,11 @@ class Bridge:
         if not self._online or self._loop is None:
             raise BridgeError(f"the bridge is not connected to a broker ({self.state})")
         done: asyncio.Future[None] = self._loop.create_future()
-        self._submit(Outgoing(topic, payload, qos, True, None, done),
-                     echo=self._echo_on_broker(topic), priority=True)
+        self._submit(
+            Outgoing(topic, payload, qos, True, None, done),
+            echo=self._echo_on_broker(topic),
+            priority=True,
+        )
         await done
 
     def _echo_on_broker(self, topic: str) -> bool:
@@ -688,8 +747,11 @@ class Bridge:
             last_error=self.last_error,
             attempts=self.attempts,
             connections=self.connections,
-            connected_for=(time.monotonic() - self.connected_since
-                           if self.connected_since is not None else None),
+            connected_for=(
+                time.monotonic() - self.connected_since
+                if self.connected_since is not None
+                else None
+            ),
             in_flight=len(self._inflight),
             window=self._window if self.state == CONNECTED else None,
             buffer=self.outbox.stats(),

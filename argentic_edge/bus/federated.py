@@ -168,8 +168,10 @@ class _ZapPolicy:
         self.denied += 1
         if text not in self._logged and len(self._logged) < 256:
             self._logged.add(text)
-            log.warning("federation: refused a peer connection from node %s: not trusted",
-                        policy.describe(text))
+            log.warning(
+                "federation: refused a peer connection from node %s: not trusted",
+                policy.describe(text),
+            )
         return False
 
 
@@ -184,8 +186,14 @@ class FederatedBus(ProxyBus):
 
     local_mode = "federated"
 
-    def __init__(self, config: BusConfig, federation: FederationConfig, keys: NodeKeys,
-                 policy: KeyPolicy, context: zmq.Context[Any]) -> None:
+    def __init__(
+        self,
+        config: BusConfig,
+        federation: FederationConfig,
+        keys: NodeKeys,
+        policy: KeyPolicy,
+        context: zmq.Context[Any],
+    ) -> None:
         super().__init__(config, context, "fed")
         self.federation = federation
         self.keys = keys
@@ -218,8 +226,9 @@ class FederatedBus(ProxyBus):
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._start_sync)
         if self.federating:
-            self._monitor_task = asyncio.create_task(self._watch_links(),
-                                                     name="federation-link-monitor")
+            self._monitor_task = asyncio.create_task(
+                self._watch_links(), name="federation-link-monitor"
+            )
 
     def _start_sync(self) -> None:
         self._auth = ThreadAuthenticator(self.context, log=logging.getLogger(f"{__name__}.zap"))
@@ -227,15 +236,18 @@ class FederatedBus(ProxyBus):
             self._auth.start()
         except zmq.ZMQError as exc:
             self._auth = None
-            raise BusError(f"federation: cannot start the ZAP gatekeeper ({exc}); only one may "
-                           "run per ZeroMQ context") from None
+            raise BusError(
+                f"federation: cannot start the ZAP gatekeeper ({exc}); only one may "
+                "run per ZeroMQ context"
+            ) from None
         self._auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self._zap)
         try:
             self._proxies = self._build()
         except BusError as taken:
             self._stop_auth()
-            self._use_answering_proxy(taken, "without federation (federation needs this "
-                                             "node's own proxies)")
+            self._use_answering_proxy(
+                taken, "without federation (federation needs this node's own proxies)"
+            )
             return
         except BaseException:
             self._stop_auth()
@@ -243,11 +255,14 @@ class FederatedBus(ProxyBus):
         for proxy in self._proxies.values():
             proxy.start()
         self.mode = "federated"
-        log.info("bus: publishers connect to %s, subscribers to %s; federation export on %s "
-                 "(node id %s)", tcp_endpoint(self.config.broker_address, self.config.port),
-                 tcp_endpoint(self.config.broker_address, self.config.backend_port),
-                 tcp_endpoint(self.config.broker_address, self.federation.export_port),
-                 self.keys.node_id)
+        log.info(
+            "bus: publishers connect to %s, subscribers to %s; federation export on %s "
+            "(node id %s)",
+            tcp_endpoint(self.config.broker_address, self.config.port),
+            tcp_endpoint(self.config.broker_address, self.config.backend_port),
+            tcp_endpoint(self.config.broker_address, self.federation.export_port),
+            self.keys.node_id,
+        )
 
     def _build(self) -> dict[str, ProxyThread]:
         """Bind and connect the six sockets; on any failure close what was opened."""
@@ -286,17 +301,21 @@ class FederatedBus(ProxyBus):
             e_back.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
             e_back.setsockopt(zmq.HEARTBEAT_IVL, 2000)
             e_back.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
-            bind_or_explain(e_back, tcp_endpoint(config.broker_address,
-                                                 self.federation.export_port),
-                            "federation export port (discovery.federation.export_port)")
+            bind_or_explain(
+                e_back,
+                tcp_endpoint(config.broker_address, self.federation.export_port),
+                "federation export port (discovery.federation.export_port)",
+            )
             self._export_endpoint = e_back.get_string(zmq.LAST_ENDPOINT)
         except BaseException:
             for sock in opened:
                 sock.close(linger=0)
             raise
-        return {"local": ProxyThread(self.context, l_front, l_back, "fed-local"),
-                "merge": ProxyThread(self.context, m_front, m_back, "fed-merge"),
-                "export": ProxyThread(self.context, e_front, e_back, "fed-export")}
+        return {
+            "local": ProxyThread(self.context, l_front, l_back, "fed-local"),
+            "merge": ProxyThread(self.context, m_front, m_back, "fed-merge"),
+            "export": ProxyThread(self.context, e_front, e_back, "fed-export"),
+        }
 
     def stats(self) -> ProxyStats | None:
         """What local publishers sent (L's frontend) and local subscribers got (M's backend)."""
@@ -310,22 +329,30 @@ class FederatedBus(ProxyBus):
         return {name: proxy.statistics() for name, proxy in self._proxies.items()}
 
     def federation_status(self) -> FederationStatus:
-        links = {peer_id: LinkStatus(link.target.endpoint, link.state, link.since)
-                 for peer_id, link in self.links.items()}
+        links = {
+            peer_id: LinkStatus(link.target.endpoint, link.state, link.since)
+            for peer_id, link in self.links.items()
+        }
         zap = ZapCounters(self._zap.allowed, self._zap.denied)
         if not self._proxies:
             return FederationStatus(self.keys.node_id, self.export_port, links, zap)
         stats = self.proxy_stats()
         local_out = stats["local"].backend.messages_out
         return FederationTraffic(
-            self.keys.node_id, self.export_port, links, zap,
+            self.keys.node_id,
+            self.export_port,
+            links,
+            zap,
             from_peers=max(0, stats["merge"].frontend.messages_in - local_out),
-            to_peers=stats["export"].backend.messages_out, proxies=stats)
+            to_peers=stats["export"].backend.messages_out,
+            proxies=stats,
+        )
 
     def status(self) -> FederatedBusStatus:
         base = super().status()
-        return FederatedBusStatus(base.mode, base.publish, base.subscribe, base.counters,
-                                  self.federation_status())
+        return FederatedBusStatus(
+            base.mode, base.publish, base.subscribe, base.counters, self.federation_status()
+        )
 
     async def stop(self) -> None:
         if self._monitor_task is not None:
@@ -368,8 +395,11 @@ class FederatedBus(ProxyBus):
         if not self.federating:
             return
         drop = [peer for peer, link in self.links.items() if targets.get(peer) != link.target]
-        add = {peer: target for peer, target in targets.items()
-               if peer not in self.links or peer in drop}
+        add = {
+            peer: target
+            for peer, target in targets.items()
+            if peer not in self.links or peer in drop
+        }
         if not drop and not add:
             return
         removed = [self.links[peer].target for peer in drop]
@@ -415,13 +445,15 @@ class FederatedBus(ProxyBus):
             finally:
                 backend.disable_monitor()
                 closed.close(linger=0)
-            bind_or_explain(backend, endpoint,
-                            "federation export port (discovery.federation.export_port)")
+            bind_or_explain(
+                backend, endpoint, "federation export port (discovery.federation.export_port)"
+            )
 
         export = self._proxies["export"]
         await asyncio.get_running_loop().run_in_executor(None, export.reconfigure, rebind)
-        log.info("federation: dropped every peer connection to %s; trusted peers reconnect",
-                 endpoint)
+        log.info(
+            "federation: dropped every peer connection to %s; trusted peers reconnect", endpoint
+        )
 
     async def _reconnect(self, removed: list[LinkTarget], added: list[LinkTarget]) -> None:
         def change(frontend: zmq.Socket[Any], backend: zmq.Socket[Any]) -> None:
@@ -456,8 +488,12 @@ class FederatedBus(ProxyBus):
                         continue  # the disconnect that follows a refusal; only retry() resumes
                     link.state, link.since = state, time.time()
                     if state in ("refused", "failed"):
-                        log.warning("federation: peer %s %s our link (%s)", peer_id,
-                                    "refused" if state == "refused" else "failed", endpoint)
+                        log.warning(
+                            "federation: peer %s %s our link (%s)",
+                            peer_id,
+                            "refused" if state == "refused" else "failed",
+                            endpoint,
+                        )
                     for listener in list(self._listeners):
                         listener(peer_id, state)
         finally:

@@ -66,6 +66,7 @@ class ProxyStats:
     def __add__(self, other: ProxyStats) -> ProxyStats:
         def add(a: SideStats, b: SideStats) -> SideStats:
             return SideStats(*(getattr(a, f.name) + getattr(b, f.name) for f in fields(SideStats)))
+
         return ProxyStats(add(self.frontend, other.frontend), add(self.backend, other.backend))
 
     def to_dict(self) -> dict[str, dict[str, int]]:
@@ -81,8 +82,13 @@ class ProxyThread:
     and the counters carry on from where they were.
     """
 
-    def __init__(self, context: zmq.Context[Any], frontend: zmq.Socket[Any], backend: zmq.Socket[Any],
-                 name: str) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        frontend: zmq.Socket[Any],
+        backend: zmq.Socket[Any],
+        name: str,
+    ) -> None:
         self.context = context
         self.frontend = frontend
         self.backend = backend
@@ -121,8 +127,9 @@ class ProxyThread:
         ours.setsockopt(zmq.REQ_CORRELATE, 1)
         ours.connect(endpoint)
         self._control = ours
-        self._thread = threading.Thread(target=self._run, args=(theirs,),
-                                        name=f"zmq-proxy-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(theirs,), name=f"zmq-proxy-{self.name}", daemon=True
+        )
         self._thread.start()
 
     def _run(self, control: zmq.Socket[Any]) -> None:
@@ -142,8 +149,10 @@ class ProxyThread:
                 self._control.send(command)
                 return self._control.recv_multipart()
             except zmq.Again:
-                raise BusError(f"proxy {self.name} did not answer {command.decode()} within "
-                               f"2 s (busy, or blocked sending to a full peer)") from None
+                raise BusError(
+                    f"proxy {self.name} did not answer {command.decode()} within "
+                    f"2 s (busy, or blocked sending to a full peer)"
+                ) from None
 
     def statistics(self) -> ProxyStats:
         """Counters since the first start (runs before a reconfigure included).
@@ -238,7 +247,8 @@ def closed_monitor(socket: zmq.Socket[Any]) -> zmq.Socket[Any]:
     name only once its reaper destroyed the closed monitor: a new socket that got the same
     descriptor, monitored right after, would find the name taken."""
     return socket.get_monitor_socket(
-        zmq.EVENT_CLOSED, addr=f"inproc://argentic-edge-monitor-{next(_instance_ids)}")
+        zmq.EVENT_CLOSED, addr=f"inproc://argentic-edge-monitor-{next(_instance_ids)}"
+    )
 
 
 def unbind_and_wait(socket: zmq.Socket[Any], endpoints: list[str], timeout: float = 2.0) -> None:
@@ -273,13 +283,15 @@ def bind_or_explain(socket: zmq.Socket[Any], endpoint: str, what: str) -> None:
         if exc.errno == errno.EADDRNOTAVAIL:
             raise BusError(f"{what} {endpoint}: this machine has no such address") from None
         if exc.errno == errno.EACCES:
-            raise BusError(f"{what} {endpoint}: permission denied (ports below 1024 need root)"
-                           ) from None
+            raise BusError(
+                f"{what} {endpoint}: permission denied (ports below 1024 need root)"
+            ) from None
         raise BusError(f"{what} {endpoint}: {exc}") from None
 
 
-def probe_proxy(context: zmq.Context[Any], host: str, port: int, backend_port: int,
-                timeout: float) -> bool:
+def probe_proxy(
+    context: zmq.Context[Any], host: str, port: int, backend_port: int, timeout: float
+) -> bool:
     """True when an XSUB/XPUB proxy forwards a message from ``port`` to ``backend_port``.
 
     Used before giving up on a taken port: if what holds it is a proxy (another argentic-edge,
@@ -367,8 +379,13 @@ class ProxyBus(ABC):
     def _probe(self) -> bool:
         config = self.config
         timeout = min(config.connect_timeout / 1000, 3.0) or 0.5
-        return probe_proxy(self.context, connect_host(config.broker_address), config.port,
-                           config.backend_port, timeout)
+        return probe_proxy(
+            self.context,
+            connect_host(config.broker_address),
+            config.port,
+            config.backend_port,
+            timeout,
+        )
 
     def _bind_frontend(self, socket: zmq.Socket[Any]) -> None:
         """Publishers' port (messaging.port), and the inproc twin our own services use."""
@@ -395,12 +412,17 @@ class ProxyBus(ABC):
     def _releaser(self, proxy: ProxyThread) -> Callable[[], None]:
         """For ``proxy.stop``: unbind the TCP ports of ``proxy``'s sockets and wait until libzmq
         closed them, in the proxy's own stop (a socket is touched by one thread at a time)."""
+
         def release() -> None:
-            mine = [(sock, endpoint) for sock, endpoint in self._listening
-                    if sock is proxy.frontend or sock is proxy.backend]
+            mine = [
+                (sock, endpoint)
+                for sock, endpoint in self._listening
+                if sock is proxy.frontend or sock is proxy.backend
+            ]
             for sock, endpoint in mine:
                 unbind_and_wait(sock, [endpoint])
             self._listening = [entry for entry in self._listening if entry not in mine]
+
         return release
 
 
@@ -431,8 +453,9 @@ class Bus(ProxyBus):
             if self._probe():
                 log.info("bus: using the external proxy at %s", where)
             else:
-                log.warning("bus: no proxy answers at %s yet; clients connect when it appears",
-                            where)
+                log.warning(
+                    "bus: no proxy answers at %s yet; clients connect when it appears", where
+                )
             return
         if config.proxy_mode == "external" and self._probe():
             self.mode = "reused"
@@ -445,9 +468,11 @@ class Bus(ProxyBus):
             return
         self.proxy.start()
         self.mode = "embedded"
-        log.info("bus: publishers connect to %s, subscribers to %s",
-                 tcp_endpoint(config.broker_address, config.port),
-                 tcp_endpoint(config.broker_address, config.backend_port))
+        log.info(
+            "bus: publishers connect to %s, subscribers to %s",
+            tcp_endpoint(config.broker_address, config.port),
+            tcp_endpoint(config.broker_address, config.backend_port),
+        )
 
     def _bind_proxy(self) -> ProxyThread:
         frontend = self.context.socket(zmq.XSUB)

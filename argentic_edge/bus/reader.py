@@ -65,9 +65,17 @@ class BusReader:
     the task body; cancel the task to stop it (it is cancellable at every batch).
     """
 
-    def __init__(self, socket: zmq.asyncio.Socket, handle: Callable[[bytes], None], *,
-                 name: str, share: float, discard_stale: bool, window: float = WINDOW,
-                 batch: int = BATCH) -> None:
+    def __init__(
+        self,
+        socket: zmq.asyncio.Socket,
+        handle: Callable[[bytes], None],
+        *,
+        name: str,
+        share: float,
+        discard_stale: bool,
+        window: float = WINDOW,
+        batch: int = BATCH,
+    ) -> None:
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share!r}")
         self.socket = socket
@@ -100,9 +108,13 @@ class BusReader:
                 continue
             self.stats.saturated_windows += 1
             if self.stats.saturated_windows == 1:
-                log.warning("%s: the bus brings more than this reader's CPU budget (%.0f%% of "
-                            "a core); sampling from now on, counted in the status, not logged "
-                            "again", self.name, 100 * self.budget / self.window)
+                log.warning(
+                    "%s: the bus brings more than this reader's CPU budget (%.0f%% of "
+                    "a core); sampling from now on, counted in the status, not logged "
+                    "again",
+                    self.name,
+                    100 * self.budget / self.window,
+                )
             await asyncio.sleep(max(0.0, window_start + self.window - clock()))
             window_start, spent = clock(), 0.0
             if self.discard_stale:
@@ -125,8 +137,11 @@ class BusReader:
                 except Exception:
                     stats.errors += 1
                     if stats.errors == 1:
-                        log.exception("%s: error while handling a bus message; continuing, "
-                                      "counting further errors, not logged again", self.name)
+                        log.exception(
+                            "%s: error while handling a bus message; continuing, "
+                            "counting further errors, not logged again",
+                            self.name,
+                        )
         except zmq.Again:
             self._note_run(read - 1, emptied=True)
             return
@@ -147,8 +162,12 @@ class BusReader:
             parts += 1
         self.stats.multipart += 1
         if self.stats.multipart == 1:
-            log.warning("%s: discarding a multipart message (%d parts; Argentic sends one frame "
-                        "'<topic> <json>'); counting them, not logged again", self.name, parts)
+            log.warning(
+                "%s: discarding a multipart message (%d parts; Argentic sends one frame "
+                "'<topic> <json>'); counting them, not logged again",
+                self.name,
+                parts,
+            )
 
     async def _discard_backlog(self) -> None:
         """Read what queued during the pause without handling it, in batches, and count it.
@@ -178,11 +197,15 @@ class BusReader:
         document["receive_high_water_mark"] = self._high_water_mark
         notes = []
         if stats.saturated_windows:
-            notes.append(f"sampling under load: {stats.skipped} skipped"
-                         if self.discard_stale else
-                         f"over its CPU budget in {stats.saturated_windows} window(s)")
+            notes.append(
+                f"sampling under load: {stats.skipped} skipped"
+                if self.discard_stale
+                else f"over its CPU budget in {stats.saturated_windows} window(s)"
+            )
         if stats.queue_full:
-            notes.append(f"fell a full queue behind {stats.queue_full} time(s): the bus dropped "
-                         "frames for it (libzmq does not count them)")
+            notes.append(
+                f"fell a full queue behind {stats.queue_full} time(s): the bus dropped "
+                "frames for it (libzmq does not count them)"
+            )
         document["load"] = "; ".join(notes) or None
         return document

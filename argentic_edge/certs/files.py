@@ -103,15 +103,27 @@ class CertFiles:
         if not node_name:
             raise CertError("node_name: empty; the server certificate needs a name")
         if (certfile is None) != (keyfile is None):
-            raise CertError("certificates.certfile and certificates.keyfile go together: set both or neither")
-        problems = field_problems(CertificatesConfig, {
-            "validity_days": validity_days, "ca_validity_days": ca_validity_days,
-            "renewal_window": renewal_window}, "certificates")
+            raise CertError(
+                "certificates.certfile and certificates.keyfile go together: set both or neither"
+            )
+        problems = field_problems(
+            CertificatesConfig,
+            {
+                "validity_days": validity_days,
+                "ca_validity_days": ca_validity_days,
+                "renewal_window": renewal_window,
+            },
+            "certificates",
+        )
         if problems:
             raise CertError("; ".join(map(str, problems)))
         self.directory = Path(directory)
         self.node_name = node_name
-        self._byo = (Path(certfile), Path(keyfile)) if certfile is not None and keyfile is not None else None
+        self._byo = (
+            (Path(certfile), Path(keyfile))
+            if certfile is not None and keyfile is not None
+            else None
+        )
         self.validity_days = validity_days
         self.ca_validity_days = ca_validity_days
         self.renewal_window = renewal_window

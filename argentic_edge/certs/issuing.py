@@ -63,7 +63,9 @@ def fingerprint_sha256(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def describe(name: str, path: Path, cert: x509.Certificate, now: dt.datetime | None = None) -> CertInfo:
+def describe(
+    name: str, path: Path, cert: x509.Certificate, now: dt.datetime | None = None
+) -> CertInfo:
     """The facts a user reads about ``cert`` (stored at ``path``), days left counted from ``now``."""
     now = now or utcnow()
     return CertInfo(
@@ -94,7 +96,9 @@ def parse_san(value: str) -> x509.GeneralName:
     except ValueError:
         pass
     if not is_dns_name(value):
-        raise CertError(f"subject alternative name {value!r}: expected a host name or an IP address")
+        raise CertError(
+            f"subject alternative name {value!r}: expected a host name or an IP address"
+        )
     return x509.DNSName(value.lower())
 
 
@@ -114,7 +118,13 @@ def local_ips() -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
 def node_sans(node_name: str) -> tuple[str, ...]:
     """Names a client may use for this node: host name, ``<host>.local``, localhost, every IP."""
     hostname = socket.gethostname()
-    names = [hostname, f"{hostname.split('.')[0]}.local", node_name, f"{node_name}.local", "localhost"]
+    names = [
+        hostname,
+        f"{hostname.split('.')[0]}.local",
+        node_name,
+        f"{node_name}.local",
+        "localhost",
+    ]
     dns = [name.lower() for name in dict.fromkeys(names) if is_dns_name(name)]
     return (*dict.fromkeys(dns), *(str(ip) for ip in local_ips()))
 
@@ -124,7 +134,10 @@ def _sans(cert: x509.Certificate) -> tuple[str, ...]:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return ()
-    return (*ext.get_values_for_type(x509.DNSName), *(str(ip) for ip in ext.get_values_for_type(x509.IPAddress)))
+    return (
+        *ext.get_values_for_type(x509.DNSName),
+        *(str(ip) for ip in ext.get_values_for_type(x509.IPAddress)),
+    )
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -160,7 +173,9 @@ def load_private_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise CertError(f"{path}: the private key is encrypted; give an unencrypted key file") from None
+        raise CertError(
+            f"{path}: the private key is encrypted; give an unencrypted key file"
+        ) from None
     except (ValueError, UnsupportedAlgorithm):
         raise CertError(f"{path}: not a PEM private key (damaged or truncated?)") from None
     if not isinstance(key, typing.get_args(CertificateIssuerPrivateKeyTypes)):
@@ -169,7 +184,9 @@ def load_private_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
 
 
 def _public_der(key: Any) -> bytes:
-    der: bytes = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der: bytes = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return der
 
 
@@ -185,7 +202,9 @@ def check_dates(cert: x509.Certificate, path: Path, now: dt.datetime) -> None:
             f"but the clock says {now:%Y-%m-%d %H:%M} UTC; check the system clock"
         )
     if now >= cert.not_valid_after_utc:
-        raise CertError(f"{path}: the certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+        raise CertError(
+            f"{path}: the certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        )
 
 
 def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
@@ -232,17 +251,28 @@ def _span(now: dt.datetime, validity: dt.timedelta) -> tuple[dt.datetime, dt.dat
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),  # X.509's upper bound for a CN
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-    ])
+    return x509.Name(
+        [
+            x509.NameAttribute(
+                NameOID.COMMON_NAME, common_name[:64]
+            ),  # X.509's upper bound for a CN
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+        ]
+    )
 
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
     """ECDSA keys sign: handshakes (digital_signature) and, for the CA, certificates and CRLs."""
     return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-        key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False,
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
@@ -296,7 +326,9 @@ def make_leaf(
         .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
     )
     general_names = list(dict.fromkeys(sans))
     if general_names:
@@ -353,7 +385,12 @@ class CertStore(CertFiles):
         return self._server_reason(ca_cert, now or utcnow()) is not None
 
     def issue(
-        self, name: str, *, client: bool, out_dir: str | os.PathLike[str] | None = None, sans: Iterable[str] = ()
+        self,
+        name: str,
+        *,
+        client: bool,
+        out_dir: str | os.PathLike[str] | None = None,
+        sans: Iterable[str] = (),
     ) -> dict[str, Path]:
         """A certificate bundle for an agent (client) or a broker listener (server), from the local CA.
 
@@ -367,12 +404,23 @@ class CertStore(CertFiles):
             )
         extra = [parse_san(value) for value in sans]
         own = [parse_san(name)] if is_dns_name(name) else []
-        defaults = [] if client else [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        defaults = (
+            []
+            if client
+            else [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        )
         now = utcnow()
         ca_cert, ca_key = self._ensure_ca(now)
         key = _new_key()
         cert = make_leaf(
-            ca_cert, ca_key, key, name, [*own, *defaults, *extra], client=client, validity=self.validity, now=now
+            ca_cert,
+            ca_key,
+            key,
+            name,
+            [*own, *defaults, *extra],
+            client=client,
+            validity=self.validity,
+            now=now,
         )
         out = Path(out_dir) if out_dir is not None else self.issued_dir / name
         paths = {"cert": out / f"{name}.pem", "key": out / f"{name}.key", "ca": out / "ca.pem"}
@@ -381,7 +429,11 @@ class CertStore(CertFiles):
         _write(paths["ca"], _cert_pem(ca_cert), CERT_MODE)
         log.info(
             "issued %s certificate %s (sha256 %s, expires %s) in %s",
-            "client" if client else "server", name, fingerprint_sha256(cert), cert.not_valid_after_utc.date(), out,
+            "client" if client else "server",
+            name,
+            fingerprint_sha256(cert),
+            cert.not_valid_after_utc.date(),
+            out,
         )
         return paths
 
@@ -390,9 +442,15 @@ class CertStore(CertFiles):
         now = utcnow()
         found = [("ca", self.ca_cert_path), ("server", self.server_cert_path)]
         if self.issued_dir.is_dir():
-            found += [(f"issued/{d.name}", d / f"{d.name}.pem") for d in sorted(self.issued_dir.iterdir())]
+            found += [
+                (f"issued/{d.name}", d / f"{d.name}.pem") for d in sorted(self.issued_dir.iterdir())
+            ]
         # A brought certificate that is missing is an error to report, our own ones just not made yet.
-        wanted = [(name, path) for name, path in found if path.exists() or (self._byo and name == "server")]
+        wanted = [
+            (name, path)
+            for name, path in found
+            if path.exists() or (self._byo and name == "server")
+        ]
         return [describe(name, path, load_certificates(path)[0], now) for name, path in wanted]
 
     def fingerprint(self) -> str:
@@ -409,8 +467,10 @@ class CertStore(CertFiles):
         try:
             os.chmod(path, KEY_MODE)
         except OSError as exc:
-            self._warn_once(f"{path}: private key is readable by others (mode {mode:o}) and cannot be set "
-                            f"to 0600: {exc.strerror}")
+            self._warn_once(
+                f"{path}: private key is readable by others (mode {mode:o}) and cannot be set "
+                f"to 0600: {exc.strerror}"
+            )
             return
         log.warning("%s: private key was readable by others (mode %o); set to 0600", path, mode)
 
@@ -418,7 +478,9 @@ class CertStore(CertFiles):
         """A brought key is not ours to chmod (Home Assistant maps /ssl read-only): say so instead."""
         mode = _key_mode(path)
         if mode is not None and mode & 0o004:
-            self._warn_once(f"{path}: private key is readable by every user (mode {mode:o}); chmod 600 it")
+            self._warn_once(
+                f"{path}: private key is readable by every user (mode {mode:o}); chmod 600 it"
+            )
 
     def _warn_once(self, message: str) -> None:
         """Checks run every hour; a condition nobody can fix from here is logged only the first time."""
@@ -434,7 +496,9 @@ class CertStore(CertFiles):
         check_dates(cert, cert_path, now)
         self._warn_if_exposed(key_path)
 
-    def _ensure_ca(self, now: dt.datetime) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
+    def _ensure_ca(
+        self, now: dt.datetime
+    ) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
         cert_path, key_path = self.ca_cert_path, self.ca_key_path
         if cert_path.exists() and not key_path.exists():
             raise CertError(
@@ -485,14 +549,30 @@ class CertStore(CertFiles):
         return None
 
     def _issue_server(
-        self, ca_cert: x509.Certificate, ca_key: CertificateIssuerPrivateKeyTypes, reason: str, now: dt.datetime
+        self,
+        ca_cert: x509.Certificate,
+        ca_key: CertificateIssuerPrivateKeyTypes,
+        reason: str,
+        now: dt.datetime,
     ) -> None:
         key = _new_key()
         sans = [parse_san(name) for name in node_sans(self.node_name)]
-        cert = make_leaf(ca_cert, ca_key, key, self.node_name, sans, client=False, validity=self.validity, now=now)
+        cert = make_leaf(
+            ca_cert,
+            ca_key,
+            key,
+            self.node_name,
+            sans,
+            client=False,
+            validity=self.validity,
+            now=now,
+        )
         _write(self.server_key_path, _key_pem(key), KEY_MODE)
         _write(self.server_cert_path, _cert_pem(cert), CERT_MODE)
         log.info(
             "issued the server certificate %s (sha256 %s, expires %s): %s",
-            self.server_cert_path, fingerprint_sha256(cert), cert.not_valid_after_utc.isoformat(), reason,
+            self.server_cert_path,
+            fingerprint_sha256(cert),
+            cert.not_valid_after_utc.isoformat(),
+            reason,
         )

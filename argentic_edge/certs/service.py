@@ -73,7 +73,13 @@ class CertManager:
 
     name = "certificates"
 
-    def __init__(self, files: CertFiles, *, check_interval: float = 3600.0, warn_days: tuple[int, ...] = WARN_DAYS):
+    def __init__(
+        self,
+        files: CertFiles,
+        *,
+        check_interval: float = 3600.0,
+        warn_days: tuple[int, ...] = WARN_DAYS,
+    ):
         self.files = files
         self.check_interval = check_interval
         self.error: str | None = None
@@ -148,7 +154,9 @@ class CertManager:
 
     async def _run(self) -> None:
         while True:
-            delay = self.check_interval if self.error is None else min(self.check_interval, ERROR_RETRY)
+            delay = (
+                self.check_interval if self.error is None else min(self.check_interval, ERROR_RETRY)
+            )
             try:
                 await asyncio.wait_for(self._stopping.wait(), delay)
                 return
@@ -179,7 +187,9 @@ class CertManager:
         if changed:
             self._served = server.fingerprint_sha256
             if notify:
-                log.info("serving the new server certificate (sha256 %s)", server.fingerprint_sha256)
+                log.info(
+                    "serving the new server certificate (sha256 %s)", server.fingerprint_sha256
+                )
                 await self._notify(server)
         self._expiry.check(infos)
 
@@ -197,7 +207,6 @@ class CertManager:
         if message != self.error:
             log.error("certificates: %s", message)
         self.error = message
-
 
 
 class ExpiryWarnings:
@@ -221,10 +230,15 @@ class ExpiryWarnings:
             self._warned.update((info.fingerprint_sha256, days) for days in crossed)
             warned.append((info.name, crossed[-1]))
             if crossed[-1] == 0:
-                log.error("certificate %s (%s) expired on %s", info.name, info.path, info.not_after.date())
+                log.error(
+                    "certificate %s (%s) expired on %s", info.name, info.path, info.not_after.date()
+                )
             else:
                 log.warning(
                     "certificate %s (%s) expires in %.0f days, on %s",
-                    info.name, info.path, info.days_left, info.not_after.date(),
+                    info.name,
+                    info.path,
+                    info.days_left,
+                    info.not_after.date(),
                 )
         return warned

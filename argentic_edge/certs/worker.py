@@ -33,15 +33,21 @@ async def refresh(files: CertFiles, warned: set[str], timeout: float = TIMEOUT) 
 
     ``warned`` holds the once-only warnings given so far; it is updated in place.
     """
-    request = json.dumps({
-        "files": files.settings(),
-        "warned": sorted(warned),
-        "level": logging.getLogger("argentic_edge.certs.issuing").getEffectiveLevel(),
-    }).encode()
+    request = json.dumps(
+        {
+            "files": files.settings(),
+            "warned": sorted(warned),
+            "level": logging.getLogger("argentic_edge.certs.issuing").getEffectiveLevel(),
+        }
+    ).encode()
     path = os.pathsep.join(filter(None, (PACKAGE_ROOT, os.environ.get("PYTHONPATH"))))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", __name__,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        __name__,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": path},
     )
     try:
@@ -51,7 +57,9 @@ async def refresh(files: CertFiles, warned: set[str], timeout: float = TIMEOUT) 
             process.kill()
             await asyncio.shield(process.wait())
         if isinstance(exc, TimeoutError):
-            raise CertError(f"{files.directory}: checking the certificates took over {timeout:g} s") from None
+            raise CertError(
+                f"{files.directory}: checking the certificates took over {timeout:g} s"
+            ) from None
         raise
     try:
         answer = json.loads(out)
@@ -96,8 +104,12 @@ def work(request: dict[str, Any]) -> dict[str, Any]:
         certificates = [info.to_dict() for info in store.status()]
     except (CertError, OSError) as exc:  # OSError: a directory listing the store does not wrap
         error = str(exc)
-    return {"certificates": certificates, "error": error, "logs": records.records,
-            "warned": sorted(warned)}
+    return {
+        "certificates": certificates,
+        "error": error,
+        "logs": records.records,
+        "warned": sorted(warned),
+    }
 
 
 def main() -> int:

@@ -24,38 +24,69 @@ if TYPE_CHECKING:  # cryptography loads when a certs command runs, not for every
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``certs`` command tree to the main CLI's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", type=Path, default=None,
-                        help=f"data directory; certificates live in DIR/certs (default: {default_data_dir()})")
-    common.add_argument("--node-name", default=None, help="this node's name (default: the host name)")
-    common.add_argument("--certfile", default=None, help="your own server certificate (e.g. /ssl/fullchain.pem)")
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"data directory; certificates live in DIR/certs (default: {default_data_dir()})",
+    )
+    common.add_argument(
+        "--node-name", default=None, help="this node's name (default: the host name)"
+    )
+    common.add_argument(
+        "--certfile", default=None, help="your own server certificate (e.g. /ssl/fullchain.pem)"
+    )
     common.add_argument("--keyfile", default=None, help="its private key (e.g. /ssl/privkey.pem)")
 
     certs = subparsers.add_parser("certs", help="local CA, server and client certificates")
     commands = certs.add_subparsers(dest="certs_command", metavar="COMMAND", required=True)
 
-    init = commands.add_parser("init", parents=[common], help="create the local CA and this node's server certificate")
+    init = commands.add_parser(
+        "init", parents=[common], help="create the local CA and this node's server certificate"
+    )
     init.set_defaults(func=_handler(_init))
 
-    show = commands.add_parser("show", parents=[common], help="list certificates with SANs, fingerprint and expiry")
+    show = commands.add_parser(
+        "show", parents=[common], help="list certificates with SANs, fingerprint and expiry"
+    )
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
     show.set_defaults(func=_handler(_show))
 
-    issue = commands.add_parser("issue", parents=[common],
-                                help="make a certificate bundle (cert, key, CA) for an agent or a broker")
+    issue = commands.add_parser(
+        "issue",
+        parents=[common],
+        help="make a certificate bundle (cert, key, CA) for an agent or a broker",
+    )
     issue.add_argument("name", metavar="NAME", help="common name, also the file names")
-    issue.add_argument("--client", action="store_true", help="a client certificate (default: a server one)")
-    issue.add_argument("--out", type=Path, default=None, help="output directory (default: DATA_DIR/certs/issued/NAME)")
-    issue.add_argument("--san", action="append", default=[], metavar="NAME_OR_IP",
-                       help="an extra DNS name or IP address (repeatable); "
-                            "servers always get NAME, localhost, 127.0.0.1")
+    issue.add_argument(
+        "--client", action="store_true", help="a client certificate (default: a server one)"
+    )
+    issue.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: DATA_DIR/certs/issued/NAME)",
+    )
+    issue.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        metavar="NAME_OR_IP",
+        help="an extra DNS name or IP address (repeatable); "
+        "servers always get NAME, localhost, 127.0.0.1",
+    )
     issue.set_defaults(func=_handler(_issue))
 
-    renew = commands.add_parser("renew", parents=[common], help="issue the server certificate again when it is due")
+    renew = commands.add_parser(
+        "renew", parents=[common], help="issue the server certificate again when it is due"
+    )
     renew.add_argument("--force", action="store_true", help="renew even when it is not due")
     renew.set_defaults(func=_handler(_renew))
 
 
-def _handler(run: Callable[[CertStore, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def _handler(
+    run: Callable[[CertStore, argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
     """Build the store from the common options; a CertError or OSError becomes exit code 1."""
 
     def handle(args: argparse.Namespace) -> int:
@@ -95,7 +126,9 @@ def _show(store: CertStore, args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps([info.to_dict() for info in infos], indent=2) + "\n")
         return 0
     if not infos:
-        sys.stderr.write(f"argentic-edge certs: no certificates in {store.directory}; run `argentic-edge certs init`\n")
+        sys.stderr.write(
+            f"argentic-edge certs: no certificates in {store.directory}; run `argentic-edge certs init`\n"
+        )
         return 1
     sys.stdout.write("\n".join(_describe(info) for info in infos))
     return 0
@@ -128,7 +161,11 @@ def _renew(store: CertStore, args: argparse.Namespace) -> int:
     renewed = store.renew(force=args.force)
     info = next(info for info in store.status() if info.name == "server")
     if renewed:
-        sys.stdout.write(f"renewed {info.path}: sha256 {info.fingerprint_sha256}, {_days(info.days_left)}\n")
+        sys.stdout.write(
+            f"renewed {info.path}: sha256 {info.fingerprint_sha256}, {_days(info.days_left)}\n"
+        )
     else:
-        sys.stdout.write(f"not due: {info.path} has {_days(info.days_left)} (--force renews anyway)\n")
+        sys.stdout.write(
+            f"not due: {info.path} has {_days(info.days_left)} (--force renews anyway)\n"
+        )
     return 0

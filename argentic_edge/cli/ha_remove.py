@@ -28,9 +28,15 @@ class OwnConnection:
         from argentic_edge.bridge.mqtt import MqttLink
 
         self._acks: dict[int, asyncio.Future[None]] = {}
-        self.link = MqttLink(config.bridge.mqtt, f"{config.mqtt_client_id}-remove", mqtt5=False,
-                             will=None, on_message=lambda _message: None,
-                             on_published=self._acknowledged, on_lost=self._lost)
+        self.link = MqttLink(
+            config.bridge.mqtt,
+            f"{config.mqtt_client_id}-remove",
+            mqtt5=False,
+            will=None,
+            on_message=lambda _message: None,
+            on_published=self._acknowledged,
+            on_lost=self._lost,
+        )
 
     async def __aenter__(self) -> OwnConnection:
         await self.link.connect()
@@ -68,8 +74,7 @@ async def _addon_config() -> EdgeConfig:
         runtime = AddonRuntime(AddonPaths.from_env(), supervisor)
         config = await runtime.load()
         if runtime.needs_broker(config):
-            runtime.mqtt_service = await supervisor.wait_for_mqtt_service(
-                timeout=SERVICE_TIMEOUT)
+            runtime.mqtt_service = await supervisor.wait_for_mqtt_service(timeout=SERVICE_TIMEOUT)
             if runtime.mqtt_service is None:
                 raise AddonError("the Supervisor provides no MQTT broker: nothing to remove from")
             config = runtime.current()
@@ -83,8 +88,9 @@ async def remove(config: EdgeConfig) -> int:
     if config.bridge.mqtt.broker_address is None:
         raise BridgeError("bridge.mqtt.broker_address is not set: no broker to remove from")
     async with OwnConnection(config) as connection:
-        return await remove_from_home_assistant(connection, config.node_name,
-                                                config.bridge.ha_discovery_prefix)
+        return await remove_from_home_assistant(
+            connection, config.node_name, config.bridge.ha_discovery_prefix
+        )
 
 
 def cmd_ha_remove(args: argparse.Namespace) -> int:
@@ -105,9 +111,11 @@ def cmd_ha_remove(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "ha-remove", help="remove the appliance's device from Home Assistant (before uninstalling)")
+        "ha-remove", help="remove the appliance's device from Home Assistant (before uninstalling)"
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", "-c", help="the appliance's configuration file")
-    source.add_argument("--addon", action="store_true",
-                        help="as the add-on: options and the Supervisor's broker")
+    source.add_argument(
+        "--addon", action="store_true", help="as the add-on: options and the Supervisor's broker"
+    )
     parser.set_defaults(func=cmd_ha_remove)

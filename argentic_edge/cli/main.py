@@ -77,14 +77,14 @@ def _stop_on_signals() -> asyncio.Event:
 
 # --- run and proxy --------------------------------------------------------------------------
 
+
 def cmd_run(args: argparse.Namespace) -> int:
     from argentic_edge.app import Edge
 
     if args.addon:
         from argentic_edge.homeassistant.runtime import run_addon
 
-        def appliance(config: EdgeConfig, config_path: str,
-                      compose: Callable[[Any], Any]) -> Edge:
+        def appliance(config: EdgeConfig, config_path: str, compose: Callable[[Any], Any]) -> Edge:
             return Edge(config, config_path=config_path, addon=True, compose=compose)
 
         async def addon() -> None:
@@ -132,6 +132,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 # --- check-config ---------------------------------------------------------------------------
 
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
@@ -146,6 +147,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 # --- pub and sub ----------------------------------------------------------------------------
 
+
 def _bus_endpoint(args: argparse.Namespace, config: EdgeConfig, backend: bool) -> str:
     bus = config.messaging
     host = args.host or connect_host(bus.broker_address)
@@ -159,9 +161,15 @@ def cmd_pub(args: argparse.Namespace) -> int:
     message = sys.stdin.buffer.read() if args.message == "-" else args.message.encode()
     context = zmq.Context()
     try:
-        publish(context, endpoint, args.topic, message, wait=args.wait,
-                connect_timeout=config.messaging.connect_timeout / 1000,
-                encoding=config.messaging.topic_encoding)
+        publish(
+            context,
+            endpoint,
+            args.topic,
+            message,
+            wait=args.wait,
+            connect_timeout=config.messaging.connect_timeout / 1000,
+            encoding=config.messaging.topic_encoding,
+        )
     finally:
         context.term()
     return 0
@@ -173,9 +181,13 @@ def cmd_sub(args: argparse.Namespace) -> int:
     endpoint = _bus_endpoint(args, config, backend=True)
     context = zmq.Context()
     count = 0
-    subscriber = Subscriber(context, endpoint, topic_filter,
-                            encoding=config.messaging.topic_encoding,
-                            connect_timeout=config.messaging.connect_timeout / 1000)
+    subscriber = Subscriber(
+        context,
+        endpoint,
+        topic_filter,
+        encoding=config.messaging.topic_encoding,
+        connect_timeout=config.messaging.connect_timeout / 1000,
+    )
     try:
         for message in subscriber.messages(timeout=args.timeout):
             sys.stdout.write(_render(message.topic, message.payload, args) + "\n")
@@ -217,9 +229,12 @@ def bench_suites(root: Path = CHECKOUT) -> list[str] | None:
         return None
     names: dict[str, tuple[str, ...]] = {}
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id in ("SUITES", "OPT_IN")):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id in ("SUITES", "OPT_IN")
+        ):
             names[node.targets[0].id] = tuple(ast.literal_eval(node.value))
     return [*names.get("SUITES", ()), *names.get("OPT_IN", ())] or None
 
@@ -228,10 +243,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run bench/ from the source checkout this package was installed from."""
     root = CHECKOUT
     if not (root / "bench" / "__main__.py").is_file():
-        return _fail("the benchmarks ship with the source checkout (bench/ beside argentic_edge/); "
-                     "run this from a clone installed with scripts/setup")
-    command = [sys.executable, "-m", "bench", *(["--quick"] if args.quick else []),
-               *(["--json", str(args.json)] if args.json else [])]
+        return _fail(
+            "the benchmarks ship with the source checkout (bench/ beside argentic_edge/); "
+            "run this from a clone installed with scripts/setup"
+        )
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        *(["--quick"] if args.quick else []),
+        *(["--json", str(args.json)] if args.json else []),
+    ]
     for only in args.only or ():
         command += ["--only", only]
     env = {**os.environ, "PYTHONPATH": str(root)}
@@ -240,22 +262,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 # --- the parser -----------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="argentic-edge",
         description="A LAN messaging appliance for Argentic agents: ZeroMQ bus, MQTT bridge, "
-                    "discovery, certificates and a status page.")
+        "discovery, certificates and a status page.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default=None, type=str.lower,
-                        choices=["debug", "info", "warning", "error"],
-                        help="overrides the configuration's log_level")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        type=str.lower,
+        choices=["debug", "info", "warning", "error"],
+        help="overrides the configuration's log_level",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="run the appliance (bus, bridge, discovery, web)")
     run.add_argument("--config", "-c", help="YAML configuration (default: embedded defaults)")
-    run.add_argument("--addon", action="store_true",
-                     help="Home Assistant add-on mode: options from /data/options.json, the "
-                          "Supervisor's MQTT service, ingress")
+    run.add_argument(
+        "--addon",
+        action="store_true",
+        help="Home Assistant add-on mode: options from /data/options.json, the "
+        "Supervisor's MQTT service, ingress",
+    )
     run.set_defaults(func=cmd_run)
 
     proxy = sub.add_parser("proxy", help="run only the ZeroMQ proxy (proxy_mode: external setups)")
@@ -269,8 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("pub", help="publish one message on the bus (like mosquitto_pub)")
     pub.add_argument("topic")
     pub.add_argument("message", help="the payload (Argentic JSON); - reads standard input")
-    pub.add_argument("--wait", type=float, default=1.0,
-                     help="seconds to wait for a matching subscriber before sending (default 1)")
+    pub.add_argument(
+        "--wait",
+        type=float,
+        default=1.0,
+        help="seconds to wait for a matching subscriber before sending (default 1)",
+    )
     _bus_options(pub)
     pub.set_defaults(func=cmd_pub)
 
@@ -279,16 +314,21 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("-v", "--verbose", action="store_true", help="print the topic too")
     subscribe.add_argument("-C", "--count", type=int, default=0, help="exit after COUNT messages")
     subscribe.add_argument("--json", action="store_true", help="one JSON object per message")
-    subscribe.add_argument("--timeout", type=float, default=None,
-                           help="exit after this many seconds without a message")
+    subscribe.add_argument(
+        "--timeout", type=float, default=None, help="exit after this many seconds without a message"
+    )
     _bus_options(subscribe)
     subscribe.set_defaults(func=cmd_sub)
 
     bench = sub.add_parser("bench", help="run the benchmarks (from a source checkout)")
     bench.add_argument("--quick", action="store_true")
     bench.add_argument("--json", type=Path)
-    bench.add_argument("--only", action="append", choices=bench_suites(),
-                       help="run only this suite (repeatable); soak runs only when named")
+    bench.add_argument(
+        "--only",
+        action="append",
+        choices=bench_suites(),
+        help="run only this suite (repeatable); soak runs only when named",
+    )
     bench.set_defaults(func=cmd_bench)
 
     certs_cli.add_parser(sub)
@@ -304,8 +344,11 @@ def _bus_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
     logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 

@@ -42,13 +42,24 @@ def _table(result: dict[str, Any], timeout: float) -> str:
         return f"no argentic-edge appliance answered within {timeout:g}s\n"
     rows = [("NAME", "ID", "ADDRESSES", "PUB", "SUB", "FED", "WEB", "VERSION", "SEEN")]
     for peer in peers:
-        rows.append((peer["name"], peer["id"][:12], ",".join(peer["addresses"]),
-                     str(peer["pub"]), str(peer["sub"]), str(peer["fed"] or "-"),
-                     str(peer["web"] or "-"), peer["version"],
-                     time.strftime("%H:%M:%S", time.localtime(peer["last_seen"]))))
+        rows.append(
+            (
+                peer["name"],
+                peer["id"][:12],
+                ",".join(peer["addresses"]),
+                str(peer["pub"]),
+                str(peer["sub"]),
+                str(peer["fed"] or "-"),
+                str(peer["web"] or "-"),
+                peer["version"],
+                time.strftime("%H:%M:%S", time.localtime(peer["last_seen"])),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     ignored = {k: v for k, v in result["counters"].items() if v}
     if ignored:
         lines.append("ignored records: " + ", ".join(f"{k} {v}" for k, v in ignored.items()))
@@ -71,10 +82,13 @@ def cmd_peers(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> None:
     peers = subparsers.add_parser("peers", help="list argentic-edge appliances on the LAN (mDNS)")
-    peers.add_argument("--timeout", type=float, default=3.0,
-                       help="seconds to listen for answers (default 3)")
-    peers.add_argument("--json", action="store_true",
-                       help="print JSON: {peers: [...], counters: {...}}")
-    peers.add_argument("--config", "-c",
-                       help="take discovery.interfaces from this configuration file")
+    peers.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds to listen for answers (default 3)"
+    )
+    peers.add_argument(
+        "--json", action="store_true", help="print JSON: {peers: [...], counters: {...}}"
+    )
+    peers.add_argument(
+        "--config", "-c", help="take discovery.interfaces from this configuration file"
+    )
     peers.set_defaults(func=cmd_peers)

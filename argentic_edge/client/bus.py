@@ -49,8 +49,16 @@ def connect_and_wait(socket: zmq.Socket[Any], endpoint: str, timeout: float) -> 
         monitor.close(linger=0)
 
 
-def publish(context: zmq.Context[Any], endpoint: str, topic: str, payload: bytes, *,
-            wait: float = 1.0, connect_timeout: float = 5.0, encoding: str = "utf-8") -> bool:
+def publish(
+    context: zmq.Context[Any],
+    endpoint: str,
+    topic: str,
+    payload: bytes,
+    *,
+    wait: float = 1.0,
+    connect_timeout: float = 5.0,
+    encoding: str = "utf-8",
+) -> bool:
     """Send one message in Argentic's frame format. True if a matching subscriber was seen.
 
     Waits up to ``wait`` seconds for a subscription that covers the topic; publishing to a bus
@@ -83,9 +91,16 @@ class BusMessage:
 class Subscriber:
     """An MQTT-style filter on the bus: libzmq filters the literal prefix, Python the rest."""
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str, topic_filter: TopicFilter, *,
-                 encoding: str = "utf-8", high_water_mark: int = 100_000,
-                 connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        endpoint: str,
+        topic_filter: TopicFilter,
+        *,
+        encoding: str = "utf-8",
+        high_water_mark: int = 100_000,
+        connect_timeout: float = 5.0,
+    ) -> None:
         self.filter = topic_filter
         self.encoding = encoding
         self.malformed = 0

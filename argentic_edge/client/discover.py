@@ -47,9 +47,14 @@ class EdgeEndpoints:
 
     def messaging_config(self) -> dict[str, Any]:
         """Argentic's ``messaging:`` block for this appliance (the agent starts no proxy)."""
-        return {"protocol": "zeromq", "broker_address": self.host, "port": self.port,
-                "backend_port": self.backend_port, "start_proxy": False,
-                "proxy_mode": "external"}
+        return {
+            "protocol": "zeromq",
+            "broker_address": self.host,
+            "port": self.port,
+            "backend_port": self.backend_port,
+            "start_proxy": False,
+            "proxy_mode": "external",
+        }
 
 
 def _best_address(peer: Peer) -> str:
@@ -66,8 +71,9 @@ def _best_address(peer: Peer) -> str:
     return peer.addresses[0]
 
 
-async def async_find_edge(timeout: float = 3.0, *,
-                          interfaces: Sequence[str] = ()) -> EdgeEndpoints | None:
+async def async_find_edge(
+    timeout: float = 3.0, *, interfaces: Sequence[str] = ()
+) -> EdgeEndpoints | None:
     """The first appliance that answers within ``timeout`` seconds, or None."""
     azc = zeroconf_for(interfaces)
     table = PeerTable()
@@ -80,8 +86,7 @@ async def async_find_edge(timeout: float = 3.0, *,
         except TimeoutError:
             return None
         peer = event.peer
-        return EdgeEndpoints(peer.name, peer.id, _best_address(peer), peer.pub, peer.sub,
-                             peer.web)
+        return EdgeEndpoints(peer.name, peer.id, _best_address(peer), peer.pub, peer.sub, peer.web)
     finally:
         events.close()
         await browser.stop()
@@ -94,5 +99,6 @@ def find_edge(timeout: float = 3.0, *, interfaces: Sequence[str] = ()) -> EdgeEn
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(async_find_edge(timeout, interfaces=interfaces))
-    raise RuntimeError("find_edge() blocks; inside an event loop use "
-                       "`await async_find_edge()` instead")
+    raise RuntimeError(
+        "find_edge() blocks; inside an event loop use `await async_find_edge()` instead"
+    )

@@ -41,12 +41,16 @@ class Advertiser:
             return
         if not advert.addresses:
             if self.advert is None:
-                log.warning("discovery: no IPv4 address to advertise yet; will advertise "
-                            "when one appears")
+                log.warning(
+                    "discovery: no IPv4 address to advertise yet; will advertise when one appears"
+                )
                 self.advert = advert
             return
-        if self.registered is not None and self.advert is not None \
-                and advert.name == self.advert.name:
+        if (
+            self.registered is not None
+            and self.advert is not None
+            and advert.name == self.advert.name
+        ):
             info = advert.service_info(instance_name(self.registered.name))
             await self.azc.async_update_service(info)
             self.registered, self.advert = info, advert
@@ -65,13 +69,14 @@ class Advertiser:
             try:
                 await self.azc.async_register_service(info)
             except (NonUniqueNameException, ServiceNameAlreadyRegistered):
-                log.warning("discovery: the name %r is taken on this LAN; trying another",
-                            instance)
+                log.warning("discovery: the name %r is taken on this LAN; trying another", instance)
                 continue
             log.info("discovery: advertising %r on %s", instance, ", ".join(advert.addresses))
             return info
-        raise DiscoveryError(f"no free mDNS name after {RENAME_ATTEMPTS} tries of "
-                             f"{advert.name!r}; set a distinct node_name")
+        raise DiscoveryError(
+            f"no free mDNS name after {RENAME_ATTEMPTS} tries of "
+            f"{advert.name!r}; set a distinct node_name"
+        )
 
     async def stop(self) -> None:
         """Say goodbye, so peers drop us at once instead of waiting for the liveness check."""

@@ -52,11 +52,13 @@ _DNS_TYPE_SRV = 33
 _DNS_CLASS_IN = 1
 
 
-
 def peer_from_info(info: ServiceInfo, now: float, cache: DNSCache | None = None) -> Peer:
     """A Peer from a resolved ServiceInfo; its addresses from ``cache`` when given."""
-    addresses = (info.parsed_addresses(IPVersion.V4Only) if cache is None or not info.server
-                 else cached_addresses(cache, info.server))
+    addresses = (
+        info.parsed_addresses(IPVersion.V4Only)
+        if cache is None or not info.server
+        else cached_addresses(cache, info.server)
+    )
     return parse_record(info.name, info.properties, addresses, now)
 
 
@@ -67,10 +69,16 @@ def cached_addresses(cache: DNSCache, server: str) -> list[str]:
     host arrives, even once it has expired: a forged address would outlive the real answer
     that replaced it for as long as the real peer kept answering."""
     now = current_time_millis()
-    records = [r for r in cache.async_all_by_details(server, _DNS_TYPE_A, _DNS_CLASS_IN)
-               if isinstance(r, DNSAddress) and not r.is_expired(now) and r.ttl > 1]
-    return [socket.inet_ntoa(r.address) for r in sorted(records, key=lambda r: -r.created)
-            if len(r.address) == 4]
+    records = [
+        r
+        for r in cache.async_all_by_details(server, _DNS_TYPE_A, _DNS_CLASS_IN)
+        if isinstance(r, DNSAddress) and not r.is_expired(now) and r.ttl > 1
+    ]
+    return [
+        socket.inet_ntoa(r.address)
+        for r in sorted(records, key=lambda r: -r.created)
+        if len(r.address) == 4
+    ]
 
 
 class _Heard(RecordUpdateListener):
@@ -81,8 +89,7 @@ class _Heard(RecordUpdateListener):
         super().__init__()
         self.browser = browser
 
-    def async_update_records(self, zc: Zeroconf, now: float,
-                             records: list[RecordUpdate]) -> None:
+    def async_update_records(self, zc: Zeroconf, now: float, records: list[RecordUpdate]) -> None:
         for update in records:
             record = update.new
             if record.is_expired(now):
@@ -106,9 +113,16 @@ class Browser:
     before it reaches the table.
     """
 
-    def __init__(self, zc: Zeroconf, table: PeerTable, *, own_id: str | None = None,
-                 liveness_interval: float | None = None, workers: int = 4,
-                 max_pending: int = 256) -> None:
+    def __init__(
+        self,
+        zc: Zeroconf,
+        table: PeerTable,
+        *,
+        own_id: str | None = None,
+        liveness_interval: float | None = None,
+        workers: int = 4,
+        max_pending: int = 256,
+    ) -> None:
         self.zc = zc
         self.table = table
         self.own_id = own_id
@@ -132,15 +146,18 @@ class Browser:
         self.first_answer = asyncio.Event()
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._resolve_forever(), name=f"mdns-resolve-{i}")
-                       for i in range(self._workers)]
+        self._tasks = [
+            asyncio.create_task(self._resolve_forever(), name=f"mdns-resolve-{i}")
+            for i in range(self._workers)
+        ]
         if self.liveness_interval:
             self._tasks.append(asyncio.create_task(self._liveness(), name="mdns-liveness"))
         self.zc.async_add_listener(self._listener, None)
         # QM questions: answers come by multicast, so another mDNS stack on this host (Home
         # Assistant's, avahi) cannot swallow a unicast reply meant for us.
-        self._browser = AsyncServiceBrowser(self.zc, SERVICE_TYPE, handlers=[self._on_change],
-                                            question_type=DNSQuestionType.QM)
+        self._browser = AsyncServiceBrowser(
+            self.zc, SERVICE_TYPE, handlers=[self._on_change], question_type=DNSQuestionType.QM
+        )
 
     async def stop(self) -> None:
         if self._browser is not None:
@@ -156,13 +173,17 @@ class Browser:
         self.counters[reason] += 1
         if reason not in self._logged:
             self._logged.add(reason)
-            log.warning("discovery: ignoring an mDNS record (%s): %s; counting such records "
-                        "in the status", reason, detail)
+            log.warning(
+                "discovery: ignoring an mDNS record (%s): %s; counting such records in the status",
+                reason,
+                detail,
+            )
         else:
             log.debug("discovery: ignoring an mDNS record (%s): %s", reason, detail)
 
-    def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
-                   state_change: ServiceStateChange) -> None:
+    def _on_change(
+        self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
         if state_change is ServiceStateChange.Removed:
             known = self._names.get(name.lower())
             if known is not None and known[1] in self.table:
@@ -191,8 +212,9 @@ class Browser:
 
     async def _resolve(self, name: str) -> None:
         info = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await info.async_request(self.zc, int(RESOLVE_TIMEOUT * 1000),
-                                        question_type=DNSQuestionType.QM):
+        if not await info.async_request(
+            self.zc, int(RESOLVE_TIMEOUT * 1000), question_type=DNSQuestionType.QM
+        ):
             self._count("unresolved", f"{name!r} did not answer within {RESOLVE_TIMEOUT:g}s")
             return
         try:
@@ -214,19 +236,19 @@ class Browser:
         if stored is None:
             self._count("table_full", f"already {self.table.max_peers} peers; refused {name!r}")
             return
-        displaced = [full for k, (full, pid) in self._names.items()
-                     if pid == peer.id and k != key]
+        displaced = [full for k, (full, pid) in self._names.items() if pid == peer.id and k != key]
         if displaced:  # its turn may come again, if this one cannot link either
             self._unproven.discard(peer.id)
             claimants = self._claimants.setdefault(peer.id, set())
-            claimants.update(displaced[:MAX_CLAIMANTS - len(claimants)])
+            claimants.update(displaced[: MAX_CLAIMANTS - len(claimants)])
         self._names = {k: v for k, v in self._names.items() if v[1] != peer.id}
         self._names[key] = (name, peer.id)
         self._heard[key] = time.monotonic()
         self._forget_evicted()
         if before is None or before.state == "lost":
-            log.info("discovery: found %s (%s) at %s", peer.name, peer.id,
-                     ", ".join(peer.addresses))
+            log.info(
+                "discovery: found %s (%s) at %s", peer.name, peer.id, ", ".join(peer.addresses)
+            )
         self.first_answer.set()
 
     def _claimed_elsewhere(self, key: str, name: str, peer: Peer) -> bool:
@@ -247,8 +269,9 @@ class Browser:
         claimants = self._claimants.setdefault(peer.id, set())
         if len(claimants) < MAX_CLAIMANTS:
             claimants.add(name)
-        self._count("duplicate_id", f"{name!r} claims the id {peer.id} of the live peer "
-                                    f"{existing.name!r}")
+        self._count(
+            "duplicate_id", f"{name!r} claims the id {peer.id} of the live peer {existing.name!r}"
+        )
         return True
 
     def _forget_evicted(self) -> None:
@@ -275,8 +298,11 @@ class Browser:
     def _answering(self, key: str) -> bool:
         """Heard from within the silence that makes a peer lost (always False without
         liveness probing: then nothing asks, and a goodbye is all we know)."""
-        return (self.liveness_interval is not None and time.monotonic()
-                - self._heard.get(key, -float("inf")) <= self.liveness_interval * LOST_AFTER)
+        return (
+            self.liveness_interval is not None
+            and time.monotonic() - self._heard.get(key, -float("inf"))
+            <= self.liveness_interval * LOST_AFTER
+        )
 
     def _heard_from(self, key: str) -> None:
         known = self._names.get(key)
@@ -304,9 +330,9 @@ class Browser:
                 continue
             info = AsyncServiceInfo(SERVICE_TYPE, known[0])
             try:
-                agrees = (info.load_from_cache(self.zc)
-                          and peer_from_info(info, peer.last_seen, self.zc.cache)
-                          .same_record(peer))
+                agrees = info.load_from_cache(self.zc) and peer_from_info(
+                    info, peer.last_seen, self.zc.cache
+                ).same_record(peer)
             except RecordError:
                 agrees = False  # _resolve says what is wrong with it, and counts it
             if not agrees:
@@ -350,7 +376,8 @@ class Browser:
         stopped answering, other names that claim its id are heard."""
         assert self.liveness_interval is not None
         due, gap = self._lost_probes.setdefault(
-            key, (now + self.liveness_interval, self.liveness_interval))
+            key, (now + self.liveness_interval, self.liveness_interval)
+        )
         if now >= due:
             self._probe(name)
             gap = min(gap * 2, LOST_PROBE_MAX)

@@ -24,15 +24,19 @@ class LocalAddress:
 
 
 # Home Assistant's hassio bridge and Docker's default bridge: only this host reaches them.
-INTERNAL_NETWORKS = (ipaddress.IPv4Network("172.30.32.0/23"), ipaddress.IPv4Network("172.17.0.0/16"))
+INTERNAL_NETWORKS = (
+    ipaddress.IPv4Network("172.30.32.0/23"),
+    ipaddress.IPv4Network("172.17.0.0/16"),
+)
 # hassio, Docker bridges (docker0, br-<12 hex> user networks) and container veth ends.
 INTERNAL_INTERFACE = re.compile(r"^(hassio|docker.*|veth.*|br-[0-9a-f]{12})$")
 
 
 def is_internal(interface: str, address: ipaddress.IPv4Address) -> bool:
     """A host-only bridge (Home Assistant's hassio, Docker's): never announced, never linked."""
-    return (INTERNAL_INTERFACE.match(interface) is not None
-            or any(address in network for network in INTERNAL_NETWORKS))
+    return INTERNAL_INTERFACE.match(interface) is not None or any(
+        address in network for network in INTERNAL_NETWORKS
+    )
 
 
 def local_addresses(interfaces: Sequence[str] = ()) -> list[LocalAddress]:
@@ -44,9 +48,16 @@ def local_addresses(interfaces: Sequence[str] = ()) -> list[LocalAddress]:
     adapters = {adapter.nice_name: adapter for adapter in ifaddr.get_adapters()}
     unknown = [name for name in interfaces if name not in adapters]
     if unknown:
-        raise ConfigError([Problem("discovery.interfaces", list(interfaces),
-                                   f"no network interface named {', '.join(unknown)}; this "
-                                   f"host has {', '.join(sorted(adapters))}")])
+        raise ConfigError(
+            [
+                Problem(
+                    "discovery.interfaces",
+                    list(interfaces),
+                    f"no network interface named {', '.join(unknown)}; this "
+                    f"host has {', '.join(sorted(adapters))}",
+                )
+            ]
+        )
     found = []
     for name in interfaces or sorted(adapters):
         for ip in adapters[name].ips:
@@ -66,9 +77,13 @@ def link_addresses(peer: Peer, local: Sequence[LocalAddress]) -> list[str]:
     A peer only makes us connect to an address it advertises itself, and only on a network we
     are attached to: a record cannot send us to the internet or to our own loopback.
     """
-    return [text for text in peer.addresses
-            if any(ipaddress.IPv4Address(text) in here.network and text != here.address
-                   for here in local)]
+    return [
+        text
+        for text in peer.addresses
+        if any(
+            ipaddress.IPv4Address(text) in here.network and text != here.address for here in local
+        )
+    ]
 
 
 def link_address(peer: Peer, local: Sequence[LocalAddress]) -> str | None:
@@ -85,11 +100,25 @@ def zeroconf_for(interfaces: Sequence[str]) -> AsyncZeroconf:
     if interfaces:
         choice = [here.address for here in local_addresses(interfaces)]
         if not choice:
-            raise ConfigError([Problem("discovery.interfaces", list(interfaces),
-                                       "these interfaces have no IPv4 address")])
+            raise ConfigError(
+                [
+                    Problem(
+                        "discovery.interfaces",
+                        list(interfaces),
+                        "these interfaces have no IPv4 address",
+                    )
+                ]
+            )
     try:
         return AsyncZeroconf(interfaces=choice, ip_version=IPVersion.V4Only)
     except OSError as exc:
-        raise ConfigError([Problem("discovery", "enabled",
-                                   f"mDNS cannot open UDP port 5353 ({exc}); free it, or set "
-                                   "discovery.enabled: false")]) from None
+        raise ConfigError(
+            [
+                Problem(
+                    "discovery",
+                    "enabled",
+                    f"mDNS cannot open UDP port 5353 ({exc}); free it, or set "
+                    "discovery.enabled: false",
+                )
+            ]
+        ) from None

@@ -64,18 +64,31 @@ class Record:
     version: str
 
     def txt(self) -> dict[str, str]:
-        txt = {"v": FORMAT_VERSION, "id": self.id, "ver": self.version,
-               "pub": str(self.pub), "sub": str(self.sub), "web": str(self.web),
-               "curve": self.curve, "tls": self.tls}
+        txt = {
+            "v": FORMAT_VERSION,
+            "id": self.id,
+            "ver": self.version,
+            "pub": str(self.pub),
+            "sub": str(self.sub),
+            "web": str(self.web),
+            "curve": self.curve,
+            "tls": self.tls,
+        }
         if self.fed:
             txt["fed"] = str(self.fed)
         return txt
 
     def service_info(self, instance: str) -> ServiceInfo:
-        return ServiceInfo(SERVICE_TYPE, f"{instance}.{SERVICE_TYPE}", port=self.pub,
-                           properties=self.txt(), server=f"argentic-{self.id[:12]}.local.",
-                           addresses=[socket.inet_aton(a) for a in self.addresses],
-                           host_ttl=RECORD_TTL, other_ttl=RECORD_TTL)
+        return ServiceInfo(
+            SERVICE_TYPE,
+            f"{instance}.{SERVICE_TYPE}",
+            port=self.pub,
+            properties=self.txt(),
+            server=f"argentic-{self.id[:12]}.local.",
+            addresses=[socket.inet_aton(a) for a in self.addresses],
+            host_ttl=RECORD_TTL,
+            other_ttl=RECORD_TTL,
+        )
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(Record))
@@ -133,12 +146,18 @@ def _usable_address(text: str) -> bool:
         address = ipaddress.IPv4Address(text)
     except ValueError:
         return False
-    return not (address.is_loopback or address.is_multicast or address.is_unspecified
-                or address.is_reserved or address == ipaddress.IPv4Address("255.255.255.255"))
+    return not (
+        address.is_loopback
+        or address.is_multicast
+        or address.is_unspecified
+        or address.is_reserved
+        or address == ipaddress.IPv4Address("255.255.255.255")
+    )
 
 
-def parse_record(full_name: str, properties: Mapping[bytes, bytes | None],
-                 addresses: Sequence[str], now: float) -> Peer:
+def parse_record(
+    full_name: str, properties: Mapping[bytes, bytes | None], addresses: Sequence[str], now: float
+) -> Peer:
     """A Peer from an mDNS record's parts, or RecordError saying what is wrong with it."""
     name = instance_name(full_name)
     txt: dict[str, str] = {}
@@ -158,8 +177,9 @@ def parse_record(full_name: str, properties: Mapping[bytes, bytes | None],
         raise RecordError("malformed", "TXT curve is not a Z85 CURVE public key")
     if node_id(curve) != peer_id:
         raise RecordError("malformed", f"TXT id={peer_id} does not match its CURVE key")
-    ports = {key: _port(txt, key, optional=key in ("fed", "web"))
-             for key in ("pub", "sub", "fed", "web")}
+    ports = {
+        key: _port(txt, key, optional=key in ("fed", "web")) for key in ("pub", "sub", "fed", "web")
+    }
     used = [port for port in ports.values() if port]
     if len(set(used)) != len(used):
         raise RecordError("bad_port", f"TXT ports overlap: {ports}")
@@ -172,11 +192,20 @@ def parse_record(full_name: str, properties: Mapping[bytes, bytes | None],
     usable = tuple(dict.fromkeys(a for a in addresses if _usable_address(a)))[:MAX_ADDRESSES]
     if not usable:
         raise RecordError("malformed", f"no usable IPv4 address in {list(addresses)[:4]}")
-    return Peer(id=peer_id, name=name, addresses=usable, version=version, curve=curve, tls=tls,
-                pub=ports["pub"], sub=ports["sub"], fed=ports["fed"], web=ports["web"],
-                first_seen=now, last_seen=now)
-
-
+    return Peer(
+        id=peer_id,
+        name=name,
+        addresses=usable,
+        version=version,
+        curve=curve,
+        tls=tls,
+        pub=ports["pub"],
+        sub=ports["sub"],
+        fed=ports["fed"],
+        web=ports["web"],
+        first_seen=now,
+        last_seen=now,
+    )
 
 
 def is_node_id(text: str) -> bool:

@@ -52,17 +52,26 @@ def load_or_create_keys(directory: Path) -> CurveKeys:
         public, secret = zmq.curve_keypair()
         document = {"public": public.decode(), "secret": secret.decode()}
         atomic_write(path, json.dumps(document, indent=2) + "\n", mode=0o600)
-        log.info("federation: created this node's key pair in %s (node id %s)",
-                 path, node_id(public.decode()))
+        log.info(
+            "federation: created this node's key pair in %s (node id %s)",
+            path,
+            node_id(public.decode()),
+        )
         return CurveKeys(public.decode(), Secret(secret.decode()))
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         public, secret = document["public"], document["secret"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise FederationError(f"{path}: unreadable key file ({type(exc).__name__}); restore it "
-                              "from a backup, or delete it to give this node a new id") from None
-    if not (isinstance(public, str) and isinstance(secret, str) and is_curve_key(public)
-            and is_curve_key(secret)):
+        raise FederationError(
+            f"{path}: unreadable key file ({type(exc).__name__}); restore it "
+            "from a backup, or delete it to give this node a new id"
+        ) from None
+    if not (
+        isinstance(public, str)
+        and isinstance(secret, str)
+        and is_curve_key(public)
+        and is_curve_key(secret)
+    ):
         raise FederationError(f"{path}: expected 'public' and 'secret' CURVE keys in Z85 form")
     if zmq.curve_public(secret.encode()).decode() != public:
         raise FederationError(f"{path}: the public key does not belong to the secret key")

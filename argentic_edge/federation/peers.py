@@ -48,9 +48,17 @@ class PeersService:
 
     name = "peers"
 
-    def __init__(self, config: DiscoveryConfig, *, node_name: str, bus_config: BusConfig,
-                 web_port: int, keys: CurveKeys, trust: TrustStore,
-                 bus: FederatedBus | None) -> None:
+    def __init__(
+        self,
+        config: DiscoveryConfig,
+        *,
+        node_name: str,
+        bus_config: BusConfig,
+        web_port: int,
+        keys: CurveKeys,
+        trust: TrustStore,
+        bus: FederatedBus | None,
+    ) -> None:
         """``web_port`` is advertised (0: no web); ``bus`` is the federated bus whose links
         this service keeps, None when federation is off (then peers are only discovered)."""
         self.config = config
@@ -84,14 +92,20 @@ class PeersService:
         self._local = local_addresses(self.config.interfaces)
         self._azc = zeroconf_for(self.config.interfaces)
         try:
-            self._browser = Browser(self._azc.zeroconf, self.table, own_id=self.keys.node_id,
-                                    liveness_interval=self.config.liveness_interval)
+            self._browser = Browser(
+                self._azc.zeroconf,
+                self.table,
+                own_id=self.keys.node_id,
+                liveness_interval=self.config.liveness_interval,
+            )
             await self._browser.start()
             self._advertiser = Advertiser(self._azc, self._advert)
             if self.bus is not None:
                 self.bus.add_link_listener(self._on_link)
-            self._tasks = [asyncio.create_task(self._reconcile_forever(), name="peers-reconcile"),
-                           asyncio.create_task(self._advertise_forever(), name="peers-advertise")]
+            self._tasks = [
+                asyncio.create_task(self._reconcile_forever(), name="peers-reconcile"),
+                asyncio.create_task(self._advertise_forever(), name="peers-advertise"),
+            ]
         except BaseException:
             await self.stop()
             raise
@@ -136,19 +150,29 @@ class PeersService:
 
     def _advert(self) -> Record:
         self._local = local_addresses(self.config.interfaces)
-        addresses = tuple(dict.fromkeys(a.address for a in self._local
-                                        if not a.network.network_address.is_loopback))
+        addresses = tuple(
+            dict.fromkeys(
+                a.address for a in self._local if not a.network.network_address.is_loopback
+            )
+        )
         tls = ""
         if self.fingerprint is not None:
             try:
                 tls = self.fingerprint() or ""
             except Exception:
                 log.exception("discovery: the certificate fingerprint provider failed")
-        return Record(id=self.keys.node_id, name=self.node_name, pub=self.bus_config.port,
-                      sub=self.bus_config.backend_port,
-                      fed=self.bus.export_port if self.bus is not None else 0,
-                      web=self.web_port, curve=self.keys.public, tls=tls, version=__version__,
-                      addresses=addresses)
+        return Record(
+            id=self.keys.node_id,
+            name=self.node_name,
+            pub=self.bus_config.port,
+            sub=self.bus_config.backend_port,
+            fed=self.bus.export_port if self.bus is not None else 0,
+            web=self.web_port,
+            curve=self.keys.public,
+            tls=tls,
+            version=__version__,
+            addresses=addresses,
+        )
 
     async def _advertise_forever(self) -> None:
         assert self._advertiser is not None
@@ -165,15 +189,15 @@ class PeersService:
         """Trust a peer (the web API's approve button); persisted. Returns the peer's dict."""
         peer = self.table.get(peer_id)
         key, name = (peer.curve, peer.name) if peer is not None else (None, "")
-        await asyncio.get_running_loop().run_in_executor(None, self.trust.approve, peer_id, key,
-                                                         name)
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.trust.approve, peer_id, key, name
+        )
         log.info("federation: approved peer %s (%s)", name or "not seen yet", peer_id)
         return await self._after_trust_change(peer_id)
 
     async def forget(self, peer_id: str) -> dict[str, Any]:
         """Withdraw an approval: the link goes, and the peer's key no longer passes ZAP."""
-        removed = await asyncio.get_running_loop().run_in_executor(None, self.trust.forget,
-                                                                   peer_id)
+        removed = await asyncio.get_running_loop().run_in_executor(None, self.trust.forget, peer_id)
         if not removed:
             raise FederationError(f"peer {peer_id} was not approved")
         log.info("federation: no longer trusting peer %s", peer_id)
@@ -220,8 +244,9 @@ class PeersService:
                 waiter = asyncio.create_task(events.get())
                 woken = asyncio.create_task(self._wake.wait())
                 try:
-                    await asyncio.wait({waiter, woken}, timeout=timeout,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {waiter, woken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
                     waiter.cancel()
                     woken.cancel()
@@ -235,8 +260,7 @@ class PeersService:
         """One pass: the links, the states and the ZAP policy the table calls for."""
         peers = self.table.peers()
         if self.bus is not None and self.federating:
-            self.bus.policy = self.trust.policy(
-                {p.id: p.curve for p in peers if p.state != "lost"})
+            self.bus.policy = self.trust.policy({p.id: p.curve for p in peers if p.state != "lost"})
             targets = {p.id: target for p in peers if (target := self._target(p)) is not None}
             await self.bus.set_links(targets)
             now = time.monotonic()
@@ -294,13 +318,24 @@ class PeersService:
 
     def _peer_status(self, peer: Peer) -> PeerStatus:
         return PeerStatus(
-            id=peer.id, name=peer.name, addresses=list(peer.addresses), pub=peer.pub,
-            sub=peer.sub, fed=peer.fed, web=peer.web, curve=peer.curve, tls=peer.tls,
-            version=peer.version, first_seen=peer.first_seen, last_seen=peer.last_seen,
-            state=peer.state, linked=peer.state == "linked",
+            id=peer.id,
+            name=peer.name,
+            addresses=list(peer.addresses),
+            pub=peer.pub,
+            sub=peer.sub,
+            fed=peer.fed,
+            web=peer.web,
+            curve=peer.curve,
+            tls=peer.tls,
+            version=peer.version,
+            first_seen=peer.first_seen,
+            last_seen=peer.last_seen,
+            state=peer.state,
+            linked=peer.state == "linked",
             trust=self.trust.source(peer.id, peer.curve),
             link=self.bus.link_state(peer.id) if self.bus is not None else None,
-            link_address=link_address(peer, self._local))
+            link_address=link_address(peer, self._local),
+        )
 
     def _peer_dict(self, peer: Peer) -> dict[str, Any]:
         return asdict(self._peer_status(peer))
@@ -320,8 +355,10 @@ class PeersService:
             export_port=self.bus.export_port if self.bus is not None else 0,
             addresses=[AddressStatus(a.interface, a.address, str(a.network)) for a in self._local],
             peers=[self._peer_status(p) for p in self.table.peers()],
-            approved=[ApprovalStatus(a.peer_id, a.key, a.name, a.approved_at)
-                      for a in self.trust.approvals()],
+            approved=[
+                ApprovalStatus(a.peer_id, a.key, a.name, a.approved_at)
+                for a in self.trust.approvals()
+            ],
             counters=counters,
         )
 

@@ -50,8 +50,12 @@ class Approval:
     approved_at: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.peer_id, "key": self.key, "name": self.name,
-                "approved_at": self.approved_at}
+        return {
+            "id": self.peer_id,
+            "key": self.key,
+            "name": self.name,
+            "approved_at": self.approved_at,
+        }
 
 
 class TrustStore:
@@ -75,18 +79,29 @@ class TrustStore:
         try:
             document = json.loads(self.path.read_text(encoding="utf-8"))
             entries = document["approved"]
-            approvals = [Approval(entry["id"], entry.get("key"), str(entry.get("name", "")),
-                                  float(entry.get("approved_at", 0))) for entry in entries]
+            approvals = [
+                Approval(
+                    entry["id"],
+                    entry.get("key"),
+                    str(entry.get("name", "")),
+                    float(entry.get("approved_at", 0)),
+                )
+                for entry in entries
+            ]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise FederationError(f"{self.path}: unreadable trust file ({type(exc).__name__}); "
-                                  "fix or delete it (runtime approvals are lost then)") from None
+            raise FederationError(
+                f"{self.path}: unreadable trust file ({type(exc).__name__}); "
+                "fix or delete it (runtime approvals are lost then)"
+            ) from None
         for approval in approvals:
-            if is_node_id(approval.peer_id) and (approval.key is None
-                                                 or is_curve_key(approval.key)):
+            if is_node_id(approval.peer_id) and (
+                approval.key is None or is_curve_key(approval.key)
+            ):
                 self._approvals[approval.peer_id] = approval
             else:
-                log.warning("federation: %s: ignoring a malformed approval %r",
-                            self.path, approval.peer_id)
+                log.warning(
+                    "federation: %s: ignoring a malformed approval %r", self.path, approval.peer_id
+                )
 
     def _save(self, approvals: dict[str, Approval]) -> None:
         """Write ``approvals``, then make them the ones in force: if the disk refuses (full,
@@ -95,16 +110,21 @@ class TrustStore:
         try:
             atomic_write(self.path, json.dumps(document, indent=2) + "\n", mode=0o600)
         except OSError as exc:
-            raise FederationError(f"cannot save {self.path}: {describe_os_error(exc)}; "
-                                  "the trusted peers are unchanged") from None
+            raise FederationError(
+                f"cannot save {self.path}: {describe_os_error(exc)}; "
+                "the trusted peers are unchanged"
+            ) from None
         self._approvals = approvals
 
     def trusts(self, peer_id: str, key: str | None) -> bool:
         """Whether we want this peer's traffic and let it take ours."""
         if self.mode == "open":
             return True
-        return (peer_id in self._config_ids or peer_id in self._approvals
-                or (key is not None and key in self._config_keys))
+        return (
+            peer_id in self._config_ids
+            or peer_id in self._approvals
+            or (key is not None and key in self._config_keys)
+        )
 
     def source(self, peer_id: str, key: str | None) -> str | None:
         """Why a peer is trusted: config, approved, open — or None."""
@@ -127,8 +147,10 @@ class TrustStore:
     def forget(self, peer_id: str) -> bool:
         """Withdraw a runtime approval. True if there was one."""
         if peer_id in self._config_ids:
-            raise FederationError(f"peer {peer_id} is trusted by the configuration "
-                                  "(discovery.federation.trusted_peers); remove it there")
+            raise FederationError(
+                f"peer {peer_id} is trusted by the configuration "
+                "(discovery.federation.trusted_peers); remove it there"
+            )
         if peer_id not in self._approvals:
             return False
         self._save({k: v for k, v in self._approvals.items() if k != peer_id})

@@ -60,8 +60,14 @@ class HomeAssistantDiscovery:
 
     name = "homeassistant"
 
-    def __init__(self, bridge: Bridge, node_name: str, prefix: str,
-                 status: Callable[[], dict[str, Any]], interval: float = STATE_INTERVAL) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        node_name: str,
+        prefix: str,
+        status: Callable[[], dict[str, Any]],
+        interval: float = STATE_INTERVAL,
+    ) -> None:
         self.bridge = bridge
         self.status_document = status
         self.interval = interval
@@ -91,10 +97,14 @@ class HomeAssistantDiscovery:
         return True, f"announced {self.announcements} time(s)"
 
     def status(self) -> HomeAssistantStatus:
-        return HomeAssistantStatus(enabled=True, prefix=self.prefix,
-                                   state_topic=state_topic(self.node),
-                                   announcements=self.announcements,
-                                   states_published=self.states, withdrawn=self.withdrawn)
+        return HomeAssistantStatus(
+            enabled=True,
+            prefix=self.prefix,
+            state_topic=state_topic(self.node),
+            announcements=self.announcements,
+            states_published=self.states,
+            withdrawn=self.withdrawn,
+        )
 
     async def withdraw(self) -> int:
         """Remove the device from Home Assistant (before uninstalling the add-on): nothing is
@@ -108,8 +118,13 @@ class HomeAssistantDiscovery:
         if self.withdrawn:
             return
         for topic, payload, _retain in discovery_messages(
-                self.node, self.node, __version__, self.bridge.presence_topic,
-                state_topic(self.node), self.prefix):
+            self.node,
+            self.node,
+            __version__,
+            self.bridge.presence_topic,
+            state_topic(self.node),
+            self.prefix,
+        ):
             await self.bridge.publish_retained(topic, payload)
         self.announcements += 1
         log.info("announced the appliance to Home Assistant (prefix %s)", self.prefix)
@@ -129,7 +144,8 @@ class HomeAssistantDiscovery:
         """The sensors' values from the appliance's own status document."""
         status = self.status_document()
         published = ((status["bus"].get("counters") or {}).get("frontend") or {}).get(
-            "messages_in", 0)
+            "messages_in", 0
+        )
         now = time.monotonic()
         rate = 0.0
         if self._last_count is not None and now > self._last_count[0]:
@@ -140,8 +156,9 @@ class HomeAssistantDiscovery:
         return state_payload(
             bus_rate=rate,
             bridge_connected=status["bridge"].get("state") == "connected",
-            peers_linked=sum(1 for peer in status["peers"].get("peers", [])
-                             if peer.get("state") == "linked"),
+            peers_linked=sum(
+                1 for peer in status["peers"].get("peers", []) if peer.get("state") == "linked"
+            ),
             agents_seen=len(status["agents"].get("agents", [])),
             cert_days_left=int(days[0]) if days else None,
         )

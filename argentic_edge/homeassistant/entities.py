@@ -14,16 +14,40 @@ DISCOVERY_PREFIX = "homeassistant"
 
 # (state key, component, entity name, component-specific settings)
 _ENTITIES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
-    ("bus_rate", "sensor", "Bus messages per second",
-     {"unit_of_measurement": "msg/s", "state_class": "measurement", "icon": "mdi:swap-horizontal"}),
-    ("bridge_connected", "binary_sensor", "MQTT bridge",
-     {"device_class": "connectivity", "payload_on": "ON", "payload_off": "OFF",
-      "entity_category": "diagnostic"}),
-    ("peers_linked", "sensor", "Peers linked",
-     {"state_class": "measurement", "icon": "mdi:lan-connect"}),
+    (
+        "bus_rate",
+        "sensor",
+        "Bus messages per second",
+        {
+            "unit_of_measurement": "msg/s",
+            "state_class": "measurement",
+            "icon": "mdi:swap-horizontal",
+        },
+    ),
+    (
+        "bridge_connected",
+        "binary_sensor",
+        "MQTT bridge",
+        {
+            "device_class": "connectivity",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "entity_category": "diagnostic",
+        },
+    ),
+    (
+        "peers_linked",
+        "sensor",
+        "Peers linked",
+        {"state_class": "measurement", "icon": "mdi:lan-connect"},
+    ),
     ("agents_seen", "sensor", "Agents seen", {"state_class": "measurement", "icon": "mdi:robot"}),
-    ("cert_days_left", "sensor", "Certificate expires in",
-     {"device_class": "duration", "unit_of_measurement": "d", "entity_category": "diagnostic"}),
+    (
+        "cert_days_left",
+        "sensor",
+        "Certificate expires in",
+        {"device_class": "duration", "unit_of_measurement": "d", "entity_category": "diagnostic"},
+    ),
 )
 STATE_KEYS = tuple(entity[0] for entity in _ENTITIES)
 
@@ -50,8 +74,11 @@ def discovery_messages(
         "model": "argentic-edge",
         "sw_version": version,
     }
-    origin = {"name": "argentic-edge", "sw_version": version,
-              "support_url": "https://github.com/argentic-edge/argentic-edge"}
+    origin = {
+        "name": "argentic-edge",
+        "sw_version": version,
+        "support_url": "https://github.com/argentic-edge/argentic-edge",
+    }
     messages = []
     for key, component, name, settings in _ENTITIES:
         payload = {

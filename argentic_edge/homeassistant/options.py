@@ -62,7 +62,9 @@ def read_options(path: Path = OPTIONS_PATH) -> dict[str, Any]:
     try:
         options = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise AddonError(f"{path} does not exist: is this running as a Home Assistant add-on?") from exc
+        raise AddonError(
+            f"{path} does not exist: is this running as a Home Assistant add-on?"
+        ) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AddonError(f"{path} is not readable JSON: {exc}") from exc
     if not isinstance(options, dict):
@@ -100,7 +102,11 @@ def options_to_config(options: Mapping[str, Any]) -> dict[str, Any]:
         _put(config, ("bridge", "mqtt", "tls_params"), tls)
     if "routes" in given:
         routes = _list_option(given, "routes")
-        _put(config, ("bridge", "routes"), [_route(index, route) for index, route in enumerate(routes)])
+        _put(
+            config,
+            ("bridge", "routes"),
+            [_route(index, route) for index, route in enumerate(routes)],
+        )
     if "trusted_peers" in given:
         peers = _list_option(given, "trusted_peers")
         if not all(isinstance(peer, str) and peer for peer in peers):
@@ -118,16 +124,22 @@ def ssl_path(name: str) -> str:
 def _route(index: int, route: Any) -> dict[str, Any]:
     """One route option as a configuration route; ``qos`` and ``retain`` arrive as strings."""
     if not isinstance(route, Mapping):
-        raise AddonError(f"routes[{index}]: expected a mapping with topic and direction, got {route!r}")
+        raise AddonError(
+            f"routes[{index}]: expected a mapping with topic and direction, got {route!r}"
+        )
     unknown = sorted(set(route) - _ROUTE_KEYS)
     if unknown:
         expected = ", ".join(sorted(_ROUTE_KEYS))
-        raise AddonError(f"routes[{index}]: unknown key(s) {', '.join(unknown)}; expected {expected}")
+        raise AddonError(
+            f"routes[{index}]: unknown key(s) {', '.join(unknown)}; expected {expected}"
+        )
     result = {key: value for key, value in route.items() if value is not None and value != ""}
     if "qos" in result:
         text = str(result["qos"]).lower()
         if text not in _QOS_VALUES:
-            raise AddonError(f"routes[{index}].qos: expected 0, 1, 2 or auto, got {result['qos']!r}")
+            raise AddonError(
+                f"routes[{index}].qos: expected 0, 1, 2 or auto, got {result['qos']!r}"
+            )
         result["qos"] = _QOS_VALUES[text]
     if "retain" in result:
         text = str(result["retain"]).lower()

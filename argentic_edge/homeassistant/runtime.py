@@ -55,8 +55,12 @@ class AddonAppliance(Protocol):
 
     async def __aenter__(self) -> object: ...
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        traceback: TracebackType | None) -> None: ...
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
 
     async def apply(self, config: EdgeConfig) -> list[str]: ...
 
@@ -80,8 +84,12 @@ class AddonPaths:
         data = Path(os.environ.get("ARGENTIC_EDGE_ADDON_DATA", str(OPTIONS_PATH.parent)))
         config = Path(os.environ.get("ARGENTIC_EDGE_ADDON_CONFIG", str(EXTRA_CONFIG_PATH.parent)))
         run = Path(os.environ.get("ARGENTIC_EDGE_ADDON_RUN", str(HEALTHZ_URL_PATH.parent)))
-        return cls(data / OPTIONS_PATH.name, config / EXTRA_CONFIG_PATH.name, data,
-                   run / HEALTHZ_URL_PATH.name)
+        return cls(
+            data / OPTIONS_PATH.name,
+            config / EXTRA_CONFIG_PATH.name,
+            data,
+            run / HEALTHZ_URL_PATH.name,
+        )
 
 
 class AddonRuntime:
@@ -122,8 +130,9 @@ class AddonRuntime:
         raw = dict(self.options_raw)
         if isinstance(extra, Mapping):
             for key in shadowed_keys(raw, extra):
-                log.warning("%s in %s has no effect: the add-on option sets it",
-                            key, self.paths.extra)
+                log.warning(
+                    "%s in %s has no effect: the add-on option sets it", key, self.paths.extra
+                )
             raw = merge_config(raw, extra)
         elif extra is not None:
             raise ConfigError([Problem(str(self.paths.extra), extra, "expected a mapping")])
@@ -166,8 +175,11 @@ async def run_addon(stop: asyncio.Event, appliance: ApplianceFactory) -> None:
         edge = appliance(config, str(paths.extra), runtime.compose)
         async with edge:
             runtime.announce_health_url(edge)
-            adopt = (asyncio.create_task(runtime.adopt_broker(edge), name="supervisor-mqtt")
-                     if runtime.needs_broker(config) else None)
+            adopt = (
+                asyncio.create_task(runtime.adopt_broker(edge), name="supervisor-mqtt")
+                if runtime.needs_broker(config)
+                else None
+            )
             await stop.wait()
             if adopt is not None:
                 adopt.cancel()

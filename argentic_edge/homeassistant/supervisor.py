@@ -87,7 +87,9 @@ class SupervisorClient:
         data = self._data("/services/mqtt", status, body)
         missing = [key for key in ("host", "port") if key not in data]
         if missing:
-            raise SupervisorError(f"Supervisor API /services/mqtt: answer lacks {', '.join(missing)}")
+            raise SupervisorError(
+                f"Supervisor API /services/mqtt: answer lacks {', '.join(missing)}"
+            )
         return data
 
     async def addon_info(self) -> dict[str, Any]:
@@ -122,8 +124,12 @@ class SupervisorClient:
             except SupervisorUnavailable as exc:
                 service, reason = None, str(exc)
             if service is not None:
-                _LOGGER.info("MQTT service from the Supervisor: %s:%s (attempt %d)",
-                             service["host"], service["port"], attempt)
+                _LOGGER.info(
+                    "MQTT service from the Supervisor: %s:%s (attempt %d)",
+                    service["host"],
+                    service["port"],
+                    attempt,
+                )
                 return service
             log = _LOGGER.info if attempt == 1 else _LOGGER.debug
             log("Waiting for the Supervisor's MQTT service (%s); attempt %d", reason, attempt)
@@ -131,8 +137,11 @@ class SupervisorClient:
             if deadline is not None:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    _LOGGER.warning("No MQTT service after %.0f s: install the Mosquitto broker add-on "
-                                    "or set mqtt_host", timeout)
+                    _LOGGER.warning(
+                        "No MQTT service after %.0f s: install the Mosquitto broker add-on "
+                        "or set mqtt_host",
+                        timeout,
+                    )
                     return None
                 delay = min(delay, remaining)
             await asyncio.sleep(delay)
@@ -142,7 +151,8 @@ class SupervisorClient:
 
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout))
+                timeout=aiohttp.ClientTimeout(total=self._timeout)
+            )
         url = f"{self._base_url}{path}"
         try:
             async with self._session.get(url, headers=self._headers) as response:
@@ -158,7 +168,11 @@ class SupervisorClient:
             raise SupervisorError(f"Supervisor API {path} refused the add-on's token (HTTP 401)")
         if status == 403:
             message = body.get("message") if isinstance(body, dict) else None
-            hint = "; config.yaml must list it (services: mqtt:want)" if path.startswith("/services/") else ""
+            hint = (
+                "; config.yaml must list it (services: mqtt:want)"
+                if path.startswith("/services/")
+                else ""
+            )
             raise SupervisorError(
                 f"Supervisor API {path} denied access (HTTP 403): {message or 'forbidden'}{hint}"
             )

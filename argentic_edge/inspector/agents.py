@@ -63,9 +63,14 @@ class AgentRecord:
     role: str = "client"  # "agent" once it confirmed a tool registration
 
     def to_dict(self, now: float) -> dict[str, Any]:
-        return {"id": self.client_id, "role": self.role, "heartbeats": self.heartbeats,
-                "first_seen": self.first_seen, "last_seen": self.last_seen,
-                "age": round(now - self.last_seen, 3)}
+        return {
+            "id": self.client_id,
+            "role": self.role,
+            "heartbeats": self.heartbeats,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "age": round(now - self.last_seen, 3),
+        }
 
 
 @dataclass
@@ -81,9 +86,16 @@ class ToolRecord:
     topic: str = ""
 
     def to_dict(self, now: float) -> dict[str, Any]:
-        return {"name": self.name, "state": self.state, "provider": self.provider,
-                "agent": self.agent, "tool_id": self.tool_id, "topic": self.topic,
-                "last_seen": self.last_seen, "age": round(now - self.last_seen, 3)}
+        return {
+            "name": self.name,
+            "state": self.state,
+            "provider": self.provider,
+            "agent": self.agent,
+            "tool_id": self.tool_id,
+            "topic": self.topic,
+            "last_seen": self.last_seen,
+            "age": round(now - self.last_seen, 3),
+        }
 
 
 def _bounded_text(value: Any, what: str) -> str:
@@ -137,7 +149,8 @@ class AgentRegistry:
             ("agent/status/info", self._confirmation),
         ]
         self._dispatch: TopicTree[Callable[[str, dict[str, Any], float], None]] = TopicTree(
-            (TopicFilter(pattern), handler) for pattern, handler in handlers)
+            (TopicFilter(pattern), handler) for pattern, handler in handlers
+        )
 
     def record(self, topic: str, payload: bytes, now: float) -> bool:
         """Take one message; False when it was on a watched prefix but not a topic we read.
@@ -175,7 +188,7 @@ class AgentRegistry:
         return record
 
     def _ping(self, topic: str, message: dict[str, Any], now: float) -> None:
-        client_id = _bounded_text(topic[len("_ping/"):], "the client id in _ping/<client_id>")
+        client_id = _bounded_text(topic[len("_ping/") :], "the client id in _ping/<client_id>")
         self._agent(client_id, now).heartbeats += 1
 
     def _registration(self, topic: str, message: dict[str, Any], now: float) -> None:
@@ -260,8 +273,9 @@ class AgentsService:
             socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         socket.connect(self.endpoint)
         self._socket = socket
-        self._reader = BusReader(socket, self._take, name="agents", share=CPU_SHARE,
-                                 discard_stale=True)
+        self._reader = BusReader(
+            socket, self._take, name="agents", share=CPU_SHARE, discard_stale=True
+        )
         self._task = asyncio.create_task(self._read(self._reader), name="argentic-edge-agents")
 
     async def _read(self, reader: BusReader) -> None:
@@ -281,12 +295,12 @@ class AgentsService:
             if isinstance(exc, FrameError):
                 self.registry.malformed += 1
             if self.registry.malformed == 1:
-                log.warning("agents: ignoring malformed messages on watched topics (%s); "
-                            "counting them", exc)
+                log.warning(
+                    "agents: ignoring malformed messages on watched topics (%s); counting them", exc
+                )
         self.changed.set()
 
-    async def wait_until(self, predicate: Callable[[AgentRegistry], bool],
-                         timeout: float) -> None:
+    async def wait_until(self, predicate: Callable[[AgentRegistry], bool], timeout: float) -> None:
         """Until ``predicate(registry)`` holds; TimeoutError after ``timeout`` seconds."""
         async with asyncio.timeout(timeout):
             while True:
@@ -313,6 +327,8 @@ class AgentsService:
         return True, f"{agents} client(s), {tools} tool(s) seen"
 
     def status(self) -> AgentsStatus:
-        return AgentsStatus(**self.registry.snapshot(time.time()),
-                            subscriptions=list(SUBSCRIPTIONS),
-                            reader=self._reader.status() if self._reader is not None else None)
+        return AgentsStatus(
+            **self.registry.snapshot(time.time()),
+            subscriptions=list(SUBSCRIPTIONS),
+            reader=self._reader.status() if self._reader is not None else None,
+        )

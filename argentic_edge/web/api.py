@@ -19,8 +19,9 @@ from argentic_edge.web.logbuffer import WARNINGS
 log = logging.getLogger(__name__)
 
 JSON_TYPES = frozenset({"application/json"})
-YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml",
-                        "text/plain"})
+YAML_TYPES = frozenset(
+    {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
+)
 MAX_JSON_DEPTH = 32  # a configuration nests 5 or 6 levels; what follows the parser recurses
 
 
@@ -57,8 +58,9 @@ async def prometheus(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one ``data:`` line with the status document per interval."""
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "X-Accel-Buffering": "no"})
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+    )
     await response.prepare(request)
     await response.write(b"retry: 2000\n\n")
     try:
@@ -74,6 +76,7 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 
 # --- configuration -------------------------------------------------------------------------
+
 
 async def config_view(request: web.Request) -> web.Response:
     editor = ConfigEditor(request.app[APPLIANCE])
@@ -91,7 +94,8 @@ async def _submitted(request: web.Request) -> tuple[str, Any]:
     kind = request.content_type
     if kind not in JSON_TYPES | YAML_TYPES:
         raise web.HTTPUnsupportedMediaType(
-            text="send the configuration as application/json or application/yaml")
+            text="send the configuration as application/json or application/yaml"
+        )
     body = await request.read()
     try:
         text = body.decode("utf-8")
@@ -116,8 +120,9 @@ def _deeper_than(document: Any, limit: int) -> bool:
         if isinstance(value, (dict, list)):
             if depth > limit:
                 return True
-            stack.extend((item, depth + 1)
-                         for item in (value.values() if isinstance(value, dict) else value))
+            stack.extend(
+                (item, depth + 1) for item in (value.values() if isinstance(value, dict) else value)
+            )
     return False
 
 
@@ -158,6 +163,7 @@ async def config_check(request: web.Request) -> web.Response:
 
 # --- peers ---------------------------------------------------------------------------------
 
+
 async def remove_from_home_assistant(request: web.Request) -> web.Response:
     """Clear the appliance's retained discovery topics: the step before uninstalling."""
     service = request.app[APPLIANCE].home_assistant()
@@ -183,5 +189,11 @@ async def peer_action(request: web.Request) -> web.Response:
     except Exception as exc:  # the peers service refuses with its own errors (FederationError)
         log.warning("web: %s of a peer refused: %s", action, exc)
         raise web.HTTPConflict(text=str(exc)) from None
-    return _json({"ok": True, "peer": peer_id, "action": action,
-                  "result": result if isinstance(result, dict) else None})
+    return _json(
+        {
+            "ok": True,
+            "peer": peer_id,
+            "action": action,
+            "result": result if isinstance(result, dict) else None,
+        }
+    )

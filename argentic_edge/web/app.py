@@ -32,17 +32,23 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 256 * 1024  # a configuration file is a few kilobytes
 
 
-def create_app(appliance: Appliance, *, supervisor_address: str = SUPERVISOR_ADDRESS,
-               status_interval: float = 1.0) -> web.Application:
+def create_app(
+    appliance: Appliance,
+    *,
+    supervisor_address: str = SUPERVISOR_ADDRESS,
+    status_interval: float = 1.0,
+) -> web.Application:
     """The web application for ``appliance``. ``supervisor_address`` is the only source accepted for
     ingress requests in add-on mode (tests pass a loopback address)."""
-    app = web.Application(middlewares=[errors, body_deadline, mark_serving, auth.authenticate,
-                                       csrf],
-                          client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[errors, body_deadline, mark_serving, auth.authenticate, csrf],
+        client_max_size=MAX_BODY,
+    )
     config = appliance.config.web
     app[APPLIANCE] = appliance
-    app[ACCESS] = Access(ingress=config.ingress, supervisor_address=supervisor_address,
-                         api_token=config.api_token)
+    app[ACCESS] = Access(
+        ingress=config.ingress, supervisor_address=supervisor_address, api_token=config.api_token
+    )
     app[FEED] = StatusFeed(lambda: status_document(appliance, WARNINGS), status_interval)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_recent_warnings)
@@ -67,10 +73,12 @@ def _routes(router: web.UrlDispatcher) -> None:
     config.add_route("GET", api.config_view)
     config.add_route("PUT", api.config_save)
     router.add_post("/api/config/check", api.config_check, name="config_check")
-    router.add_post("/api/peers/{peer_id}/{action:approve|forget}", api.peer_action,
-                    name="peer_action")
-    router.add_post("/api/homeassistant/remove", api.remove_from_home_assistant,
-                     name="homeassistant_remove")
+    router.add_post(
+        "/api/peers/{peer_id}/{action:approve|forget}", api.peer_action, name="peer_action"
+    )
+    router.add_post(
+        "/api/homeassistant/remove", api.remove_from_home_assistant, name="homeassistant_remove"
+    )
     router.add_get("/api/openapi.json", api.openapi_document, name="openapi")
     router.add_static("/static", STATIC, name="static")
 
@@ -85,8 +93,8 @@ async def _credentials(app: web.Application) -> AsyncIterator[None]:
     """Load (or create) the password hash and session key: file I/O and scrypt, off the loop."""
     config, access = app[APPLIANCE].config, app[ACCESS]
     access.credentials = await asyncio.get_running_loop().run_in_executor(
-        None, Credentials.load, config.data_path, config.web.password,
-        not access.ingress)
+        None, Credentials.load, config.data_path, config.web.password, not access.ingress
+    )
     yield
 
 

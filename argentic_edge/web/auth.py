@@ -50,8 +50,13 @@ class LoginLimiter:
     addresses must not push the others out. ``failed_total`` counts wrong passwords and
     ``refused_total`` the attempts answered 429."""
 
-    def __init__(self, attempts: int = 5, window: float = 60.0, max_lockout: float = 900.0,
-                 max_clients: int = 1024) -> None:
+    def __init__(
+        self,
+        attempts: int = 5,
+        window: float = 60.0,
+        max_lockout: float = 900.0,
+        max_clients: int = 1024,
+    ) -> None:
         self.attempts, self.window, self.max_lockout = attempts, window, max_lockout
         self.max_clients = max_clients
         self._clients: OrderedDict[str, _Attempts] = OrderedDict()
@@ -76,7 +81,7 @@ class LoginLimiter:
             state.failures.popleft()
         state.failures.append(now)
         if len(state.failures) >= self.attempts:
-            state.locked_until = now + min(self.window * 2 ** state.lockouts, self.max_lockout)
+            state.locked_until = now + min(self.window * 2**state.lockouts, self.max_lockout)
             state.lockouts += 1
             state.failures.clear()
         return 0.0
@@ -87,9 +92,12 @@ class LoginLimiter:
         self._unreported += 1
         if self._warned_at is not None and now - self._warned_at < self.window:
             return
-        log.warning("web: failed login from %s (%d since the last such warning; at most one is "
-                    "logged a minute, status: web.logins.failed counts them all)", client,
-                    self._unreported)
+        log.warning(
+            "web: failed login from %s (%d since the last such warning; at most one is "
+            "logged a minute, status: web.logins.failed counts them all)",
+            client,
+            self._unreported,
+        )
         self._warned_at, self._unreported = now, 0
 
     def succeeded(self, client: str) -> None:
@@ -105,8 +113,9 @@ class Access:
     def __init__(self, *, ingress: bool, supervisor_address: str, api_token: Secret | None) -> None:
         self.ingress = ingress
         self.supervisor_address = supervisor_address
-        self._token_digest = (hashlib.sha256(api_token.reveal().encode()).digest()
-                              if api_token is not None else None)
+        self._token_digest = (
+            hashlib.sha256(api_token.reveal().encode()).digest() if api_token is not None else None
+        )
         self.credentials: Credentials | None = None  # loaded at startup (file I/O)
         self.limiter = LoginLimiter()
 
@@ -146,13 +155,15 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     route = request.match_info.route.name
     if identity is None and route not in (PUBLIC_IN_INGRESS if access.ingress else PUBLIC):
         if access.ingress:
-            raise web.HTTPForbidden(text="In add-on mode this page is reached through Home "
-                                         "Assistant (ingress) only.\n")
+            raise web.HTTPForbidden(
+                text="In add-on mode this page is reached through Home Assistant (ingress) only.\n"
+            )
         if route in PAGES:
             raise web.HTTPFound("login")  # relative: works under any path prefix
         raise web.HTTPUnauthorized(
             headers={"WWW-Authenticate": 'Bearer realm="argentic-edge"'},
-            text="Log in on the page, or send Authorization: Bearer <web.api_token>.\n")
+            text="Log in on the page, or send Authorization: Bearer <web.api_token>.\n",
+        )
     if identity is not None:
         request[IDENTITY] = identity
     return await handler(request)
@@ -176,19 +187,30 @@ async def login(request: web.Request) -> web.Response:
         return render_login(request, "Enter the password.", status=400)
     wait = access.limiter.attempt(client, time.monotonic())  # no await between this and the check
     if wait > 0:
-        return render_login(request, "Too many attempts. Try again in "
-                                     f"{int(wait) + 1} seconds.", status=429,
-                            headers={"Retry-After": str(int(wait) + 1)})
-    ok = await asyncio.get_running_loop().run_in_executor(None, credentials.check_password,
-                                                          password)
+        return render_login(
+            request,
+            f"Too many attempts. Try again in {int(wait) + 1} seconds.",
+            status=429,
+            headers={"Retry-After": str(int(wait) + 1)},
+        )
+    ok = await asyncio.get_running_loop().run_in_executor(
+        None, credentials.check_password, password
+    )
     if not ok:
         access.limiter.failed(client, time.monotonic())
         return render_login(request, "Wrong password.", status=401)
     access.limiter.succeeded(client)
     cookie = await asyncio.get_running_loop().run_in_executor(None, credentials.new_session)
     response = web.HTTPSeeOther("./")
-    response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_LIFETIME,
-                        httponly=True, samesite="Strict", secure=request.secure, path="/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=SESSION_LIFETIME,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
+    )
     raise response
 
 
@@ -196,8 +218,9 @@ async def logout(request: web.Request) -> web.Response:
     access = request.app[ACCESS]
     identity = request[IDENTITY]
     if identity.cookie is not None and access.credentials is not None:
-        await asyncio.get_running_loop().run_in_executor(None, access.credentials.revoke,
-                                                         identity.cookie)
+        await asyncio.get_running_loop().run_in_executor(
+            None, access.credentials.revoke, identity.cookie
+        )
     response = web.HTTPSeeOther("login")
     response.del_cookie(SESSION_COOKIE, path="/")
     raise response

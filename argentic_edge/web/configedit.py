@@ -38,9 +38,11 @@ from argentic_edge.storage import atomic_write, describe_os_error, saved_config_
 from argentic_edge.web.appliance import Appliance
 from argentic_edge.web.schema import dotted, form_fields, is_secret
 
-STARTER = ("# No configuration file yet: every default is in effect.\n"
-           "# Write only what you want to change, for example:\n"
-           "# web:\n#   port: 8099\n")
+STARTER = (
+    "# No configuration file yet: every default is in effect.\n"
+    "# Write only what you want to change, for example:\n"
+    "# web:\n#   port: 8099\n"
+)
 _REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
 _NODE_PREFIX = re.compile(r"(?:[&!]\S*\s+)*")
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -62,6 +64,7 @@ def config_target(appliance: Appliance) -> Path:
 
 
 # --- YAML with positions -------------------------------------------------------------------
+
 
 def _scalars(root: yaml.Node | None) -> Iterator[tuple[PathKeys, yaml.ScalarNode]]:
     """Every scalar with its path of keys, aliases followed (compose_yaml bounds them)."""
@@ -103,16 +106,16 @@ def _splice(text: str, edits: list[tuple[yaml.ScalarNode, str]]) -> str:
         start, end = node.start_mark.index, node.end_mark.index
         span = text[start:end]
         prefix = _NODE_PREFIX.match(span).group(0)  # type: ignore[union-attr]
-        body = span[len(prefix):]
-        trailing = body[len(body.rstrip()):]
+        body = span[len(prefix) :]
+        trailing = body[len(body.rstrip()) :]
         text = text[:start] + prefix + replacement + trailing + text[end:]
     return text
 
 
 def _source(text: str, node: yaml.ScalarNode) -> str:
     """How to write a stored scalar back: as it was written when it fits on one line."""
-    span = text[node.start_mark.index:node.end_mark.index]
-    body = span[len(_NODE_PREFIX.match(span).group(0)):].rstrip()  # type: ignore[union-attr]
+    span = text[node.start_mark.index : node.end_mark.index]
+    body = span[len(_NODE_PREFIX.match(span).group(0)) :].rstrip()  # type: ignore[union-attr]
     if node.style in _QUIET and "\n" not in body:
         return body
     return json.dumps(node.value, ensure_ascii=False)
@@ -129,8 +132,11 @@ def _secret_nodes(text: str, document: Any) -> Iterator[tuple[PathKeys, yaml.Sca
 def masked_text(text: str) -> str:
     """The YAML text with every secret value replaced by the mask, formatting kept."""
     document = load_text(text)
-    edits = [(node, json.dumps(MASK)) for _, node in _secret_nodes(text, document)
-             if _node_maskable(node)]
+    edits = [
+        (node, json.dumps(MASK))
+        for _, node in _secret_nodes(text, document)
+        if _node_maskable(node)
+    ]
     return _splice(text, edits)
 
 
@@ -157,6 +163,7 @@ def restore_text(submitted: str, stored: str | None) -> str:
 
 # --- plain documents (the form and the JSON API) -------------------------------------------
 
+
 def _map(value: Any, path: PathKeys, visit: Callable[[Any, PathKeys], Any]) -> Any:
     if isinstance(value, Mapping):
         return {key: _map(item, path + (key,), visit) for key, item in value.items()}
@@ -176,8 +183,9 @@ def _lookup(document: Any, path: PathKeys) -> tuple[bool, Any]:
 
 
 def _unknown_mask(path: PathKeys) -> Problem:
-    return Problem(dotted(path), MASK, "is masked, but there is no stored value to keep here; "
-                                       "type the value")
+    return Problem(
+        dotted(path), MASK, "is masked, but there is no stored value to keep here; type the value"
+    )
 
 
 def restore_document(submitted: Any, stored: Any, shown: Any) -> Any:
@@ -197,6 +205,7 @@ def restore_document(submitted: Any, stored: Any, shown: Any) -> Any:
         if is_secret(path, submitted):
             problems.append(_unknown_mask(path))
         return value
+
     restored = _map(submitted, (), visit)
     if problems:
         raise ConfigError(problems)
@@ -204,6 +213,7 @@ def restore_document(submitted: Any, stored: Any, shown: Any) -> Any:
 
 
 # --- validation ----------------------------------------------------------------------------
+
 
 def validate(document: Any, compose: Callable[[Any], Any] | None = None) -> EdgeConfig:
     """The same checks as ``check-config``: the schema, then the files it names.
@@ -233,8 +243,9 @@ def problems_json(error: ConfigError, document: Any) -> list[dict[str, Any]]:
     """Problems for the browser: values at secret paths (or of secret type) masked."""
     out = []
     for problem in error.problems:
-        path = tuple(int(p) if p.isdigit() else p
-                     for p in re.split(r"\.|\[|\]\.?", problem.path) if p)
+        path = tuple(
+            int(p) if p.isdigit() else p for p in re.split(r"\.|\[|\]\.?", problem.path) if p
+        )
         value = MASK if path and is_secret(path, document) else _shown(problem)
         out.append({"path": problem.path, "value": value, "expected": problem.expected})
     return out
@@ -262,8 +273,9 @@ class ConfigEditor:
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([Problem(str(self.path), None, f"cannot read the file: {exc}")]
-                              ) from None
+            raise ConfigError(
+                [Problem(str(self.path), None, f"cannot read the file: {exc}")]
+            ) from None
 
     def _stored(self) -> tuple[Any, Any]:
         """The stored document and the same as the browser sees it (masked)."""
@@ -276,8 +288,7 @@ class ConfigEditor:
     def view(self) -> dict[str, Any]:
         """The masked file, as text and as a document, with the form's fields."""
         text = self.stored_text()
-        view: dict[str, Any] = {"path": str(self.path), "exists": text is not None,
-                                "problems": []}
+        view: dict[str, Any] = {"path": str(self.path), "exists": text is not None, "problems": []}
         try:
             view["yaml"] = masked_text(text) if text else STARTER
             masked = load_text(view["yaml"]) if text else None
@@ -318,20 +329,24 @@ class ConfigEditor:
             try:
                 restarted = await self.appliance.apply(config)
             except Exception as exc:
-                raise ApplyError(f"the configuration is valid but could not be applied: {exc}. "
-                                 "The previous configuration is still running.") from None
+                raise ApplyError(
+                    f"the configuration is valid but could not be applied: {exc}. "
+                    "The previous configuration is still running."
+                ) from None
             try:
                 await asyncio.get_running_loop().run_in_executor(
-                    None, _write, target, text, previous_bytes)
+                    None, _write, target, text, previous_bytes
+                )
             except OSError as exc:
                 await self.appliance.apply(previous)
-                raise ApplyError(f"could not save {path}: {describe_os_error(exc)}. "
-                                 "The previous configuration is running again.") from None
+                raise ApplyError(
+                    f"could not save {path}: {describe_os_error(exc)}. "
+                    "The previous configuration is running again."
+                ) from None
             if self.appliance.config_path is None:
                 self.appliance.config_path = str(path)
             backup = str(_backup(target)) if previous_bytes is not None else None
-            return {"applied": True, "restarted": restarted, "path": str(path),
-                    "backup": backup}
+            return {"applied": True, "restarted": restarted, "path": str(path), "backup": backup}
 
 
 def _backup(path: Path) -> Path:

@@ -42,7 +42,7 @@ class PasswordHash:
 
     salt: bytes
     digest: bytes
-    n: int = 2 ** 14
+    n: int = 2**14
     r: int = 8
     p: int = 1
 
@@ -53,22 +53,34 @@ class PasswordHash:
         return cls(salt, probe.derive(password))
 
     def derive(self, password: str) -> bytes:
-        return hashlib.scrypt(password.encode(), salt=self.salt, n=self.n, r=self.r, p=self.p,
-                              dklen=32)
+        return hashlib.scrypt(
+            password.encode(), salt=self.salt, n=self.n, r=self.r, p=self.p, dklen=32
+        )
 
     def matches(self, password: str) -> bool:
         return hmac.compare_digest(self.derive(password), self.digest)
 
     def to_json(self) -> dict[str, Any]:
-        return {"algorithm": "scrypt", "n": self.n, "r": self.r, "p": self.p,
-                "salt": self.salt.hex(), "hash": self.digest.hex()}
+        return {
+            "algorithm": "scrypt",
+            "n": self.n,
+            "r": self.r,
+            "p": self.p,
+            "salt": self.salt.hex(),
+            "hash": self.digest.hex(),
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> PasswordHash:
         if not isinstance(data, dict) or data.get("algorithm") != "scrypt":
             raise ValueError("expected an scrypt password record")
-        return cls(bytes.fromhex(data["salt"]), bytes.fromhex(data["hash"]),
-                   int(data["n"]), int(data["r"]), int(data["p"]))
+        return cls(
+            bytes.fromhex(data["salt"]),
+            bytes.fromhex(data["hash"]),
+            int(data["n"]),
+            int(data["r"]),
+            int(data["p"]),
+        )
 
 
 @dataclass
@@ -104,9 +116,13 @@ class Credentials:
             password = secrets.token_urlsafe(12)
             credentials.stored_password = PasswordHash.of(password)
             changed = True
-            log.warning("web: generated a password for the status page: %s (shown only this "
-                        "once; it is stored hashed in %s — set web.password to choose your own)",
-                        password, path, extra={"secret": True})
+            log.warning(
+                "web: generated a password for the status page: %s (shown only this "
+                "once; it is stored hashed in %s — set web.password to choose your own)",
+                password,
+                path,
+                extra={"secret": True},
+            )
         if changed:
             credentials.save()
         return credentials
@@ -123,8 +139,11 @@ class Credentials:
         return data if isinstance(data, dict) else {}
 
     def save(self) -> None:
-        data: dict[str, Any] = {"version": 2, "session_key": self.root_key.hex(),
-                                "sessions": dict(self.sessions)}
+        data: dict[str, Any] = {
+            "version": 2,
+            "session_key": self.root_key.hex(),
+            "sessions": dict(self.sessions),
+        }
         if self.stored_password is not None:
             data["password"] = self.stored_password.to_json()
         atomic_write(self.path, json.dumps(data, indent=2) + "\n", mode=0o600)

@@ -77,6 +77,7 @@ class StatusFeed:
         seen = 0
         try:
             while True:
+
                 def ready(seen: int = seen) -> bool:
                     return self._closed or self._version > seen
 

@@ -66,8 +66,11 @@ class ConnectionGate:
             self.open += 1
             return True
         if not self.refused:
-            log.warning("web: connection limit (%d) reached; further connections are closed at "
-                        "once and counted (status: web.connections.refused)", self.limit)
+            log.warning(
+                "web: connection limit (%d) reached; further connections are closed at "
+                "once and counted (status: web.connections.refused)",
+                self.limit,
+            )
         self.refused += 1
         return False
 
@@ -78,9 +81,12 @@ class ConnectionGate:
         """Out of descriptors: count, log the first time, and close the waiting connection with
         the spare descriptor's slot. False when that could not be done."""
         if not self.exhausted:
-            log.error("web: cannot accept connections: %s (the process's descriptor limit, "
-                      "RLIMIT_NOFILE, or the system's is reached); further failures are counted "
-                      "(status: web.connections.exhausted)", exc.strerror or exc)
+            log.error(
+                "web: cannot accept connections: %s (the process's descriptor limit, "
+                "RLIMIT_NOFILE, or the system's is reached); further failures are counted "
+                "(status: web.connections.exhausted)",
+                exc.strerror or exc,
+            )
         self.exhausted += 1
         if self._spare < 0:
             return False
@@ -100,8 +106,12 @@ class ConnectionGate:
             self._spare = -1
 
     def to_dict(self) -> dict[str, int]:
-        return {"open": self.open, "limit": self.limit, "refused": self.refused,
-                "exhausted": self.exhausted}
+        return {
+            "open": self.open,
+            "limit": self.limit,
+            "refused": self.refused,
+            "exhausted": self.exhausted,
+        }
 
 
 def _open_spare() -> int:
@@ -152,8 +162,9 @@ class GatedListener(socket.socket):
                     raise
                 continue
             if self.gate.admit():
-                return _Connection(self.family, self.type, self.proto, fileno=fd,
-                                   gate=self.gate), address
+                return _Connection(
+                    self.family, self.type, self.proto, fileno=fd, gate=self.gate
+                ), address
             os.close(fd)
         raise BlockingIOError(errno.EAGAIN, "connections shed; more on the next loop pass")
 
@@ -171,8 +182,11 @@ def quiet_accept_failures(loop: asyncio.AbstractEventLoop) -> None:
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         sock = context.get("socket")
-        if (context.get("message") == ACCEPT_FAILED and sock is not None
-                and any(sock.fileno() == listener.fileno() for listener in _listeners)):
+        if (
+            context.get("message") == ACCEPT_FAILED
+            and sock is not None
+            and any(sock.fileno() == listener.fileno() for listener in _listeners)
+        ):
             return
         if previous is not None:
             previous(loop, context)
@@ -186,8 +200,9 @@ def quiet_accept_failures(loop: asyncio.AbstractEventLoop) -> None:
 def listen(host: str, port: int, gate: ConnectionGate) -> list[GatedListener]:
     """Bound, listening sockets for ``host`` (every address it resolves to; all of them for
     ``0.0.0.0``/``::``/``*``), the way asyncio's create_server would make them."""
-    infos = socket.getaddrinfo(None if host in ("", "*") else host, port,
-                               type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos = socket.getaddrinfo(
+        None if host in ("", "*") else host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
     listeners: list[GatedListener] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
@@ -211,8 +226,13 @@ def listen(host: str, port: int, gate: ConnectionGate) -> list[GatedListener]:
 class GatedSite(web.BaseSite):
     """An aiohttp site on one GatedListener; a TLS handshake must end within ``timeout``."""
 
-    def __init__(self, runner: web.BaseRunner, sock: GatedListener,
-                 ssl_context: ssl.SSLContext | None, timeout: float) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        sock: GatedListener,
+        ssl_context: ssl.SSLContext | None,
+        timeout: float,
+    ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=BACKLOG)
         self._sock = sock
         self._timeout = timeout
@@ -227,5 +247,9 @@ class GatedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            server, sock=self._sock, ssl=self._ssl_context, backlog=BACKLOG,
-            ssl_handshake_timeout=self._timeout if self._ssl_context else None)
+            server,
+            sock=self._sock,
+            ssl=self._ssl_context,
+            backlog=BACKLOG,
+            ssl_handshake_timeout=self._timeout if self._ssl_context else None,
+        )

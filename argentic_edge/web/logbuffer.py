@@ -34,8 +34,14 @@ class RecentWarnings(logging.Handler):
         except Exception:  # a broken format string must not break the caller's logging
             message = str(record.msg)
         self.total += 1
-        self._records.append({"time": record.created, "level": record.levelname,
-                              "logger": record.name, "message": message[:MAX_MESSAGE]})
+        self._records.append(
+            {
+                "time": record.created,
+                "level": record.levelname,
+                "logger": record.name,
+                "message": message[:MAX_MESSAGE],
+            }
+        )
 
     def records(self) -> list[dict[str, Any]]:
         """Newest first."""

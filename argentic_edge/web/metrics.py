@@ -37,7 +37,7 @@ def _metric_name(text: str) -> str:
 
 def _format(value: float) -> str:
     """Whole numbers exactly (counters pass 2**53 only after years), others as Python does."""
-    return str(int(value)) if value.is_integer() and abs(value) < 2 ** 63 else repr(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 2**63 else repr(value)
 
 
 def _number(value: Any) -> float | None:
@@ -54,8 +54,9 @@ class Registry:
     def __init__(self) -> None:
         self.families: dict[str, Family] = {}
 
-    def add(self, name: str, kind: str, help_text: str, value: Any,
-            labels: dict[str, str] | None = None) -> None:
+    def add(
+        self, name: str, kind: str, help_text: str, value: Any, labels: dict[str, str] | None = None
+    ) -> None:
         number = _number(value)
         if number is None:
             return
@@ -71,22 +72,30 @@ class Registry:
             for labels, value in family.samples:
                 text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
                 shown = _format(value)
-                lines.append(f"{family.name}{{{text}}} {shown}" if text
-                             else f"{family.name} {shown}")
+                lines.append(
+                    f"{family.name}{{{text}}} {shown}" if text else f"{family.name} {shown}"
+                )
         return "\n".join(lines) + "\n"
 
 
 def _node(registry: Registry, document: Mapping[str, Any]) -> None:
     node = document.get("node", {})
-    registry.add("info", "gauge", "Version and node name of this appliance.", 1,
-                 {"version": str(node.get("version", "")), "node": str(node.get("name", ""))})
-    registry.add("uptime_seconds", "gauge", "Seconds since the appliance started.",
-                 node.get("uptime"))
+    registry.add(
+        "info",
+        "gauge",
+        "Version and node name of this appliance.",
+        1,
+        {"version": str(node.get("version", "")), "node": str(node.get("name", ""))},
+    )
+    registry.add(
+        "uptime_seconds", "gauge", "Seconds since the appliance started.", node.get("uptime")
+    )
     health = document.get("health", {})
     registry.add("up", "gauge", "1 when every enabled service is up.", health.get("ok"))
     for name, up in health.get("services", {}).items():
-        registry.add("service_up", "gauge", "1 when the service reports itself up.", up,
-                     {"service": name})
+        registry.add(
+            "service_up", "gauge", "1 when the service reports itself up.", up, {"service": name}
+        )
 
 
 def _bus(registry: Registry, bus: Mapping[str, Any]) -> None:
@@ -94,12 +103,20 @@ def _bus(registry: Registry, bus: Mapping[str, Any]) -> None:
     for side in ("frontend", "backend"):
         for direction in ("in", "out"):
             labels = {"side": side, "direction": direction}
-            registry.add("bus_messages_total", "counter",
-                         "Messages through the bus proxy (frontend: publishers, backend: "
-                         "subscribers).", counters.get(side, {}).get(f"messages_{direction}"),
-                         labels)
-            registry.add("bus_bytes_total", "counter", "Bytes through the bus proxy.",
-                         counters.get(side, {}).get(f"bytes_{direction}"), labels)
+            registry.add(
+                "bus_messages_total",
+                "counter",
+                "Messages through the bus proxy (frontend: publishers, backend: subscribers).",
+                counters.get(side, {}).get(f"messages_{direction}"),
+                labels,
+            )
+            registry.add(
+                "bus_bytes_total",
+                "counter",
+                "Bytes through the bus proxy.",
+                counters.get(side, {}).get(f"bytes_{direction}"),
+                labels,
+            )
 
 
 def _kind_of(name: str) -> str:
@@ -109,10 +126,10 @@ def _kind_of(name: str) -> str:
 READER_COUNTERS = {
     "frames": "Bus messages a Python reader handled.",
     "skipped": "Bus frames a reader read and discarded unhandled after a window over its CPU "
-               "budget.",
+    "budget.",
     "saturated_windows": "Windows in which a bus reader ran out of its CPU budget.",
     "queue_full": "Runs of a full receive queue read back to back (libzmq dropped frames for "
-                  "the reader beyond its queue; it does not count them).",
+    "the reader beyond its queue; it does not count them).",
     "multipart": "Multipart bus messages discarded whole (Argentic sends one frame).",
     "errors": "Bus messages whose handling failed.",
 }
@@ -123,8 +140,9 @@ def _reader(registry: Registry, name: str, reader: Any) -> None:
     if not isinstance(reader, Mapping):
         return
     for key, help_text in READER_COUNTERS.items():
-        registry.add(f"bus_reader_{key}_total", "counter", help_text, reader.get(key),
-                     {"reader": name})
+        registry.add(
+            f"bus_reader_{key}_total", "counter", help_text, reader.get(key), {"reader": name}
+        )
 
 
 def _bridge(registry: Registry, bridge: Mapping[str, Any]) -> None:
@@ -170,53 +188,100 @@ def _peers(registry: Registry, peers: Mapping[str, Any]) -> None:
 def _certificates(registry: Registry, certificates: Mapping[str, Any]) -> None:
     for item in _mappings(certificates):
         if "days_left" in item:
-            registry.add("certificate_days_left", "gauge", "Days until the certificate expires.",
-                         item["days_left"], {"name": str(item.get("name", ""))})
+            registry.add(
+                "certificate_days_left",
+                "gauge",
+                "Days until the certificate expires.",
+                item["days_left"],
+                {"name": str(item.get("name", ""))},
+            )
 
 
 def _agents(registry: Registry, agents: Mapping[str, Any]) -> None:
-    registry.add("agents_seen", "gauge", "Clients seen on the bus (heartbeats, registrations).",
-                 len(agents.get("agents", [])) if "agents" in agents else None)
-    registry.add("tools_seen", "gauge", "Tools seen registering on the bus.",
-                 len(agents.get("tools", [])) if "tools" in agents else None)
-    registry.add("agents_messages_total", "counter", "Registry messages read from the bus.",
-                 agents.get("messages"))
-    registry.add("agents_malformed_total", "counter", "Malformed registry messages ignored.",
-                 agents.get("malformed"))
+    registry.add(
+        "agents_seen",
+        "gauge",
+        "Clients seen on the bus (heartbeats, registrations).",
+        len(agents.get("agents", [])) if "agents" in agents else None,
+    )
+    registry.add(
+        "tools_seen",
+        "gauge",
+        "Tools seen registering on the bus.",
+        len(agents.get("tools", [])) if "tools" in agents else None,
+    )
+    registry.add(
+        "agents_messages_total",
+        "counter",
+        "Registry messages read from the bus.",
+        agents.get("messages"),
+    )
+    registry.add(
+        "agents_malformed_total",
+        "counter",
+        "Malformed registry messages ignored.",
+        agents.get("malformed"),
+    )
     _reader(registry, "agents", agents.get("reader"))
 
 
 def _web(registry: Registry, web: Mapping[str, Any]) -> None:
     connections = web.get("connections") or {}
-    registry.add("web_connections", "gauge", "Connections open to the web listener.",
-                 connections.get("open"))
-    registry.add("web_connection_limit", "gauge",
-                 "Most connections the web keeps open (below RLIMIT_NOFILE minus the reserve).",
-                 connections.get("limit"))
-    registry.add("web_connections_refused_total", "counter",
-                 "Connections closed at once because the limit was reached.",
-                 connections.get("refused"))
-    registry.add("web_accept_exhausted_total", "counter",
-                 "Connections the web could not accept for want of descriptors or memory.",
-                 connections.get("exhausted"))
+    registry.add(
+        "web_connections", "gauge", "Connections open to the web listener.", connections.get("open")
+    )
+    registry.add(
+        "web_connection_limit",
+        "gauge",
+        "Most connections the web keeps open (below RLIMIT_NOFILE minus the reserve).",
+        connections.get("limit"),
+    )
+    registry.add(
+        "web_connections_refused_total",
+        "counter",
+        "Connections closed at once because the limit was reached.",
+        connections.get("refused"),
+    )
+    registry.add(
+        "web_accept_exhausted_total",
+        "counter",
+        "Connections the web could not accept for want of descriptors or memory.",
+        connections.get("exhausted"),
+    )
     requests = web.get("requests") or {}
-    registry.add("web_requests_malformed_total", "counter",
-                 "Malformed HTTP requests answered 400.", requests.get("malformed"))
-    registry.add("web_requests_failed_total", "counter",
-                 "Requests the HTTP server failed to handle outside the application.",
-                 requests.get("failed"))
+    registry.add(
+        "web_requests_malformed_total",
+        "counter",
+        "Malformed HTTP requests answered 400.",
+        requests.get("malformed"),
+    )
+    registry.add(
+        "web_requests_failed_total",
+        "counter",
+        "Requests the HTTP server failed to handle outside the application.",
+        requests.get("failed"),
+    )
 
 
 def render(document: Mapping[str, Any], warnings_total: int) -> str:
     registry = Registry()
     _node(registry, document)
     _bus(registry, document.get("bus", {}))
-    sections = {"bridge": _bridge, "peers": _peers, "certificates": _certificates,
-                "agents": _agents, "web": _web}
+    sections = {
+        "bridge": _bridge,
+        "peers": _peers,
+        "certificates": _certificates,
+        "agents": _agents,
+        "web": _web,
+    }
     for name, read in sections.items():
         section = document.get(name)
         if isinstance(section, Mapping) and section.get("enabled", True) is not False:
             read(registry, section)
-    registry.add("log_warnings_total", "counter", "Warnings and errors logged since the start.",
-                 warnings_total)
+    registry.add(
+        "log_warnings_total",
+        "counter",
+        "Warnings and errors logged since the start.",
+        warnings_total,
+    )
     return registry.render()

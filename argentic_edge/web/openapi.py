@@ -13,21 +13,32 @@ from argentic_edge import __version__
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 _REFUSED = {
     "401": _error("Not authenticated: log in, or send Authorization: Bearer <web.api_token>."),
-    "403": _error("Refused: missing CSRF token, cross-site request, or not from the Supervisor "
-                  "in add-on mode."),
+    "403": _error(
+        "Refused: missing CSRF token, cross-site request, or not from the Supervisor "
+        "in add-on mode."
+    ),
 }
 _PROBLEMS = {
     "description": "The configuration is invalid; nothing was changed.",
-    "content": {"application/json": {"schema": {
-        "type": "object", "required": ["problems"],
-        "properties": {"problems": {"type": "array",
-                                    "items": {"$ref": "#/components/schemas/Problem"}}}}}},
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["problems"],
+                "properties": {
+                    "problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}}
+                },
+            }
+        }
+    },
 }
 # The document is a mapping of sections in either notation (YAML text parses to the same
 # values as JSON). Null, like an empty file, is every default. What makes a document valid is
@@ -49,20 +60,54 @@ def _status_schema() -> dict[str, Any]:
     section = {"type": "object", "additionalProperties": True}
     return {
         "type": "object",
-        "required": ["node", "bus", "bridge", "homeassistant", "peers", "certificates", "agents",
-                     "health", "warnings"],
+        "required": [
+            "node",
+            "bus",
+            "bridge",
+            "homeassistant",
+            "peers",
+            "certificates",
+            "agents",
+            "health",
+            "warnings",
+        ],
         "properties": {
-            "node": {"type": "object", "required": ["name", "version", "uptime"],
-                     "properties": {"name": {"type": "string"}, "version": {"type": "string"},
-                                    "uptime": {"type": "number"}, "addon": {"type": "boolean"}}},
-            "bus": section, "bridge": section, "homeassistant": section, "peers": section, "certificates": section,
-            "agents": section, "web": section,
-            "health": {"type": "object", "properties": {
-                "ok": {"type": "boolean"},
-                "reasons": {"type": "array", "items": {"type": "string"}}}},
-            "warnings": {"type": "array", "items": {"type": "object", "properties": {
-                "time": {"type": "number"}, "level": {"type": "string"},
-                "logger": {"type": "string"}, "message": {"type": "string"}}}},
+            "node": {
+                "type": "object",
+                "required": ["name", "version", "uptime"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "string"},
+                    "uptime": {"type": "number"},
+                    "addon": {"type": "boolean"},
+                },
+            },
+            "bus": section,
+            "bridge": section,
+            "homeassistant": section,
+            "peers": section,
+            "certificates": section,
+            "agents": section,
+            "web": section,
+            "health": {
+                "type": "object",
+                "properties": {
+                    "ok": {"type": "boolean"},
+                    "reasons": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "warnings": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "time": {"type": "number"},
+                        "level": {"type": "string"},
+                        "logger": {"type": "string"},
+                        "message": {"type": "string"},
+                    },
+                },
+            },
         },
         "additionalProperties": True,
     }
@@ -71,124 +116,260 @@ def _status_schema() -> dict[str, Any]:
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
-        "info": {"title": "argentic-edge", "version": __version__,
-                 "description": "Status, configuration and peers of an argentic-edge appliance."},
+        "info": {
+            "title": "argentic-edge",
+            "version": __version__,
+            "description": "Status, configuration and peers of an argentic-edge appliance.",
+        },
         "security": [{"bearer": []}, {"session": []}],
         "paths": {
-            "/healthz": {"get": {
-                "summary": "Liveness: 200 when every enabled service is up. The reasons are "
-                           "given to authenticated callers (and the Supervisor) only.",
-                "security": [],
-                "responses": {
-                    "200": {"description": "Every enabled service is up.",
-                            "content": {"application/json": {"schema": {
-                                "$ref": "#/components/schemas/Health"}}}},
-                    "503": {"description": "Some service is down; the reasons say which.",
-                            "content": {"application/json": {"schema": {
-                                "$ref": "#/components/schemas/Health"}}}}}}},
-            "/metrics": {"get": {
-                "summary": "Prometheus metrics.",
-                "responses": {"200": {"description": "Prometheus text format 0.0.4.",
-                                      "content": {"text/plain": {"schema": {"type": "string"}}}},
-                              **_REFUSED}}},
-            "/api/status": {"get": {
-                "summary": "Everything the status page shows.",
-                "responses": {"200": {"description": "The status document.",
-                                      "content": {"application/json": {"schema": {
-                                          "$ref": "#/components/schemas/Status"}}}},
-                              "503": _error("A service failed to report its status."),
-                              **_REFUSED}}},
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness: 200 when every enabled service is up. The reasons are "
+                    "given to authenticated callers (and the Supervisor) only.",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Every enabled service is up.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Health"}
+                                }
+                            },
+                        },
+                        "503": {
+                            "description": "Some service is down; the reasons say which.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Health"}
+                                }
+                            },
+                        },
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics.",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format 0.0.4.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_REFUSED,
+                    },
+                }
+            },
+            "/api/status": {
+                "get": {
+                    "summary": "Everything the status page shows.",
+                    "responses": {
+                        "200": {
+                            "description": "The status document.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Status"}
+                                }
+                            },
+                        },
+                        "503": _error("A service failed to report its status."),
+                        **_REFUSED,
+                    },
+                }
+            },
             "/api/config": {
                 "get": {
                     "summary": "The configuration file, secrets masked.",
                     "responses": {
-                        "200": {"description": "The raw document, the YAML text and the form.",
-                                "content": {"application/json": {"schema": {
-                                    "$ref": "#/components/schemas/ConfigView"}}}},
-                        "422": _PROBLEMS, **_REFUSED}},
+                        "200": {
+                            "description": "The raw document, the YAML text and the form.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/ConfigView"}
+                                }
+                            },
+                        },
+                        "422": _PROBLEMS,
+                        **_REFUSED,
+                    },
+                },
                 "put": {
                     "summary": "Validate, apply and save a configuration. A masked secret "
-                               "left unchanged keeps the stored value.",
+                    "left unchanged keeps the stored value.",
                     "requestBody": _CONFIG_BODY,
                     "responses": {
-                        "200": {"description": "Applied and saved.",
-                                "content": {"application/json": {"schema": {
-                                    "$ref": "#/components/schemas/Saved"}}}},
-                        **_BAD_BODY, **_REFUSED,
+                        "200": {
+                            "description": "Applied and saved.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Saved"}
+                                }
+                            },
+                        },
+                        **_BAD_BODY,
+                        **_REFUSED,
                         "409": _error("Valid, but could not be applied; nothing changed."),
-                        **_TOO_LARGE, **_UNSUPPORTED, "422": _PROBLEMS}}},
-            "/api/config/check": {"post": {
-                "summary": "Validate a configuration without applying or saving it.",
-                "requestBody": _CONFIG_BODY,
-                "responses": {
-                    "200": {"description": "Valid.", "content": {"application/json": {
-                        "schema": {"type": "object", "properties": {
-                            "valid": {"type": "boolean"}}}}}},
-                    **_BAD_BODY, **_REFUSED, **_TOO_LARGE, **_UNSUPPORTED, "422": _PROBLEMS}}},
-            "/api/peers/{peer_id}/{action}": {"post": {
-                "summary": "Approve a discovered peer for federation, or forget it.",
-                "parameters": [
-                    {"name": "peer_id", "in": "path", "required": True,
-                     "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
-                    {"name": "action", "in": "path", "required": True,
-                     "schema": {"type": "string", "enum": ["approve", "forget"]}}],
-                "responses": {
-                    "200": {"description": "Done.", "content": {"application/json": {
-                        "schema": {"type": "object"}}}},
-                    **_REFUSED,
-                    "404": _error("No such peer."),
-                    "409": _error("Discovery is disabled.")}}},
-            "/api/homeassistant/remove": {"post": {
-                "summary": "Remove the appliance's device from Home Assistant (empty retained "
-                           "discovery configs) until the next start; do this before "
-                           "uninstalling the add-on.",
-                "responses": {
-                    "200": {"description": "Cleared.", "content": {"application/json": {
-                        "schema": {"type": "object", "required": ["ok", "removed"],
-                                   "properties": {"ok": {"type": "boolean"},
-                                                  "removed": {"type": "integer"}}}}}},
-                    **_REFUSED,
-                    "409": _error("Discovery is off, or the bridge is not connected.")}}},
-            "/api/openapi.json": {"get": {
-                "summary": "This document.",
-                "responses": {"200": {"description": "OpenAPI 3.0 document.",
-                                      "content": {"application/json": {
-                                          "schema": {"type": "object"}}}},
-                              **_REFUSED}}},
+                        **_TOO_LARGE,
+                        **_UNSUPPORTED,
+                        "422": _PROBLEMS,
+                    },
+                },
+            },
+            "/api/config/check": {
+                "post": {
+                    "summary": "Validate a configuration without applying or saving it.",
+                    "requestBody": _CONFIG_BODY,
+                    "responses": {
+                        "200": {
+                            "description": "Valid.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"valid": {"type": "boolean"}},
+                                    }
+                                }
+                            },
+                        },
+                        **_BAD_BODY,
+                        **_REFUSED,
+                        **_TOO_LARGE,
+                        **_UNSUPPORTED,
+                        "422": _PROBLEMS,
+                    },
+                }
+            },
+            "/api/peers/{peer_id}/{action}": {
+                "post": {
+                    "summary": "Approve a discovered peer for federation, or forget it.",
+                    "parameters": [
+                        {
+                            "name": "peer_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        },
+                        {
+                            "name": "action",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": ["approve", "forget"]},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Done.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_REFUSED,
+                        "404": _error("No such peer."),
+                        "409": _error("Discovery is disabled."),
+                    },
+                }
+            },
+            "/api/homeassistant/remove": {
+                "post": {
+                    "summary": "Remove the appliance's device from Home Assistant (empty retained "
+                    "discovery configs) until the next start; do this before "
+                    "uninstalling the add-on.",
+                    "responses": {
+                        "200": {
+                            "description": "Cleared.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok", "removed"],
+                                        "properties": {
+                                            "ok": {"type": "boolean"},
+                                            "removed": {"type": "integer"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_REFUSED,
+                        "409": _error("Discovery is off, or the bridge is not connected."),
+                    },
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This document.",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.0 document.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_REFUSED,
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "web.api_token from the configuration."},
-                "session": {"type": "apiKey", "in": "cookie", "name": "argentic_edge_session",
-                            "description": "Browser session after logging in; mutating "
-                                           "requests also need the X-CSRF-Token header."},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "web.api_token from the configuration.",
+                },
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "argentic_edge_session",
+                    "description": "Browser session after logging in; mutating "
+                    "requests also need the X-CSRF-Token header.",
+                },
             },
             "schemas": {
-                "Error": {"type": "object", "required": ["error"],
-                          "properties": {"error": {"type": "string"}}},
-                "Problem": {"type": "object", "required": ["path", "expected"],
-                            "properties": {"path": {"type": "string"}, "value": {},
-                                           "expected": {"type": "string"}}},
-                "Health": {"type": "object", "required": ["ok"],
-                           "properties": {"ok": {"type": "boolean"},
-                                          "reasons": {"type": "array",
-                                                      "items": {"type": "string"}}}},
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                },
+                "Problem": {
+                    "type": "object",
+                    "required": ["path", "expected"],
+                    "properties": {
+                        "path": {"type": "string"},
+                        "value": {},
+                        "expected": {"type": "string"},
+                    },
+                },
+                "Health": {
+                    "type": "object",
+                    "required": ["ok"],
+                    "properties": {
+                        "ok": {"type": "boolean"},
+                        "reasons": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
                 "Status": _status_schema(),
-                "ConfigView": {"type": "object",
-                               "required": ["path", "exists", "yaml", "document", "fields"],
-                               "properties": {
-                                   "path": {"type": "string"}, "exists": {"type": "boolean"},
-                                   "yaml": {"type": "string"}, "document": {},
-                                   "fields": {"type": "array", "items": {"type": "object"}},
-                                   "problems": {"type": "array", "items": {
-                                       "$ref": "#/components/schemas/Problem"}}}},
-                "Saved": {"type": "object", "required": ["applied", "restarted", "path"],
-                          "properties": {
-                              "applied": {"type": "boolean"},
-                              "restarted": {"type": "array", "items": {"type": "string"}},
-                              "path": {"type": "string"},
-                              "backup": {"type": "string", "nullable": True}}},
+                "ConfigView": {
+                    "type": "object",
+                    "required": ["path", "exists", "yaml", "document", "fields"],
+                    "properties": {
+                        "path": {"type": "string"},
+                        "exists": {"type": "boolean"},
+                        "yaml": {"type": "string"},
+                        "document": {},
+                        "fields": {"type": "array", "items": {"type": "object"}},
+                        "problems": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Problem"},
+                        },
+                    },
+                },
+                "Saved": {
+                    "type": "object",
+                    "required": ["applied", "restarted", "path"],
+                    "properties": {
+                        "applied": {"type": "boolean"},
+                        "restarted": {"type": "array", "items": {"type": "string"}},
+                        "path": {"type": "string"},
+                        "backup": {"type": "string", "nullable": True},
+                    },
+                },
             },
         },
     }

@@ -25,8 +25,14 @@ def _template(name: str) -> Template:
     return Template((TEMPLATES / name).read_text(encoding="utf-8"))
 
 
-def _page(request: web.Request, title: str, body: str, scripts: tuple[str, ...],
-          status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def _page(
+    request: web.Request,
+    title: str,
+    body: str,
+    scripts: tuple[str, ...],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     identity = request.get(IDENTITY)
     appliance = request.app[APPLIANCE]
     logout = ""
@@ -46,17 +52,18 @@ def _page(request: web.Request, title: str, body: str, scripts: tuple[str, ...],
 
 
 async def index(request: web.Request) -> web.Response:
-    return _page(request, "Status", _template("index.html").template,
-                 ("common.js", "status.js"))
+    return _page(request, "Status", _template("index.html").template, ("common.js", "status.js"))
 
 
 async def config(request: web.Request) -> web.Response:
-    return _page(request, "Configuration", _template("config.html").template,
-                 ("common.js", "config.js"))
+    return _page(
+        request, "Configuration", _template("config.html").template, ("common.js", "config.js")
+    )
 
 
-def render_login(request: web.Request, error: str = "", status: int = 200,
-                 headers: dict[str, str] | None = None) -> web.Response:
+def render_login(
+    request: web.Request, error: str = "", status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     message = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
     body = _template("login.html").substitute(error=message)
     return _page(request, "Log in", body, (), status, headers)

@@ -30,13 +30,19 @@ class RequestErrors:
         kind = type(exc).__name__ if isinstance(exc, BaseException) else "no exception"
         if isinstance(exc, HttpProcessingError):
             if not self.malformed:
-                log.warning("web: malformed HTTP request answered 400 (%s); further ones are "
-                            "counted, not logged (status: web.requests.malformed)", kind)
+                log.warning(
+                    "web: malformed HTTP request answered 400 (%s); further ones are "
+                    "counted, not logged (status: web.requests.malformed)",
+                    kind,
+                )
             self.malformed += 1
             return
         if not self.failed:
-            log.error("web: the HTTP server failed to handle a request (%s); further failures "
-                      "are counted, not logged (status: web.requests.failed)", kind)
+            log.error(
+                "web: the HTTP server failed to handle a request (%s); further failures "
+                "are counted, not logged (status: web.requests.failed)",
+                kind,
+            )
         self.failed += 1
 
     def debug(self, msg: str, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:

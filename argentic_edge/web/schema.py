@@ -25,8 +25,16 @@ from argentic_edge.config import (
 )
 
 Path = tuple[Any, ...]
-SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "private_key",
-                "credential")
+SECRET_WORDS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "private_key",
+    "credential",
+)
 
 
 def unwrap(hint: Any) -> Any:
@@ -67,8 +75,12 @@ def is_secret(path: Path, document: Any) -> bool:
             hint = MqttConfig
             continue
         origin = typing.get_origin(hint)
-        if (isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(key, str)
-                and key in _lookup(hint)):
+        if (
+            isinstance(hint, type)
+            and dataclasses.is_dataclass(hint)
+            and isinstance(key, str)
+            and key in _lookup(hint)
+        ):
             hint = _lookup(hint)[key][1]
         elif origin is tuple and isinstance(key, int):
             hint = unwrap(typing.get_args(hint)[0])
@@ -88,6 +100,7 @@ def dotted(path: Path) -> str:
 
 
 # --- the form ----------------------------------------------------------------------------------
+
 
 def _kind(hint: Any) -> tuple[str, list[Any] | None]:
     origin = typing.get_origin(hint)
@@ -146,17 +159,19 @@ def form_fields(masked: Any) -> list[dict[str, Any]]:
                 walk(hint, canonical + (f.name,), where, value)
                 continue
             kind, options = _kind(hint)
-            fields.append({
-                "path": ".".join(canonical + (f.name,)),
-                "keys": list(where),
-                "where": dotted(where),
-                "section": ".".join(canonical) or "general",
-                "kind": kind,
-                "options": options,
-                "default": _default(cls, f.name),
-                "doc": f.metadata.get("doc", ""),
-                "value": value,
-            })
+            fields.append(
+                {
+                    "path": ".".join(canonical + (f.name,)),
+                    "keys": list(where),
+                    "where": dotted(where),
+                    "section": ".".join(canonical) or "general",
+                    "kind": kind,
+                    "options": options,
+                    "default": _default(cls, f.name),
+                    "doc": f.metadata.get("doc", ""),
+                    "value": value,
+                }
+            )
 
     walk(EdgeConfig, (), (), document)
     return fields

@@ -29,16 +29,19 @@ from argentic_edge.web.keys import IDENTITY
 
 log = logging.getLogger(__name__)
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'; "
-       "object-src 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'; "
+    "object-src 'none'"
+)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BODY_TIMEOUT = 30.0  # seconds for a whole body (at most 256 KiB): 9 KB/s, a poor Wi-Fi link
 
 # The application whose request is being handled; lets the web service notice that it is being
 # restarted by one of its own requests (a configuration save) and not wait for that request.
 SERVING: contextvars.ContextVar[web.Application | None] = contextvars.ContextVar(
-    "argentic_edge_web_serving", default=None)
+    "argentic_edge_web_serving", default=None
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -105,7 +108,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("web: %s %s failed", request.method, request.path)
         raise web.HTTPInternalServerError(
-            text="internal error; see the appliance's log\n") from None
+            text="internal error; see the appliance's log\n"
+        ) from None
 
 
 @web.middleware
@@ -118,13 +122,15 @@ async def body_deadline(request: web.Request, handler: Handler) -> web.StreamRes
     if request.body_exists:
         if request.content_type == "multipart/form-data":
             raise web.HTTPUnsupportedMediaType(
-                text="send forms as application/x-www-form-urlencoded")
+                text="send forms as application/x-www-form-urlencoded"
+            )
         try:
             async with asyncio.timeout(BODY_TIMEOUT):
                 await request.read()
         except TimeoutError:
             raise web.HTTPRequestTimeout(
-                text=f"the request body did not arrive within {BODY_TIMEOUT:g} s") from None
+                text=f"the request body did not arrive within {BODY_TIMEOUT:g} s"
+            ) from None
     return await handler(request)
 
 
@@ -136,4 +142,3 @@ async def mark_serving(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     finally:
         SERVING.reset(token)
-

@@ -78,10 +78,15 @@ class WebService:
 
     name = "web"
 
-    def __init__(self, config: WebConfig, appliance: Appliance, *,
-                 tls: Callable[[], ssl.SSLContext | None] | None = None,
-                 tls_problem: Callable[[], str | None] = lambda: None,
-                 supervisor_address: str = SUPERVISOR_ADDRESS) -> None:
+    def __init__(
+        self,
+        config: WebConfig,
+        appliance: Appliance,
+        *,
+        tls: Callable[[], ssl.SSLContext | None] | None = None,
+        tls_problem: Callable[[], str | None] = lambda: None,
+        supervisor_address: str = SUPERVISOR_ADDRESS,
+    ) -> None:
         self.config = config
         self.appliance = appliance
         self.tls = tls
@@ -100,18 +105,25 @@ class WebService:
             return None
         context = self.tls()
         if context is None:
-            raise WebError(f"the web needs HTTPS and the certificates are not usable "
-                           f"({self.tls_problem() or 'no certificate'}); "
-                           "repair them, or set certificates.enabled: false to serve plain "
-                           "HTTP")
+            raise WebError(
+                f"the web needs HTTPS and the certificates are not usable "
+                f"({self.tls_problem() or 'no certificate'}); "
+                "repair them, or set certificates.enabled: false to serve plain "
+                "HTTP"
+            )
         return context
 
     async def start(self) -> None:
         config = self.config
         context = self._ssl_context()
         app = create_app(self.appliance, supervisor_address=self.supervisor_address)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
-                               keepalive_timeout=IDLE_TIMEOUT, logger=self._errors)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            keepalive_timeout=IDLE_TIMEOUT,
+            logger=self._errors,
+        )
         await runner.setup()
         gate = ConnectionGate(connection_limit())
         quiet_accept_failures(asyncio.get_running_loop())
@@ -165,9 +177,12 @@ class WebService:
         return True, f"serving {self.url}"
 
     def status(self) -> WebStatus:
-        return WebStatus(url=self.url if self._runner else None, port=self.port,
-                         https=self._https, ingress=self.config.ingress,
-                         connections=self._gate.to_dict() if self._gate else None,
-                         requests=self._errors.to_dict(),
-                         logins=(self._runner.app[ACCESS].limiter.to_dict() if self._runner
-                                 else None))
+        return WebStatus(
+            url=self.url if self._runner else None,
+            port=self.port,
+            https=self._https,
+            ingress=self.config.ingress,
+            connections=self._gate.to_dict() if self._gate else None,
+            requests=self._errors.to_dict(),
+            logins=(self._runner.app[ACCESS].limiter.to_dict() if self._runner else None),
+        )

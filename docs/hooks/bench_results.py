@@ -29,8 +29,10 @@ RESULTS = ROOT / "docs" / "bench" / "latest.json"
 RUN = ROOT / "docs" / "bench" / "latest.run.json"
 RUN_MARK = "<!-- generated: bench-run -->"
 TABLE_MARK = "<!-- generated: bench-table -->"
-FIGURE = re.compile(r"\[\[bench:\s*(?P<scenario>[^|\]]+?)\s*\|\s*(?P<field>\w+)\s*"
-                    r"(?:\|\s*(?P<op>[<>]=?)\s*\|\s*(?P<limit>[-0-9.]+)\s*)?\]\]")
+FIGURE = re.compile(
+    r"\[\[bench:\s*(?P<scenario>[^|\]]+?)\s*\|\s*(?P<field>\w+)\s*"
+    r"(?:\|\s*(?P<op>[<>]=?)\s*\|\s*(?P<limit>[-0-9.]+)\s*)?\]\]"
+)
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 sys.path.insert(0, str(ROOT))  # bench/ is not installed: it ships with the checkout
@@ -41,8 +43,9 @@ def _load(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise PluginError(f"benchmarks page: cannot read {path}: {exc} "
-                          "(scripts/bench-docs writes it)") from None
+        raise PluginError(
+            f"benchmarks page: cannot read {path}: {exc} (scripts/bench-docs writes it)"
+        ) from None
 
 
 def _row(rows: list[dict[str, Any]], scenario: str) -> dict[str, Any]:
@@ -51,8 +54,10 @@ def _row(rows: list[dict[str, Any]], scenario: str) -> dict[str, Any]:
     else:
         found = [row for row in rows if row.get("scenario") == scenario]
     if len(found) != 1:
-        raise PluginError(f"benchmarks page: {len(found)} rows of {RESULTS.name} match "
-                          f"{scenario!r}; expected exactly one")
+        raise PluginError(
+            f"benchmarks page: {len(found)} rows of {RESULTS.name} match "
+            f"{scenario!r}; expected exactly one"
+        )
     return found[0]
 
 
@@ -62,8 +67,9 @@ def _value(row: dict[str, Any], field: str) -> float:
     elif field in ("ours", "baseline", "ratio"):
         value = row.get(field)
     else:
-        raise PluginError(f"benchmarks page: unknown field {field!r} "
-                          "(ours, baseline, ratio or added)")
+        raise PluginError(
+            f"benchmarks page: unknown field {field!r} (ours, baseline, ratio or added)"
+        )
     if not isinstance(value, (int, float)):
         raise PluginError(f"benchmarks page: {row['scenario']!r} has no {field} figure")
     return value
@@ -80,10 +86,12 @@ def render_figure(match: re.Match[str], rows: list[dict[str, Any]]) -> str:
 def render_run(results: dict[str, Any], run: dict[str, Any]) -> str:
     machine = results.get("machine", {})
     kind = "quick" if run.get("quick") else "full"
-    text = (f"This is the {kind} run of {results.get('when', 'an unknown date')} "
-            f"(`{run.get('command', 'python -m bench')}`) on a machine with "
-            f"{machine.get('cpus', '?')} CPUs, Python {machine.get('python', '?')}, "
-            f"{machine.get('platform', 'unknown platform')}.")
+    text = (
+        f"This is the {kind} run of {results.get('when', 'an unknown date')} "
+        f"(`{run.get('command', 'python -m bench')}`) on a machine with "
+        f"{machine.get('cpus', '?')} CPUs, Python {machine.get('python', '?')}, "
+        f"{machine.get('platform', 'unknown platform')}."
+    )
     note = run.get("note")
     return text + (f" {note}" if note else "")
 
@@ -99,7 +107,9 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     markdown = markdown.replace(TABLE_MARK, Table.from_rows(rows).render())
     markdown = FIGURE.sub(lambda match: render_figure(match, rows), markdown)
     if "[[bench:" in markdown:
-        raise PluginError(f"benchmarks page: a [[bench: ...]] reference in {page.file.src_uri} "
-                          "is not of the form [[bench: SCENARIO | FIELD]] or "
-                          "[[bench: SCENARIO | FIELD | OP | LIMIT]]")
+        raise PluginError(
+            f"benchmarks page: a [[bench: ...]] reference in {page.file.src_uri} "
+            "is not of the form [[bench: SCENARIO | FIELD]] or "
+            "[[bench: SCENARIO | FIELD | OP | LIMIT]]"
+        )
     return markdown

@@ -32,7 +32,10 @@ TOP_INTRO = "Keys at the top of the file, beside the sections."
 # Values every range or format check refuses: what check-config answers for them is shown as the
 # rule (the text comes from the check itself, so it cannot disagree with it).
 PROBES: dict[Any, tuple[Any, ...]] = {
-    int: (-10**12,), float: (-10**12,), str: ("..", "#/+x"), tuple: (("..",),),
+    int: (-(10**12),),
+    float: (-(10**12),),
+    str: ("..", "#/+x"),
+    tuple: (("..",),),
 }
 
 
@@ -40,11 +43,11 @@ PROBES: dict[Any, tuple[Any, ...]] = {
 class Key:
     """One configuration key as the reference shows it."""
 
-    path: str                  # dotted, list items as ``[]``: ``bridge.routes[].topic``
-    hint: Any                  # the field's type, ``X | None`` unwrapped
-    optional: bool             # ``None`` (YAML ``null``) is allowed
+    path: str  # dotted, list items as ``[]``: ``bridge.routes[].topic``
+    hint: Any  # the field's type, ``X | None`` unwrapped
+    optional: bool  # ``None`` (YAML ``null``) is allowed
     default: Any
-    doc: str                   # the field's ``doc`` metadata
+    doc: str  # the field's ``doc`` metadata
     aliases: tuple[str, ...]
     check: Any
 
@@ -88,9 +91,17 @@ def sections(cls: type = schema.EdgeConfig, path: str = "") -> Iterator[Section]
             children.append((typing.cast(type, hint), key_path))
         elif (item := _item_class(hint)) is not None:
             children.append((item, f"{key_path}[]"))
-        keys.append(Key(key_path, hint, optional, getattr(instance, f.name),
-                        f.metadata.get("doc", ""), tuple(f.metadata.get("aliases", ())),
-                        f.metadata.get("check")))
+        keys.append(
+            Key(
+                key_path,
+                hint,
+                optional,
+                getattr(instance, f.name),
+                f.metadata.get("doc", ""),
+                tuple(f.metadata.get("aliases", ())),
+                f.metadata.get("check"),
+            )
+        )
     yield Section(path, cls, tuple(keys))
     for child, child_path in children:
         yield from sections(child, child_path)
@@ -114,8 +125,10 @@ def type_text(key: Key) -> str:
     else:
         text = {bool: "boolean", int: "whole number", float: "number", str: "string"}.get(hint)
         if text is None:
-            raise PluginError(f"config reference: {key.path} has a type the reference cannot "
-                              f"name: {hint!r}; teach docs/hooks/config_reference.py about it")
+            raise PluginError(
+                f"config reference: {key.path} has a type the reference cannot "
+                f"name: {hint!r}; teach docs/hooks/config_reference.py about it"
+            )
     return text + (" or `null`" if key.optional else "")
 
 
@@ -149,8 +162,11 @@ def rule_text(key: Key) -> str:
             continue
         if message:
             shown = probe[0] if isinstance(probe, tuple) else probe
-            return (f"Checked: {message}." if message.startswith("expected")
-                    else f"Checked: for `{shown}`, check-config says “{message}”.")
+            return (
+                f"Checked: {message}."
+                if message.startswith("expected")
+                else f"Checked: for `{shown}`, check-config says “{message}”."
+            )
     return "Checked by check-config."
 
 
@@ -167,8 +183,10 @@ def load_descriptions(known: set[str]) -> dict[str, str]:
         raise PluginError(f"config reference: {DESCRIPTIONS} must map key paths to strings")
     stray = sorted(set(raw) - known)
     if stray:
-        raise PluginError(f"config reference: {DESCRIPTIONS.name} describes keys the schema "
-                          f"(argentic_edge/config.py) does not have: {', '.join(stray)}")
+        raise PluginError(
+            f"config reference: {DESCRIPTIONS.name} describes keys the schema "
+            f"(argentic_edge/config.py) does not have: {', '.join(stray)}"
+        )
     return {str(k): " ".join(str(v).split()) for k, v in raw.items()}
 
 
@@ -188,32 +206,51 @@ def render_reference() -> str:
         blocks = []
         for key in section.keys:
             doc = "" if key.doc.startswith("default:") else key.doc  # shown as the default
-            text = " ".join(filter(None, [doc and doc[0].upper() + doc[1:] + ".",
-                                          descriptions.get(key.path, "")]))
+            text = " ".join(
+                filter(
+                    None, [doc and doc[0].upper() + doc[1:] + ".", descriptions.get(key.path, "")]
+                )
+            )
             if not text:
                 missing.append(key.path)
             if key.aliases:
                 text += " Also spelled " + ", ".join(f"`{a}`" for a in key.aliases) + "."
             text = " ".join(filter(None, [text, rule_text(key)]))
             name = key.path.rsplit(".", 1)[-1]
-            out.append(f"| `{name}` | {type_text(key)} | {default_text(key)} | "
-                       f"{text.replace('|', chr(92) + '|')} |")
+            out.append(
+                f"| `{name}` | {type_text(key)} | {default_text(key)} | "
+                f"{text.replace('|', chr(92) + '|')} |"
+            )
             if default_text(key) == "see below":
-                blocks += ["", f"Default of `{name}`:", "", "```yaml",
-                           yaml.safe_dump({name: schema.to_dict(key.default)}, sort_keys=False,
-                                          default_flow_style=None, width=200).rstrip(),
-                           "```"]
+                blocks += [
+                    "",
+                    f"Default of `{name}`:",
+                    "",
+                    "```yaml",
+                    yaml.safe_dump(
+                        {name: schema.to_dict(key.default)},
+                        sort_keys=False,
+                        default_flow_style=None,
+                        width=200,
+                    ).rstrip(),
+                    "```",
+                ]
         out += blocks + [""]
         if section.path == "messaging":
             ignored = ", ".join(f"`{k}`" for k in sorted(schema.ARGENTIC_CLIENT_KEYS))
             out += [f"Argentic's agent-side keys {ignored} are accepted here and ignored.", ""]
     if missing:
-        raise PluginError("config reference: no description for "
-                          f"{', '.join(missing)}: add a `doc=` to the field in "
-                          f"argentic_edge/config.py or an entry to docs/reference/{DESCRIPTIONS.name}")
+        raise PluginError(
+            "config reference: no description for "
+            f"{', '.join(missing)}: add a `doc=` to the field in "
+            f"argentic_edge/config.py or an entry to docs/reference/{DESCRIPTIONS.name}"
+        )
     sections_ignored = ", ".join(f"`{name}:`" for name in sorted(schema.ARGENTIC_SECTIONS))
-    out += [f"Top-level sections of a whole Argentic `config.yaml` that are not the appliance's "
-            f"({sections_ignored}) are accepted and left alone.", ""]
+    out += [
+        f"Top-level sections of a whole Argentic `config.yaml` that are not the appliance's "
+        f"({sections_ignored}) are accepted and left alone.",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -222,8 +259,9 @@ def render_categories() -> str:
     rows = ["| category | topics | default QoS | default retain |", "|---|---|---|---|"]
     for name, patterns in CATEGORIES.items():
         topics = ", ".join(f"`{p}`" for p in patterns)
-        rows.append(f"| `{name}` | {topics} | {getattr(qos, name)} | "
-                    f"{_yaml(getattr(retain, name))} |")
+        rows.append(
+            f"| `{name}` | {topics} | {getattr(qos, name)} | {_yaml(getattr(retain, name))} |"
+        )
     rows.append("| anything else | | 0 | false |")
     return "\n".join(rows) + "\n"
 

@@ -13,8 +13,11 @@ from typing import Any
 from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = {"SECURITY.md": "security-policy.md", "CHANGELOG.md": "changelog.md",
-         "DOCS.md": "addon-options.md"}
+PAGES = {
+    "SECURITY.md": "security-policy.md",
+    "CHANGELOG.md": "changelog.md",
+    "DOCS.md": "addon-options.md",
+}
 
 
 def on_files(files: Files, config: Any, **_: Any) -> Files:

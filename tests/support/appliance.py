@@ -50,8 +50,13 @@ class Process:
     A context manager: started on entry (unless already started), stopped with SIGTERM on exit.
     """
 
-    def __init__(self, workdir: Path, args: tuple[str, ...], env: dict[str, str] | None = None,
-                 prefix: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        args: tuple[str, ...],
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.args = args
         self.env = env or {}
@@ -69,9 +74,13 @@ class Process:
         that port accepts connections."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([*self.prefix, *command(*self.args)],
-                                            env=environment(**self.env), stdout=log,
-                                            stderr=log, cwd=self.workdir)
+            self.process = subprocess.Popen(
+                [*self.prefix, *command(*self.args)],
+                env=environment(**self.env),
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+            )
         if wait_port is not None:
             try:
                 wait_for_port(wait_port, timeout=timeout)
@@ -96,8 +105,9 @@ class Process:
         """SIGTERM, then the exit code. Not stopping in time is a failure (after a SIGKILL)."""
         assert self.process is not None
         if not self.terminate(timeout):
-            raise AssertionError(f"the appliance ignored SIGTERM for {timeout}s:\n"
-                                 f"{self.output()[-3000:]}")
+            raise AssertionError(
+                f"the appliance ignored SIGTERM for {timeout}s:\n{self.output()[-3000:]}"
+            )
         return self.process.returncode
 
     def kill(self) -> None:
@@ -138,8 +148,9 @@ class Process:
     def __enter__(self) -> Self:
         return self if self.process is not None else self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -147,11 +158,16 @@ class Appliance(Process):
     """``argentic-edge run --config`` of ``document``. ``start()`` waits until its web API
     answers; the config file is written to the workdir first unless told otherwise."""
 
-    def __init__(self, workdir: Path, document: dict[str, Any],
-                 prefix: list[str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, document: dict[str, Any], prefix: list[str] | None = None
+    ) -> None:
         self.config_path = workdir / "argentic-edge.yaml"
-        super().__init__(workdir, ("run", "--config", str(self.config_path)),
-                         env={"PYTHONUNBUFFERED": "1"}, prefix=prefix)
+        super().__init__(
+            workdir,
+            ("run", "--config", str(self.config_path)),
+            env={"PYTHONUNBUFFERED": "1"},
+            prefix=prefix,
+        )
         self.document = document
         self.starts = 0
 
@@ -176,8 +192,9 @@ class Appliance(Process):
     def write_config(self) -> None:
         write_yaml(self.config_path, self.document)
 
-    def start(self, wait_port: int | None = None, timeout: float = 20.0,
-              write_config: bool = True) -> Self:
+    def start(
+        self, wait_port: int | None = None, timeout: float = 20.0, write_config: bool = True
+    ) -> Self:
         if write_config:
             self.write_config()
         super().start(wait_port, timeout)
@@ -201,15 +218,17 @@ class Appliance(Process):
         while True:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise AssertionError(f"the appliance exited with {self.process.returncode}:\n"
-                                     f"{self.log_tail()}")
+                raise AssertionError(
+                    f"the appliance exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             try:
                 self.health()
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"the appliance did not answer within {timeout}s:\n"
-                                         f"{self.log_tail()}") from None
+                    raise AssertionError(
+                        f"the appliance did not answer within {timeout}s:\n{self.log_tail()}"
+                    ) from None
                 time.sleep(0.05)
 
     def wait_healthy(self, timeout: float = 15.0) -> dict[str, Any]:
@@ -222,13 +241,21 @@ class Appliance(Process):
                 raise AssertionError(f"not healthy within {timeout}s: {body}")
             time.sleep(0.05)
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str = "application/json", timeout: float = 10.0
-                ) -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        timeout: float = 10.0,
+    ) -> tuple[int, Any]:
         """(status, JSON body or text) from the web API, authenticated with the token."""
         request = urllib.request.Request(
-            f"{self.base_url}{path}", data=body, method=method,
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type})
+            f"{self.base_url}{path}",
+            data=body,
+            method=method,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type},
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout, context=_UNVERIFIED) as response:
                 return response.status, _decode(response.read())

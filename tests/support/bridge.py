@@ -32,9 +32,14 @@ from tests.support.config import bus_section, config_document
 PROBE = b'{"type":"probe"'  # payloads starting so are path probes, skipped by every collector
 
 
-def edge_config(broker_port: int | None, *, bridge: dict[str, Any] | None = None,
-                mqtt: dict[str, Any] | None = None, node: str = "testnode",
-                messaging: dict[str, Any] | None = None) -> EdgeConfig:
+def edge_config(
+    broker_port: int | None,
+    *,
+    bridge: dict[str, Any] | None = None,
+    mqtt: dict[str, Any] | None = None,
+    node: str = "testnode",
+    messaging: dict[str, Any] | None = None,
+) -> EdgeConfig:
     """An appliance on free ports with only the bus and the bridge (no Home Assistant
     announcements on the broker); back-off in tenths of s. ``bridge``, ``mqtt`` and
     ``messaging`` add keys to their sections."""
@@ -44,20 +49,32 @@ def edge_config(broker_port: int | None, *, bridge: dict[str, Any] | None = None
     mqtt_section.update(mqtt or {})
     bridge_section: dict[str, Any] = {"mqtt": mqtt_section, "ha_discovery": False}
     bridge_section.update(bridge or {})
-    return parse_config(config_document(Path("/nonexistent-not-used"), node_name=node,
-                                        messaging=bus_section(**(messaging or {})),
-                                        bridge=bridge_section), env={})
+    return parse_config(
+        config_document(
+            Path("/nonexistent-not-used"),
+            node_name=node,
+            messaging=bus_section(**(messaging or {})),
+            bridge=bridge_section,
+        ),
+        env={},
+    )
 
 
 def message(kind: str = "test", **fields: Any) -> bytes:
     """An Argentic message as agents send it (the bridge must not touch a byte of it)."""
-    body = {"type": kind, "source": "test", "timestamp": time.time(),
-            "message_id": str(uuid.uuid4()), **fields}
+    body = {
+        "type": kind,
+        "source": "test",
+        "timestamp": time.time(),
+        "message_id": str(uuid.uuid4()),
+        **fields,
+    }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0,
-                     what: str = "condition") -> None:
+async def wait_until(
+    condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition"
+) -> None:
     """Poll a state the code under test exposes only as a value (its status document)."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -131,16 +148,26 @@ class Collector:
 class MqttClient(Collector):
     """A paho client in its own thread; received messages land in an asyncio queue."""
 
-    def __init__(self, port: int, *, client_id: str = "", clean: bool = True,
-                 protocol: int = paho.MQTTv311, auto_reconnect: bool = False) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        client_id: str = "",
+        clean: bool = True,
+        protocol: int = paho.MQTTv311,
+        auto_reconnect: bool = False,
+    ) -> None:
         super().__init__()
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Received] = asyncio.Queue()
         self.port = port
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=protocol,
-                                  clean_session=clean if protocol != paho.MQTTv5 else None,
-                                  reconnect_on_failure=auto_reconnect)
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            clean_session=clean if protocol != paho.MQTTv5 else None,
+            reconnect_on_failure=auto_reconnect,
+        )
         self.client.reconnect_delay_set(0.05, 0.2)
         self.client.on_message = self._on_message
         self.connected = asyncio.Event()
@@ -170,8 +197,7 @@ class MqttClient(Collector):
         self.client.subscribe(topic_filter, qos)
         await asyncio.wait_for(done.wait(), 5)
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 1,
-                      retain: bool = False) -> None:
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         info = self.client.publish(topic, payload, qos, retain)
         if qos:
             await asyncio.to_thread(info.wait_for_publish, 5)
@@ -212,8 +238,9 @@ class BusClient(Collector):
         return Received(topic.decode(errors="replace"), payload)
 
 
-async def _probe(send: Callable[[], Any], arrived: Awaitable[None], what: str,
-                 timeout: float = 5.0) -> None:
+async def _probe(
+    send: Callable[[], Any], arrived: Awaitable[None], what: str, timeout: float = 5.0
+) -> None:
     """Send probes until one comes through: ZeroMQ drops what a PUB sends before the
     subscriptions reach it, so each path is proven live before a test relies on it."""
     waiting = asyncio.ensure_future(arrived)
@@ -229,9 +256,13 @@ async def _probe(send: Callable[[], Any], arrived: Awaitable[None], what: str,
         waiting.cancel()
 
 
-async def prove_paths(bus: BusClient, mqtt: MqttClient, *,
-                      out: tuple[str, str] | None = None,
-                      into: tuple[str, str] | None = None) -> None:
+async def prove_paths(
+    bus: BusClient,
+    mqtt: MqttClient,
+    *,
+    out: tuple[str, str] | None = None,
+    into: tuple[str, str] | None = None,
+) -> None:
     """Prove bus -> broker (``out`` = (bus topic, broker topic)) and broker -> bus (``into`` =
     (broker topic, bus topic)) work, then let stray probes pass. ``mqtt`` must already be
     subscribed to the broker topic of ``out``, ``bus`` to the bus topic of ``into``."""
@@ -240,14 +271,17 @@ async def prove_paths(bus: BusClient, mqtt: MqttClient, *,
 
         async def send_out() -> None:
             await bus.send(local, PROBE + b"}")
+
         await _probe(send_out, mqtt.probe_arrived(remote), f"the path bus {local} -> {remote}")
     if into is not None:
         remote_in, local_in = into
 
         async def send_in() -> None:
             mqtt.publish_nowait(remote_in, PROBE + b"}", qos=0)
-        await _probe(send_in, bus.probe_arrived(local_in),
-                     f"the path broker {remote_in} -> bus {local_in}")
+
+        await _probe(
+            send_in, bus.probe_arrived(local_in), f"the path broker {remote_in} -> bus {local_in}"
+        )
     for client in (mqtt, bus):
         await client.drain_probes()
 

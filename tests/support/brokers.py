@@ -75,7 +75,9 @@ class Mosquitto:
             "log_type error",
             "log_type warning",
         ]
-        if not any(line.startswith(("allow_anonymous", "password_file")) for line in self.extra_conf):
+        if not any(
+            line.startswith(("allow_anonymous", "password_file")) for line in self.extra_conf
+        ):
             lines.append("allow_anonymous true")
         if os.geteuid() == 0 and not any(line.startswith("user ") for line in self.extra_conf):
             # Started as root, Mosquitto drops to the "mosquitto" user, which cannot read the
@@ -86,7 +88,9 @@ class Mosquitto:
     def start(self) -> Mosquitto:
         self.write_conf()
         log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf_path)], stdout=log, stderr=log)
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf_path)], stdout=log, stderr=log
+        )
         wait_for_port(self.port)
         return self
 

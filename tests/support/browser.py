@@ -20,9 +20,17 @@ from typing import Any
 import aiohttp
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--remote-debugging-port=0"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-port=0",
+]
 
 
 class BrowserError(Exception):
@@ -30,8 +38,12 @@ class BrowserError(Exception):
 
 
 class Browser:
-    def __init__(self, process: asyncio.subprocess.Process, http: aiohttp.ClientSession,
-                 socket: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        http: aiohttp.ClientSession,
+        socket: aiohttp.ClientWebSocketResponse,
+    ) -> None:
         self.process = process
         self.http = http
         self.socket = socket
@@ -46,8 +58,13 @@ class Browser:
     @classmethod
     async def launch(cls, profile: Path, timeout: float = 15.0) -> Browser:
         process = await asyncio.create_subprocess_exec(
-            CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            "about:blank",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         assert process.stderr is not None
         try:
             async with asyncio.timeout(timeout):
@@ -68,8 +85,9 @@ class Browser:
         browser = cls(process, http, socket)
         browser._drain = drain
         target = await browser.send("Target.createTarget", url="about:blank")
-        attached = await browser.send("Target.attachToTarget", targetId=target["targetId"],
-                                      flatten=True)
+        attached = await browser.send(
+            "Target.attachToTarget", targetId=target["targetId"], flatten=True
+        )
         browser.session_id = attached["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             await browser.send(f"{domain}.enable")
@@ -93,10 +111,14 @@ class Browser:
         method, params = message.get("method"), message.get("params", {})
         if method == "Runtime.exceptionThrown":
             details = params.get("exceptionDetails", {})
-            self.problems.append(f"exception: {details.get('exception', {}).get('description')}"
-                                 f" ({details.get('text')})")
-        elif method == "Log.entryAdded" and params["entry"].get("source") in ("security",
-                                                                                "violation"):
+            self.problems.append(
+                f"exception: {details.get('exception', {}).get('description')}"
+                f" ({details.get('text')})"
+            )
+        elif method == "Log.entryAdded" and params["entry"].get("source") in (
+            "security",
+            "violation",
+        ):
             self.problems.append(f"{params['entry']['source']}: {params['entry']['text']}")
 
     async def send(self, method: str, timeout: float = 15.0, **params: Any) -> dict[str, Any]:
@@ -128,12 +150,18 @@ class Browser:
             await loaded
 
     async def evaluate(self, expression: str, timeout: float = 15.0) -> Any:
-        answer = await self.send("Runtime.evaluate", timeout=timeout, expression=expression,
-                                 returnByValue=True, awaitPromise=True)
+        answer = await self.send(
+            "Runtime.evaluate",
+            timeout=timeout,
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=True,
+        )
         if "exceptionDetails" in answer:
             details = answer["exceptionDetails"]
-            raise BrowserError(details.get("exception", {}).get("description")
-                               or details.get("text"))
+            raise BrowserError(
+                details.get("exception", {}).get("description") or details.get("text")
+            )
         return answer["result"].get("value")
 
     async def wait_for(self, condition: str, timeout: float = 10.0) -> Any:
@@ -163,12 +191,19 @@ class Browser:
         """Type ``password`` into the login page's form and submit it, as a user does."""
         await self.submit_and_load(
             f"document.getElementById('password').value = {json.dumps(password)};"
-            "document.getElementById('login-form').submit()")
+            "document.getElementById('login-form').submit()"
+        )
 
-    async def screenshot(self, path: Path, *, width: int = 1280, height: int = 900,
-                         mobile: bool = False) -> None:
-        await self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                        deviceScaleFactor=1, mobile=mobile)
+    async def screenshot(
+        self, path: Path, *, width: int = 1280, height: int = 900, mobile: bool = False
+    ) -> None:
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=mobile,
+        )
         shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))

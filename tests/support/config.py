@@ -23,8 +23,9 @@ MQTT_PASSWORD = "mqtt-s3cret-pw"
 SECRETS = (PASSWORD, TOKEN, MQTT_PASSWORD)
 
 
-def config_document(data_dir: Path, *, node_name: str = "test-node",
-                    **sections: Any) -> dict[str, Any]:
+def config_document(
+    data_dir: Path, *, node_name: str = "test-node", **sections: Any
+) -> dict[str, Any]:
     """A raw configuration: the bus on free loopback ports, bridge, discovery, certificates
     and web off; each keyword replaces the whole section of that name."""
     document: dict[str, Any] = {
@@ -43,23 +44,35 @@ def config_document(data_dir: Path, *, node_name: str = "test-node",
 def bus_section(port: int = 0, backend_port: int = 0, **options: Any) -> dict[str, Any]:
     """The messaging section: the bus on loopback, on the ports given (0: a free one), plus
     ``options``."""
-    return {"broker_address": "127.0.0.1", "port": port or free_port(),
-            "backend_port": backend_port or free_port(), **options}
+    return {
+        "broker_address": "127.0.0.1",
+        "port": port or free_port(),
+        "backend_port": backend_port or free_port(),
+        **options,
+    }
 
 
 def web_section(**options: Any) -> dict[str, Any]:
     """The web section of an appliance a test talks to: loopback, a free port, the password
     and API token of this module (tests grep answers and logs for them)."""
-    return {"host": "127.0.0.1", "port": free_port(), "password": PASSWORD, "api_token": TOKEN,
-            **options}
+    return {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "password": PASSWORD,
+        "api_token": TOKEN,
+        **options,
+    }
 
 
 def write_yaml(path: Path, document: Mapping[str, Any] | str) -> Path:
     """A configuration file as a user keeps it: readable by its owner only, keys in the order
     given. A string is written as it stands (a hand-written file with its comments)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = document if isinstance(document, str) else yaml.safe_dump(
-        dict(document), sort_keys=False, allow_unicode=True)
+    text = (
+        document
+        if isinstance(document, str)
+        else yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True)
+    )
     path.write_text(text)
     path.chmod(0o600)
     return path

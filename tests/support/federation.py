@@ -39,14 +39,28 @@ class Site:
         self.ids[key], self.keys[key] = keys.node_id, keys.public
 
     def config(self, key: str, node_name: str, trusted: list[str]) -> Path:
-        return node_config(self.tmp, key, node_name, self.pub, self.sub, {
-            "liveness_interval": LIVENESS,
-            "federation": {"export_port": self.export,
-                           "trusted_peers": [self.ids[t] for t in trusted]}})
+        return node_config(
+            self.tmp,
+            key,
+            node_name,
+            self.pub,
+            self.sub,
+            {
+                "liveness_interval": LIVENESS,
+                "federation": {
+                    "export_port": self.export,
+                    "trusted_peers": [self.ids[t] for t in trusted],
+                },
+            },
+        )
 
     def start(self, key: str, node_name: str, trusted: list[str]) -> Node:
-        node = Node(self.ns[key], self.config(key, node_name, trusted), self.tmp / key,
-                    self.tmp / f"{key}.log")
+        node = Node(
+            self.ns[key],
+            self.config(key, node_name, trusted),
+            self.tmp / key,
+            self.tmp / f"{key}.log",
+        )
         self.nodes[key] = node.start()
         return node
 
@@ -56,7 +70,9 @@ class Site:
         process = self.ns[key].popen(
             self.ns[key].python("-m", "argentic_edge", "run", "--config", str(config)),
             env={"ARGENTIC_EDGE_DATA_DIR": str(self.tmp / key)},
-            stdout=subprocess.DEVNULL, stderr=(self.tmp / f"{key}.log").open("ab"))
+            stdout=subprocess.DEVNULL,
+            stderr=(self.tmp / f"{key}.log").open("ab"),
+        )
         self.runs[key] = process
         return process
 
@@ -65,12 +81,23 @@ class Site:
         agents, lines = {}, {}
         for key in keys:
             agents[key] = self.ns[key].popen(
-                self.ns[key].python("-m", "tests.support.netns_agent",
-                                    "--publish", f"tcp://127.0.0.1:{self.pub}",
-                                    "--subscribe", f"tcp://127.0.0.1:{self.sub}",
-                                    "--origin", key, "--expect", ",".join(keys),
-                                    "--count", str(count)),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                self.ns[key].python(
+                    "-m",
+                    "tests.support.netns_agent",
+                    "--publish",
+                    f"tcp://127.0.0.1:{self.pub}",
+                    "--subscribe",
+                    f"tcp://127.0.0.1:{self.sub}",
+                    "--origin",
+                    key,
+                    "--expect",
+                    ",".join(keys),
+                    "--count",
+                    str(count),
+                ),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
             lines[key] = Lines(agents[key].stdout)  # type: ignore[arg-type]
         try:
             for key in keys:

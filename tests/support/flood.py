@@ -47,7 +47,8 @@ class Flood:
         self._stop = multiprocessing.Event()
         self._sent = multiprocessing.Value("q", 0)
         self._process = multiprocessing.Process(
-            target=_flood, args=(endpoint, topic, limit, self._stop, self._sent), daemon=True)
+            target=_flood, args=(endpoint, topic, limit, self._stop, self._sent), daemon=True
+        )
 
     @property
     def sent(self) -> int:

@@ -84,17 +84,24 @@ class Namespace:
     def command(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.name, *argv]
 
-    def popen(self, argv: list[str], env: dict[str, str] | None = None,
-              **kwargs: Any) -> subprocess.Popen[bytes]:
+    def popen(
+        self, argv: list[str], env: dict[str, str] | None = None, **kwargs: Any
+    ) -> subprocess.Popen[bytes]:
         full_env = environment(**{"PYTHONUNBUFFERED": "1", **(env or {})})
         process = subprocess.Popen(self.command(argv), env=full_env, **kwargs)
         self.lan.processes.append(process)
         return process
 
-    def run(self, argv: list[str], timeout: float, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(argv), env=environment(**(env or {})),
-                              capture_output=True, text=True, timeout=timeout)
+    def run(
+        self, argv: list[str], timeout: float, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(argv),
+            env=environment(**(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def python(self, *args: str) -> list[str]:
         return [sys.executable, *args]
@@ -153,14 +160,21 @@ class Lan:
         self.namespaces.clear()
 
 
-def node_config(tmp: Path, key: str, node_name: str, pub: int, sub: int,
-                discovery: dict[str, Any]) -> Path:
+def node_config(
+    tmp: Path, key: str, node_name: str, pub: int, sub: int, discovery: dict[str, Any]
+) -> Path:
     """The config file ``tmp/<key>.yaml`` of an appliance alone in its namespace: data in
     ``tmp/<key>``, the bus on every interface of the namespace (each namespace uses the same
     ports), ``discovery`` as given, the other optional services off."""
-    return write_yaml(tmp / f"{key}.yaml", config_document(
-        tmp / key, node_name=node_name, messaging={"port": pub, "backend_port": sub},
-        discovery=discovery))
+    return write_yaml(
+        tmp / f"{key}.yaml",
+        config_document(
+            tmp / key,
+            node_name=node_name,
+            messaging={"port": pub, "backend_port": sub},
+            discovery=discovery,
+        ),
+    )
 
 
 class Node:
@@ -182,7 +196,10 @@ class Node:
         self.process = self.ns.popen(
             self.ns.python("-m", "tests.support.netns_node", str(self.config)),
             env={"ARGENTIC_EDGE_DATA_DIR": str(self.data_dir)},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("ab"))
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log.open("ab"),
+        )
         assert self.process.stdout is not None
         self.lines = Lines(self.process.stdout)
         self.ready = self._reply(timeout)
@@ -193,8 +210,9 @@ class Node:
         try:
             return json.loads(self.lines.next(timeout))
         except (TimeoutError, EOFError) as exc:
-            raise AssertionError(f"node {self.ns.name}: {exc}; its log:\n"
-                                 f"{self.log.read_text()[-4000:]}") from None
+            raise AssertionError(
+                f"node {self.ns.name}: {exc}; its log:\n{self.log.read_text()[-4000:]}"
+            ) from None
 
     def send(self, command: dict[str, Any]) -> None:
         """Write a command without waiting for its reply (``_reply`` reads it): the node can
@@ -212,11 +230,14 @@ class Node:
 
     def wait_peer(self, peer: str, state: str, timeout: float = 15.0) -> dict[str, Any]:
         """Block until the peer (name or id) reaches ``state``; the peer dict, with 'elapsed'."""
-        reply = self.request({"op": "wait_peer", "peer": peer, "state": state,
-                              "timeout": timeout}, timeout)
+        reply = self.request(
+            {"op": "wait_peer", "peer": peer, "state": state, "timeout": timeout}, timeout
+        )
         if not reply.get("ok"):
-            raise AssertionError(f"{self.ns.name}: peer {peer} did not become {state} within "
-                                 f"{timeout}s; peers: {json.dumps(reply.get('peers'))}")
+            raise AssertionError(
+                f"{self.ns.name}: peer {peer} did not become {state} within "
+                f"{timeout}s; peers: {json.dumps(reply.get('peers'))}"
+            )
         return reply
 
     def stop(self) -> None:

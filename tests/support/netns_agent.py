@@ -82,7 +82,7 @@ def main() -> None:
                     if line == b"go":
                         warming = False
                         for i in range(args.count):
-                            pub.send(f"data/{args.origin}/{i} {{\"i\": {i}}}".encode())
+                            pub.send(f'data/{args.origin}/{i} {{"i": {i}}}'.encode())
                     elif line == b"report":
                         report_at = time.monotonic()
                         last_data = max(last_data, report_at)

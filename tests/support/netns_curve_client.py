@@ -25,8 +25,9 @@ def main() -> None:
     client.curve_serverkey = server_key.encode()
     client.curve_publickey, client.curve_secretkey = public, secret
     client.setsockopt(zmq.SUBSCRIBE, b"")
-    monitor = client.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED
-                                        | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    monitor = client.get_monitor_socket(
+        zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    )
     client.connect(endpoint)
     outcome = "timeout"
     if monitor.poll(5000):

@@ -25,8 +25,17 @@ from argentic_edge.discovery.record import SERVICE_TYPE, node_id
 
 def good_txt() -> dict[str, str | bytes]:
     public = zmq.curve_keypair()[0].decode()
-    return {"v": "1", "id": node_id(public), "curve": public, "ver": "0.0-fake",
-            "pub": "5555", "sub": "5556", "fed": "5557", "web": "0", "tls": ""}
+    return {
+        "v": "1",
+        "id": node_id(public),
+        "curve": public,
+        "ver": "0.0-fake",
+        "pub": "5555",
+        "sub": "5556",
+        "fed": "5557",
+        "web": "0",
+        "tls": "",
+    }
 
 
 def junk() -> dict[str, list[dict[str, str | bytes]]]:
@@ -34,19 +43,19 @@ def junk() -> dict[str, list[dict[str, str | bytes]]]:
     other = good_txt()
     return {
         "malformed": [
-            {k: v for k, v in good_txt().items() if k != "v"},        # no format version
-            good_txt() | {"id": "not-an-id"},                          # bad id
-            good_txt() | {"id": str(other["id"])},                     # id of another key
-            good_txt() | {"curve": "short"},                           # bad key
-            good_txt() | {"ver": b"\xff\xfe"},                         # not UTF-8
-            good_txt() | {"tls": "xyz"},                               # bad fingerprint
-            good_txt() | {"pub": "http"},                              # not a number
+            {k: v for k, v in good_txt().items() if k != "v"},  # no format version
+            good_txt() | {"id": "not-an-id"},  # bad id
+            good_txt() | {"id": str(other["id"])},  # id of another key
+            good_txt() | {"curve": "short"},  # bad key
+            good_txt() | {"ver": b"\xff\xfe"},  # not UTF-8
+            good_txt() | {"tls": "xyz"},  # bad fingerprint
+            good_txt() | {"pub": "http"},  # not a number
         ],
         "bad_port": [
             good_txt() | {"pub": "0"},
             good_txt() | {"sub": "70000"},
-            good_txt() | {"fed": "22"},                                # privileged
-            good_txt() | {"sub": "5555"},                              # same as pub
+            good_txt() | {"fed": "22"},  # privileged
+            good_txt() | {"sub": "5555"},  # same as pub
         ],
         "unsupported_version": [good_txt() | {"v": "99"}],
     }
@@ -63,12 +72,19 @@ async def main() -> None:
     infos = []
     for kind, txts in records.items():
         for i, txt in enumerate(txts):
-            infos.append(ServiceInfo(
-                SERVICE_TYPE, f"{kind}-{i}.{SERVICE_TYPE}", port=5555, properties=txt,
-                server=f"flood-{kind}-{i}.local.", addresses=[socket.inet_aton(args.address)],
-                host_ttl=60, other_ttl=60))
-    tasks = [await azc.async_register_service(info, cooperating_responders=True)
-             for info in infos]
+            infos.append(
+                ServiceInfo(
+                    SERVICE_TYPE,
+                    f"{kind}-{i}.{SERVICE_TYPE}",
+                    port=5555,
+                    properties=txt,
+                    server=f"flood-{kind}-{i}.local.",
+                    addresses=[socket.inet_aton(args.address)],
+                    host_ttl=60,
+                    other_ttl=60,
+                )
+            )
+    tasks = [await azc.async_register_service(info, cooperating_responders=True) for info in infos]
     await asyncio.gather(*tasks)
     print(json.dumps({"ready": True} | {k: len(v) for k, v in records.items()}), flush=True)
     loop = asyncio.get_running_loop()

@@ -72,11 +72,12 @@ def forged_record(spec: dict[str, Any]) -> DNSRecord:
         return DNSPointer(name, _TYPES[kind], _IN, ttl, spec["alias"])
     klass = _IN | _UNIQUE
     if kind == "srv":
-        return DNSService(name, _TYPES[kind], klass, ttl, 0, 0, int(spec["port"]),
-                          spec["server"])
+        return DNSService(name, _TYPES[kind], klass, ttl, 0, 0, int(spec["port"]), spec["server"])
     if kind == "txt":
-        packed = b"".join(bytes([len(item)]) + item for item in
-                          (f"{k}={v}".encode() for k, v in spec["txt"].items()))
+        packed = b"".join(
+            bytes([len(item)]) + item
+            for item in (f"{k}={v}".encode() for k, v in spec["txt"].items())
+        )
         return DNSText(name, _TYPES[kind], klass, ttl, packed)
     return DNSAddress(name, _TYPES[kind], klass, ttl, socket.inet_aton(spec["address"]))
 
@@ -117,12 +118,19 @@ async def main() -> None:
     records = json.loads(args.records)
     if records:
         azc = AsyncZeroconf(interfaces=[args.interface], ip_version=IPVersion.V4Only)
-        infos = [ServiceInfo(SERVICE_TYPE, f"{record['name']}.{SERVICE_TYPE}",
-                             port=int(record["txt"].get("pub", 5555)), properties=record["txt"],
-                             server=f"lure-{index}.local.",
-                             addresses=[socket.inet_aton(a) for a in record["addresses"]],
-                             host_ttl=60, other_ttl=60)
-                 for index, record in enumerate(records)]
+        infos = [
+            ServiceInfo(
+                SERVICE_TYPE,
+                f"{record['name']}.{SERVICE_TYPE}",
+                port=int(record["txt"].get("pub", 5555)),
+                properties=record["txt"],
+                server=f"lure-{index}.local.",
+                addresses=[socket.inet_aton(a) for a in record["addresses"]],
+                host_ttl=60,
+                other_ttl=60,
+            )
+            for index, record in enumerate(records)
+        ]
         await asyncio.gather(*[await azc.async_register_service(info) for info in infos])
     report({"ready": True})
     await asyncio.get_running_loop().run_in_executor(None, serve_commands, args.interface)

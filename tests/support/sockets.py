@@ -23,7 +23,7 @@ def _inodes(pid: int) -> set[str]:
         except FileNotFoundError:
             continue  # closed while we looked
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
+            inodes.add(target[len("socket:[") : -1])
     return inodes
 
 
@@ -33,7 +33,7 @@ def _address(hex_address: str) -> tuple[str, int]:
     if len(raw) == 4:
         ip = ipaddress.IPv4Address(raw[::-1])
     else:  # four little-endian 32-bit words
-        ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+        ip = ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
     return str(ip), int(port, 16)
 
 
@@ -42,8 +42,12 @@ def listening(pid: int) -> set[tuple[str, str, int]]:
     socket that receives from anyone."""
     mine = _inodes(pid)
     found = set()
-    for table, wanted in (("tcp", TCP_LISTEN), ("tcp6", TCP_LISTEN),
-                          ("udp", UDP_UNCONNECTED), ("udp6", UDP_UNCONNECTED)):
+    for table, wanted in (
+        ("tcp", TCP_LISTEN),
+        ("tcp6", TCP_LISTEN),
+        ("udp", UDP_UNCONNECTED),
+        ("udp6", UDP_UNCONNECTED),
+    ):
         lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
         for line in lines:
             fields = line.split()

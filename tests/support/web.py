@@ -28,18 +28,25 @@ from tests.support.config import (
 SUPERVISOR = "127.0.0.3"  # stands in for 172.30.32.2; the whole 127/8 is loopback on Linux
 
 
-def web_document(tmp_path: Path, *, web_options: dict[str, Any] | None = None,
-                 **sections: Any) -> dict[str, Any]:
+def web_document(
+    tmp_path: Path, *, web_options: dict[str, Any] | None = None, **sections: Any
+) -> dict[str, Any]:
     """A configuration with the web on (``web_options`` added to its section) and the bridge's
     MQTT password set, so every secret a leak test greps for is in it; other services off."""
-    return config_document(tmp_path / "data", **{
-        "bridge": {"enabled": False, "mqtt": {"username": "edge", "password": MQTT_PASSWORD}},
-        "web": web_section(**(web_options or {})), **sections})
+    return config_document(
+        tmp_path / "data",
+        **{
+            "bridge": {"enabled": False, "mqtt": {"username": "edge", "password": MQTT_PASSWORD}},
+            "web": web_section(**(web_options or {})),
+            **sections,
+        },
+    )
 
 
 @asynccontextmanager
-async def running_edge(tmp_path: Path, document: dict[str, Any],
-                       text: str | None = None) -> AsyncIterator[Edge]:
+async def running_edge(
+    tmp_path: Path, document: dict[str, Any], text: str | None = None
+) -> AsyncIterator[Edge]:
     """An Edge started from a real file, the way ``argentic-edge run --config`` starts it."""
     path = write_yaml(tmp_path / "argentic-edge.yaml", document if text is None else text)
     async with Edge(load_config(path), config_path=str(path)) as edge:
@@ -91,8 +98,19 @@ async def web_client(edge: Edge, **options: Any) -> AsyncIterator[Recorder]:
 
 
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length",
-                        "host", "upgrade", "proxy-connection", "te", "trailer"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "host",
+        "upgrade",
+        "proxy-connection",
+        "te",
+        "trailer",
+    }
+)
 
 
 def ingress_proxy(upstream: str, prefix: str, source: str) -> web.Application:
@@ -101,15 +119,22 @@ def ingress_proxy(upstream: str, prefix: str, source: str) -> web.Application:
     app = web.Application()
 
     async def forward(request: web.Request) -> web.StreamResponse:
-        rest = request.path[len(prefix):] or "/"
+        rest = request.path[len(prefix) :] or "/"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["X-Ingress-Path"] = prefix
         session = request.app[UPSTREAM_SESSION]
-        async with session.request(request.method, upstream + rest, params=request.query,
-                                   headers=headers, data=await request.read(),
-                                   allow_redirects=False) as answer:
-            response = web.StreamResponse(status=answer.status, headers={
-                k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP})
+        async with session.request(
+            request.method,
+            upstream + rest,
+            params=request.query,
+            headers=headers,
+            data=await request.read(),
+            allow_redirects=False,
+        ) as answer:
+            response = web.StreamResponse(
+                status=answer.status,
+                headers={k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP},
+            )
             await response.prepare(request)
             async for chunk in answer.content.iter_any():
                 await response.write(chunk)
