@@ -282,7 +282,7 @@ def service_specs() -> list[ServiceSpec]:
         ServiceSpec("agents", ("messaging",), lambda c: True, _agents, after=("bus",)),
         ServiceSpec(
             "web",
-            ("web", "certificates", "node_name", "data_dir"),
+            ("web", "certificates", "data_dir"),  # node_name: the pages read it live
             lambda c: c.web.enabled,
             _web,
             after=("certificates",),
@@ -360,6 +360,8 @@ class Edge:
             specs = service_specs()
             restarting: set[str] = set()
             for spec in specs:  # in start order, so a dependency is decided before its users
+                if not (spec.enabled(previous) or spec.enabled(config)):
+                    continue  # off before and after: nothing restarts, nor do its users
                 if (
                     any(_value(previous, s) != _value(config, s) for s in spec.sections)
                     or spec.enabled(previous) != spec.enabled(config)

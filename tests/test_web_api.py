@@ -360,7 +360,8 @@ async def test_the_web_service_survives_a_save_from_its_own_page(tmp_path: Path)
             token = re.search(r'csrf-token" content="([^"]+)"', await response.text()).group(1)  # type: ignore[union-attr]
         async with session.get(f"{base}/api/config") as response:
             view = await response.json()
-        view["document"]["node_name"] = "renamed-node"
+        view["document"]["node_name"] = "renamed-node"  # read live by the pages: no restart
+        view["document"]["web"]["api_token"] = "a-new-token-for-scripts-0123456789"  # restarts
         async with session.put(
             f"{base}/api/config",
             json=view["document"],

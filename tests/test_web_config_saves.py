@@ -53,11 +53,27 @@ def concurrent_saves(appliance: Appliance, change: str) -> list[tuple[int, Any] 
         document = json.loads(json.dumps(appliance.document))
         if change == "node_name":
             document["node_name"] = f"saved-{index}"
+        elif change == "web.password":
+            document["web"]["password"] = f"password-of-save-{index:02d}"
         else:
             document["messaging"]["high_water_mark"] = 100 + index
         documents.append(document)
     with ThreadPoolExecutor(SAVES) as pool:
         return list(pool.map(lambda d: save(appliance, d), documents))
+
+
+def test_concurrent_renames_keep_the_web_up_and_are_each_answered(tmp_path: Path) -> None:
+    """The pages read the node name live: a rename restarts no listener (it reset 9 of 12)."""
+    appliance = Appliance(tmp_path, appliance_document(tmp_path / "data")).start()
+    try:
+        results = concurrent_saves(appliance, "node_name")
+        errors = [result for result in results if isinstance(result, OSError)]
+        assert not errors, f"{len(errors)} of {SAVES} saves got no answer: {errors}"
+        assert [code for code, _ in results] == [200] * SAVES, results  # type: ignore[misc]
+        saved = yaml.safe_load(appliance.config_path.read_text())["node_name"]
+        assert saved in {f"saved-{index}" for index in range(SAVES)}
+    finally:
+        appliance.stop()
 
 
 def test_concurrent_saves_are_applied_in_turn_and_each_answered(tmp_path: Path) -> None:
@@ -86,7 +102,7 @@ def test_concurrent_saves_are_applied_in_turn_and_each_answered(tmp_path: Path) 
 def test_concurrent_saves_that_restart_the_web_are_each_answered(tmp_path: Path) -> None:
     appliance = Appliance(tmp_path, appliance_document(tmp_path / "data")).start()
     try:
-        results = concurrent_saves(appliance, "node_name")  # a new name restarts the web
+        results = concurrent_saves(appliance, "web.password")  # a web setting restarts the web
         errors = [result for result in results if isinstance(result, OSError)]
         assert not errors, f"{len(errors)} of {SAVES} saves got no answer: {errors}"
     finally:
