@@ -290,6 +290,31 @@ def service_specs() -> list[ServiceSpec]:
     ]
 
 
+def _plain(value: Any) -> Any:
+    """A status value as plain dicts and lists, the shape ``dataclasses.asdict`` gives, without
+    its deep copy of every leaf: with 100 peers and 768 agents and tools that copy tripled the
+    time of /api/status (5.4 -> 16.6 ms median)."""
+    if value is None or isinstance(value, _LEAVES):
+        return value
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
+    return value
+
+
+_LEAVES = (str, int, float)  # bool is an int
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 class Edge:
     """The appliance. ``async with Edge(config):`` runs it; ``apply()`` changes it live."""
 
@@ -417,10 +442,7 @@ class Edge:
         }
         for spec in service_specs():
             service = self.services.get(spec.name)
-            status = service.status() if service else {"enabled": False}
-            if dataclasses.is_dataclass(status) and not isinstance(status, type):
-                status = dataclasses.asdict(status)
-            document[spec.name] = status
+            document[spec.name] = _plain(service.status()) if service else {"enabled": False}
         return document
 
     def service_health(self) -> dict[str, bool]:
