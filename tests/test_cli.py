@@ -74,6 +74,7 @@ def test_run_logs_where_it_listens_and_stops_within_two_seconds(
     assert f"publishers connect to tcp://127.0.0.1:{port}" in stderr
     assert f"subscribers to tcp://127.0.0.1:{backend}" in stderr
     assert "Traceback" not in stderr
+    assert f"configuration: {path.resolve()}" in stderr, "run says which file it loaded"
 
 
 @pytest.mark.netns
@@ -198,6 +199,20 @@ def test_version_and_help(repo_env: dict[str, str]) -> None:
     assert cli("--version", env=repo_env).stdout.startswith("argentic-edge ")
     assert "check-config" in cli("--help", env=repo_env).stdout
     assert cli("no-such-command", env=repo_env).returncode == 2
+
+
+def test_global_options_work_before_and_after_the_command(repo_env: dict[str, str]) -> None:
+    """The README promises `--log-level` and `--version` in either place."""
+    for args in (["run", "--version"], ["pub", "--version"], ["--version"]):
+        answer = cli(*args, env=repo_env)
+        assert answer.returncode == 0 and answer.stdout.startswith("argentic-edge "), args
+    parser = build_parser()
+    assert parser.parse_args(["--log-level", "debug", "run"]).log_level == "debug"
+    assert parser.parse_args(["run", "--log-level", "DEBUG"]).log_level == "debug"
+    assert parser.parse_args(["pub", "t", "{}", "--log-level", "error"]).log_level == "error"
+    assert parser.parse_args(["--log-level", "warning", "sub", "#"]).log_level == "warning"
+    assert parser.parse_args(["run"]).log_level is None
+    assert parser.parse_args(["certs", "show", "--log-level", "info"]).log_level == "info"
 
 
 def test_bench_only_offers_every_suite_the_bench_runs() -> None:

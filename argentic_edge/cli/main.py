@@ -98,6 +98,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.log_level is None:
         logging.getLogger().setLevel(config.log_level.upper())
+    if args.config:
+        log.info("configuration: %s", Path(args.config).resolve())
+    else:
+        log.info("configuration: the embedded defaults (no --config, no saved file)")
 
     async def main() -> None:
         stop = _stop_on_signals()
@@ -269,18 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="A LAN messaging appliance for Argentic agents: ZeroMQ bus, MQTT bridge, "
         "discovery, certificates and a status page.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default=None,
-        type=str.lower,
-        choices=["debug", "info", "warning", "error"],
-        help="overrides the configuration's log_level",
-    )
+    _global_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="run the appliance (bus, bridge, discovery, web)")
-    run.add_argument("--config", "-c", help="YAML configuration (default: embedded defaults)")
+    run.add_argument(
+        "--config",
+        "-c",
+        help="YAML configuration (default: the file the web editor saved in the data "
+        "directory, else the embedded defaults)",
+    )
     run.add_argument(
         "--addon",
         action="store_true",
@@ -334,7 +336,33 @@ def build_parser() -> argparse.ArgumentParser:
     certs_cli.add_parser(sub)
     discovery_cli.add_parser(sub)
     ha_remove_cli.add_parser(sub)
+    # `run --log-level debug` as well as `--log-level debug run`
+    for command in _commands(parser):
+        _global_options(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command's parser, nested ones (`certs show`) included."""
+    found = []
+    for action in parser._actions:  # argparse keeps its subparsers only here
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):
+                found += [command, *_commands(command)]
+    return found
+
+
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--version and --log-level, before or after the command: a command's copy defaults to
+    SUPPRESS so that it never overwrites what was given before the command."""
+    parser.add_argument("--version", action="version", version=f"argentic-edge {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        type=str.lower,
+        choices=["debug", "info", "warning", "error"],
+        help="overrides the configuration's log_level",
+    )
 
 
 def _bus_options(parser: argparse.ArgumentParser) -> None:
