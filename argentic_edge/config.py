@@ -33,6 +33,7 @@ from typing import Any, Literal
 import yaml
 
 from argentic_edge.errors import EdgeError
+from argentic_edge.storage import saved_config_path
 from argentic_edge.topics import (
     TopicError,
     has_mqtt_forbidden_character,
@@ -929,6 +930,16 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(file), None, f"cannot read the file: {exc}")]) from None
     return parse_yaml(text, str(file))
+
+
+def find_config_file(given: str | os.PathLike[str] | None) -> str | None:
+    """The file every command reads: the one given, else the one the web editor saved in the
+    data directory, else none (the embedded defaults). One rule, so ``pub`` after a port change
+    in the editor talks to the port ``run`` listens on."""
+    if given:
+        return str(given)
+    saved = saved_config_path(default_data_dir())
+    return str(saved) if saved.is_file() else None
 
 
 def load_config(

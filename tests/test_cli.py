@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from argentic_edge.cli.main import build_parser
+from argentic_edge.storage import saved_config_path
 from bench.__main__ import OPT_IN, SUITES
 from tests.support.brokers import wait_for_port
 from tests.support.config import config_document, write_yaml
@@ -161,6 +162,31 @@ def test_pub_and_sub_with_mqtt_style_filters(
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["topic"] for r in records] == list(topics[:3])
     assert records[0]["payload"]["type"] == "INFO"
+
+
+def test_every_command_reads_the_file_the_editor_saved(
+    tmp_path: Path, repo_env: dict[str, str]
+) -> None:
+    """No --config anywhere: run, sub and pub all take the bus from the saved file (pub and sub
+    used the embedded defaults' ports while run used the saved ones)."""
+    data = tmp_path / "data"
+    raw = config_document(data)
+    write_yaml(saved_config_path(data), raw)
+    env = {**repo_env, "ARGENTIC_EDGE_DATA_DIR": str(data)}
+    process = spawn("run", env=env)
+    try:
+        wait_for_port(raw["messaging"]["port"])
+        wait_for_port(raw["messaging"]["backend_port"])
+        sub = spawn("sub", "agent/#", "-C", "1", env=env)
+        published = cli("pub", "agent/saved", json.dumps({"type": "INFO"}), "--wait", "10", env=env)
+        assert published.returncode == 0, published.stderr
+        out, err = sub.communicate(timeout=20)
+        assert sub.returncode == 0, err
+        assert json.loads(out) == {"type": "INFO"}
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert f"configuration: {saved_config_path(data).resolve()}" in stderr
 
 
 def test_pub_refuses_what_the_bus_cannot_carry(

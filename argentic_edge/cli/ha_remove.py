@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sys
 
-from argentic_edge.config import EdgeConfig, load_config
+from argentic_edge.config import EdgeConfig, find_config_file, load_config
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def cmd_ha_remove(args: argparse.Namespace) -> int:
     from argentic_edge.bridge.mqtt import BridgeError
 
     async def main() -> int:
-        config = await _addon_config() if args.addon else load_config(args.config)
+        config = await _addon_config() if args.addon else load_config(find_config_file(args.config))
         return await remove(config)
 
     try:

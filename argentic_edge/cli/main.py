@@ -31,13 +31,12 @@ from argentic_edge.client.bus import Subscriber, publish
 from argentic_edge.config import (
     ConfigError,
     EdgeConfig,
-    default_data_dir,
     dump_yaml,
     file_problems,
+    find_config_file,
     load_config,
 )
 from argentic_edge.errors import EdgeError
-from argentic_edge.storage import saved_config_path
 from argentic_edge.topics import TopicFilter
 
 log = logging.getLogger("argentic_edge")
@@ -51,15 +50,7 @@ def _fail(message: str) -> int:
 
 
 def _config(args: argparse.Namespace) -> EdgeConfig:
-    return load_config(getattr(args, "config", None))
-
-
-def _run_config_path(args: argparse.Namespace) -> str | None:
-    """The file ``run`` reads: --config, else the one the web editor saved in the data dir."""
-    if args.config:
-        return str(args.config)
-    saved = saved_config_path(default_data_dir())
-    return str(saved) if saved.is_file() else None
+    return load_config(find_config_file(getattr(args, "config", None)))
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -94,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(addon())
         return 0
 
-    args.config = _run_config_path(args)
+    args.config = find_config_file(args.config)
     config = _config(args)
     if args.log_level is None:
         logging.getLogger().setLevel(config.log_level.upper())
