@@ -17,7 +17,7 @@ from pathlib import Path
 import zmq
 
 from argentic_edge.bus.proxy import ProxyThread
-from bench.common import median, percentile, suite_main
+from bench.common import median, percentile, ratio, suite_main
 from tests.support.appliance import command, environment
 from tests.support.brokers import free_port, wait_for_port
 from tests.support.config import bus_section, config_document, write_yaml
@@ -194,7 +194,7 @@ def run(quick: bool) -> list[dict[str, object]]:
                     "scenario": f"bus {name}",
                     "ours": ours,
                     "baseline": bare,
-                    "ratio": ours / bare if bare else None,
+                    "ratio": ratio(ours, bare),
                     "unit": "msg/s"
                     if name.startswith(("throughput", "fan-out"))
                     else ("share" if name.startswith("loss") else "µs"),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bus import start_proxy, throughput
-from bench.common import median, percentile, suite_main
+from bench.common import median, percentile, ratio, suite_main
 from tests.support.brokers import free_port
 from tests.support.config import bus_section, config_document
 from tests.support.flood import Flood
@@ -62,7 +62,7 @@ def watched_rates(repeats: int, count: int, workdir: Path) -> list[dict[str, Any
                 "scenario": f"readers: bus rate, {topic.decode()} ({label}), 64 B",
                 "ours": ours,
                 "baseline": bare,
-                "ratio": ours / bare if bare else None,
+                "ratio": ratio(ours, bare),
                 "unit": "msg/s",
             }
         )
@@ -140,7 +140,7 @@ def lag_rows(repeats: int, frames: int, seconds: float, workdir: Path) -> list[d
                 f"{LAG_GOAL_MS:.0f} ms)",
                 "ours": ours,
                 "baseline": base,
-                "ratio": ours / base if base else None,
+                "ratio": ratio(ours, base),
                 "unit": "ms",
             }
         )
