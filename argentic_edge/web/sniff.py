@@ -112,7 +112,7 @@ class HttpsOrRedirect(asyncio.Protocol):
             self._context,
             waiter,
             server_side=True,
-            ssl_handshake_timeout=max(0.1, self._deadline - loop.time()),
+            ssl_handshake_timeout=max(0.1, self._deadline - loop.time()),  # type: ignore[arg-type]
         )
         transport.set_protocol(tls)
         tls.connection_made(transport)

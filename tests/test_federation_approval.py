@@ -1,0 +1,84 @@
+"""Approval between two real appliances in network namespaces: approving on one side shows a
+link request on the other, each side logs the refusal once by name, and the second approval
+links at once instead of after the first side's back-off."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.federation import Site
+from tests.support.netns import Lan, Node, netns_unavailable
+
+UNAVAILABLE = netns_unavailable()
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or ""),
+]
+# After this long refused, the approving side's back-off (1, 2, 4 s, ...) is at 8 s: a link
+# that comes up well within that did not wait for it.
+BACKOFF_GROWN = 8.0
+PROMPTLY = 4.0
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    site = Site(Lan().create(), tmp_path)
+    try:
+        for key in ("a", "b"):
+            site.prepare(key)
+        yield site
+    finally:
+        site.close()
+
+
+def peer(node: Node, name: str) -> dict[str, Any]:
+    return next(p for p in node.status()["peers"]["peers"] if p["name"] == name)
+
+
+def wait(node: Node, name: str, test: str, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = peer(node, name)
+        if eval(test, {}, {"p": found}):  # noqa: S307 - the tests' own expressions
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{name} never met {test}: {peer(node, name)}")
+
+
+def test_approving_on_one_side_asks_the_other_and_the_second_approval_links_at_once(
+    site: Site,
+) -> None:
+    a = site.start("a", "node-a", [])
+    b = site.start("b", "node-b", [])
+    a.wait_peer("node-b", "discovered", 20)
+    b.wait_peer("node-a", "discovered", 20)
+    assert peer(b, "node-a")["link_request"] is None
+
+    assert a.request({"op": "approve", "id": site.ids["b"]})["ok"]
+    refused = wait(a, "node-b", "p['link'] == 'refused'")
+    assert refused["state"] == "trusted"
+    asked = wait(b, "node-a", "p['link_request'] is not None")
+    assert asked["state"] == "discovered" and asked["trust"] is None
+    time.sleep(BACKOFF_GROWN)
+
+    assert b.request({"op": "approve", "id": site.ids["a"]})["ok"]
+    started = time.monotonic()
+    b.wait_peer("node-a", "linked", PROMPTLY)
+    a.wait_peer("node-b", "linked", PROMPTLY)
+    print(f"\nlinked {time.monotonic() - started:.2f} s after the second approval")
+    assert peer(b, "node-a")["link_request"] is None
+
+    a_log = (site.tmp / "a.log").read_text()
+    b_log = (site.tmp / "b.log").read_text()
+    address_b, address_a = site.ns["b"].address, site.ns["a"].address
+    assert a_log.count("has not approved this node yet") == 1, a_log
+    assert f"node-b ({address_b}, id {site.ids['b']}) has not approved" in a_log
+    assert b_log.count("wants to link with this node") == 1, b_log
+    assert f"node-a ({address_a}, id {site.ids['a']}) wants to link" in b_log
+    for log in (a_log, b_log):
+        assert "refused our link" not in log and "refused a peer connection" not in log
