@@ -392,6 +392,17 @@ def document() -> dict[str, Any]:
                         "restarted": {"type": "array", "items": {"type": "string"}},
                         "path": {"type": "string"},
                         "backup": {"type": "string", "nullable": True},
+                        "web": {
+                            "type": "object",
+                            "nullable": True,
+                            "description": "Where the web serves now (null: it is off); a "
+                            "page follows a new port or scheme.",
+                            "properties": {
+                                "port": {"type": "integer"},
+                                "https": {"type": "boolean"},
+                                "ingress": {"type": "boolean"},
+                            },
+                        },
                     },
                 },
             },
