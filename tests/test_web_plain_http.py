@@ -63,11 +63,11 @@ async def test_plain_http_is_redirected_to_https_at_the_same_host_port_and_path(
     assert followed.returncode == 0, followed.stderr
     assert json.loads(followed.stdout)["ok"] is True
     # and HTTPS itself is untouched on that port
-    async with aiohttp.ClientSession() as session:
-        async with session.get(
-            f"https://localhost:{port}/healthz", ssl=pki.client_context()
-        ) as response:
-            assert response.status == 200
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"https://localhost:{port}/healthz", ssl=pki.client_context()) as response,
+    ):
+        assert response.status == 200
 
 
 @pytest.mark.parametrize(

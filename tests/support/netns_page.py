@@ -70,7 +70,9 @@ async def main() -> int:
             )
             await browser.navigate(args.url)
             await browser.log_in(args.password)
-            await browser.wait_for(f"{row_of(args.peer)} && document.querySelector('#bus-connect li')", 30)
+            await browser.wait_for(
+                f"{row_of(args.peer)} && document.querySelector('#bus-connect li')", 30
+            )
             report: dict[str, Any] = await browser.evaluate(CARD)
             print(json.dumps(report), flush=True)
             if args.approve:
