@@ -128,6 +128,7 @@ def test_the_peers_and_bus_cards_of_a_lan_node_in_chromium_at_1280_px(site: Site
         f"tcp://{address_a}:{site.pub} publish · tcp://{address_a}:{site.sub} subscribe"
     ]
     assert before["copy"] == ["Copy Argentic configuration"]
+    assert before["copied"] == before["yaml"]
 
     row = next(r for r in after["rows"] if r["cells"][0].startswith("node-b"))
     assert "Approve" not in row["buttons"] and row["cells"][3] == "approved", row

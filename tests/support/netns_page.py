@@ -4,7 +4,8 @@
 
 Logs in at URL, waits until the Peers card lists PEER, and prints one JSON line describing the
 page at 1280 px: the Peers card's rows (cells and buttons), the words in that card drawn across
-two lines, the Bus card's agent addresses and the Argentic configuration it offers to copy.
+two lines, the Bus card's agent addresses and the Argentic configuration it offers to copy, and
+what its copy button put on the clipboard.
 With --approve, it then presses PEER's Approve button, waits for the card to show the peer
 trusted, and prints a second line. Exits non-zero, with the page's text, when a wait fails.
 """
@@ -74,6 +75,12 @@ async def main() -> int:
                 f"{row_of(args.peer)} && document.querySelector('#bus-connect li')", 30
             )
             report: dict[str, Any] = await browser.evaluate(CARD)
+            await browser.grant_clipboard(args.url.rstrip("/"))
+            await browser.evaluate("document.querySelector('#bus-connect button').click()")
+            report["copied"] = await browser.wait_for(
+                "document.querySelector('#bus-connect button').textContent === 'Copied' && "
+                "navigator.clipboard.readText()"
+            )
             print(json.dumps(report), flush=True)
             if args.approve:
                 await browser.evaluate(
