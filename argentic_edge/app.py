@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import zmq
 
 from argentic_edge import __version__
-from argentic_edge.bus.connect import BusConnect, bus_connect
+from argentic_edge.bus.connect import EVERY_ADDRESS, BusConnect, bus_connect
 from argentic_edge.bus.proxy import Bus
 from argentic_edge.config import EdgeConfig
 from argentic_edge.discovery.interfaces import local_addresses
@@ -83,6 +83,14 @@ class BusService:
 
     async def start(self) -> None:
         await self.bus.start()
+        if self.bus.mode == self.bus.local_mode and self.bus.config.broker_address in EVERY_ADDRESS:
+            connect = self.connect()  # the bus logs 0.0.0.0: say where the LAN reaches it
+            log.info(
+                "bus: agents on the LAN connect to %s (publish :%d, subscribe :%d)",
+                ", ".join(connect.addresses),
+                self.bus.config.port,
+                self.bus.config.backend_port,
+            )
 
     async def stop(self) -> None:
         await self.bus.stop()

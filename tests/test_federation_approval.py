@@ -148,5 +148,9 @@ def test_the_peers_and_bus_cards_of_a_lan_node_in_chromium_at_1280_px(site: Site
         "addresses": [address_a],
         "messaging_yaml": before["yaml"],
     }
+    assert (
+        f"bus: agents on the LAN connect to {address_a} (publish :{site.pub}, subscribe "
+        f":{site.sub})" in (site.tmp / "a.log").read_text()
+    )
     counts = site.exchange(["b"], 20, bus={"b": messaging["broker_address"]})
     assert sum(counts["b"].values()) == 20 and set(counts["b"].values()) == {1}
