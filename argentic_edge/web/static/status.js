@@ -153,9 +153,10 @@
         : el("p", {class: "muted", text: "none registered yet"}));
   }
 
-  async function peerAction(id, action) {
-    const result = await api("POST", `api/peers/${encodeURIComponent(id)}/${action}`);
-    live.textContent = result.ok ? `${action}: ${id}` : `${action} failed: ${result.data.error}`;
+  async function peerAction(peer, action) {
+    const result = await api("POST", `api/peers/${encodeURIComponent(peer.id)}/${action}`);
+    const done = action === "approve" ? "approved" : "forgot";
+    live.textContent = result.ok ? `${done} ${peer.name || peer.id}` : `${action} failed: ${result.data.error}`;
   }
 
   // What a peer is to us, in words: the link's progress when it is trusted but not linked,
@@ -170,12 +171,11 @@
   }
 
   function peerButtons(p) {
-    const id = p.id;
     return el("span", {class: "buttons"},
       !p.trust && p.state !== "lost" ? el("button", {type: "button", text: "Approve",
-        onclick: () => peerAction(id, "approve")}) : "",
+        onclick: () => peerAction(p, "approve")}) : "",
       p.trust === "approved" ? el("button", {type: "button", class: "secondary", text: "Forget",
-        onclick: () => peerAction(id, "forget")}) : "");
+        onclick: () => peerAction(p, "forget")}) : "");
   }
 
   function renderPeers(peers, now) {
