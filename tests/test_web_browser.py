@@ -73,7 +73,7 @@ async def test_log_in_watch_the_bus_and_change_the_configuration(
         context.term()
         await browser.wait_for(f"{text_of(published)} === '5'")
         await browser.wait_for(f"{text_of('#agents table.agents')}.includes('kitchen-agent')")
-        assert await browser.evaluate(text_of("#bridge .body")) == "disabled"
+        assert await browser.evaluate(text_of("#uplinks .body")) == "disabled"
         assert await browser.evaluate(text_of("#peers .body")) == "discovery disabled"
         await browser.screenshot(ARTIFACTS / "web-status.png")
         await browser.screenshot(
@@ -165,11 +165,11 @@ async def test_remove_from_home_assistant_before_uninstalling(
             "!document.getElementById('homeassistant').hidden && "
             f"{text_of('#homeassistant .body')}.includes('announcements1')"
         )
-        bridge = await browser.evaluate(text_of("#bridge .body"))
+        bridge = await browser.evaluate(text_of("#uplink-mqtt .body"))
         assert "stateconnected" in bridge and "[object" not in bridge, bridge
         assert "buffered0 of 10,000 msgs, 0 B" in bridge, bridge
         assert await browser.evaluate(
-            "[...document.querySelectorAll('#bridge table.routes tbody tr')].map((r) => "
+            "[...document.querySelectorAll('#uplink-mqtt table.routes tbody tr')].map((r) => "
             "[...r.cells].map((c) => c.textContent))[0]"
         ) == ["agent/#", "both", "auto", "auto", "agent/#", "0 msgs", "0 msgs"]
         await browser.screenshot(ARTIFACTS / "web-status-bridge.png")
