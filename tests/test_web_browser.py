@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from argentic_edge.client.bus import publish
 from argentic_edge.web import create_app
 from tests.support.bridge import MqttClient
-from tests.support.brokers import Mosquitto
+from tests.support.brokers import Mosquitto, free_port
 from tests.support.browser import CHROMIUM, Browser
 from tests.support.config import PASSWORD
 from tests.support.flood import FLOOD_LIMIT, Flood
@@ -215,3 +215,41 @@ async def test_the_page_says_when_a_bus_reader_samples_under_load(
         skipped = re.search(r"sampling under load: ([\d,]+) skipped", shown)
         assert skipped is not None and int(skipped[1].replace(",", "")) > 0, shown
         await browser.screenshot(ARTIFACTS / "web-status-sampling.png")
+
+
+async def test_one_card_per_uplink_with_its_state(
+    tmp_path: Path, browser: Browser, mosquitto: Mosquitto
+) -> None:
+    """Two uplinks, one of them without a broker to reach: two cards, each with its badge,
+    broker and routes, in the configuration's order."""
+    document = web_document(
+        tmp_path,
+        bridge={"enabled": False, "ha_discovery": False},
+        uplinks=[
+            {
+                "name": name,
+                "protocol": "mqtt",
+                "broker_address": "127.0.0.1",
+                "port": port,
+                "connect_retry_delay": 0.1,
+                "routes": [{"topic": f"{name}/#"}],
+            }
+            for name, port in (("home", mosquitto.port), ("away", free_port()))
+        ],
+    )
+    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
+    async with running_edge(tmp_path, document):
+        await browser.navigate(base)
+        await browser.log_in(PASSWORD)
+        await browser.wait_for(f"{text_of('#uplink-home .badge')} === 'connected'")
+        await browser.wait_for(f"{text_of('#uplink-away .badge')} === 'backing off'")
+        assert await browser.evaluate(
+            "[...document.querySelectorAll('#uplinks section')].map((s) => s.id)"
+        ) == ["uplink-home", "uplink-away"]
+        away = await browser.evaluate(text_of("#uplink-away .body"))
+        assert "last errorlost" not in away and "refused the connection" in away, away
+        assert await browser.evaluate(
+            "[...document.querySelectorAll('#uplink-home table.routes tbody tr')].map((r) => "
+            "r.cells[0].textContent)"
+        ) == ["home/#"]
+        await browser.screenshot(ARTIFACTS / "web-status-uplinks.png")
