@@ -24,7 +24,8 @@ from argentic_edge.config import MASK, parse_config, to_dict
 from argentic_edge.web import WebError, create_app
 from argentic_edge.web.openapi import document as openapi_document
 from tests.support.appliance import environment
-from tests.support.brokers import free_port
+from tests.support.bridge import wait_until
+from tests.support.brokers import Mosquitto, free_port
 from tests.support.config import MQTT_PASSWORD, PASSWORD, SECRETS, TOKEN, write_yaml
 from tests.support.web import running_edge, web_client, web_document
 
@@ -142,6 +143,47 @@ async def test_healthz_needs_no_login_and_reports_a_stopped_bus(tmp_path: Path) 
         status, _, body = await client.request("GET", "/healthz", headers=BEARER)
         assert status == 503
         assert json.loads(body)["reasons"] == ["bus: the bus is stopped"]
+
+
+async def test_status_healthz_and_metrics_name_each_uplink(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Two uplinks, one of them on a port where no broker listens: /healthz names that one,
+    /api/status lists both, /metrics labels every uplink metric with its uplink."""
+    document = quiet_web(tmp_path)
+    document["bridge"] = {"enabled": False, "ha_discovery": False}
+    document["uplinks"] = [
+        {
+            "name": name,
+            "protocol": "mqtt",
+            "broker_address": "127.0.0.1",
+            "port": port,
+            "connect_retry_delay": 0.1,
+        }
+        for name, port in (("home", mosquitto.port), ("away", free_port()))
+    ]
+    async with running_edge(tmp_path, document) as edge, web_client(edge) as client:
+        await wait_until(
+            lambda: [u.state for u in edge.uplinks()] == ["connected", "backing off"],
+            what="one uplink up and one backing off",
+        )
+        status, _, body = await client.request("GET", "/healthz", headers=BEARER)
+        (reason,) = json.loads(body)["reasons"]
+        assert status == 503 and reason.startswith("uplink:away: backing off"), reason
+        assert "refused the connection" in reason
+        status, _, body = await client.request("GET", "/api/status", headers=BEARER)
+        uplinks = json.loads(body)["uplinks"]
+        assert [(u["name"], u["protocol"], u["state"]) for u in uplinks] == [
+            ("home", "mqtt", "connected"),
+            ("away", "mqtt", "backing off"),
+        ]
+        assert uplinks[1]["buffer"]["messages"] == 0 and uplinks[1]["buffer"]["oldest_age"] is None
+        assert json.loads(body)["bridge"]["name"] == "home"  # the first MQTT uplink, as before
+        status, _, text = await client.request("GET", "/metrics", headers=BEARER)
+        assert 'argentic_edge_uplink_connections{uplink="home",protocol="mqtt"} 1' in text
+        assert 'argentic_edge_uplink_connections{uplink="away",protocol="mqtt"} 0' in text
+        assert 'argentic_edge_service_up{service="uplink:away"} 0' in text
+        assert_prometheus_text(text)
 
 
 async def test_the_editor_shows_the_raw_file_with_secrets_masked(

@@ -73,7 +73,7 @@ async def test_log_in_watch_the_bus_and_change_the_configuration(
         context.term()
         await browser.wait_for(f"{text_of(published)} === '5'")
         await browser.wait_for(f"{text_of('#agents table.agents')}.includes('kitchen-agent')")
-        assert await browser.evaluate(text_of("#bridge .body")) == "disabled"
+        assert await browser.evaluate(text_of("#uplinks .body")) == "disabled"
         assert await browser.evaluate(text_of("#peers .body")) == "discovery disabled"
         await browser.screenshot(ARTIFACTS / "web-status.png")
         await browser.screenshot(
@@ -166,11 +166,11 @@ async def test_remove_from_home_assistant_before_uninstalling(
             "!document.getElementById('homeassistant').hidden && "
             f"{text_of('#homeassistant .body')}.includes('announcements1')"
         )
-        bridge = await browser.evaluate(text_of("#bridge .body"))
+        bridge = await browser.evaluate(text_of("#uplink-mqtt .body"))
         assert "stateconnected" in bridge and "[object" not in bridge, bridge
         assert "buffered0 of 10,000 msgs, 0 B" in bridge, bridge
         assert await browser.evaluate(
-            "[...document.querySelectorAll('#bridge table.routes tbody tr')].map((r) => "
+            "[...document.querySelectorAll('#uplink-mqtt table.routes tbody tr')].map((r) => "
             "[...r.cells].map((c) => c.textContent))[0]"
         ) == ["agent/#", "both", "auto", "auto", "agent/#", "0 msgs", "0 msgs"]
         await browser.screenshot(ARTIFACTS / "web-status-bridge.png")
@@ -336,3 +336,41 @@ async def test_the_home_assistant_card_stays_hidden_on_an_appliance_without_a_br
         await browser.wait_for("document.getElementById('live').classList.contains('on')")
         assert await browser.evaluate("document.getElementById('homeassistant').hidden") is True
         assert await browser.evaluate("document.querySelector('#homeassistant button')") is None
+
+
+async def test_one_card_per_uplink_with_its_state(
+    tmp_path: Path, browser: Browser, mosquitto: Mosquitto
+) -> None:
+    """Two uplinks, one of them without a broker to reach: two cards, each with its badge,
+    broker and routes, in the configuration's order."""
+    document = web_document(
+        tmp_path,
+        bridge={"enabled": False, "ha_discovery": False},
+        uplinks=[
+            {
+                "name": name,
+                "protocol": "mqtt",
+                "broker_address": "127.0.0.1",
+                "port": port,
+                "connect_retry_delay": 0.1,
+                "routes": [{"topic": f"{name}/#"}],
+            }
+            for name, port in (("home", mosquitto.port), ("away", free_port()))
+        ],
+    )
+    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
+    async with running_edge(tmp_path, document):
+        await browser.navigate(base)
+        await browser.log_in(PASSWORD)
+        await browser.wait_for(f"{text_of('#uplink-home .badge')} === 'connected'")
+        await browser.wait_for(f"{text_of('#uplink-away .badge')} === 'backing off'")
+        assert await browser.evaluate(
+            "[...document.querySelectorAll('#uplinks section')].map((s) => s.id)"
+        ) == ["uplink-home", "uplink-away"]
+        away = await browser.evaluate(text_of("#uplink-away .body"))
+        assert "last errorlost" not in away and "refused the connection" in away, away
+        assert await browser.evaluate(
+            "[...document.querySelectorAll('#uplink-home table.routes tbody tr')].map((r) => "
+            "r.cells[0].textContent)"
+        ) == ["home/#"]
+        await browser.screenshot(ARTIFACTS / "web-status-uplinks.png")

@@ -56,6 +56,44 @@ _UNSUPPORTED = {"415": _error("The body is neither JSON nor YAML.")}
 _BAD_BODY = {"400": _error("The body is not valid JSON.")}
 
 
+_UPLINK = {
+    "type": "object",
+    "description": "One uplink (service uplink:<name>); the protocol's own keys are in link.",
+    "required": ["name", "protocol", "state", "detail", "broker", "routes", "buffer"],
+    "properties": {
+        "name": {"type": "string"},
+        "protocol": {"type": "string", "example": "mqtt"},
+        "state": {
+            "type": "string",
+            "enum": [
+                "connecting",
+                "connected",
+                "waiting for broker",
+                "backing off",
+                "gave up",
+                "stopped",
+            ],
+        },
+        "detail": {"type": "string"},
+        "broker": {"type": "string", "nullable": True},
+        "session": {"type": "string", "nullable": True, "example": "MQTT 5"},
+        "last_error": {"type": "string", "nullable": True},
+        "attempts": {"type": "integer"},
+        "connections": {"type": "integer"},
+        "in_flight": {"type": "integer"},
+        "routes": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+        "buffer": {
+            "type": "object",
+            "description": "The outbox: messages, bytes, oldest_age (seconds, null when "
+            "empty), max_messages, max_bytes, max_age, dropped_oldest, durable.",
+            "additionalProperties": True,
+        },
+        "link": {"type": "object", "additionalProperties": True},
+    },
+    "additionalProperties": True,
+}
+
+
 def _status_schema() -> dict[str, Any]:
     section = {"type": "object", "additionalProperties": True}
     return {
@@ -63,6 +101,7 @@ def _status_schema() -> dict[str, Any]:
         "required": [
             "node",
             "bus",
+            "uplinks",
             "bridge",
             "homeassistant",
             "peers",
@@ -107,7 +146,12 @@ def _status_schema() -> dict[str, Any]:
                     }
                 },
             },
-            "bridge": section,
+            "uplinks": {"type": "array", "items": _UPLINK},
+            "bridge": {
+                **section,
+                "description": "The first MQTT uplink's entry of uplinks again (its name before "
+                "there were several), or {enabled: false}.",
+            },
             "homeassistant": section,
             "peers": section,
             "certificates": section,

@@ -101,23 +101,37 @@
       el("p", {}, button));
   }
 
-  function renderBridge(bridge) {
-    if (off(bridge)) return body("bridge").replaceChildren(el("p", {class: "muted", text: "disabled"}));
-    const routes = findList(bridge, "routes");
+  // The uplinks: one card per uplink (#uplink-<name>), in the configuration's order.
+  function renderUplinks(uplinks) {
+    const holder = document.getElementById("uplinks");
+    if (!uplinks || !uplinks.length) {
+      return holder.replaceChildren(el("section", {class: "card wide", id: "uplinks-none"},
+        el("h2", {text: "Uplinks"}), el("div", {class: "body"}, el("p", {class: "muted", text: "disabled"}))));
+    }
+    holder.replaceChildren(...uplinks.map(uplinkCard));
+  }
+
+  function uplinkCard(uplink) {
+    const routes = findList(uplink, "routes");
     const traffic = (counters) => {
       if (!counters) return "–";
       const dropped = Object.values(counters.dropped || {}).reduce((a, b) => a + b, 0);
       return `${count(counters.messages)} msgs` + (dropped ? `, ${count(dropped)} dropped` : "");
     };
-    const buffer = bridge.buffer || {};
-    const shown = {...bridge, connected_for: bridge.connected_for == null ? undefined
-      : duration(bridge.connected_for), buffered: bridge.buffer === undefined ? undefined
+    const buffer = uplink.buffer || {};
+    const shown = {...uplink, ...(uplink.link || {}), name: undefined, protocol: undefined, connected_for: uplink.connected_for == null
+      ? undefined : duration(uplink.connected_for), buffered: uplink.buffer === undefined ? undefined
       : `${count(buffer.messages)} of ${count(buffer.max_messages)} msgs, ${bytes(buffer.bytes)}`
-        + (buffer.dropped_oldest ? `, ${count(buffer.dropped_oldest)} oldest dropped` : "")};
-    body("bridge").replaceChildren(facts(shown), readerLoad(bridge.bus_reader), routes.length ? table(
-      ["bus filter", "direction", "qos", "retain", "broker filter", "to MQTT", "from MQTT"],
-      routes.map((r) => [r.local, r.direction, String(r.qos), String(r.retain), r.remote,
-        traffic(r.out), traffic(r.in)]), "list routes") : "");
+        + (buffer.oldest_age == null ? "" : `, oldest waiting ${duration(buffer.oldest_age)}`)
+        + (buffer.dropped_oldest ? `, ${count(buffer.dropped_oldest)} oldest dropped` : "")
+        + (buffer.durable ? ", on disk" : "")};
+    const badge = el("span", {class: `badge ${uplink.state === "connected" ? "ok" : "bad"}`, text: uplink.state});
+    return el("section", {class: "card wide uplink", id: `uplink-${uplink.name}`},
+      el("h2", {}, `Uplink ${uplink.name} `, el("span", {class: "muted", text: `(${uplink.protocol}) `}), badge),
+      el("div", {class: "body"}, facts(shown), readerLoad(uplink.bus_reader), routes.length ? table(
+        ["bus filter", "direction", "qos", "retain", "broker filter", "to broker", "from broker"],
+        routes.map((r) => [r.local, r.direction, String(r.qos), String(r.retain), r.remote,
+          traffic(r.out), traffic(r.in)]), "list routes") : ""));
   }
 
   async function removeFromHomeAssistant() {
@@ -216,7 +230,7 @@
     if (doc.error) { live.textContent = doc.error; return; }
     renderNode(doc);
     renderBus(doc.bus, doc.time);
-    renderBridge(doc.bridge);
+    renderUplinks(doc.uplinks);
     renderHomeAssistant(doc.homeassistant);
     renderAgents(doc.agents);
     renderPeers(doc.peers, doc.time);
