@@ -1,15 +1,23 @@
 """Outbox: bus-to-broker messages waiting for the broker, bounded and in order.
 
 Messages wait here while the broker is away, and while the broker's in-flight window is full.
-The bus itself is fire-and-forget (QoS 0), so when the bound is reached the oldest message is
-dropped and counted, never the producer blocked: the newest state is the one worth delivering.
+The bus itself is fire-and-forget (QoS 0), so when a bound (messages, bytes, age) is reached the
+oldest message is dropped and counted, never the producer blocked: the newest state is the one
+worth delivering.
+
+This is the memory outbox; ``bridge/durable.py`` keeps the same interface on disk. ``popleft``
+hands a message to the link, ``done`` says the link settled it, ``requeue`` gives back what a
+lost connection left in flight, to the front and in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from argentic_edge.bridge.routes import Counters
 
@@ -26,6 +34,12 @@ class Outgoing:
     counters: Counters | None = None
     done: asyncio.Future[None] | None = field(default=None)
     echo: bool = False  # its echo will come back on our own subscription (MQTT 3.1.1)
+    # Wall-clock time it first waited in an outbox (kept across requeue and, on disk, restarts):
+    # max_age and oldest_age are measured from it.
+    queued_at: float = 0.0
+    # Which route it came through, so a durable outbox can give its counters back after a
+    # restart (None for the bridge's own messages).
+    route_key: str | None = None
 
     @property
     def size(self) -> int:
@@ -33,11 +47,17 @@ class Outgoing:
 
 
 class Outbox:
-    """A FIFO bounded by message count and bytes; appending past a bound drops the oldest."""
+    """A FIFO bounded by message count, bytes and age; appending past a bound drops the oldest.
 
-    def __init__(self, max_messages: int, max_bytes: int) -> None:
+    ``max_age`` None means no age bound.
+    """
+
+    durable = False
+
+    def __init__(self, max_messages: int, max_bytes: int, max_age: float | None = None) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        self.max_age = max_age
         self._items: deque[Outgoing] = deque()
         self.bytes = 0
         self.dropped = 0
@@ -49,30 +69,58 @@ class Outbox:
         return bool(self._items)
 
     def append(self, item: Outgoing) -> list[Outgoing]:
-        """Queue ``item``; returns what was dropped to make room.
+        """Queue ``item``; returns what was dropped to make room (or for being too old).
 
         An item larger than ``max_bytes`` on its own cannot wait here and is the one dropped.
         """
-        if item.size > self.max_bytes:
+        now = time.time()
+        if not item.queued_at:
+            item.queued_at = now
+        size = item.size
+        if size > self.max_bytes:
             self.dropped += 1
             return [item]
+        items = self._items
         dropped = []
-        while self._items and (
-            len(self._items) >= self.max_messages or self.bytes + item.size > self.max_bytes
-        ):
-            dropped.append(self.popleft())
-        self.dropped += len(dropped)
-        self._items.append(item)
-        self.bytes += item.size
+        if self.max_age is not None:
+            horizon = now - self.max_age
+            while items and items[0].queued_at < horizon:
+                dropped.append(self._take())
+        room = self.max_bytes - size
+        while items and (len(items) >= self.max_messages or self.bytes > room):
+            dropped.append(self._take())
+        if dropped:
+            self.dropped += len(dropped)
+        items.append(item)
+        self.bytes += size
         return dropped
 
     def peek(self) -> Outgoing:
         return self._items[0]
 
     def popleft(self) -> Outgoing:
+        """The oldest message, handed to the link (``done`` once settled)."""
+        return self._take()
+
+    def _take(self) -> Outgoing:
         item = self._items.popleft()
         self.bytes -= item.size
         return item
+
+    def done(self, item: Outgoing) -> None:
+        """The link settled ``item``: nothing is kept for it in memory."""
+
+    def requeue(self, items: Sequence[Outgoing]) -> None:
+        """Put messages a lost connection left in flight back in front, in their order.
+
+        No bound drops them here: they were accepted already, the next append makes room.
+        """
+        now = time.time()
+        for item in reversed(items):
+            if not item.queued_at:
+                item.queued_at = now
+            self._items.appendleft(item)
+            self.bytes += item.size
 
     def clear(self) -> list[Outgoing]:
         items = list(self._items)
@@ -80,11 +128,24 @@ class Outbox:
         self.bytes = 0
         return items
 
-    def stats(self) -> dict[str, int]:
+    def close(self) -> None:
+        """Nothing to release in memory; a durable outbox writes and closes its file."""
+
+    def oldest_age(self) -> float | None:
+        """Seconds the front message has waited (None when empty; never negative, should the
+        clock have stepped back)."""
+        if not self._items:
+            return None
+        return max(0.0, time.time() - self._items[0].queued_at)
+
+    def stats(self) -> dict[str, Any]:
         return {
             "messages": len(self._items),
             "bytes": self.bytes,
+            "oldest_age": self.oldest_age(),
             "max_messages": self.max_messages,
             "max_bytes": self.max_bytes,
+            "max_age": self.max_age,
             "dropped_oldest": self.dropped,
+            "durable": self.durable,
         }
