@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -196,6 +197,10 @@ class DurableOutbox(Outbox):
         """Move the unreadable file (and its WAL, which belongs to it) out of the way."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for number in itertools.count(1):  # never over an earlier one set aside this second
+            if not target.exists():
+                break
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{number}")
         for suffix in ("", "-wal"):
             source = Path(f"{self.path}{suffix}")
             if source.exists():
