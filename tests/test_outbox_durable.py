@@ -185,6 +185,23 @@ async def test_one_bus_batch_is_one_transaction(tmp_path: Path) -> None:
     box.close()
 
 
+async def test_a_checkpoint_fsyncs_the_wal_soon_after_writes_to_bound_a_power_cut(
+    tmp_path: Path,
+) -> None:
+    box = DurableOutbox(tmp_path / "outbox.sqlite3", 100, 10_000, sync_every=0.05)
+    statements: list[str] = []
+    assert box._db is not None
+    box._db.set_trace_callback(statements.append)
+    box.append(message(0))
+    await asyncio.sleep(0)
+    assert "COMMIT" in statements and not any("checkpoint" in s for s in statements)
+    await asyncio.sleep(0.2)
+    assert statements.count("PRAGMA wal_checkpoint(PASSIVE)") == 1
+    await asyncio.sleep(0.2)  # no writes since: no more fsyncs
+    assert statements.count("PRAGMA wal_checkpoint(PASSIVE)") == 1
+    box.close()
+
+
 # --- SIGKILL -----------------------------------------------------------------------------------
 
 
