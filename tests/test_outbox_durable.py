@@ -275,20 +275,34 @@ def test_a_full_disk_is_counted_logged_once_and_the_outbox_goes_on_in_memory(
         assert drain(reopen(path)) == list(range(1500))
 
 
-def test_a_read_only_data_dir_is_counted_and_the_outbox_works_in_memory(
+def test_a_read_only_data_dir_is_counted_the_outbox_works_in_memory_and_catches_up_later(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with disk.small_disk(tmp_path / "disk") as small:
+        path = outbox_path(small, "ha")
+        before = reopen(path)
+        for number in range(2):
+            before.append(message(number))
+        before.close()  # 0 and 1 waited when the appliance stopped
+
         disk.read_only(small)
-        box = reopen(outbox_path(small, "ha"))
-        for number in range(50):
-            box.append(message(number))
-        stats = box.stats()
-        assert stats["disk_errors"] >= 1 and "Read-only" in stats["disk_problem"], stats
-        assert stats["durable"] is True and stats["messages"] == 50
-        assert drain(box) == list(range(50))
+        try:
+            box = reopen(path)
+            for number in range(2, 50):
+                box.append(message(number))
+            stats = box.stats()
+            assert stats["disk_errors"] >= 1 and "Read-only" in stats["disk_problem"], stats
+            assert stats["durable"] is True and stats["messages"] == 48
+            assert not box.flush()
+            assert len(warnings_about(caplog, "messages wait in memory only")) == 1
+            box.done(box.popleft())  # 2 settled while the disk was read-only
+        finally:
+            disk.read_only(small, on=False)
+        assert box.flush()  # writable again: the file's messages go in front of the rest
+        assert box.stats()["disk_problem"] is None
+        assert numbers([box.peek()]) == [0]
         box.close()
-        assert len(warnings_about(caplog, "messages wait in memory only")) == 1
+        assert drain(reopen(path)) == [0, 1, *range(3, 50)]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])

@@ -128,6 +128,7 @@ class DurableOutbox(Outbox):
         self._retry_at = 0.0
         self._sync_at: float | None = None
         self._db: sqlite3.Connection | None = None
+        self._closed = False
         self._counters = counters
         self._open()
 
@@ -158,7 +159,7 @@ class DurableOutbox(Outbox):
             os.fchmod(fd, 0o600)
         finally:
             os.close(fd)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self.path, isolation_level=None)
         try:
             rows = self._prepare(db)
         except sqlite3.DatabaseError as exc:
@@ -173,15 +174,16 @@ class DurableOutbox(Outbox):
         return rows
 
     def _prepare(self, db: sqlite3.Connection) -> list[Row]:
+        # Before anything reads the file: one process owns it, so there is no shared-memory
+        # index to lock per transaction, and a second appliance on the same data directory is
+        # refused instead of interleaving its messages.
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise CorruptStore(f"written by a newer version (format {version})")
         checked = db.execute("PRAGMA quick_check").fetchall()
         if checked != [("ok",)]:
             raise CorruptStore("; ".join(str(row[0]) for row in checked[:3]))
-        # One process owns the file: no shared-memory index to lock per transaction, and a
-        # second appliance on the same data directory is refused instead of interleaving.
-        db.execute("PRAGMA locking_mode=EXCLUSIVE")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
@@ -256,12 +258,9 @@ class DurableOutbox(Outbox):
         except (CorruptStore, sqlite3.Error, OSError) as exc:
             self._disk_failed("open", exc)
             return False
-        items = []
-        for row in rows:
-            item = self._item(row)
-            self._seq[item] = row[0]
-            items.append(item)
-        self.requeue(items)
+        # renumbered in front of what waited in memory meanwhile (whose numbers they may share)
+        self._deletes.extend(row[0] for row in rows)
+        self.requeue([self._item(row) for row in rows])
         return True
 
     # --- the outbox interface ---------------------------------------------------------------
@@ -304,7 +303,14 @@ class DurableOutbox(Outbox):
 
     def close(self) -> None:
         """Write what is pending and close the file; what waits stays in it for the next start."""
-        self.flush()
+        if not self.flush() and self._inserts:
+            log.warning(
+                "outbox %s: %d message(s) waited in memory only and are lost: %s",
+                self.path,
+                len(self._inserts),
+                self.disk_problem,
+            )
+        self._closed = True
         db, self._db = self._db, None
         if db is None:
             return
@@ -348,7 +354,7 @@ class DurableOutbox(Outbox):
     def _schedule(self) -> None:
         """Flush when the event loop gets its next turn: everything this batch of bus messages
         (or acknowledgements) changed goes in one transaction. Without a loop, at once."""
-        if self._scheduled:
+        if self._scheduled or self._closed:
             return
         wait = self._retry_at - time.monotonic()
         try:
@@ -368,6 +374,8 @@ class DurableOutbox(Outbox):
         self._scheduled = False
         if not self._inserts and not self._deletes:
             return True
+        if self._closed:
+            return False
         if self._db is None and not self._reopen():
             self._retry_at = time.monotonic() + RETRY_AFTER
             return False
