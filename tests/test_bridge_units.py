@@ -326,7 +326,7 @@ def test_outbox_drops_the_oldest_by_bytes_and_refuses_what_can_never_fit() -> No
         "bytes": 39,
         "max_messages": 100,
         "max_bytes": 50,
-        "max_age": None,
+        "max_age": 86_400.0,
         "dropped_oldest": 3,
         "durable": False,
     }

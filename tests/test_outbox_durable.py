@@ -46,9 +46,7 @@ def drain(box: Outbox) -> list[int]:
 
 
 def reopen(path: Path, **bounds: int) -> DurableOutbox:
-    return DurableOutbox(
-        path, bounds.get("max_messages", 10_000), bounds.get("max_bytes", 1 << 24), None
-    )
+    return DurableOutbox(path, bounds.get("max_messages", 10_000), bounds.get("max_bytes", 1 << 24))
 
 
 # --- the memory outbox's side of the interface ------------------------------------------------
@@ -69,7 +67,7 @@ def test_memory_outbox_requeues_in_flight_messages_in_front_in_their_order() -> 
 def test_memory_outbox_drops_what_waited_longer_than_max_age() -> None:
     box = Outbox(max_messages=100, max_bytes=10_000, max_age=60)
     old = message(0)
-    old.queued_at = time.time() - 61
+    old.created = time.time() - 61
     box.append(old)
     assert box.stats()["oldest_age"] >= 61
     assert box.append(message(1)) == [old]
@@ -134,7 +132,7 @@ def test_bounds_drop_the_oldest_on_disk_too_and_a_smaller_bound_applies_at_resta
     path = tmp_path / "outbox.sqlite3"
     box = DurableOutbox(path, 5, 10_000, 60)
     stale = message(0)
-    stale.queued_at = time.time() - 120
+    stale.created = time.time() - 120
     assert box.append(stale) == [] and box.append(message(1)) == [stale]  # max_age
     for number in range(2, 8):
         box.append(message(number))  # max_messages: 1 and 2 go

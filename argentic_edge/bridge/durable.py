@@ -33,7 +33,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     retain INTEGER NOT NULL,
     echo INTEGER NOT NULL,
     route TEXT,
-    queued_at REAL NOT NULL
+    created REAL NOT NULL
 )
 """
 INSERT = (
-    "INSERT OR REPLACE INTO outbox (seq, topic, payload, qos, retain, echo, route, queued_at) "
+    "INSERT OR REPLACE INTO outbox (seq, topic, payload, qos, retain, echo, route, created) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 DELETE = "DELETE FROM outbox WHERE seq BETWEEN ? AND ?"
@@ -106,7 +106,7 @@ class DurableOutbox(Outbox):
         path: Path,
         max_messages: int,
         max_bytes: int,
-        max_age: float | None = None,
+        max_age: float = 86_400.0,
         *,
         counters: CountersFor | None = None,
         synchronous: str = SYNCHRONOUS,
@@ -190,8 +190,7 @@ class DurableOutbox(Outbox):
         db.execute(SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         rows: list[Row] = db.execute(
-            "SELECT seq, topic, payload, qos, retain, echo, route, queued_at FROM outbox "
-            "ORDER BY seq"
+            "SELECT seq, topic, payload, qos, retain, echo, route, created FROM outbox ORDER BY seq"
         ).fetchall()
         return rows
 
@@ -237,7 +236,7 @@ class DurableOutbox(Outbox):
             )
 
     def _item(self, row: Row) -> Outgoing:
-        _, topic, payload, qos, retain, echo, route, queued_at = row
+        _, topic, payload, qos, retain, echo, route, created = row
         counters = self._counters
         return Outgoing(
             topic,
@@ -246,7 +245,7 @@ class DurableOutbox(Outbox):
             bool(retain),
             counters(route) if counters is not None and route is not None else None,
             echo=bool(echo),
-            queued_at=queued_at,
+            created=created,
             route_key=route,
         )
 
@@ -277,13 +276,20 @@ class DurableOutbox(Outbox):
         self._schedule()
         return dropped
 
+    def expire(self) -> list[Outgoing]:
+        dropped = super().expire()
+        for item in dropped:
+            self._forget(item)
+        return dropped
+
     def done(self, item: Outgoing) -> None:
         """The link settled ``item``: it leaves the file (at the next flush)."""
         self._forget(item)
 
-    def requeue(self, items: Sequence[Outgoing]) -> None:
+    def requeue(self, items: Iterable[Outgoing]) -> None:
         """Back to the front, in order: they get sequence numbers below everything on disk, so
         a restart finds them first too."""
+        items = list(items)
         super().requeue(items)
         start = self._low - len(items)
         for seq, item in enumerate(items, start):
@@ -342,7 +348,7 @@ class DurableOutbox(Outbox):
             item.retain,
             item.echo,
             item.route_key,
-            item.queued_at,
+            item.created,
         )
 
     def _forget(self, item: Outgoing) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +34,9 @@ class Outgoing:
     counters: Counters | None = None
     done: asyncio.Future[None] | None = field(default=None)
     echo: bool = False  # its echo will come back on our own subscription (MQTT 3.1.1)
-    # Wall-clock time it first waited in an outbox (kept across requeue and, on disk, restarts):
+    # Wall clock, so that it means the same after a restart (a durable outbox keeps it):
     # max_age and oldest_age are measured from it.
-    queued_at: float = 0.0
+    created: float = field(default_factory=time.time)
     # Which route it came through, so a durable outbox can give its counters back after a
     # restart (None for the bridge's own messages).
     route_key: str | None = None
@@ -49,12 +49,12 @@ class Outgoing:
 class Outbox:
     """A FIFO bounded by message count, bytes and age; appending past a bound drops the oldest.
 
-    ``max_age`` None means no age bound.
+    ``max_age`` in seconds, measured from each item's ``created``.
     """
 
     durable = False
 
-    def __init__(self, max_messages: int, max_bytes: int, max_age: float | None = None) -> None:
+    def __init__(self, max_messages: int, max_bytes: int, max_age: float = 86_400.0) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.max_age = max_age
@@ -73,26 +73,31 @@ class Outbox:
 
         An item larger than ``max_bytes`` on its own cannot wait here and is the one dropped.
         """
-        now = time.time()
-        if not item.queued_at:
-            item.queued_at = now
         size = item.size
         if size > self.max_bytes:
             self.dropped += 1
             return [item]
         items = self._items
-        dropped = []
-        if self.max_age is not None:
-            horizon = now - self.max_age
-            while items and items[0].queued_at < horizon:
-                dropped.append(self._take())
+        dropped = self.expire()
         room = self.max_bytes - size
         while items and (len(items) >= self.max_messages or self.bytes > room):
             dropped.append(self._take())
-        if dropped:
-            self.dropped += len(dropped)
+            self.dropped += 1
         items.append(item)
         self.bytes += size
+        return dropped
+
+    def expire(self) -> list[Outgoing]:
+        """Take out (and return) what waited longer than ``max_age``, oldest first, counted in
+        ``dropped_oldest``: append does it, and a sender should before sending what waited."""
+        items = self._items
+        if not items or time.time() - items[0].created <= self.max_age:
+            return []
+        limit = time.time() - self.max_age
+        dropped = []
+        while items and items[0].created < limit:
+            dropped.append(self._take())
+        self.dropped += len(dropped)
         return dropped
 
     def peek(self) -> Outgoing:
@@ -110,15 +115,12 @@ class Outbox:
     def done(self, item: Outgoing) -> None:
         """The link settled ``item``: nothing is kept for it in memory."""
 
-    def requeue(self, items: Sequence[Outgoing]) -> None:
+    def requeue(self, items: Iterable[Outgoing]) -> None:
         """Put messages a lost connection left in flight back in front, in their order.
 
         No bound drops them here: they were accepted already, the next append makes room.
         """
-        now = time.time()
-        for item in reversed(items):
-            if not item.queued_at:
-                item.queued_at = now
+        for item in reversed(list(items)):
             self._items.appendleft(item)
             self.bytes += item.size
 
@@ -136,7 +138,7 @@ class Outbox:
         clock have stepped back)."""
         if not self._items:
             return None
-        return max(0.0, time.time() - self._items[0].queued_at)
+        return max(0.0, time.time() - self._items[0].created)
 
     def stats(self) -> dict[str, Any]:
         return {
