@@ -274,6 +274,7 @@ def _uplink_service(name: str) -> Callable[[Edge], Service]:
             context=edge.context,
             endpoints=_bus(edge).endpoints,
             presence=presence,
+            data_dir=config.data_path,
         )
 
     return build

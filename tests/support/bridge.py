@@ -17,7 +17,6 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Self
 
 import paho.mqtt.client as paho
@@ -27,7 +26,7 @@ import zmq.asyncio
 from argentic_edge.app import Edge
 from argentic_edge.config import EdgeConfig, parse_config
 from argentic_edge.topics import TopicFilter
-from tests.support.config import bus_section, config_document
+from tests.support.config import bus_section, config_document, fresh_data_dir
 
 PROBE = b'{"type":"probe"'  # payloads starting so are path probes, skipped by every collector
 
@@ -51,7 +50,7 @@ def edge_config(
     bridge_section.update(bridge or {})
     return parse_config(
         config_document(
-            Path("/nonexistent-not-used"),
+            fresh_data_dir(),
             node_name=node,
             messaging=bus_section(**(messaging or {})),
             bridge=bridge_section,
