@@ -83,9 +83,8 @@ class TopicMap:
         pieces: list[str] = []
         ahead = ""  # the first two characters of what is already encoded after this point
         for char in reversed(level):
-            if char in LEGAL and char != self.separator and char != self.escape:
-                piece = char
-            elif char == self.escape and not (len(ahead) == 2 and set(ahead) <= _HEX):
+            plain = char in LEGAL and char not in (self.separator, self.escape)
+            if plain or (char == self.escape and not (len(ahead) == 2 and set(ahead) <= _HEX)):
                 piece = char
             else:
                 try:
@@ -110,7 +109,11 @@ class TopicMap:
         index, end = 0, len(name)
         while index < end:
             char = name[index]
-            if char == self.escape and index + 3 <= end and set(name[index + 1 : index + 3]) <= _HEX:
+            if (
+                char == self.escape
+                and index + 3 <= end
+                and set(name[index + 1 : index + 3]) <= _HEX
+            ):
                 pending.append(int(name[index + 1 : index + 3], 16))
                 index += 3
                 continue
