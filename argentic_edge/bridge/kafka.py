@@ -59,6 +59,7 @@ QOS0_BACKLOG = 65536  # QoS 0 records waiting for the feeder before new ones are
 FETCH_RECORDS = 2000  # records per fetch handed to the service in one go
 PROBE_INTERVAL = 2.0  # seconds between checks that some broker still answers
 STOP_TIMEOUT = 2.0
+FETCHER = "kafka-fetcher"
 
 
 @dataclass(eq=False)
@@ -71,6 +72,13 @@ class _Offsets:
     safe: int | None = None
     committed: int | None = None
     high_watermark: int | None = None
+
+    @property
+    def resume_from(self) -> int | None:
+        """Where the group goes on: past every acknowledged record, at the first one not yet."""
+        if self.pending:
+            return self.pending[0]
+        return self.safe if self.safe is not None else self.committed
 
     def take(self, offset: int) -> None:
         self.pending.append(offset)
@@ -98,7 +106,7 @@ class _Session:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     offsets: dict[Any, _Offsets] = field(default_factory=dict)
     wake_commit: asyncio.Event = field(default_factory=asyncio.Event)
-    first_assignment: bool = True
+    assigned: set[Any] = field(default_factory=set)  # partitions placed by _assigned
 
 
 class KafkaLink:
@@ -124,7 +132,7 @@ class KafkaLink:
         self._wake_feeder = asyncio.Event()
         self._waiting_topics: dict[str, deque[tuple[Publication, str]]] = {}
         self._filters: list[tuple[str, int]] = []
-        self._group_read_before = False  # a group's first assignment in this process happened
+        self._topics_at_start: set[str] | None = None  # Kafka's topics at the first subscribe
         self.own_records_skipped = 0
         self.undecodable_names = 0
         self.last_client_settings: dict[str, dict[str, Any]] = {}
@@ -221,9 +229,15 @@ class KafkaLink:
             await _quietly(consumer.stop())
             raise ConnectError(f"the Kafka consumer cannot start: {_describe(exc)}") from None
         session.consumer = consumer
+        if self._topics_at_start is None:
+            try:
+                self._topics_at_start = set(await consumer.topics())
+            except KafkaError as exc:
+                await _quietly(consumer.stop())
+                raise ConnectError(f"Kafka does not list its topics: {_describe(exc)}") from None
         consumer.subscribe(pattern=pattern.pattern, listener=_Rebalance(self, session))
         session.tasks += [
-            asyncio.create_task(self._fetch(session), name="kafka-fetcher"),
+            asyncio.create_task(self._fetch(session), name=FETCHER),
             asyncio.create_task(self._commit_loop(session), name="kafka-committer"),
         ]
         return problems
@@ -388,20 +402,28 @@ class KafkaLink:
     async def _assigned(self, session: _Session, assigned: set[Any]) -> None:
         """Where each partition without a committed offset starts (see the module's text)."""
         consumer = session.consumer
+        placed = {}
         for tp in assigned:
             if await consumer.committed(tp) is not None:
                 continue
-            if self._group_read_before or self.config.auto_offset_reset == "earliest":
-                await consumer.seek_to_beginning(tp)
-            else:
+            if (
+                tp.topic in (self._topics_at_start or ())
+                and self.config.auto_offset_reset == "latest"
+            ):
                 await consumer.seek_to_end(tp)
-        self._group_read_before = True
+            else:
+                await consumer.seek_to_beginning(tp)
+            placed[tp] = OffsetAndMetadata(await consumer.position(tp), "")
+        if placed:  # the start is the group's from now on: a rebalance or restart keeps it
+            await consumer.commit(placed)
+        session.assigned |= set(assigned)
 
     async def _revoked(self, session: _Session, revoked: set[Any]) -> None:
         with contextlib.suppress(KafkaError):
             await self._commit(session, only=set(revoked))
         for tp in revoked:
             session.offsets.pop(tp, None)
+        session.assigned -= set(revoked)
 
     # --- losing and closing -----------------------------------------------------------------
 
@@ -447,7 +469,13 @@ class KafkaLink:
         session, self._session = self._session, None
         if session is None:
             return
-        await asyncio.sleep(0)  # the service acknowledges the last fetch on the next turn
+        for task in session.tasks:  # nothing more is read; what was read gets acknowledged
+            if task.get_name() == FETCHER:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for _ in range(3):  # the service acknowledges the last fetch on its next turns
+            await asyncio.sleep(0)
         with contextlib.suppress(KafkaError, TimeoutError):
             await asyncio.wait_for(
                 asyncio.gather(session.reliable.flush(), session.fast.flush()), STOP_TIMEOUT
@@ -468,21 +496,22 @@ class KafkaLink:
         partitions = []
         if session is not None:
             for tp, offsets in sorted(session.offsets.items()):
-                position = offsets.committed
                 lag = None
-                if offsets.high_watermark is not None and position is not None:
-                    lag = max(0, offsets.high_watermark - position)
+                resume = offsets.resume_from
+                if offsets.high_watermark is not None and resume is not None:
+                    lag = max(0, offsets.high_watermark - resume)
                 partitions.append(
                     {
                         "topic": tp.topic,
                         "partition": tp.partition,
-                        "committed": position,
+                        "committed": offsets.committed,
                         "high_watermark": offsets.high_watermark,
                         "lag": lag,
                     }
                 )
         return {
             "group_id": self.group_id,
+            "partitions_assigned": len(session.assigned) if session is not None else 0,
             "topic_map": {"separator": self.names.separator, "escape": self.names.escape},
             "consumer_lag": partitions,
             "waiting_for_topics": sorted(self._waiting_topics),
