@@ -453,6 +453,11 @@ class KafkaConfig:
     metadata_refresh: float = _opt(
         10.0, check=_between(1, 3600), doc="seconds between looks for new topics the routes match"
     )
+    fetch_max_wait_ms: int = _opt(
+        100,
+        check=_between(1, 60_000),
+        doc="longest wait of one fetch for new records (a broker answers sooner when they come)",
+    )
     qos_levels: QosLevels = _opt(QosLevels())
     connect_retry_delay: float = _opt(5.0, check=_positive)
     max_reconnect_attempts: int = _opt(0, check=_non_negative, doc="0: never give up")

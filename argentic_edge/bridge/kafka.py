@@ -221,6 +221,7 @@ class KafkaLink:
             enable_auto_commit=False,
             auto_offset_reset=self.config.auto_offset_reset,
             max_poll_records=FETCH_RECORDS,
+            fetch_max_wait_ms=self.config.fetch_max_wait_ms,
         )
         self.last_client_settings["consumer"] = consumer
         try:
