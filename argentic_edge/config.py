@@ -536,12 +536,17 @@ class UplinkConfig:
     def where(self) -> str:
         """``protocol://host:port`` of the broker, for loop checks and messages."""
         host = getattr(self.link, "broker_address", None)
-        return f"{self.protocol}://{host}:{getattr(self.link, 'port', '')}"
+        port = getattr(self.link, "port", "")
+        if isinstance(host, tuple):  # bootstrap servers, each host or host:port
+            return f"{self.protocol}://" + ",".join(
+                "{}:{}".format(*split_server(server, int(port))) for server in host
+            )
+        return f"{self.protocol}://{host}:{port}"
 
 
 # Protocol name -> its keys' dataclass. Issues 16/17 add kafka, redis, rabbitmq here and a branch
 # in bridge/protocols.py's factory.
-UPLINK_PROTOCOLS: dict[str, type] = {"mqtt": MqttConfig}
+UPLINK_PROTOCOLS: dict[str, type] = {"mqtt": MqttConfig, "kafka": KafkaConfig}
 UPLINK_KEYS = frozenset({"name", "protocol", "routes", "buffer", "max_payload"})
 BRIDGE_UPLINK = "mqtt"  # the name of the uplink that bridge: and messaging: {protocol: mqtt} mean
 

@@ -47,7 +47,7 @@ from argentic_edge.bridge.link import (
     LinkSession,
     Publication,
 )
-from argentic_edge.bridge.mqtt import tls_context
+from argentic_edge.bridge.tls import tls_context
 from argentic_edge.config import KafkaConfig, split_server
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class KafkaLink:
         tls = config.tls_params is not None
         if tls:
             assert config.tls_params is not None
-            settings["ssl_context"] = tls_context(config.tls_params)
+            settings["ssl_context"] = tls_context(config.tls_params, "tls_params")
             settings["security_protocol"] = "SSL"
         if config.username:
             settings["security_protocol"] = "SASL_SSL" if tls else "SASL_PLAINTEXT"
@@ -195,7 +195,9 @@ class KafkaLink:
         ]
         brokers = len(session.reliable.client.cluster.brokers())
         return LinkSession(
-            description=f"Kafka ({brokers} broker{'s' * (brokers != 1)})", window=WINDOW
+            description=f"Kafka ({brokers} broker{'s' * (brokers != 1)})",
+            window=WINDOW,
+            echoes=False,  # our own records are recognised by header and never come back
         )
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> dict[str, str]:
