@@ -407,7 +407,9 @@ class KafkaLink:
         consumer = session.consumer
         placed = {}
         for tp in assigned:
-            if await consumer.committed(tp) is not None:
+            committed = await consumer.committed(tp)
+            if committed is not None:
+                session.offsets.setdefault(tp, _Offsets(committed=committed))
                 continue
             if (
                 tp.topic in (self._topics_at_start or ())
@@ -419,6 +421,8 @@ class KafkaLink:
             placed[tp] = OffsetAndMetadata(await consumer.position(tp), "")
         if placed:  # the start is the group's from now on: a rebalance or restart keeps it
             await consumer.commit(placed)
+            for tp, start in placed.items():
+                session.offsets.setdefault(tp, _Offsets(committed=start.offset))
         session.assigned |= set(assigned)
 
     async def _revoked(self, session: _Session, revoked: set[Any]) -> None:
@@ -501,6 +505,10 @@ class KafkaLink:
             for tp, offsets in sorted(session.offsets.items()):
                 lag = None
                 resume = offsets.resume_from
+                if session.consumer is not None:
+                    offsets.high_watermark = (
+                        session.consumer.highwater(tp) or offsets.high_watermark
+                    )
                 if offsets.high_watermark is not None and resume is not None:
                     lag = max(0, offsets.high_watermark - resume)
                 partitions.append(
