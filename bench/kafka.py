@@ -5,13 +5,14 @@
 One librdkafka mock cluster (tests/support/kafka.py, a process of its own) serves the whole run.
 Per repeat, QoS 1 (acks=all, idempotent):
 
-- bus->Kafka:    messages handed to the Kafka uplink -> Kafka -> a raw aiokafka consumer
+- bus->Kafka:    a bus publisher -> the appliance (a process of its own) and its Kafka uplink
+                 -> Kafka -> a raw aiokafka consumer
 - raw batched:   a raw aiokafka producer doing batched ``send()`` (the same linger and batch
                  size) -> Kafka -> the same consumer                        (goal: ours >= 0.8 x)
 - send_and_wait: Argentic's own Kafka driver's pattern, one ``send_and_wait`` per message
                  (goal: ours >= 10 x)
-- Kafka->bus:    a raw producer -> Kafka -> the uplink -> its receiver, beside a raw aiokafka
-                 consumer reading the same records
+- Kafka->bus:    a raw producer -> Kafka -> the appliance -> a bus subscriber, beside a raw
+                 aiokafka consumer reading the same kind of records
 
 Throughput: COUNT messages as fast as they go, rate = COUNT / (last arrival - first send).
 Latency: messages paced at LATENCY_RATE/s, each stamped with the monotonic clock when sent, one
@@ -24,10 +25,12 @@ import asyncio
 import contextlib
 import struct
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -212,13 +215,13 @@ async def raw_consumer(bootstrap: str, topic: str, count: int, rate: float) -> A
     )
 
 
-Path = Callable[[str, str, int, float], Awaitable[Arrivals]]  # (bootstrap, topic, count, rate)
+Scenario = Callable[[str, str, int, float], Awaitable[Arrivals]]  # bootstrap, topic, count, rate
 
 
 async def collect(
-    bootstrap: str, plan: Plan, ours_out: Path, ours_in: Path, progress: bool
+    bootstrap: str, plan: Plan, ours_out: Scenario, ours_in: Scenario, progress: bool
 ) -> list[dict[str, Any]]:
-    paths: dict[str, tuple[Path, str]] = {
+    paths: dict[str, tuple[Scenario, str]] = {
         "bus->Kafka": (ours_out, TOPICS[0]),
         "raw batched": (raw_batched, TOPICS[1]),
         "send_and_wait": (driver_pattern, TOPICS[2]),
@@ -293,61 +296,92 @@ async def produce(bootstrap: str, topic: str, count: int, rate: float) -> None:
         await producer.stop()
 
 
-OursPaths = tuple[Path, Path]
+OursPaths = tuple[Scenario, Scenario]
 
 
 @asynccontextmanager
-async def through_link(bootstrap: str) -> AsyncIterator[OursPaths]:
-    """The uplink's paths, KafkaLink driven as the uplink service drives it: at most the
-    session's window of QoS 1 publications in flight, each received message acknowledged."""
-    from argentic_edge.bridge.kafka import KafkaLink
-    from argentic_edge.bridge.link import LinkCallbacks, Publication
-    from argentic_edge.config import KafkaConfig
+async def through_appliance(bootstrap: str) -> AsyncIterator[OursPaths]:
+    """The appliance as users run it (a process of its own, tests/support/appliance.py) with a
+    Kafka uplink, and a plain ZeroMQ PUB and SUB on its bus."""
+    import zmq
+    import zmq.asyncio
 
-    inbound: list[Arrivals] = []
-    room = asyncio.Semaphore(1)
+    from tests.support.appliance import Appliance, appliance_document
+    from tests.support.config import bus_section
 
-    def received(_topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
-        if ack is not None:
-            ack()
-        if inbound:
-            inbound[-1].saw(payload)
+    with tempfile.TemporaryDirectory(prefix="argentic-edge-bench-") as workdir:
+        uplink = {
+            "name": "bench",
+            "protocol": "kafka",
+            "broker_address": [bootstrap],
+            "metadata_refresh": 1,
+            "fetch_max_wait_ms": FETCH_WAIT_MS,
+            "routes": [
+                {"topic": "bench/out/#", "direction": "out", "qos": 1},
+                {"topic": "bench/in/#", "direction": "in", "qos": 1},
+            ],
+            "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30},
+        }
+        document = appliance_document(
+            Path(workdir) / "data",
+            node_name="bench",
+            messaging=bus_section(high_water_mark=100_000),
+            uplinks=[uplink],
+        )
+        app = Appliance(Path(workdir), document).start()
+        context = zmq.asyncio.Context()
+        pub, sub = context.socket(zmq.PUB), context.socket(zmq.SUB)
+        try:
+            for sock in (pub, sub):
+                sock.setsockopt(zmq.SNDHWM if sock is pub else zmq.RCVHWM, 100_000)
+            pub.connect(app.bus_publish)
+            sub.setsockopt(zmq.SUBSCRIBE, b"bench/in/")
+            sub.connect(app.bus_subscribe)
+            deadline = time.monotonic() + 30
+            while not _ready(app):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the Kafka uplink did not connect: {app.log_tail()}")
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # the SUB's subscription reaches the proxy
+            inbound: list[Arrivals] = []
 
-    callbacks = LinkCallbacks(received, lambda _token, _problem: room.release(), lambda _r: None)
-    link = KafkaLink(
-        KafkaConfig(
-            broker_address=(bootstrap,), metadata_refresh=1.0, fetch_max_wait_ms=FETCH_WAIT_MS
-        ),
-        callbacks,
-        client_id="argentic-edge-bench",
-        node_id="bench",
-    )
-    session = await link.connect()
-    room = asyncio.Semaphore(session.window)
-    await link.subscribe([("bench/in/#", 1)])
-    while not link.status()["partitions_assigned"]:
-        await asyncio.sleep(0.05)
+            async def read() -> None:
+                while True:
+                    frame = await sub.recv()
+                    if inbound:
+                        inbound[-1].saw(frame.split(b" ", 1)[1])
 
-    async def ours_out(bootstrap: str, topic: str, count: int, rate: float) -> Arrivals:
-        async def one() -> None:
-            await room.acquire()
-            link.publish(Publication("bench/out/x", stamped(), 1, False, None))
+            reader = asyncio.create_task(read())
 
-        return await measure(bootstrap, topic, count, rate, lambda _a: paced(count, rate, one))
+            async def ours_out(bootstrap: str, topic: str, count: int, rate: float) -> Arrivals:
+                async def one() -> None:
+                    await pub.send(b"bench/out/x " + stamped())
 
-    async def ours_in(bootstrap: str, topic: str, count: int, rate: float) -> Arrivals:
-        arrivals = Arrivals(count)
-        inbound.append(arrivals)
-        arrivals.first_sent = time.monotonic()
-        await produce(bootstrap, "bench.in.x", count, rate)
-        await asyncio.wait_for(arrivals.done.wait(), 120)
-        inbound.remove(arrivals)
-        return arrivals
+                return await measure(
+                    bootstrap, topic, count, rate, lambda _a: paced(count, rate, one)
+                )
 
-    try:
-        yield ours_out, ours_in
-    finally:
-        await link.close()
+            async def ours_in(bootstrap: str, topic: str, count: int, rate: float) -> Arrivals:
+                arrivals = Arrivals(count)
+                inbound.append(arrivals)
+                arrivals.first_sent = time.monotonic()
+                await produce(bootstrap, "bench.in.x", count, rate)
+                await asyncio.wait_for(arrivals.done.wait(), 120)
+                inbound.remove(arrivals)
+                return arrivals
+
+            yield ours_out, ours_in
+            reader.cancel()
+        finally:
+            pub.close(0)
+            sub.close(0)
+            context.term()
+            app.stop()
+
+
+def _ready(app: Any) -> bool:
+    uplink = next(u for u in app.status()["uplinks"] if u["name"] == "bench")
+    return bool(uplink["state"] == "connected" and uplink["link"]["partitions_assigned"])
 
 
 async def measure_all(plan: Plan, progress: bool) -> list[dict[str, Any]]:
@@ -355,7 +389,7 @@ async def measure_all(plan: Plan, progress: bool) -> list[dict[str, Any]]:
     try:
         for topic in TOPICS:
             await create_topic(cluster.bootstrap, topic)
-        async with through_link(cluster.bootstrap) as (ours_out, ours_in):
+        async with through_appliance(cluster.bootstrap) as (ours_out, ours_in):
             return await collect(cluster.bootstrap, plan, ours_out, ours_in, progress)
     finally:
         cluster.stop()
