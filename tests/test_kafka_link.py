@@ -239,15 +239,9 @@ async def test_a_restart_mid_stream_replays_nothing_and_skips_nothing(
     assert sorted(read) == list(range(1500)), "each record exactly once across the restart"
     assert read == list(range(1500)), "and in order"
     lag = again.status()["consumer_lag"]
-    assert lag == [
-        {
-            "topic": "tools.stream",
-            "partition": lag[0]["partition"],
-            "committed": lag[0]["committed"],
-            "high_watermark": 1501,
-            "lag": 0,
-        }
-    ]
+    [used] = [p for p in lag if p["high_watermark"] == 1501]  # one key: one of the partitions
+    assert used["topic"] == "tools.stream" and used["committed"] == 1501 and used["lag"] == 0
+    assert {p["lag"] for p in lag} <= {0, None}
 
 
 async def test_unacknowledged_records_are_not_committed_and_show_as_lag(

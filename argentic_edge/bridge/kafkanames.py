@@ -27,6 +27,7 @@ MAX_NAME = 249  # Kafka refuses longer topic names
 LEGAL = frozenset(string.ascii_letters + string.digits + "._-")
 PUNCTUATION = "._-"  # what the separator and the escape character may be: never a hex digit
 _HEX = frozenset("0123456789ABCDEF")
+_PLAIN = re.compile(r"[A-Za-z0-9._-]*")
 
 # Reason keys for the uplink's drop counters (service.DROP_REASONS explains each).
 TOO_LONG = "kafka_name_too_long"
@@ -80,6 +81,8 @@ class TopicMap:
     def _level(self, level: str) -> str:
         """One level, encoded from its end: an escape character is escaped only when hex
         digits follow it (the separator that ends a level is never one)."""
+        if _PLAIN.fullmatch(level) and self.separator not in level and self.escape not in level:
+            return level  # the common case, and the fast one
         pieces: list[str] = []
         ahead = ""  # the first two characters of what is already encoded after this point
         for char in reversed(level):
