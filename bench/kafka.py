@@ -39,7 +39,6 @@ from bench.common import Outcome, Table, median, percentile, ratio, suite_main
 from tests.support.kafka import MockKafka
 
 GOAL_RAW = 0.8
-DURABLE = False
 GOAL_DRIVER = 10.0
 PAYLOAD = b'{"type":"tool_call","tool_id":"bench","arguments":{"x":' + b"1" * 120 + b"}}"
 TOPICS = ("bench.out.x", "bench.raw.x", "bench.driver.x", "bench.in.x", "bench.rawin.x")
@@ -321,7 +320,7 @@ async def through_appliance(bootstrap: str) -> AsyncIterator[OursPaths]:
                 {"topic": "bench/out/#", "direction": "out", "qos": 1},
                 {"topic": "bench/in/#", "direction": "in", "qos": 1},
             ],
-            "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30, "durable": DURABLE},
+            "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30},  # durable, as by default
         }
         document = appliance_document(
             Path(workdir) / "data",
