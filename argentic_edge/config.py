@@ -95,8 +95,13 @@ class Problem:
     expected: str
 
     def __str__(self) -> str:
+        """``path: value — expected``; without the value when there is none to show (a file
+        that does not parse, a missing key): "None —" would read as noise."""
+        where = self.path or "<top>"
+        if self.value is None:
+            return f"{where}: {self.expected}"
         shown = MASK if isinstance(self.value, Secret) else _SHORT.repr(self.value)
-        return f"{self.path or '<top>'}: {shown} — {self.expected}"
+        return f"{where}: {shown} — {self.expected}"
 
 
 class ConfigError(EdgeError):

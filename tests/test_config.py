@@ -309,3 +309,16 @@ def test_check_config_exit_codes(tmp_path: Path, repo_env: dict[str, str]) -> No
 
     usage = run_cli("check-config", env=repo_env)
     assert usage.returncode == 2
+
+
+def test_a_problem_without_a_value_reads_without_none(tmp_path: Path) -> None:
+    """A file that does not parse has no value to show: "None —" read as noise."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("web: [unclosed\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(broken, env={})
+    text = str(caught.value)
+    assert "None" not in text and "is not valid YAML" in text, text
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"web": {"port": 0}}, env={})
+    assert "web.port: 0 — expected a TCP port" in str(caught.value)

@@ -247,7 +247,10 @@ async def test_a_mask_with_nothing_stored_behind_it_is_a_problem(tmp_path: Path)
         assert [p["path"] for p in json.loads(body)["problems"]] == ["llm.google_api_key"]
 
 
-async def test_a_change_that_cannot_start_is_rolled_back(tmp_path: Path) -> None:
+async def test_a_change_that_cannot_start_is_rolled_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A port in use is the user's to fix: one log line naming it, no traceback."""
     async with running_edge(tmp_path, quiet_web(tmp_path)) as edge, web_client(edge) as client:
         before, text = edge.config, (tmp_path / "argentic-edge.yaml").read_text()
         _, _, body = await client.request("GET", "/api/config", headers=BEARER)
@@ -261,6 +264,9 @@ async def test_a_change_that_cannot_start_is_rolled_back(tmp_path: Path) -> None
             )
         assert status == 409
         assert "already in use" in json.loads(body)["error"]
+        failures = [r for r in caplog.records if "failed to start" in r.getMessage()]
+        assert len(failures) == 1 and failures[0].exc_info is None, failures
+        assert "is already in use" in failures[0].getMessage()
         assert edge.config is before
         assert (tmp_path / "argentic-edge.yaml").read_text() == text
         assert edge.health() == (True, [])

@@ -82,7 +82,31 @@ def _status_schema() -> dict[str, Any]:
                     "addon": {"type": "boolean"},
                 },
             },
-            "bus": section,
+            "bus": {
+                "type": "object",
+                "additionalProperties": True,
+                "properties": {
+                    "connect": {
+                        "type": "object",
+                        "description": "Where an agent on the LAN connects to the bus.",
+                        "required": ["addresses", "messaging_yaml"],
+                        "properties": {
+                            "addresses": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "description": "Host addresses agents can use: this host's "
+                                "LAN addresses when the bus listens on every address "
+                                "(0.0.0.0), else the one it is bound to.",
+                            },
+                            "messaging_yaml": {
+                                "type": "string",
+                                "description": "An Argentic messaging: block (ZeroMQ, the "
+                                "appliance as external proxy) for the first address.",
+                            },
+                        },
+                    }
+                },
+            },
             "bridge": section,
             "homeassistant": section,
             "peers": section,
@@ -368,6 +392,17 @@ def document() -> dict[str, Any]:
                         "restarted": {"type": "array", "items": {"type": "string"}},
                         "path": {"type": "string"},
                         "backup": {"type": "string", "nullable": True},
+                        "web": {
+                            "type": "object",
+                            "nullable": True,
+                            "description": "Where the web serves now (null: it is off); a "
+                            "page follows a new port or scheme.",
+                            "properties": {
+                                "port": {"type": "integer"},
+                                "https": {"type": "boolean"},
+                                "ingress": {"type": "boolean"},
+                            },
+                        },
                     },
                 },
             },
