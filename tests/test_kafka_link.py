@@ -12,19 +12,19 @@ import asyncio
 import itertools
 import logging
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from argentic_edge.bridge.kafka import HEADER_NODE, HEADER_TOPIC, KafkaLink
 from argentic_edge.bridge.link import ConnectError, LinkCallbacks, Publication
 from argentic_edge.config import KafkaConfig, Secret, TlsParams
-from tests.support.kafka import MockKafka, restartable
+from tests.support.bridge import wait_until
+from tests.support.kafka import MockKafka, read_topic, restartable
 from tests.support.pki import Pki
 
 NODE = "0123456789abcdef0123456789abcdef"
@@ -54,14 +54,6 @@ class Harness:
     def _settled(self, token: object, problem: str | None) -> None:
         assert token not in self.settled, "settled twice"
         self.settled[token] = problem
-
-
-async def until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -97,28 +89,19 @@ async def link_factory(cluster: MockKafka) -> AsyncIterator[Callable[..., KafkaL
         await link.close()
 
 
-async def read_all(cluster: MockKafka, topic: str, count: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + 20
-        while len(records) < count and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                records += batch
-    finally:
-        await consumer.stop()
-    return records
-
-
 @pytest.fixture
 async def raw_producer(cluster: MockKafka) -> AsyncIterator[AIOKafkaProducer]:
     producer = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap)
     await producer.start()
     yield producer
     await producer.stop()
+
+
+UNTIL = 20.0  # seconds: the mock cluster rebalances and refreshes metadata slowly
+
+
+async def until(condition: Callable[[], bool], timeout: float = UNTIL, what: str = "") -> None:
+    await wait_until(condition, timeout, what or "the condition")
 
 
 async def test_bus_to_kafka_keyed_headered_byte_for_byte_under_the_mapped_name(
@@ -134,7 +117,7 @@ async def test_bus_to_kafka_keyed_headered_byte_for_byte_under_the_mapped_name(
         link.publish(Publication("agent/tools/call/my_tool", payload, n % 2, False, token))
     await until(lambda: len(harness.settled) == len(tokens), what="all settled")
     assert set(harness.settled.values()) == {None}
-    records = await read_all(cluster, "agent.tools.call.my_tool", len(payloads))
+    records = await read_topic(cluster.bootstrap, "agent.tools.call.my_tool", len(payloads))
     values = [r.value for r in records]
     assert sorted(values) == sorted(payloads)
     # One key: one partition; in order per QoS (two producers, one per acknowledgement level).
@@ -288,7 +271,7 @@ async def test_a_killed_cluster_is_noticed_and_a_restarted_one_found_again() -> 
         link.publish(Publication("agent/a", b'{"after":1}', 1, False, token))
         await until(lambda: token in harness.settled)
         assert harness.settled[token] is None
-        assert [r.value for r in await read_all(mock, "agent.a", 1)] == [b'{"after":1}']
+        assert [r.value for r in await read_topic(mock.bootstrap, "agent.a", 1)] == [b'{"after":1}']
     finally:
         await link.close()
         mock.stop()

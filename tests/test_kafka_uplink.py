@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from argentic_edge.bridge.kafka import HEADER_NODE, HEADER_TOPIC
 from tests.support.appliance import Appliance, appliance_document
-from tests.support.kafka import MockKafka, restartable
+from tests.support.bridge import wait_until
+from tests.support.kafka import MockKafka, read_topic, restartable
 
 NODE = "kafka-node"
 
@@ -47,12 +47,11 @@ def uplink_status(app: Appliance) -> dict[str, Any]:
     return next(u for u in app.status()["uplinks"] if u["name"] == "fleet")
 
 
-async def until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+UNTIL = 30.0  # seconds: the mock cluster rebalances and refreshes metadata slowly
+
+
+async def until(condition: Callable[[], bool], timeout: float = UNTIL, what: str = "") -> None:
+    await wait_until(condition, timeout, what or "the condition")
 
 
 async def ready(app: Appliance) -> None:
@@ -91,22 +90,6 @@ class Bus:
         self.pub.close(0)
         self.sub.close(0)
         self.context.term()
-
-
-async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 20) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=20
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(records) < count and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records += batch
-    finally:
-        await consumer.stop()
-    return records
 
 
 @pytest.fixture

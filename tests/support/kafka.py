@@ -28,9 +28,11 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from tests.support.brokers import free_port, wait_for_port
+from tests.support.brokers import end_process, free_port, wait_for_port
 
 STARTUP_TIMEOUT = 20.0
 
@@ -67,12 +69,7 @@ class MockKafka:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:
             return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process, sig)
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -81,6 +78,26 @@ class MockKafka:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 20) -> list[Any]:
+    """Up to ``count`` records of ``topic`` from its start, read by a plain aiokafka consumer
+    (no group), within ``timeout`` seconds."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=20
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records += batch
+    finally:
+        await consumer.stop()
+    return records
 
 
 def restartable() -> MockKafka:
