@@ -534,13 +534,13 @@ class KafkaLink:
         session = self._session
         partitions = []
         if session is not None:
+            consumer = session.consumer
+            assignment = consumer.assignment() if consumer is not None else set()
             for tp, offsets in sorted(session.offsets.items()):
                 lag = None
                 resume = offsets.resume_from
-                if session.consumer is not None:
-                    offsets.high_watermark = (
-                        session.consumer.highwater(tp) or offsets.high_watermark
-                    )
+                if tp in assignment:  # highwater() refuses a partition a rebalance took away
+                    offsets.high_watermark = consumer.highwater(tp) or offsets.high_watermark
                 if offsets.high_watermark is not None and resume is not None:
                     lag = max(0, offsets.high_watermark - resume)
                 partitions.append(
