@@ -23,7 +23,7 @@ from argentic_edge.homeassistant.entities import (
 )
 
 if TYPE_CHECKING:
-    from argentic_edge.bridge.service import Bridge
+    from argentic_edge.bridge.service import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class HomeAssistantDiscovery:
 
     def __init__(
         self,
-        bridge: Bridge,
+        bridge: Uplink,
         node_name: str,
         prefix: str,
         status: Callable[[], dict[str, Any]],
@@ -121,7 +121,7 @@ class HomeAssistantDiscovery:
             self.node,
             self.node,
             __version__,
-            self.bridge.presence_topic,
+            self.bridge.presence_topic or "",  # set: discovery goes through an MQTT uplink
             state_topic(self.node),
             self.prefix,
         ):
