@@ -492,7 +492,11 @@ class UplinkConfig:
 
 # Protocol name -> its keys' dataclass. Issues 16/17 add kafka, redis, rabbitmq here and a branch
 # in bridge/protocols.py's factory.
-UPLINK_PROTOCOLS: dict[str, type] = {"mqtt": MqttConfig}
+UPLINK_PROTOCOLS: dict[str, type] = {
+    "mqtt": MqttConfig,
+    "redis": RedisConfig,
+    "rabbitmq": RabbitConfig,
+}
 UPLINK_KEYS = frozenset({"name", "protocol", "routes", "buffer", "max_payload"})
 BRIDGE_UPLINK = "mqtt"  # the name of the uplink that bridge: and messaging: {protocol: mqtt} mean
 
