@@ -393,6 +393,8 @@ class RedisConfig:
     group: str | None = _opt(
         None, check=_key_name, doc="streams: consumer group; unset: argentic-edge-<node_name>"
     )
+    connect_retry_delay: float = _opt(5.0, check=_positive, doc="seconds; doubles up to 60")
+    max_reconnect_attempts: int = _opt(0, check=_non_negative, doc="0: never give up")
 
 
 @dataclass(frozen=True)
@@ -413,6 +415,8 @@ class RabbitConfig:
         doc="argentic: a fanout exchange per topic, as Argentic's driver; amq.topic: RabbitMQ's "
         "MQTT plugin convention",
     )
+    connect_retry_delay: float = _opt(5.0, check=_positive, doc="seconds; doubles up to 60")
+    max_reconnect_attempts: int = _opt(0, check=_non_negative, doc="0: never give up")
 
 
 @dataclass(frozen=True)
