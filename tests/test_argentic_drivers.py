@@ -38,8 +38,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 def test_stock_argentic_redis_driver_fails_to_import_on_this_python() -> None:
     code = (
-        "from tests.support.argentic_drivers import driver_module\n"
-        "driver_module('RedisDriver')\n"
+        "from tests.support.argentic_drivers import driver_module\ndriver_module('RedisDriver')\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
@@ -59,9 +58,7 @@ async def test_argentic_redis_driver_with_the_fix_meets_the_redis_link(
 ) -> None:
     drivers = fixed_redis_driver()
     models = message_models()
-    driver = drivers.RedisDriver(
-        drivers.RedisDriverConfig(url="127.0.0.1", port=redis_server.port)
-    )
+    driver = drivers.RedisDriver(drivers.RedisDriverConfig(url="127.0.0.1", port=redis_server.port))
     await driver.connect()
     received: list[Any] = []
 

@@ -49,7 +49,9 @@ async def argentic_queue(
     return queue
 
 
-async def drain(queue: aio_pika.abc.AbstractQueue, count: int) -> list[aio_pika.abc.AbstractIncomingMessage]:
+async def drain(
+    queue: aio_pika.abc.AbstractQueue, count: int
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
     got: list[aio_pika.abc.AbstractIncomingMessage] = []
     async with queue.iterator() as messages:
         async for message in messages:

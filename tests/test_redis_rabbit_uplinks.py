@@ -207,7 +207,9 @@ async def test_argentic_rabbitmq_agent_and_a_bus_agent_talk(
     configs = driver_module("configs")
     models = message_models()
     driver = drivers.RabbitMQDriver(
-        configs.RabbitMQDriverConfig(url="127.0.0.1", port=rabbitmq.port, user="guest", password="guest")
+        configs.RabbitMQDriverConfig(
+            url="127.0.0.1", port=rabbitmq.port, user="guest", password="guest"
+        )
     )
     await driver.connect()
     replies: list[Any] = []
@@ -267,8 +269,10 @@ async def test_rabbitmq_killed_under_load_loses_nothing(tmp_path: Path) -> None:
                     await asyncio.sleep(0.002)
                 await connected(edge, "rabbitmq", timeout=60)
                 await wait_until(
-                    lambda: uplink_status(edge, "rabbitmq")["buffer"]["messages"] == 0
-                    and uplink_status(edge, "rabbitmq")["in_flight"] == 0,
+                    lambda: (
+                        uplink_status(edge, "rabbitmq")["buffer"]["messages"] == 0
+                        and uplink_status(edge, "rabbitmq")["in_flight"] == 0
+                    ),
                     what="the outbox to empty",
                     timeout=60,
                 )
