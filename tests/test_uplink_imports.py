@@ -39,3 +39,22 @@ def test_the_link_modules_are_what_loads_them() -> None:
     # The control: the probe above would see them if anything imported a link module.
     modules = loaded_after("import argentic_edge.bridge.redis, argentic_edge.bridge.rabbitmq")
     assert {"redis", "aio_pika", "aiormq"} <= set(client_modules(modules))
+
+
+def test_an_appliance_with_only_mqtt_makes_its_link_without_them() -> None:
+    modules = loaded_after(
+        "from argentic_edge.app import Edge\n"
+        "from argentic_edge.bridge.link import LinkCallbacks\n"
+        "from argentic_edge.bridge.protocols import make_link\n"
+        "from argentic_edge.config import parse_config\n"
+        "config = parse_config({'bridge': {'mqtt': {'broker_address': '127.0.0.1'}}}, env={})\n"
+        "assert [u.protocol for u in config.uplinks] == ['mqtt']\n"
+        "none = LinkCallbacks(lambda *a: None, lambda *a: None, lambda *a: None)\n"
+        "async def make() -> None:\n"
+        "    make_link(config.uplinks[0], none, client_id='c', node_id='n')\n"
+        "import asyncio\n"
+        "asyncio.run(make())\n"
+    )
+    assert "argentic_edge.bridge.mqtt" in modules  # the probe really made the MQTT link
+    assert client_modules(modules) == []
+    assert not set(LINK_MODULES) & modules
