@@ -28,15 +28,19 @@ from typing import Any
 import aio_pika
 import redis.asyncio as aioredis
 
+from argentic_edge.app import Edge
 from argentic_edge.bridge.link import LinkCallbacks, Publication
 from argentic_edge.bridge.rabbitmq import RabbitLink
 from argentic_edge.bridge.redis import RedisLink
-from argentic_edge.config import RabbitConfig, RedisConfig
+from argentic_edge.config import EdgeConfig, RabbitConfig, RedisConfig, parse_config
 from bench.common import median, ratio, suite_main
+from tests.support.bridge import BusClient
+from tests.support.config import bus_section, config_document
 from tests.support.rabbitmq import RabbitServer
 from tests.support.redis import RedisServer
 
 TOPIC = "agent/bench/status"
+QUIET = 1.0  # seconds without a new message: the run is over (what did not come was dropped)
 CHUNK = 1000
 PAYLOAD = json.dumps({"type": "DATA", "source": "bench", "data": {"x": "y" * 120}}).encode()
 GOAL_RAW, GOAL_ARGENTIC = 0.8, 10.0
@@ -76,10 +80,93 @@ def publications(count: int, qos: int) -> list[Publication]:
     return [Publication(TOPIC, PAYLOAD, qos, False, n) for n in range(count)]
 
 
+def appliance(work: Path, uplink: dict[str, Any]) -> EdgeConfig:
+    """The bus and one uplink, routes ``agent/#`` both ways at QoS 1, no other service."""
+    uplink = {**uplink, "routes": [{"topic": "agent/#", "qos": 1}], "max_payload": 65536}
+    return parse_config(
+        config_document(
+            work,
+            node_name="bench",
+            messaging=bus_section(),
+            bridge={"enabled": False, "ha_discovery": False},
+            uplinks=[uplink],
+        ),
+        env={},
+    )
+
+
+async def until_quiet(count: Callable[[], int], target: int) -> None:
+    """Wait for ``target`` messages, or until none came for QUIET seconds."""
+    last, changed = -1, time.perf_counter()
+    while count() < target and time.perf_counter() - changed < QUIET:
+        if count() != last:
+            last, changed = count(), time.perf_counter()
+        await asyncio.sleep(0.01)
+
+
+async def bus_sender(bus: BusClient, count: int) -> None:
+    """An agent publishing ``count`` messages on the bus, in bursts the PUB socket takes."""
+    for start in range(0, count, 200):
+        for _ in range(min(200, count - start)):
+            await bus.send(TOPIC, PAYLOAD)
+        await asyncio.sleep(0)
+
+
+async def bus_counter(bus: BusClient, seen: list[int]) -> None:
+    while True:
+        await bus.receive(3600)
+        seen[0] += 1
+
+
+async def through_appliance(
+    config: EdgeConfig,
+    count: int,
+    outward: Callable[[list[int]], Awaitable[Callable[[], Awaitable[None]]]],
+    inward: Callable[[], Awaitable[None]],
+) -> tuple[float, float]:
+    """(out, in) msg/s through a running appliance: ``outward(seen)`` starts a counter on the
+    broker side and returns its stop; ``inward()`` publishes ``count`` on the broker side."""
+    rates = []
+    async with Edge(config) as edge:
+        name = config.uplinks[0].name
+        while edge.services[f"uplink:{name}"].state != "connected":
+            await asyncio.sleep(0.05)
+        bus = BusClient(edge, subscribe=TOPIC)
+        try:
+            await asyncio.sleep(0.5)  # subscriptions in place on the bus and the broker
+            seen = [0]
+            stop = await outward(seen)
+            start = time.perf_counter()
+            await bus_sender(bus, count)
+            await until_quiet(lambda: seen[0], count)
+            rates.append(
+                seen[0] / (time.perf_counter() - start - (QUIET if seen[0] < count else 0))
+            )
+            await stop()
+            await asyncio.sleep(0.3)
+            while True:  # our own messages came back in over the both-ways route: let them pass
+                try:
+                    await bus.receive(0.3)
+                except TimeoutError:
+                    break
+            got = [0]
+            counter = asyncio.get_running_loop().create_task(bus_counter(bus, got))
+            start = time.perf_counter()
+            await inward()
+            await until_quiet(lambda: got[0], count)
+            rates.append(got[0] / (time.perf_counter() - start - (QUIET if got[0] < count else 0)))
+            counter.cancel()
+        finally:
+            bus.close()
+    return rates[0], rates[1]
+
+
 # --- Redis ----------------------------------------------------------------------------------
 
 
-async def redis_rows(server: RedisServer, count: int, repeats: int) -> list[dict[str, Any]]:
+async def redis_rows(
+    server: RedisServer, count: int, repeats: int, work: Path
+) -> list[dict[str, Any]]:
     client = aioredis.Redis(port=server.port)
     config = RedisConfig(broker_address="127.0.0.1", port=server.port)
     rates: dict[str, list[float]] = {}
@@ -129,8 +216,33 @@ async def redis_rows(server: RedisServer, count: int, repeats: int) -> list[dict
         await publisher
         await pubsub.aclose()
 
+    async def subscriber(seen: list[int]) -> Callable[[], Awaitable[None]]:
+        pubsub = client.pubsub()
+        await pubsub.subscribe(TOPIC)
+        await pubsub.get_message(timeout=1)
+
+        async def read() -> None:
+            while True:
+                if await pubsub.get_message(ignore_subscribe_messages=True, timeout=1):
+                    seen[0] += 1
+
+        task = asyncio.get_running_loop().create_task(read())
+
+        async def stop() -> None:
+            task.cancel()
+            await pubsub.aclose()
+
+        return stop
+
+    edge_config = appliance(
+        work / "edge-redis",
+        {"protocol": "redis", "broker_address": "127.0.0.1", "port": server.port},
+    )
     for _ in range(repeats):
-        for name, work, n in [
+        out_rate, in_rate = await through_appliance(edge_config, count, subscriber, raw_out)
+        rates.setdefault("appliance out", []).append(out_rate)
+        rates.setdefault("appliance in", []).append(in_rate)
+        for name, job, n in [
             ("link out", link_out, count),
             ("raw out", raw_out, count),
             ("argentic out", argentic_out, max(count // 10, 500)),
@@ -138,7 +250,7 @@ async def redis_rows(server: RedisServer, count: int, repeats: int) -> list[dict
             ("raw in", lambda: subscriber_in(False), count),
             ("argentic in", lambda: subscriber_in(True), count),
         ]:
-            rates.setdefault(name, []).append(await timed(work, n))
+            rates.setdefault(name, []).append(await timed(job, n))
     await client.aclose()
     return rows("Redis pub/sub", rates, "redis-py pipelined PUBLISH / get_message loop")
 
@@ -146,7 +258,9 @@ async def redis_rows(server: RedisServer, count: int, repeats: int) -> list[dict
 # --- RabbitMQ -------------------------------------------------------------------------------
 
 
-async def rabbit_rows(node: RabbitServer, count: int, repeats: int) -> list[dict[str, Any]]:
+async def rabbit_rows(
+    node: RabbitServer, count: int, repeats: int, work: Path
+) -> list[dict[str, Any]]:
     connection = await aio_pika.connect(node.url)
     confirming = await connection.channel(publisher_confirms=True)
     fast = await connection.channel(publisher_confirms=False)
@@ -213,8 +327,30 @@ async def rabbit_rows(node: RabbitServer, count: int, repeats: int) -> list[dict
         await done.wait()
         await channel.close()
 
+    async def consumer(seen: list[int]) -> Callable[[], Awaitable[None]]:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=CHUNK)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(TOPIC)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+            seen[0] += 1
+
+        await queue.consume(on_message)
+        return channel.close
+
+    edge_config = appliance(
+        work / "edge-rabbit",
+        {"protocol": "rabbitmq", "broker_address": "127.0.0.1", "port": node.port},
+    )
     for _ in range(repeats):
-        for name, work, n in [
+        out_rate, in_rate = await through_appliance(
+            edge_config, count, consumer, lambda: raw_out(False)
+        )
+        rates.setdefault("appliance out", []).append(out_rate)
+        rates.setdefault("appliance in", []).append(in_rate)
+        for name, job, n in [
             ("link out QoS 1", lambda: link_out(1), count),
             ("raw out QoS 1", lambda: raw_out(True), count),
             ("link out QoS 0", lambda: link_out(0), count),
@@ -224,7 +360,7 @@ async def rabbit_rows(node: RabbitServer, count: int, repeats: int) -> list[dict
             ("raw in", lambda: consumer_in(False), count),
             ("argentic in", lambda: consumer_in(True), count),
         ]:
-            rates.setdefault(name, []).append(await timed(work, n))
+            rates.setdefault(name, []).append(await timed(job, n))
     await connection.close()
     return rows("RabbitMQ (argentic exchanges)", rates, "aio-pika, 1000 confirms in flight")
 
@@ -232,6 +368,17 @@ async def rabbit_rows(node: RabbitServer, count: int, repeats: int) -> list[dict
 def rows(protocol: str, rates: dict[str, list[float]], raw: str) -> list[dict[str, Any]]:
     """Rows: link against raw, and link against Argentic's pattern, per direction."""
     found = []
+    for direction in ("out", "in"):
+        ours, raw_rate = median(rates[f"appliance {direction}"]), median(rates["raw in"])
+        found.append(
+            {
+                "scenario": f"{protocol} {direction}: through the appliance / raw",
+                "ours": ours,
+                "baseline": raw_rate,
+                "ratio": ratio(ours, raw_rate),
+                "unit": f"msg/s, publisher to subscriber (goal ≥ {GOAL_RAW:g}; raw = {raw})",
+            }
+        )
     for link_name in [name for name in rates if name.startswith("link")]:
         suffix = link_name.removeprefix("link")
         ours = median(rates[link_name])
@@ -259,8 +406,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         redis_server = RedisServer(Path(work) / "redis").start()
         node = RabbitServer(Path(work) / "rabbitmq").start()
         try:
-            found = asyncio.run(redis_rows(redis_server, count, repeats))
-            found += asyncio.run(rabbit_rows(node, count, repeats))
+            found = asyncio.run(redis_rows(redis_server, count, repeats, Path(work)))
+            found += asyncio.run(rabbit_rows(node, count, repeats, Path(work)))
         finally:
             redis_server.stop()
             node.stop()
