@@ -170,7 +170,16 @@ async def test_a_killed_server_is_reported_lost(server: RedisServer) -> None:
     await recorder.wait(lambda: recorder.lost, timeout=10)
     assert len(recorder.lost) == 1
     server.start()
-    await link.connect()  # the service reconnects the same link
+    await link.connect()  # the service reconnects the same link and subscribes again
+    await link.subscribe([("agent/#", 0)])
+    await link.subscribe([("agent/#", 0)])  # twice: still one reader
+    await asyncio.sleep(0.2)
+    raw = aioredis.Redis(port=server.port)
+    await raw.publish("agent/once", b"{}")
+    await raw.publish("agent/last", b"{}")
+    await recorder.wait(lambda: "agent/last" in recorder.topics())
+    assert recorder.topics() == ["agent/once", "agent/last"]
+    await raw.aclose()
     await link.close()
 
 

@@ -63,10 +63,11 @@ class BatchingLink:
         self._spawn(self._writer(self._session))
         return self._session
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _writer(self, session: int) -> None:
         while session == self._session:

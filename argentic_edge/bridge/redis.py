@@ -119,6 +119,7 @@ class RedisLink(BatchingLink):
         self._streams: dict[str, str] = {}  # stream -> next id to read ("0": own pending first)
         self._server = ""
         self._scanned = False
+        self._reader: asyncio.Task[None] | None = None
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -148,8 +149,6 @@ class RedisLink(BatchingLink):
         self._streams = dict.fromkeys(self._streams, "0")
         session = self._begin()
         self._spawn(self._keepalive(session))
-        if self._globs:
-            await self._start_reading(session)
         return LinkSession(f"Redis {self._server} ({self.config.mode})", WINDOW)
 
     def _failure(self, exc: BaseException) -> str:
@@ -223,16 +222,19 @@ class RedisLink(BatchingLink):
             glob for value, _ in filters for glob in redis_subscriptions(parse_filter(value))
         ]
         self._delivering.clear()
-        if self._up:
+        if self._up and self._globs:
             await self._start_reading(self._session)
         return {}
 
     async def _start_reading(self, session: int) -> None:
+        """One reader per session: a new subscribe() replaces the one before."""
+        if self._reader is not None:
+            self._reader.cancel()
         if self.config.mode == "pubsub":
             await self._start_pubsub(session)
         else:
             await self._scan_streams()
-            self._spawn(self._read_streams(session))
+            self._reader = self._spawn(self._read_streams(session))
 
     async def _start_pubsub(self, session: int) -> None:
         assert self._client is not None
@@ -243,7 +245,7 @@ class RedisLink(BatchingLink):
             await pubsub.subscribe(*channels)
         if patterns:
             await pubsub.psubscribe(*patterns)
-        self._spawn(self._read_pubsub(session, pubsub))
+        self._reader = self._spawn(self._read_pubsub(session, pubsub))
 
     async def _read_pubsub(self, session: int, pubsub: Any) -> None:
         try:
