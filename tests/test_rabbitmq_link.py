@@ -17,9 +17,11 @@ import pytest
 
 from argentic_edge.bridge.link import ConnectError
 from argentic_edge.bridge.rabbitmq import RabbitLink, binding_key, swap_separators
-from argentic_edge.config import RabbitConfig, Secret
+from argentic_edge.config import RabbitConfig, Secret, TlsParams
 from argentic_edge.topics import parse_filter
+from tests.support.brokers import free_port, wait_for_port
 from tests.support.links import Recorder, publication
+from tests.support.pki import Pki
 from tests.support.rabbitmq import RabbitServer
 
 
@@ -210,5 +212,47 @@ async def test_a_killed_broker_is_reported_and_the_link_comes_back(tmp_path: Pat
         await recorder.wait(lambda: recorder.messages)
         await connection.close()
         await link.close()
+    finally:
+        node.stop()
+
+
+async def test_amqps_with_the_seeds_tls_params(tmp_path: Path) -> None:
+    pki = Pki.create(tmp_path / "pki")
+    tls_port = free_port()
+    node = RabbitServer(
+        tmp_path / "tls-node",
+        config_lines=[
+            f"listeners.ssl.default = {tls_port}",
+            f"ssl_options.cacertfile = {pki.ca}",
+            f"ssl_options.certfile = {pki.server_cert}",
+            f"ssl_options.keyfile = {pki.server_key}",
+            "ssl_options.verify = verify_none",
+            "ssl_options.fail_if_no_peer_cert = false",
+        ],
+    ).start()
+    try:
+        wait_for_port(tls_port)
+        recorder = Recorder()
+        config = RabbitConfig(
+            broker_address="localhost", port=tls_port, tls_params=TlsParams(ca_certs=str(pki.ca))
+        )
+        link = RabbitLink(config, recorder.callbacks(), client_id="edge-tls", node_id="n1")
+        assert link.where.startswith("amqps://")
+        await link.connect()
+        link.publish(publication("agent/tls", 1))
+        await recorder.wait(lambda: recorder.settled == {1: None})
+        await link.close()
+        untrusted = RabbitLink(
+            RabbitConfig(
+                broker_address="localhost",
+                port=tls_port,
+                tls_params=TlsParams(ca_certs=str(pki.other_ca)),
+            ),
+            Recorder().callbacks(),
+            client_id="edge-tls2",
+            node_id="n1",
+        )
+        with pytest.raises(ConnectError, match="not trusted|certificate"):
+            await untrusted.connect()
     finally:
         node.stop()

@@ -17,9 +17,10 @@ import redis.asyncio as aioredis
 
 from argentic_edge.bridge.link import ConnectError
 from argentic_edge.bridge.redis import RedisLink, redis_subscriptions
-from argentic_edge.config import RedisConfig, Secret
+from argentic_edge.config import RedisConfig, Secret, TlsParams
 from argentic_edge.topics import parse_filter
 from tests.support.links import Recorder, publication
+from tests.support.pki import Pki
 from tests.support.redis import RedisServer
 
 
@@ -150,6 +151,42 @@ async def test_credentials_are_checked_and_refusal_is_explained(tmp_path: Path) 
         bad = make_link(server, Recorder(), username="edge", password=Secret("wrong"))
         with pytest.raises(ConnectError, match="refused the credentials"):
             await bad.connect()
+    finally:
+        server.stop()
+
+
+async def test_tls_with_the_seeds_tls_params(tmp_path: Path) -> None:
+    pki = Pki.create(tmp_path / "pki")
+    server = RedisServer(tmp_path / "tls", tls=(pki.ca, pki.server_cert, pki.server_key)).start()
+    try:
+        recorder = Recorder()
+        trusted = RedisLink(
+            RedisConfig(
+                broker_address="localhost",
+                port=server.port,
+                tls_params=TlsParams(ca_certs=str(pki.ca)),
+            ),
+            recorder.callbacks(),
+            client_id="edge",
+            node_id="n1",
+        )
+        assert trusted.where.startswith("rediss://")
+        await trusted.connect()
+        trusted.publish(publication("agent/tls", 1))
+        await recorder.wait(lambda: recorder.settled == {1: None})
+        await trusted.close()
+        untrusted = RedisLink(
+            RedisConfig(
+                broker_address="localhost",
+                port=server.port,
+                tls_params=TlsParams(ca_certs=str(pki.other_ca)),
+            ),
+            Recorder().callbacks(),
+            client_id="edge",
+            node_id="n1",
+        )
+        with pytest.raises(ConnectError, match="not trusted|certificate"):
+            await untrusted.connect()
     finally:
         server.stop()
 

@@ -35,6 +35,7 @@ class RabbitServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     dist_port: int = field(default_factory=free_port)
+    config_lines: list[str] = field(default_factory=list)  # rabbitmq.conf (TLS listeners...)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,6 +66,8 @@ class RabbitServer:
 
     def start(self) -> RabbitServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.config_lines:
+            (self.workdir / "rabbitmq.conf").write_text("\n".join(self.config_lines) + "\n")
         log = open(self.workdir / "console.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(
             [str(RABBITMQ_SBIN / "rabbitmq-server")],

@@ -26,6 +26,7 @@ class RedisServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
+    tls: tuple[Path, Path, Path] | None = None  # (ca, cert, key): the port speaks only TLS
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -45,6 +46,7 @@ class RedisServer:
                 "--appendfsync", "always",
                 "--save", "",
                 "--protected-mode", "no",
+                *self._tls_args(),
                 *self.extra_args,
             ],
             stdout=log,
@@ -54,11 +56,25 @@ class RedisServer:
         self._wait_loaded()
         return self
 
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        ca, cert, key = self.tls
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-ca-cert-file", str(ca),
+            "--tls-cert-file", str(cert),
+            "--tls-key-file", str(key),
+            "--tls-auth-clients", "optional",
+        ]  # fmt: skip
+
     def _wait_loaded(self, timeout: float = 10.0) -> None:
         """The port opens before the append-only file is loaded (replies are -LOADING then)."""
         import redis
 
-        client = redis.Redis(port=self.port, socket_timeout=1)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls[0])} if self.tls else {}
+        client = redis.Redis(host="localhost", port=self.port, socket_timeout=1, **tls)
         deadline = time.monotonic() + timeout
         try:
             while True:
