@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, cast
@@ -160,6 +161,11 @@ class RabbitLink(BatchingLink):
         return connection
 
     def _failure(self, exc: BaseException) -> str:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, ssl.SSLError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:  # aiormq wraps the TLS error in its own
+            return describe_failure(cause, self.where, tls=True)
         if isinstance(exc, aiormq.exceptions.AMQPConnectionError) and "vhost" in str(exc):
             return f"{self.where}: the virtual host is not there or not allowed for this user"
         if isinstance(exc, OSError | TimeoutError):
