@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from argentic_edge.app import Edge
 from argentic_edge.config import EdgeConfig, parse_config
-from tests.support.argentic_drivers import driver_module, message_models
+from tests.support.argentic_drivers import driver_module, fixed_redis_driver, message_models
 from tests.support.bridge import BusClient, message, wait_until
 from tests.support.config import bus_section, config_document
 from tests.support.rabbitmq import RabbitServer
@@ -135,6 +135,54 @@ async def test_redis_both_ways_and_bad_input_counted(
     reading.cancel()
     await listener.aclose()
     await raw.aclose()
+
+
+async def test_argentic_redis_agent_and_a_bus_agent_talk(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Argentic's Redis driver, with the documented one-line fix, through the appliance."""
+    config = appliance(
+        tmp_path,
+        {
+            "protocol": "redis",
+            "broker_address": "127.0.0.1",
+            "port": redis_server.port,
+            "connect_retry_delay": 0.2,
+            "routes": [{"topic": "agent/#"}],
+        },
+    )
+    drivers = fixed_redis_driver()
+    models = message_models()
+    driver = drivers.RedisDriver(drivers.RedisDriverConfig(url="127.0.0.1", port=redis_server.port))
+    await driver.connect()
+    replies: list[Any] = []
+
+    async def on_reply(reply: Any) -> None:
+        replies.append(reply)
+
+    await driver.subscribe("agent/rd/response", on_reply)
+    async with Edge(config) as edge:
+        await connected(edge, "redis")
+        bus = BusClient(edge, subscribe="agent/rd/ask")
+        try:
+            ask = models.DataMessage(source="redis-agent", data={"question": "2+2"})
+            asked: list[Any] = []
+
+            async def probe() -> None:
+                await driver.publish("agent/rd/ask", ask)
+                asked.extend(await bus.quiet(0.1))
+
+            await until_through(probe, lambda: bool(asked))
+            assert asked[0].topic == "agent/rd/ask"
+            assert asked[0].payload == ask.model_dump_json().encode()
+            answer = models.DataMessage(source="bus-agent", data={"answer": 4}).model_dump_json()
+            await until_through(
+                lambda: bus.send("agent/rd/response", answer.encode()), lambda: bool(replies)
+            )
+            assert replies[0].data == {"answer": 4} and replies[0].source == "bus-agent"
+        finally:
+            bus.close()
+    await driver.disconnect()
 
 
 async def test_redis_streams_killed_under_load_loses_nothing(
