@@ -466,6 +466,60 @@ class KafkaConfig:
     )
     qos_levels: QosLevels = _opt(QosLevels())
     connect_retry_delay: float = _opt(5.0, check=_positive)
+
+
+def _key_name(value: str) -> str | None:
+    if value and " " not in value and "\x00" not in value:
+        return None
+    return "expected a Redis key name without spaces"
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """A Redis uplink: Argentic's Redis keys, plus how the messages are carried."""
+
+    protocol: Literal["redis"] = _opt("redis")
+    broker_address: str | None = _opt(
+        None, check=_host, aliases=("url",), doc="unset: no server, the uplink waits"
+    )
+    port: int = _opt(6379, check=_port, doc="6380 or what the server says for TLS")
+    username: str | None = _opt(None, aliases=("user",), doc="Redis 6 ACL user; unset: default")
+    password: Secret | None = _opt(None, doc="AUTH password (of the ACL user if one is set)")
+    db: int = _opt(0, check=_between(0, 65535), doc="database number (SELECT)")
+    tls_params: TlsParams | None = _opt(None, doc="set: TLS (rediss://)")
+    mode: Literal["pubsub", "streams"] = _opt(
+        "pubsub", doc="pubsub: Argentic's wire (PUBLISH); streams: durable XADD/XREADGROUP"
+    )
+    stream: str | None = _opt(
+        None, check=_key_name, doc="streams: one stream for every topic; unset: one per topic"
+    )
+    stream_maxlen: int = _opt(100_000, check=_positive, doc="streams: MAXLEN ~ of each stream")
+    group: str | None = _opt(
+        None, check=_key_name, doc="streams: consumer group; unset: argentic-edge-<node_name>"
+    )
+    connect_retry_delay: float = _opt(5.0, check=_positive, doc="seconds; doubles up to 60")
+    max_reconnect_attempts: int = _opt(0, check=_non_negative, doc="0: never give up")
+
+
+@dataclass(frozen=True)
+class RabbitConfig:
+    """A RabbitMQ uplink: Argentic's RabbitMQ keys, plus which exchange convention to speak."""
+
+    protocol: Literal["rabbitmq"] = _opt("rabbitmq")
+    broker_address: str | None = _opt(
+        None, check=_host, aliases=("url",), doc="unset: no broker, the uplink waits"
+    )
+    port: int = _opt(5672, check=_port, doc="5671 for amqps")
+    username: str = _opt("guest", aliases=("user",), doc="guest works only from localhost")
+    password: Secret = _opt(Secret("guest"), doc="the user's password")
+    virtualhost: str = _opt("/", doc="the vhost; Argentic's driver adds a leading / itself")
+    tls_params: TlsParams | None = _opt(None, doc="set: TLS (amqps://)")
+    exchange_mode: Literal["argentic", "amq.topic"] = _opt(
+        "argentic",
+        doc="argentic: a fanout exchange per topic, as Argentic's driver; amq.topic: RabbitMQ's "
+        "MQTT plugin convention",
+    )
+    connect_retry_delay: float = _opt(5.0, check=_positive, doc="seconds; doubles up to 60")
     max_reconnect_attempts: int = _opt(0, check=_non_negative, doc="0: never give up")
 
 
@@ -553,7 +607,12 @@ class UplinkConfig:
 
 # Protocol name -> its keys' dataclass. Issues 16/17 add kafka, redis, rabbitmq here and a branch
 # in bridge/protocols.py's factory.
-UPLINK_PROTOCOLS: dict[str, type] = {"mqtt": MqttConfig, "kafka": KafkaConfig}
+UPLINK_PROTOCOLS: dict[str, type] = {
+    "mqtt": MqttConfig,
+    "kafka": KafkaConfig,
+    "redis": RedisConfig,
+    "rabbitmq": RabbitConfig,
+}
 UPLINK_KEYS = frozenset({"name", "protocol", "routes", "buffer", "max_payload"})
 BRIDGE_UPLINK = "mqtt"  # the name of the uplink that bridge: and messaging: {protocol: mqtt} mean
 BRIDGE_PATH = "bridge"  # UplinkConfig.source of that uplink

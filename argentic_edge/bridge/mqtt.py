@@ -46,7 +46,7 @@ from argentic_edge.bridge.link import (
     Publication,
 )
 from argentic_edge.bridge.routes import overlapping_filters
-from argentic_edge.bridge.tls import tls_context
+from argentic_edge.bridge.tls import describe_failure, tls_context
 from argentic_edge.config import MqttConfig
 from argentic_edge.topics import TopicFilter, TopicTree
 
@@ -60,33 +60,6 @@ READ_BATCH = 256  # packets read per wake-up before other tasks get a turn
 MAX_WINDOW = 1000  # QoS>=1 publications in flight, when the broker allows that many
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
 KEEP_CACHE = 4096  # topics whose kept subscription identifier is remembered
-
-
-def describe_failure(exc: BaseException, where: str, tls: bool = False) -> str:
-    """A sentence for a failed TCP/TLS connection, with the likely fix."""
-    if tls and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError)):
-        return (
-            f"{where} closed the connection during the TLS handshake "
-            "(is this port a TLS listener? does it want a client certificate?)"
-        )
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (
-            f"TLS: the certificate of {where} is not trusted ({exc.verify_message}); "
-            "check bridge.mqtt.tls_params.ca_certs and the broker's host name"
-        )
-    if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        hint = " (is this port a TLS listener?)" if "WRONG_VERSION_NUMBER" in str(reason) else ""
-        return f"TLS handshake with {where} failed: {reason}{hint}"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"{where} refused the connection (is the broker running and listening there?)"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the broker's host name in {where}: {exc.strerror}"
-    if isinstance(exc, TimeoutError):
-        return f"{where} did not answer in time"
-    if isinstance(exc, OSError):
-        return f"cannot reach {where}: {exc.strerror or exc}"
-    return f"cannot connect to {where}: {exc}"
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""The seed's ``tls_params`` as an SSLContext, for every uplink protocol that speaks TLS."""
+"""The seed's ``tls_params`` as an SSLContext, and what a failed TCP/TLS connection means, for
+every uplink protocol."""
 
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import warnings
 
@@ -67,3 +69,33 @@ def tls_context(params: TlsParams, where: str = "bridge.mqtt.tls_params") -> ssl
 def _file_error(where: str, key: str, path: str | None, exc: OSError) -> LinkError:
     reason = exc.strerror or getattr(exc, "reason", None) or str(exc)
     return LinkError(f"{where}.{key}: cannot load {path!r}: {reason}")
+
+
+def describe_failure(
+    exc: BaseException, where: str, tls: bool = False, settings: str = "bridge.mqtt.tls_params"
+) -> str:
+    """A sentence for a failed TCP/TLS connection, with the likely fix; ``settings`` names the
+    uplink's ``tls_params`` where the fix goes."""
+    if tls and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError)):
+        return (
+            f"{where} closed the connection during the TLS handshake "
+            "(is this port a TLS listener? does it want a client certificate?)"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"TLS: the certificate of {where} is not trusted ({exc.verify_message}); "
+            f"check {settings}.ca_certs and the broker's host name"
+        )
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        hint = " (is this port a TLS listener?)" if "WRONG_VERSION_NUMBER" in str(reason) else ""
+        return f"TLS handshake with {where} failed: {reason}{hint}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{where} refused the connection (is the broker running and listening there?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the broker's host name in {where}: {exc.strerror}"
+    if isinstance(exc, TimeoutError):
+        return f"{where} did not answer in time"
+    if isinstance(exc, OSError):
+        return f"cannot reach {where}: {exc.strerror or exc}"
+    return f"cannot connect to {where}: {exc}"
