@@ -23,7 +23,12 @@ import zmq
 from argentic_edge import __version__
 from argentic_edge.bus.proxy import Bus, BusStatus
 from argentic_edge.config import EdgeConfig
-from argentic_edge.storage import certs_dir, federation_dir, sweep_stale_temp_files
+from argentic_edge.storage import (
+    certs_dir,
+    federation_dir,
+    inspector_dir,
+    sweep_stale_temp_files,
+)
 
 if TYPE_CHECKING:
     from argentic_edge.bridge.service import Bridge
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     from argentic_edge.federation.identity import CurveKeys
     from argentic_edge.federation.peers import PeersService
     from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery
+    from argentic_edge.inspector.watcher import InspectorService
     from argentic_edge.web.service import WebService
 
 log = logging.getLogger(__name__)
@@ -187,6 +193,20 @@ def _agents(edge: Edge) -> Service:
     )
 
 
+def _inspector(edge: Edge) -> Service:
+    from argentic_edge.inspector.watcher import InspectorService
+
+    endpoints = _bus(edge).endpoints
+    return InspectorService(
+        edge.context,
+        endpoints.local_publish,
+        endpoints.local_subscribe,
+        edge.config.messaging.topic_encoding,
+        edge.status,
+        inspector_dir(edge.config.data_path),
+    )
+
+
 def _web(edge: Edge) -> Service:
     from argentic_edge.web import (
         WebService,  # aiohttp is imported only when the web is on
@@ -280,6 +300,10 @@ def service_specs() -> list[ServiceSpec]:
             after=("bridge",),
         ),
         ServiceSpec("agents", ("messaging",), lambda c: True, _agents, after=("bus",)),
+        # Idle (no bus socket) until someone watches: a page, a stream, a recording.
+        ServiceSpec(
+            "inspector", ("messaging", "data_dir"), lambda c: True, _inspector, after=("bus",)
+        ),
         ServiceSpec(
             "web",
             ("web", "certificates", "data_dir"),  # node_name: the pages read it live
@@ -456,6 +480,9 @@ class Edge:
 
     def home_assistant(self) -> HomeAssistantDiscovery | None:
         return cast("HomeAssistantDiscovery | None", self.services.get("homeassistant"))
+
+    def inspector(self) -> InspectorService | None:
+        return cast("InspectorService | None", self.services.get("inspector"))
 
     def web_port(self) -> int | None:
         """The port the web listens on; None while it is off."""

@@ -30,6 +30,7 @@ STALE_AFTER = 30.0  # seconds; a write in progress (another process: the certs C
 # The data directory's layout, named here only: the appliance, the CLI and the tests agree on it.
 FEDERATION_DIR = "federation"  # this node's CURVE keys and the trusted peers
 CERTS_DIR = "certs"  # the local CA, the server certificate, issued bundles
+INSPECTOR_DIR = "inspector"  # the page's recording of bus traffic
 SAVED_CONFIG_NAME = "argentic-edge.yaml"  # what the web editor writes when run without --config
 
 
@@ -39,6 +40,10 @@ def federation_dir(data_dir: Path) -> Path:
 
 def certs_dir(data_dir: Path) -> Path:
     return data_dir / CERTS_DIR
+
+
+def inspector_dir(data_dir: Path) -> Path:
+    return data_dir / INSPECTOR_DIR
 
 
 def saved_config_path(data_dir: Path) -> Path:
