@@ -199,7 +199,7 @@ def _inspector(edge: Edge) -> Service:
     endpoints = _bus(edge).endpoints
     return InspectorService(
         edge.context,
-        endpoints.local_publish,
+        endpoints.publish,  # TCP: a one-shot publisher waits for its handshake (none on inproc)
         endpoints.local_subscribe,
         edge.config.messaging.topic_encoding,
         edge.status,

@@ -93,7 +93,7 @@ class InspectorService:
         status: Callable[[], dict[str, Any]],
         recordings: Path,
         *,
-        history_interval: float = history.INTERVAL,
+        history_interval: float | None = None,
     ) -> None:
         self.context = context
         self.publish_endpoint = publish_endpoint
@@ -101,7 +101,7 @@ class InspectorService:
         self.topic_encoding = topic_encoding
         self.read_status = status
         self.recording_path = recordings / "recording.jsonl"
-        self.history_interval = history_interval
+        self.history_interval = history_interval or history.INTERVAL
         self.topics = TopicTable()
         self.tasks = TaskBook()
         self.tools = ToolRegistry()

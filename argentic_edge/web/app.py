@@ -49,6 +49,7 @@ def create_app(
     app[ACCESS] = Access(
         ingress=config.ingress, supervisor_address=supervisor_address, api_token=config.api_token
     )
+    app[inspector_api.STREAMS_END] = asyncio.Event()
     app[FEED] = StatusFeed(lambda: status_document(appliance, WARNINGS), status_interval)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_recent_warnings)
@@ -120,4 +121,5 @@ async def _credentials(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _end_streams(app: web.Application) -> None:
+    app[inspector_api.STREAMS_END].set()
     await app[FEED].close()

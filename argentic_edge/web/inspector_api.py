@@ -27,6 +27,9 @@ STATUS_EVERY = 2.0  # seconds between the stream's "reader" events (sampling, sk
 PUBLISH_WAIT = 0.5  # seconds a publish waits for a matching subscriber
 
 
+STREAMS_END = web.AppKey("inspector_streams_end", asyncio.Event)  # set on shutdown
+
+
 def _json(document: Any, status: int = 200) -> web.Response:
     return web.Response(text=to_json(document), status=status, content_type="application/json")
 
@@ -132,7 +135,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         async with inspector.listen(topic_filter) as listener:
             next_status = 0.0
-            while (remaining := deadline - time.monotonic()) > 0:
+            ending = request.app[STREAMS_END]
+            while (remaining := deadline - time.monotonic()) > 0 and not ending.is_set():
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + STATUS_EVERY
                     await response.write(

@@ -49,7 +49,7 @@ const INSPECT = (() => {
     const lines = series.map((s, i) => svg("polyline", {class: `s${i}`,
       points: s.values.map((v, j) => `${x(times[j]).toFixed(1)},${y(v).toFixed(1)}`).join(" ")}));
     const last = series.map((s) => `${s.name} ${AE.rate(s.values[s.values.length - 1] ?? 0)}/s`);
-    return el("figure", {class: "chart", dataset: {chart: title, points: String(times.length)}},
+    return el("figure", {class: "chart", dataset: {chart: title, points: String(times.length), peak: String(Math.max(0, ...all))}},
       el("figcaption", {text: `${title} · ${last.join(" · ")}`}),
       svg("svg", {viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title},
         svg("line", {class: "axis", x1: left, y1: height - bottom, x2: width, y2: height - bottom}),
