@@ -123,7 +123,7 @@ def _message(item: tuple[float, str, bytes, Any]) -> dict[str, Any]:
 async def stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: ``message`` per decoded bus message matching ``filter`` (default
     ``#``), ``reader`` every few seconds with the sampling state and what this stream dropped."""
-    inspector = _inspector(request)
+    inspector = _inspector(request, lease=False)  # watched while connected, not after
     topic_filter = _filter(request) or TopicFilter("#")
     seconds = _int(request, "seconds", STREAM_SECONDS, 1, STREAM_SECONDS)
     response = web.StreamResponse(
