@@ -39,7 +39,7 @@ from argentic_edge.topics import FrameError, TopicFilter, decode_frame
 
 log = logging.getLogger(__name__)
 
-CPU_SHARE = 0.10  # of one core while watched: the bus (C threads) keeps the rest
+CPU_SHARE = 0.05  # of one core while watched: the bus (C threads) keeps the rest
 RECEIVE_HIGH_WATER_MARK = 10_000
 LEASE = 30.0  # seconds an API read keeps the inspector watching
 STREAM_QUEUE = 1_000  # messages queued per event stream before it drops, counted

@@ -21,6 +21,7 @@ from argentic_edge.web.feed import to_json
 from argentic_edge.web.keys import APPLIANCE
 
 MAX_LIMIT = 10_000
+TOPICS_SHOWN = 500  # topics in one answer unless ?limit= asks for more (a page shows no more)
 STREAM_PAYLOAD = 2048  # bytes of each payload sent on the stream
 STREAM_SECONDS = 3600  # a stream ends after this long at most (the page's EventSource reconnects)
 STATUS_EVERY = 2.0  # seconds between the stream's "reader" events (sampling, skipped counts)
@@ -79,7 +80,7 @@ async def topics(request: web.Request) -> web.Response:
         if detail is None:
             raise web.HTTPNotFound(text=f"no topic {topic!r} seen")
         return _json(detail)
-    limit = _int(request, "limit", MAX_LIMIT, 1, MAX_LIMIT)
+    limit = _int(request, "limit", TOPICS_SHOWN, 1, MAX_LIMIT)
     return _json({**inspector.topics.rows(_filter(request), now, limit), **_watch_state(inspector)})
 
 

@@ -41,7 +41,7 @@
     if (paused) return;
     const query = filter === "#" ? "" : `?filter=${encodeURIComponent(filter)}`;
     const data = await INSPECT.get(`api/inspector/topics${query}`);
-    document.getElementById("topic-count").textContent = `(${count(data.total)} of ${count(data.kept)} kept)`;
+    document.getElementById("topic-count").textContent = `(${count(data.topics.length)} shown of ${count(data.total)} matching, ${count(data.kept)} kept)`;
     document.getElementById("tree").replaceChildren(data.topics.length ? tree(data.topics)
       : el("p", {class: "muted", text: "no traffic seen yet"}));
     document.getElementById("sampling").textContent = INSPECT.sampling(data.reader);
