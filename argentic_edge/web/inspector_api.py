@@ -59,7 +59,7 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
 
 def _filter(request: web.Request) -> TopicFilter | None:
     text = request.query.get("filter")
-    if text is None or text == "":
+    if text is None:
         return None
     try:
         return TopicFilter(text)
@@ -173,7 +173,7 @@ def _payload(body: dict[str, Any]) -> bytes:
     value = body.get("payload")
     if isinstance(value, str):
         return value.encode("utf-8")
-    if isinstance(value, (dict, list)):
+    if isinstance(value, dict):
         return json.dumps(value, separators=(",", ":")).encode("utf-8")
     raise web.HTTPBadRequest(
         text=f"payload: expected a string or a JSON object, got {type(value).__name__}"

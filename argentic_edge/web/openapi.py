@@ -123,7 +123,19 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     }
 
 
-_FILTER = _query("filter", "MQTT-style filter (+ one level, # the rest).", {"type": "string"})
+# What TopicFilter and validate_topic_name accept (argentic_edge/topics.py).
+_FILTER_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "pattern": "^(?:(?:\\+|[^/+# \\u0000]*)/)*(?:\\+|#|[^/+# \\u0000]*)$",
+}
+_TOPIC_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 65535,
+    "pattern": "^[^ +#\\u0000]+$",
+}
+_FILTER = _query("filter", "MQTT-style filter (+ one level, # the rest).", _FILTER_SCHEMA)
 _OBJECT = {"type": "object", "additionalProperties": True}
 _NOT_RUNNING = {"409": _error("The inspector is not running.")}
 _BAD_QUERY = {"400": _error("A query parameter is invalid; the message names it.")}
@@ -211,7 +223,18 @@ def _inspector_paths() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "The event stream.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {
+                            "text/event-stream": {
+                                "schema": {
+                                    "type": "object",
+                                    "description": "One event; data is its JSON document.",
+                                    "properties": {
+                                        "event": {"type": "string", "enum": ["message", "reader"]},
+                                        "data": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
                     },
                     **_REFUSED,
                     **_NOT_RUNNING,
@@ -225,7 +248,7 @@ def _inspector_paths() -> dict[str, Any]:
                 "type": "object",
                 "required": ["topic", "payload"],
                 "properties": {
-                    "topic": {"type": "string"},
+                    "topic": _TOPIC_SCHEMA,
                     "payload": {"oneOf": [{"type": "string"}, {"type": "object"}]},
                 },
             },
@@ -236,7 +259,7 @@ def _inspector_paths() -> dict[str, Any]:
         ),
         "/api/inspector/recording/start": _inspector_post(
             "Start recording the messages matching a filter (replacing the last recording).",
-            {"type": "object", "properties": {"filter": {"type": "string"}}},
+            {"type": "object", "properties": {"filter": _FILTER_SCHEMA}},
             "Its state.",
         ),
         "/api/inspector/recording/stop": _inspector_post("Stop the recording.", None, "Its state."),
