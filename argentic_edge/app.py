@@ -26,7 +26,12 @@ from argentic_edge.bus.proxy import Bus
 from argentic_edge.config import EdgeConfig, UplinkConfig, uplink_client_id
 from argentic_edge.discovery.interfaces import local_addresses
 from argentic_edge.errors import EdgeError
-from argentic_edge.storage import certs_dir, federation_dir, sweep_stale_temp_files
+from argentic_edge.storage import (
+    certs_dir,
+    federation_dir,
+    inspector_dir,
+    sweep_stale_temp_files,
+)
 
 if TYPE_CHECKING:
     from argentic_edge.bridge.link import Link, LinkCallbacks
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from argentic_edge.federation.identity import CurveKeys
     from argentic_edge.federation.peers import PeersService
     from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery
+    from argentic_edge.inspector.watcher import InspectorService
     from argentic_edge.web.service import WebService
 
 log = logging.getLogger(__name__)
@@ -219,6 +225,20 @@ def _agents(edge: Edge) -> Service:
     )
 
 
+def _inspector(edge: Edge) -> Service:
+    from argentic_edge.inspector.watcher import InspectorService
+
+    endpoints = _bus(edge).endpoints
+    return InspectorService(
+        edge.context,
+        endpoints.publish,  # TCP: a one-shot publisher waits for its handshake (none on inproc)
+        endpoints.local_subscribe,
+        edge.config.messaging.topic_encoding,
+        edge.status,
+        inspector_dir(edge.config.data_path),
+    )
+
+
 def _web(edge: Edge) -> Service:
     from argentic_edge.web import (
         WebService,  # aiohttp is imported only when the web is on
@@ -362,6 +382,10 @@ def service_specs(*configs: EdgeConfig) -> list[ServiceSpec]:
             settings=_first_mqtt_name,
         ),
         ServiceSpec("agents", ("messaging",), lambda c: True, _agents, after=("bus",)),
+        # Idle (no bus socket) until someone watches: a page, a stream, a recording.
+        ServiceSpec(
+            "inspector", ("messaging", "data_dir"), lambda c: True, _inspector, after=("bus",)
+        ),
         ServiceSpec(
             "web",
             ("web", "certificates", "data_dir"),  # node_name: the pages read it live
@@ -565,6 +589,9 @@ class Edge:
 
     def home_assistant(self) -> HomeAssistantDiscovery | None:
         return cast("HomeAssistantDiscovery | None", self.services.get("homeassistant"))
+
+    def inspector(self) -> InspectorService | None:
+        return cast("InspectorService | None", self.services.get("inspector"))
 
     def web_port(self) -> int | None:
         """The port the web listens on; None while it is off."""

@@ -31,6 +31,7 @@ STALE_AFTER = 30.0  # seconds; a write in progress (another process: the certs C
 # The data directory's layout, named here only: the appliance, the CLI and the tests agree on it.
 FEDERATION_DIR = "federation"  # this node's CURVE keys and the trusted peers
 CERTS_DIR = "certs"  # the local CA, the server certificate, issued bundles
+INSPECTOR_DIR = "inspector"  # the page's recording of bus traffic
 SAVED_CONFIG_NAME = "argentic-edge.yaml"  # what the web editor writes when run without --config
 OUTBOX_DIR = "outbox"  # one SQLite file per uplink: what waits for its broker
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -42,6 +43,10 @@ def federation_dir(data_dir: Path) -> Path:
 
 def certs_dir(data_dir: Path) -> Path:
     return data_dir / CERTS_DIR
+
+
+def inspector_dir(data_dir: Path) -> Path:
+    return data_dir / INSPECTOR_DIR
 
 
 def saved_config_path(data_dir: Path) -> Path:

@@ -25,6 +25,7 @@ SUITES = (
     "web",
     "federation",
     "footprint",
+    "inspector",
 )
 OPT_IN = ("soak",)  # run only when named with --only: the soak takes ten minutes
 

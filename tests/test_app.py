@@ -17,7 +17,7 @@ async def test_apply_restarts_only_what_a_change_touches(tmp_path: Path) -> None
         assert await edge.apply(parse_config(raw, env={})) == []
         assert edge.services["bus"] is bus, "a trust list change leaves agents connected"
         raw["messaging"] = {**raw["messaging"], "high_water_mark": 5000}
-        assert await edge.apply(parse_config(raw, env={})) == ["bus", "agents"]
+        assert await edge.apply(parse_config(raw, env={})) == ["bus", "agents", "inspector"]
         assert edge.config.messaging.high_water_mark == 5000
 
 
@@ -51,4 +51,4 @@ async def test_a_change_that_fails_to_start_restores_the_running_configuration(
         assert edge.config.messaging.port == raw["messaging"]["port"]
         healthy, reasons = edge.health()
         assert healthy, reasons
-        assert set(edge.services) == {"bus", "agents"}
+        assert set(edge.services) == {"bus", "agents", "inspector"}

@@ -497,4 +497,4 @@ async def test_the_web_service_survives_a_failed_apply_from_its_own_request(tmp_
         async with session.get(f"{base}/healthz") as response:
             assert (response.status, await response.json()) == (200, {"ok": True, "reasons": []})
         assert edge.config is before
-        assert set(edge.services) == {"bus", "agents", "web"}
+        assert set(edge.services) == {"bus", "agents", "inspector", "web"}

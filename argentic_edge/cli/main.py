@@ -25,6 +25,8 @@ import zmq
 import argentic_edge.cli.certs as certs_cli
 import argentic_edge.cli.ha_remove as ha_remove_cli
 import argentic_edge.cli.peers as discovery_cli
+import argentic_edge.cli.record as record_cli
+import argentic_edge.cli.replay as replay_cli
 from argentic_edge import __version__
 from argentic_edge.bus.proxy import Bus, connect_host, tcp_endpoint
 from argentic_edge.client.bus import Subscriber, publish
@@ -327,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     certs_cli.add_parser(sub)
     discovery_cli.add_parser(sub)
     ha_remove_cli.add_parser(sub)
+    record_cli.add_parser(sub, _bus_options, _config, _bus_endpoint)
+    replay_cli.add_parser(sub, _bus_options, _config, _bus_endpoint)
     # `run --log-level debug` as well as `--log-level debug run`
     for command in _commands(parser):
         _global_options(command, default=argparse.SUPPRESS)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from argentic_edge.web import api, auth, pages
+from argentic_edge.web import api, auth, inspector_api, pages
 from argentic_edge.web.appliance import Appliance
 from argentic_edge.web.auth import ACCESS, SUPERVISOR_ADDRESS, Access
 from argentic_edge.web.credentials import Credentials
@@ -49,6 +49,7 @@ def create_app(
     app[ACCESS] = Access(
         ingress=config.ingress, supervisor_address=supervisor_address, api_token=config.api_token
     )
+    app[inspector_api.STREAMS_END] = asyncio.Event()
     app[FEED] = StatusFeed(lambda: status_document(appliance, WARNINGS), status_interval)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_recent_warnings)
@@ -80,7 +81,28 @@ def _routes(router: web.UrlDispatcher) -> None:
         "/api/homeassistant/remove", api.remove_from_home_assistant, name="homeassistant_remove"
     )
     router.add_get("/api/openapi.json", api.openapi_document, name="openapi")
+    _inspector_routes(router)
     router.add_static("/static", STATIC, name="static")
+
+
+def _inspector_routes(router: web.UrlDispatcher) -> None:
+    for page in pages.INSPECTOR_PAGES:
+        router.add_get(f"/{page}", pages.inspector_page, name=f"page_{page}")
+    for name in ("topics", "tasks", "tools", "diagnostics", "history", "stream"):
+        router.add_get(f"/api/inspector/{name}", getattr(inspector_api, name), name=f"i_{name}")
+    router.add_post("/api/bus/publish", inspector_api.publish_message, name="bus_publish")
+    router.add_get("/api/inspector/recording", inspector_api.recording, name="recording")
+    router.add_post(
+        "/api/inspector/recording/start", inspector_api.recording_start, name="recording_start"
+    )
+    router.add_post(
+        "/api/inspector/recording/stop", inspector_api.recording_stop, name="recording_stop"
+    )
+    router.add_get(
+        "/api/inspector/recording/download",
+        inspector_api.recording_download,
+        name="recording_download",
+    )
 
 
 async def _recent_warnings(app: web.Application) -> AsyncIterator[None]:
@@ -99,4 +121,5 @@ async def _credentials(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _end_streams(app: web.Application) -> None:
+    app[inspector_api.STREAMS_END].set()
     await app[FEED].close()

@@ -8,9 +8,12 @@ methods that answer None while that service is off, never by looking a service u
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from argentic_edge.config import EdgeConfig
+
+if TYPE_CHECKING:
+    from argentic_edge.inspector.watcher import InspectorService
 
 
 class PeerControls(Protocol):
@@ -46,3 +49,5 @@ class Appliance(Protocol):
     def peers(self) -> PeerControls | None: ...
 
     def home_assistant(self) -> HomeAssistantControls | None: ...
+
+    def inspector(self) -> InspectorService | None: ...

@@ -181,6 +181,173 @@ def _status_schema() -> dict[str, Any]:
     }
 
 
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+# What TopicFilter and validate_topic_name accept (argentic_edge/topics.py).
+_FILTER_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "pattern": "^(?:(?:\\+|[^/+# \\u0000]*)/)*(?:\\+|#|[^/+# \\u0000]*)$",
+}
+_TOPIC_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 65535,
+    "pattern": "^[^ +#\\u0000]+$",
+}
+_FILTER = _query("filter", "MQTT-style filter (+ one level, # the rest).", _FILTER_SCHEMA)
+_OBJECT = {"type": "object", "additionalProperties": True}
+_NOT_RUNNING = {"409": _error("The inspector is not running.")}
+_BAD_QUERY = {"400": _error("A query parameter is invalid; the message names it.")}
+
+
+def _json_answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema or _OBJECT}},
+    }
+
+
+def _inspector_get(
+    summary: str, parameters: list[dict[str, Any]], answer: str, **more: Any
+) -> dict[str, Any]:
+    responses = {"200": _json_answer(answer), **_REFUSED, **_NOT_RUNNING, **more}
+    if parameters:
+        responses.update(_BAD_QUERY)
+    return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
+
+
+def _inspector_post(summary: str, body: dict[str, Any] | None, answer: str) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": _json_answer(answer), **_REFUSED, **_NOT_RUNNING},
+    }
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+        operation["responses"].update(
+            {**_BAD_BODY, **_TOO_LARGE, "415": _error("The body is not JSON.")}
+        )
+    return {"post": operation}
+
+
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": 10000}
+
+
+def _inspector_paths() -> dict[str, Any]:
+    """The inspector's operations (web/inspector_api.py). Every read keeps the inspector
+    watching the bus for 30 seconds."""
+    return {
+        "/api/inspector/topics": _inspector_get(
+            "Topics seen on the bus: count, rate, bytes, last seen, the last message decoded; "
+            "with topic=, one topic and its whole last message.",
+            [
+                _FILTER,
+                _query("limit", "At most this many topics.", _LIMIT),
+                _query("topic", "One topic's detail.", {"type": "string"}),
+            ],
+            "The topics, sorted, or one topic's detail.",
+            **{"404": _error("That topic was not seen.")},
+        ),
+        "/api/inspector/tasks": _inspector_get(
+            "Tool calls paired with their answers by task_id, newest first; latency "
+            "percentiles per tool.",
+            [_query("limit", "At most this many tasks.", _LIMIT)],
+            "Tasks, states and per-tool latencies.",
+        ),
+        "/api/inspector/tools": _inspector_get(
+            "The tool registry as the bus shows it, and the clients' heartbeats.",
+            [],
+            "Tools and clients.",
+        ),
+        "/api/inspector/diagnostics": _inspector_get(
+            "What went wrong, with its cause.", [], "The diagnoses."
+        ),
+        "/api/inspector/history": _inspector_get(
+            "Rates of the last hour for the charts.", [], "Points, oldest first."
+        ),
+        "/api/inspector/stream": {
+            "get": {
+                "summary": "Server-sent events: a 'message' event per decoded bus message "
+                "matching the filter, a 'reader' event every 2 s; ends after 'seconds'.",
+                "parameters": [
+                    _FILTER,
+                    _query(
+                        "seconds",
+                        "End the stream after this long.",
+                        {"type": "integer", "minimum": 1, "maximum": 3600},
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The event stream.",
+                        "content": {
+                            "text/event-stream": {
+                                "schema": {
+                                    "type": "object",
+                                    "description": "One event; data is its JSON document.",
+                                    "properties": {
+                                        "event": {"type": "string", "enum": ["message", "reader"]},
+                                        "data": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    **_REFUSED,
+                    **_NOT_RUNNING,
+                    **_BAD_QUERY,
+                },
+            }
+        },
+        "/api/bus/publish": _inspector_post(
+            "Publish one message on the bus (payload: text, or JSON sent compact).",
+            {
+                "type": "object",
+                "required": ["topic", "payload"],
+                "properties": {
+                    "topic": _TOPIC_SCHEMA,
+                    "payload": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+                },
+            },
+            "Published; subscriber_seen says whether a subscriber matched.",
+        ),
+        "/api/inspector/recording": _inspector_get(
+            "The page's recording: running or not, what it holds.", [], "Its state."
+        ),
+        "/api/inspector/recording/start": _inspector_post(
+            "Start recording the messages matching a filter (replacing the last recording).",
+            {"type": "object", "properties": {"filter": _FILTER_SCHEMA}},
+            "Its state.",
+        ),
+        "/api/inspector/recording/stop": _inspector_post("Stop the recording.", None, "Its state."),
+        "/api/inspector/recording/download": {
+            "get": {
+                "summary": "The recording as JSON lines (argentic-edge replay plays it).",
+                "responses": {
+                    "200": {
+                        "description": "One JSON object per line.",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    },
+                    "404": _error("Nothing recorded yet."),
+                    **_REFUSED,
+                    **_NOT_RUNNING,
+                },
+            }
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -373,6 +540,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **_inspector_paths(),
         },
         "components": {
             "securitySchemes": {

@@ -1,4 +1,4 @@
-"""The three HTML pages: status, configuration and login.
+"""The HTML pages: status, configuration, login, and the inspector's four.
 
 Pages are small static skeletons filled in by the scripts in ``static/`` from the JSON API, so the
 server side only substitutes a few escaped values. Every link is relative: the same pages work at
@@ -58,6 +58,25 @@ async def index(request: web.Request) -> web.Response:
 async def config(request: web.Request) -> web.Response:
     return _page(
         request, "Configuration", _template("config.html").template, ("common.js", "config.js")
+    )
+
+
+INSPECTOR_PAGES = {
+    "overview": "Overview",
+    "traffic": "Traffic",
+    "tasks": "Tasks",
+    "tools": "Tools",
+}
+
+
+async def inspector_page(request: web.Request) -> web.Response:
+    """The inspector's pages: one template and one script each, on the shared helpers."""
+    page = request.path.rsplit("/", 1)[-1]
+    return _page(
+        request,
+        INSPECTOR_PAGES[page],
+        _template(f"{page}.html").template,
+        ("common.js", "inspector.js", f"{page}.js"),
     )
 
 
