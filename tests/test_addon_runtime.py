@@ -223,8 +223,10 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
 
 def dockerfile_install(dockerfile: Path, image_root: Path) -> list[str]:
     """Copy what the Dockerfile copies before its ``pip install`` into ``image_root`` and
-    return that RUN command with paths moved under it: the image's install step, as written."""
-    for line in dockerfile.read_text().splitlines():
+    return that RUN command (continuation lines joined) with paths moved under it: the image's
+    install step, as written. The wheels stage's directory stays empty here: pip takes the
+    aiokafka wheel for this machine from the index instead (``--only-binary`` still holds)."""
+    for line in dockerfile.read_text().replace("\\\n", " ").splitlines():
         words = line.split()
         if words[:1] == ["COPY"] and words[-1].startswith("/tmp/src"):
             target = image_root / words[-1].lstrip("/")
@@ -236,7 +238,10 @@ def dockerfile_install(dockerfile: Path, image_root: Path) -> list[str]:
                     target.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(origin, target / origin.name)
         if words[:3] == ["RUN", "pip", "install"]:
-            return line.removeprefix("RUN ").replace("/tmp/src", str(image_root / "tmp/src"))
+            command = line.removeprefix("RUN ")
+            for path in ("/tmp/src", "/tmp/wheels"):
+                command = command.replace(path, str(image_root / path.lstrip("/")))
+            return command
     raise AssertionError("the Dockerfile has no RUN pip install line")
 
 
