@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,12 @@ import zmq
 from argentic_edge import __version__
 from argentic_edge.bus.proxy import Bus, BusStatus
 from argentic_edge.config import EdgeConfig
-from argentic_edge.storage import certs_dir, federation_dir, sweep_stale_temp_files
+from argentic_edge.storage import (
+    certs_dir,
+    federation_dir,
+    homeassistant_state_path,
+    sweep_stale_temp_files,
+)
 
 if TYPE_CHECKING:
     from argentic_edge.bridge.service import Bridge
@@ -222,14 +228,38 @@ def _bridge(edge: Edge) -> Service:
 
 
 def _home_assistant(edge: Edge) -> Service:
-    from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery
+    from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery, Identity
 
+    config = edge.config
     return HomeAssistantDiscovery(
         cast("Bridge", edge.services["bridge"]),
-        edge.config.node_name,
-        edge.config.bridge.ha_discovery_prefix,
+        Identity(_node_keys(edge).node_id, config.node_name, edge.panel_url or _page_url(config)),
+        config.bridge.ha_discovery_prefix,
         edge.status,
+        reconnect=lambda: edge.restart_soon("bridge"),
+        state_file=homeassistant_state_path(config.data_path),
     )
+
+
+def _page_url(config: EdgeConfig) -> str | None:
+    """The status page's address as the LAN reaches it (None while the web is off): a
+    wildcard listener is named by this host's first LAN address, else by its host name."""
+    web = config.web
+    if not web.enabled:
+        return None
+    host = web.host
+    if host in ("0.0.0.0", "::", "*"):
+        from argentic_edge.discovery.network import local_addresses
+
+        try:
+            addresses = local_addresses(config.discovery.interfaces)
+        except Exception:  # a ConfigError the peers service reports; the name still works
+            addresses = []
+        host = addresses[0].address if addresses else socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if config.certificates.enabled else "http"
+    return f"{scheme}://{host}:{web.port}/"
 
 
 def service_specs() -> list[ServiceSpec]:
@@ -273,8 +303,16 @@ def service_specs() -> list[ServiceSpec]:
             after=("bus",),
         ),
         ServiceSpec(
-            "homeassistant",
-            ("bridge", "node_name"),
+            "homeassistant",  # the device's link is the page's address
+            (
+                "bridge",
+                "node_name",
+                "data_dir",
+                "web.enabled",
+                "web.host",
+                "web.port",
+                "certificates.enabled",
+            ),
             lambda c: c.bridge.enabled and c.bridge.ha_discovery,
             _home_assistant,
             after=("bridge",),
@@ -332,8 +370,12 @@ class Edge:
         # Turns the file the web editor edits into the configuration that runs; the add-on merges
         # its options and the Supervisor's broker in here. None: the file is the configuration.
         self.compose = compose
+        # The device's link in Home Assistant when it is not the page's own address: the
+        # add-on's ingress panel (set by the add-on runtime before the start).
+        self.panel_url: str | None = None
         self.context = zmq.Context()
         self.services: dict[str, Service] = {}
+        self._tasks: set[asyncio.Task[list[str]]] = set()
         self.started_at = time.time()
         self._lock = asyncio.Lock()
 
@@ -374,8 +416,11 @@ class Edge:
             except Exception:
                 log.exception("service %s did not stop cleanly", name)
 
-    async def apply(self, config: EdgeConfig) -> list[str]:
-        """Switch to ``config``, restarting only the services whose sections changed.
+    async def apply(
+        self, config: EdgeConfig, *, restart: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """Switch to ``config``, restarting only the services whose sections changed (and the
+        running ones named in ``restart``, changed or not).
 
         Returns the names of the restarted services. If a service fails to start with the new
         configuration, the previous configuration is restored and the error is raised.
@@ -391,6 +436,7 @@ class Edge:
                     any(_value(previous, s) != _value(config, s) for s in spec.sections)
                     or spec.enabled(previous) != spec.enabled(config)
                     or restarting.intersection(spec.after)
+                    or (spec.name in restart and spec.name in self.services)
                 ):
                     restarting.add(spec.name)
             affected = [spec for spec in specs if spec.name in restarting]
@@ -420,6 +466,19 @@ class Edge:
             names = [spec.name for spec in affected if spec.enabled(config)]
             log.info("configuration applied; restarted: %s", ", ".join(names) or "nothing")
             return names
+
+    def restart_soon(self, name: str) -> None:
+        """Restart a running service and its users with the configuration as it is, in a task
+        of the Edge's own (the caller, Home Assistant's "Reconnect uplinks" button, is among
+        what restarts)."""
+        task = asyncio.create_task(self.apply(self.config, restart=frozenset({name})))
+        self._tasks.add(task)
+        task.add_done_callback(self._restarted)
+
+    def _restarted(self, task: asyncio.Task[list[str]]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("restarting failed: %s", task.exception())
 
     def health(self) -> tuple[bool, list[str]]:
         """True when every enabled service is up; otherwise the reasons."""

@@ -31,6 +31,7 @@ STALE_AFTER = 30.0  # seconds; a write in progress (another process: the certs C
 FEDERATION_DIR = "federation"  # this node's CURVE keys and the trusted peers
 CERTS_DIR = "certs"  # the local CA, the server certificate, issued bundles
 SAVED_CONFIG_NAME = "argentic-edge.yaml"  # what the web editor writes when run without --config
+HOMEASSISTANT_FILE = "homeassistant.json"  # what Home Assistant discovery did once (migrations)
 
 
 def federation_dir(data_dir: Path) -> Path:
@@ -39,6 +40,10 @@ def federation_dir(data_dir: Path) -> Path:
 
 def certs_dir(data_dir: Path) -> Path:
     return data_dir / CERTS_DIR
+
+
+def homeassistant_state_path(data_dir: Path) -> Path:
+    return data_dir / HOMEASSISTANT_FILE
 
 
 def saved_config_path(data_dir: Path) -> Path:

@@ -153,8 +153,9 @@ class BridgeStatus:
 class Bridge:
     """The ``bridge`` service: ``await start()``, ``await stop()``, ``health()``, ``status()``.
 
-    Extras for other services: ``await publish_retained(topic, payload)`` and
-    ``on_connect(callback)`` to run a coroutine after every (re)connection.
+    Extras for other services: ``await publish_retained(topic, payload)``,
+    ``on_connect(callback)`` to run a coroutine after every (re)connection, and
+    ``listen(topic, callback)`` for the appliance's own commands from the broker.
     """
 
     name = "bridge"
@@ -211,6 +212,7 @@ class Bridge:
         self._to_bus: list[tuple[InDelivery, bytes]] = []
         self._dedupe = False
         self._hooks: list[Callable[[], Awaitable[None]]] = []
+        self._listeners: dict[str, Callable[[bytes], None]] = {}
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._lost: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -396,6 +398,8 @@ class Bridge:
                     subscription.identifier if identify else None,
                 )
                 self._check_subscription(subscription.filter.value, answer)
+            for topic in self._listeners:
+                self._check_subscription(topic, await link.subscribe(topic, 1, None))
         except BaseException:
             link.abort()
             raise
@@ -600,6 +604,10 @@ class Bridge:
         except UnicodeDecodeError:
             self._drop_unrouted("from_broker", "invalid_utf8", "a topic from the broker")
             return
+        listener = self._listeners.get(topic)
+        if listener is not None:  # the appliance's own command, not traffic for the bus
+            listener(cast(bytes, message.payload))
+            return
         resolution = self.routes.inbound(topic)
         if self._dedupe and resolution.subscription_id is not None:
             identifiers = getattr(message.properties, "SubscriptionIdentifier", None)
@@ -674,6 +682,24 @@ class Bridge:
         def remove() -> None:
             if callback in self._hooks:
                 self._hooks.remove(callback)
+
+        return remove
+
+    def listen(self, topic: str, callback: Callable[[bytes], None]) -> Callable[[], None]:
+        """Call ``callback(payload)`` for each message on the broker's ``topic`` (a topic name,
+        no wildcards): subscribed on every connection, never routed to the bus. Returns a
+        function to undo it (the subscription then lasts until the next connection)."""
+        self._listeners[topic] = callback
+        link = self._link
+        if self._online and link is not None:
+
+            async def subscribe_now() -> None:
+                self._check_subscription(topic, await link.subscribe(topic, 1, None))
+
+            self._start_hook(subscribe_now)
+
+        def remove() -> None:
+            self._listeners.pop(topic, None)
 
         return remove
 

@@ -38,7 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         f"data_dir, {default_data_dir()} unless set)",
     )
     common.add_argument(
-        "--node-name", default=None, help="this node's name (default: the configuration's node_name)"
+        "--node-name",
+        default=None,
+        help="this node's name (default: the configuration's node_name)",
     )
     common.add_argument(
         "--certfile", default=None, help="your own server certificate (e.g. /ssl/fullchain.pem)"

@@ -289,9 +289,7 @@ def add_parsers(subparsers: Any) -> None:
         help="print bus messages matching MQTT-style filters (like mosquitto_sub: -t FILTER)",
     )
     sub.add_argument("filters", nargs="*", metavar="FILTER", help="e.g. agent/+/status, agent/#")
-    sub.add_argument(
-        "-t", "--topic", dest="topics", action="append", help="a filter (repeatable)"
-    )
+    sub.add_argument("-t", "--topic", dest="topics", action="append", help="a filter (repeatable)")
     sub.add_argument("-v", "--verbose", action="store_true", help="print the topic too")
     sub.add_argument("-C", "--count", type=int, default=0, help="exit after COUNT messages")
     sub.add_argument("-F", dest="format", metavar="FORMAT", help=FORMAT_HELP)

@@ -1,7 +1,10 @@
 """Home Assistant MQTT discovery messages: the appliance as a device with sensors, and its removal.
 
 Pure builders of (topic, payload, retain) triples; the discovery service publishes them.
-Identifiers come from the stable node id, never from the display name.
+Identifiers, unique ids, default entity ids and topics come from the stable node id (the one
+derived from the node's CURVE key, federation/identity.py), never from the display name: a
+rename changes the device's name in Home Assistant and nothing else. Before this scheme the
+topics and ids were built from ``node_name``; :func:`legacy_removal_messages` clears those.
 """
 
 from __future__ import annotations
@@ -50,6 +53,17 @@ _ENTITIES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ),
 )
 STATE_KEYS = tuple(entity[0] for entity in _ENTITIES)
+RECONNECT = "reconnect_uplinks"  # the button's key, and the payload it sends when pressed
+ENTITY_ID_DIGITS = 8  # of the node id in default entity ids: sensor.argentic_edge_1a2b3c4d_...
+
+
+def command_topic(node_id: str) -> str:
+    """Where Home Assistant's buttons publish (the bridge listens there)."""
+    return f"argentic/edge/{_discovery_node(node_id)}/command"
+
+
+def state_topic(node_id: str) -> str:
+    return f"argentic/edge/{_discovery_node(node_id)}/state"
 
 
 def discovery_messages(
@@ -57,40 +71,68 @@ def discovery_messages(
     node_name: str,
     version: str,
     status_topic: str,
-    state_topic: str,
     prefix: str = DISCOVERY_PREFIX,
+    configuration_url: str | None = None,
 ) -> list[tuple[str, bytes, bool]]:
     """Retained MQTT discovery configs (topic, JSON payload, retain) for the appliance.
 
-    One device (the appliance) with one entity per :data:`STATE_KEYS` entry; every entity reads
-    its value from the JSON object on ``state_topic`` (see :func:`state_payload`) and is
-    available while ``status_topic`` holds ``online``.
+    One device (the appliance) with one entity per :data:`STATE_KEYS` entry, reading its value
+    from the JSON object on :func:`state_topic` (see :func:`state_payload`), and a "Reconnect
+    uplinks" button publishing to :func:`command_topic`; all available while ``status_topic``
+    holds ``online``. ``configuration_url`` is the link Home Assistant shows on the device.
     """
     object_node = _discovery_node(node_id)
-    device = {
+    device: dict[str, Any] = {
         "identifiers": [f"argentic_edge_{object_node}"],
         "name": node_name,
         "manufacturer": "Argentic",
         "model": "argentic-edge",
         "sw_version": version,
     }
-    origin = {
-        "name": "argentic-edge",
-        "sw_version": version,
-        "support_url": "https://github.com/argentic-edge/argentic-edge",
+    if configuration_url:
+        device["configuration_url"] = configuration_url
+    common = {
+        "availability_topic": status_topic,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+        "origin": {
+            "name": "argentic-edge",
+            "sw_version": version,
+            "support_url": "https://github.com/argentic-edge/argentic-edge",
+        },
     }
+    reading = {"state_topic": state_topic(node_id)}
+    entities = [
+        (
+            key,
+            component,
+            name,
+            {**reading, "value_template": f"{{{{ value_json.{key} }}}}", **extra},
+        )
+        for key, component, name, extra in _ENTITIES
+    ]
+    entities.append(
+        (
+            RECONNECT,
+            "button",
+            "Reconnect uplinks",
+            {
+                "command_topic": command_topic(node_id),
+                "payload_press": RECONNECT,
+                "icon": "mdi:restart",
+                "entity_category": "config",
+            },
+        )
+    )
+    short = object_node[:ENTITY_ID_DIGITS].lower()
     messages = []
-    for key, component, name, settings in _ENTITIES:
+    for key, component, name, settings in entities:
         payload = {
             "name": name,
             "unique_id": f"argentic_edge_{object_node}_{key}",
-            "state_topic": state_topic,
-            "value_template": f"{{{{ value_json.{key} }}}}",
-            "availability_topic": status_topic,
-            "payload_available": "online",
-            "payload_not_available": "offline",
-            "device": device,
-            "origin": origin,
+            "default_entity_id": f"{component}.argentic_edge_{short}_{key}",
+            **common,
             **settings,
         }
         topic = _discovery_topic(prefix, component, object_node, key)
@@ -99,12 +141,23 @@ def discovery_messages(
 
 
 def removal_messages(node_id: str, prefix: str = DISCOVERY_PREFIX) -> list[tuple[str, bytes, bool]]:
-    """Empty retained payloads on every discovery topic: Home Assistant removes the device."""
-    object_node = _discovery_node(node_id)
-    return [
-        (_discovery_topic(prefix, component, object_node, key), b"", True)
+    """Empty retained payloads on every discovery topic and on the state topic: Home Assistant
+    removes the device, and the broker forgets the last state."""
+    topics = [topic for topic, _payload, _retain in discovery_messages(node_id, "", "", "", prefix)]
+    return [(topic, b"", True) for topic in [*topics, state_topic(node_id)]]
+
+
+def legacy_removal_messages(
+    node_name: str, prefix: str = DISCOVERY_PREFIX
+) -> list[tuple[str, bytes, bool]]:
+    """The same for what versions before the stable id announced under ``node_name``: the
+    five sensors' configs and the state topic, all built from the name."""
+    object_node = _discovery_node(node_name)
+    topics = [
+        _discovery_topic(prefix, component, object_node, key)
         for key, component, _name, _settings in _ENTITIES
     ]
+    return [(topic, b"", True) for topic in [*topics, state_topic(node_name)]]
 
 
 def state_payload(

@@ -51,7 +51,10 @@ log = logging.getLogger(__name__)
 
 class AddonAppliance(Protocol):
     """What the add-on runtime needs of the running appliance (the Edge, built by the CLI's run
-    command: this module does not know app.py)."""
+    command: this module does not know app.py). ``panel_url`` is the device's link in Home
+    Assistant, set before the start."""
+
+    panel_url: str | None
 
     async def __aenter__(self) -> object: ...
 
@@ -100,6 +103,7 @@ class AddonRuntime:
         self.supervisor = supervisor
         self.options_raw: dict[str, Any] = {}
         self.ingress_port: int | None = None
+        self.slug: str | None = None
         self.mqtt_service: Mapping[str, Any] | None = None
 
     async def load(self) -> EdgeConfig:
@@ -115,7 +119,13 @@ class AddonRuntime:
             log.warning("no add-on info from the Supervisor (%s); the web keeps its port", exc)
         else:
             self.ingress_port = info.get("ingress_port") or None
+            self.slug = info.get("slug") or None
         return self.current()
+
+    def panel_url(self) -> str | None:
+        """The add-on's page in Home Assistant's sidebar (its ingress panel), the link on the
+        appliance's device; None when the Supervisor did not say which add-on this is."""
+        return f"homeassistant://hassio/ingress/{self.slug}" if self.slug else None
 
     def current(self) -> EdgeConfig:
         """The configuration from what is known now (options, YAML file, broker service)."""
@@ -173,6 +183,7 @@ async def run_addon(stop: asyncio.Event, appliance: ApplianceFactory) -> None:
         config = await runtime.load()
         logging.getLogger().setLevel(config.log_level.upper())
         edge = appliance(config, str(paths.extra), runtime.compose)
+        edge.panel_url = runtime.panel_url()
         async with edge:
             runtime.announce_health_url(edge)
             adopt = (
