@@ -200,7 +200,7 @@ def test_argentic_config_as_the_bus_block_loads_too() -> None:
     del raw["messaging"]["username"], raw["messaging"]["password"]
     assert parse_config(raw, env={}).messaging.port == 5555
     raw["messaging"]["cli_clientid"] = "x"  # a typo is still named
-    with pytest.raises(ConfigError, match="messaging.cli_clientid"):
+    with pytest.raises(ConfigError, match=r"messaging\.cli_clientid"):
         parse_config(raw, env={})
 
 
