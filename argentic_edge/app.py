@@ -10,6 +10,7 @@ the API, and applies a new configuration by restarting only the services whose s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -398,10 +399,40 @@ class Edge:
                 raise
             log.info("argentic-edge %s is up as node %r", __version__, self.config.node_name)
 
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Start, run until ``stop`` is set, stop. A stop that comes while the services are
+        still starting cuts the start short: the certificates' first check alone is a child
+        Python (about a second, more on a busy machine), and a SIGTERM must not wait for the
+        rest of the start before the stop even begins."""
+        starting = asyncio.create_task(self.start(), name="argentic-edge-start")
+        stopped = asyncio.create_task(stop.wait(), name="argentic-edge-stop-signal")
+        try:
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                log.info("stopping while still starting")
+                starting.cancel()
+            try:
+                await starting
+            except asyncio.CancelledError:
+                if not stop.is_set():
+                    raise
+            else:
+                await stopped
+        finally:
+            stopped.cancel()
+            await self.stop()
+
     async def _start_service(self, spec: ServiceSpec) -> None:
+        started = time.monotonic()
         service = spec.build(self)
-        await service.start()
+        try:
+            await service.start()
+        except asyncio.CancelledError:  # a stop during the start: give back what it took
+            with contextlib.suppress(Exception):
+                await service.stop()
+            raise
         self.services[spec.name] = service
+        log.debug("started %s in %.0f ms", spec.name, (time.monotonic() - started) * 1000)
 
     async def stop(self) -> None:
         async with self._lock:
@@ -411,10 +442,12 @@ class Edge:
     async def _stop_all(self) -> None:
         for name in reversed(list(self.services)):
             service = self.services.pop(name)
+            started = time.monotonic()
             try:
                 await service.stop()
             except Exception:
                 log.exception("service %s did not stop cleanly", name)
+            log.debug("stopped %s in %.0f ms", name, (time.monotonic() - started) * 1000)
 
     async def apply(
         self, config: EdgeConfig, *, restart: frozenset[str] = frozenset()

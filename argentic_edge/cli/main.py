@@ -92,9 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("configuration: the embedded defaults (no --config, no saved file)")
 
     async def main() -> None:
-        stop = _stop_on_signals()
-        async with Edge(config, config_path=args.config):
-            await stop.wait()
+        await Edge(config, config_path=args.config).run_until(_stop_on_signals())
         log.info("stopped")
 
     asyncio.run(main())
