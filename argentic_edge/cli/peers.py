@@ -207,7 +207,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
             peer["trust"], peer["link"] = store.source(peer["id"], peer.get("curve")), None
     result["node_id"] = own
     result["live"] = api is not None  # link states are known only then
-    result["source"] = api.url if api is not None else "the trust store (no appliance answered)"
+    result["source"] = api.url if api is not None else f"the trust store ({_why_not_live(config)})"
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
@@ -222,6 +222,15 @@ def _running_api_quietly(config: EdgeConfig) -> ApplianceApi | None:
     if api is None or api.token is None or not api.running():
         return None
     return api
+
+
+def _why_not_live(config: EdgeConfig) -> str:
+    api = ApplianceApi.of(config)
+    if api is None:
+        return "the web is off"
+    if api.token is None:
+        return "set web.api_token to see the running appliance's links"
+    return "no appliance answered"
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
