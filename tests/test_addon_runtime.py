@@ -26,7 +26,7 @@ from aiohttp import web
 
 from argentic_edge import __version__
 from tests.support.bridge import wait_until
-from tests.support.brokers import Mosquitto, free_port, wait_for_port
+from tests.support.brokers import Mosquitto, free_port, mqtt_publish, wait_for_port
 from tests.support.config import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "addon"))
@@ -86,17 +86,6 @@ async def healthz_url(run: Path, timeout: float = 10) -> str:
     path = run / "healthz-url"
     await wait_until(path.exists, timeout, "the HEALTHCHECK URL file")
     return path.read_text()
-
-
-def publish_retained(port: int, messages: dict[str, bytes]) -> None:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-writer")
-    client.username_pw_set("reader", "reader-pass")
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    for topic, payload in messages.items():
-        client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
-    client.loop_stop()
-    client.disconnect()
 
 
 async def test_zero_typing_add_on_with_the_supervisors_broker(
@@ -204,7 +193,9 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
         assert await asyncio.to_thread(retained, broker.port, "homeassistant/#", 1, 1.0) == {}
 
         # ... or `ha-remove --addon`, with the Supervisor's broker (stale configs put back here)
-        await asyncio.to_thread(publish_retained, broker.port, configs)
+        await asyncio.to_thread(
+            mqtt_publish, broker.port, configs, credentials=("reader", "reader-pass")
+        )
         removal = await asyncio.create_subprocess_exec(
             *run_script_command()[:3],
             "ha-remove",

@@ -27,9 +27,12 @@ def write_config(tmp_path: Path, **sections: object) -> tuple[Path, dict]:
     return write_yaml(tmp_path / "edge.yaml", raw), raw
 
 
-def cli(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str], timeout: float = 30, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "argentic_edge", *args],
+        input=stdin,
         env=env,
         capture_output=True,
         text=True,
@@ -271,23 +274,9 @@ def test_pub_and_sub_in_mosquittos_idiom(
     _subscriber_joined(path, "two/probe", repo_env)
     pub = ["pub", *host, "-p", str(bus["port"])]
     assert cli(*pub, "-t", "one/a/x", "-m", '{"n": 1}', env=repo_env).returncode == 0
-    lines = subprocess.run(
-        [sys.executable, "-m", "argentic_edge", *pub, "-t", "two/lines", "-l"],
-        input='{"n": 2}\n\n{"n": 3}\n',
-        env=repo_env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    lines = cli(*pub, "-t", "two/lines", "-l", stdin='{"n": 2}\n\n{"n": 3}\n', env=repo_env)
     assert lines.returncode == 0 and "reached no one" not in lines.stderr, lines.stderr
-    whole = subprocess.run(
-        [sys.executable, "-m", "argentic_edge", *pub, "-t", "two/whole", "-s"],
-        input='{"n":\n 4}',
-        env=repo_env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    whole = cli(*pub, "-t", "two/whole", "-s", stdin='{"n":\n 4}', env=repo_env)
     assert whole.returncode == 0, whole.stderr
     out, err = sub.communicate(timeout=20)
     assert sub.returncode == 0, err

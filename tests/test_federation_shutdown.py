@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.federation import Site
-from tests.support.netns import Lan, netns_unavailable
+from tests.support.federation import Site, prepared_site
+from tests.support.netns import netns_unavailable
 
 UNAVAILABLE = netns_unavailable()
 pytestmark = [
@@ -27,14 +27,9 @@ BOUND = 2.0  # seconds; measured 0.2-0.5 s (before: 1.2-1.9 s when the signal ca
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    site = Site(Lan().create(), tmp_path)
-    try:
-        for key in ("a", "b"):
-            site.prepare(key)
+    with prepared_site(tmp_path) as site:
         site.start("b", "node-b", ["a"])
         yield site
-    finally:
-        site.close()
 
 
 def _start(site: Site, log: Path) -> subprocess.Popen[bytes]:

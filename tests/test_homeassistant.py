@@ -17,7 +17,7 @@ from argentic_edge.federation.identity import load_or_create_keys
 from argentic_edge.homeassistant import entities
 from argentic_edge.storage import federation_dir, homeassistant_state_path
 from tests.support.appliance import Appliance, appliance_document
-from tests.support.brokers import Mosquitto
+from tests.support.brokers import Mosquitto, mqtt_publish
 
 LEGACY_NAME = "kitchen"
 
@@ -43,16 +43,6 @@ def retained(port: int, topic_filter: str, quiet: float = 1.0, timeout: float = 
     client.loop_stop()
     client.disconnect()
     return found
-
-
-def publish(port: int, messages: dict[str, bytes], retain: bool = True) -> None:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ha-writer")
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    for topic, payload in messages.items():
-        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
-    client.loop_stop()
-    client.disconnect()
 
 
 def configs(port: int, count: int) -> dict[str, dict]:
@@ -88,7 +78,7 @@ def test_a_rename_updates_the_same_device_and_old_configs_go_once(
     legacy = {
         topic: b'{"name": "old"}' for topic, _p, _r in entities.legacy_removal_messages(LEGACY_NAME)
     }
-    publish(mosquitto.port, legacy)
+    mqtt_publish(mosquitto.port, legacy)
     assert set(retained(mosquitto.port, "#")) == set(legacy)
 
     appliance = ha_appliance(tmp_path, mosquitto, LEGACY_NAME)
@@ -152,7 +142,9 @@ def test_the_device_links_to_the_page_and_its_button_reconnects_the_uplinks(
         watcher.subscribe(button["availability_topic"], qos=1)
         watcher.loop_start()
         try:
-            publish(mosquitto.port, {button["command_topic"]: b"reconnect_uplinks"}, retain=False)
+            mqtt_publish(
+                mosquitto.port, {button["command_topic"]: b"reconnect_uplinks"}, retain=False
+            )
             appliance.wait_for_output("restarted: bridge, homeassistant")
             deadline = time.monotonic() + 20
             while presence[-2:] != [b"offline", b"online"]:
@@ -165,6 +157,6 @@ def test_the_device_links_to_the_page_and_its_button_reconnects_the_uplinks(
         assert appliance.status()["bridge"]["state"] == "connected"
         appliance.wait_for_output("announced the appliance to Home Assistant (prefix")
 
-        publish(mosquitto.port, {button["command_topic"]: b"something else"}, retain=False)
+        mqtt_publish(mosquitto.port, {button["command_topic"]: b"something else"}, retain=False)
         appliance.wait_for_output("ignoring the command b'something else'")
     assert appliance.output().count("'Reconnect uplinks' pressed") == 1
