@@ -399,11 +399,11 @@ class Edge:
                 raise
             log.info("argentic-edge %s is up as node %r", __version__, self.config.node_name)
 
-    async def run_until(self, stop: asyncio.Event) -> None:
-        """Start, run until ``stop`` is set, stop. A stop that comes while the services are
-        still starting cuts the start short: the certificates' first check alone is a child
-        Python (about a second, more on a busy machine), and a SIGTERM must not wait for the
-        rest of the start before the stop even begins."""
+    async def run_until(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
+        """Start, call ``ready()``, run until ``stop`` is set, stop. A stop that comes while the
+        services are still starting cuts the start short: the certificates' first check alone
+        is a child Python (about a second, more on a busy machine), and a SIGTERM must not wait
+        for the rest of the start before the stop even begins."""
         starting = asyncio.create_task(self.start(), name="argentic-edge-start")
         stopped = asyncio.create_task(stop.wait(), name="argentic-edge-stop-signal")
         try:
@@ -417,6 +417,8 @@ class Edge:
                 if not stop.is_set():
                     raise
             else:
+                if ready is not None:
+                    ready()
                 await stopped
         finally:
             stopped.cancel()

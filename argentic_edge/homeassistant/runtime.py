@@ -19,7 +19,6 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 from argentic_edge.config import (
@@ -56,13 +55,8 @@ class AddonAppliance(Protocol):
 
     panel_url: str | None
 
-    async def __aenter__(self) -> object: ...
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
+    async def run_until(
+        self, stop: asyncio.Event, ready: Callable[[], None] | None = None
     ) -> None: ...
 
     async def apply(self, config: EdgeConfig) -> list[str]: ...
@@ -184,14 +178,18 @@ async def run_addon(stop: asyncio.Event, appliance: ApplianceFactory) -> None:
         logging.getLogger().setLevel(config.log_level.upper())
         edge = appliance(config, str(paths.extra), runtime.compose)
         edge.panel_url = runtime.panel_url()
-        async with edge:
+        adopting: list[asyncio.Task[None]] = []
+
+        def ready() -> None:
             runtime.announce_health_url(edge)
-            adopt = (
-                asyncio.create_task(runtime.adopt_broker(edge), name="supervisor-mqtt")
-                if runtime.needs_broker(config)
-                else None
-            )
-            await stop.wait()
-            if adopt is not None:
-                adopt.cancel()
-                await asyncio.gather(adopt, return_exceptions=True)
+            if runtime.needs_broker(config):
+                adopting.append(
+                    asyncio.create_task(runtime.adopt_broker(edge), name="supervisor-mqtt")
+                )
+
+        try:
+            await edge.run_until(stop, ready)  # a SIGTERM during the start cuts it short
+        finally:
+            for task in adopting:
+                task.cancel()
+            await asyncio.gather(*adopting, return_exceptions=True)
