@@ -24,7 +24,7 @@ import zmq
 
 from argentic_edge import __version__
 from argentic_edge.bus.proxy import Bus, BusStatus
-from argentic_edge.config import EdgeConfig
+from argentic_edge.config import EdgeConfig, UplinkConfig, uplink_client_id
 from argentic_edge.storage import (
     certs_dir,
     federation_dir,
@@ -33,7 +33,8 @@ from argentic_edge.storage import (
 )
 
 if TYPE_CHECKING:
-    from argentic_edge.bridge.service import Bridge
+    from argentic_edge.bridge.link import Link, LinkCallbacks
+    from argentic_edge.bridge.service import Uplink
     from argentic_edge.bus.federated import FederatedBus
     from argentic_edge.certs.service import CertManager
     from argentic_edge.federation.identity import CurveKeys
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from argentic_edge.web.service import WebService
 
 log = logging.getLogger(__name__)
+
+UPLINK_PREFIX = "uplink:"  # service names: uplink:<name>
 
 
 class Service(Protocol):
@@ -162,6 +165,13 @@ class ServiceSpec:
     enabled: Callable[[EdgeConfig], bool]
     build: Callable[[Edge], Service]
     after: tuple[str, ...] = ()  # services it holds on to: when one restarts, so does this one
+    # What else of the configuration it is built from, compared in apply (an uplink's entry)
+    settings: Callable[[EdgeConfig], Any] | None = None
+
+    def changed(self, old: EdgeConfig, new: EdgeConfig) -> bool:
+        if any(_value(old, s) != _value(new, s) for s in self.sections):
+            return True
+        return self.settings is not None and self.settings(old) != self.settings(new)
 
 
 def _certificates(edge: Edge) -> Service:
@@ -212,32 +222,60 @@ def _value(config: EdgeConfig, key: str) -> Any:
     return functools.reduce(getattr, key.split("."), config)
 
 
-def _bridge(edge: Edge) -> Service:
-    from argentic_edge.bridge.service import (
-        Bridge,  # paho is imported only when the bridge runs
-    )
+def _uplink_named(config: EdgeConfig, name: str) -> UplinkConfig | None:
+    return next((uplink for uplink in config.uplinks if uplink.name == name), None)
 
-    config = edge.config
-    return Bridge(
-        config.bridge,
-        config.messaging,
-        node_name=config.node_name,
-        client_id=config.mqtt_client_id,
-        context=edge.context,
-        endpoints=_bus(edge).endpoints,
-    )
+
+def _uplink_service(name: str) -> Callable[[Edge], Service]:
+    """The builder of the ``uplink:<name>`` service."""
+
+    def build(edge: Edge) -> Service:
+        from argentic_edge.bridge.protocols import make_link
+        from argentic_edge.bridge.service import Uplink, presence_topic
+
+        config = edge.config
+        uplink = _uplink_named(config, name)
+        assert uplink is not None
+        # MQTT uplinks keep a retained presence topic with a last will (Home Assistant's
+        # availability); other protocols have no retained messages to keep it in.
+        presence = presence_topic(config.node_name) if uplink.protocol == "mqtt" else None
+        will = (presence, b"offline") if presence is not None else None
+        client_id = uplink_client_id(uplink, config.node_name)
+
+        def link(callbacks: LinkCallbacks, fallback: int) -> Link:
+            return make_link(
+                uplink,
+                callbacks,
+                client_id=client_id,
+                node_id=config.node_name,
+                fallback=fallback,
+                will=will,
+            )
+
+        return Uplink(
+            uplink,
+            config.messaging,
+            make_link=link,
+            context=edge.context,
+            endpoints=_bus(edge).endpoints,
+            presence=presence,
+        )
+
+    return build
 
 
 def _home_assistant(edge: Edge) -> Service:
     from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery, Identity
 
     config = edge.config
+    first = config.first_mqtt_uplink
+    assert first is not None
     return HomeAssistantDiscovery(
-        cast("Bridge", edge.services["bridge"]),
+        cast("Uplink", edge.services[f"{UPLINK_PREFIX}{first.name}"]),
         Identity(_node_keys(edge).node_id, config.node_name, edge.panel_url or _page_url(config)),
         config.bridge.ha_discovery_prefix,
         edge.status,
-        reconnect=lambda: edge.restart_soon("bridge"),
+        reconnect=edge.restart_uplinks,
         state_file=homeassistant_state_path(config.data_path),
     )
 
@@ -263,12 +301,37 @@ def _page_url(config: EdgeConfig) -> str | None:
     return f"{scheme}://{host}:{web.port}/"
 
 
-def service_specs() -> list[ServiceSpec]:
-    """Every service in start order. A builder hands a later service what it uses of an earlier
-    one; ``after`` restarts the later one whenever the earlier one restarts.
+def _first_mqtt_name(config: EdgeConfig) -> str | None:
+    first = config.first_mqtt_uplink
+    return first.name if first is not None else None
+
+
+def _uplink_specs(configs: tuple[EdgeConfig, ...]) -> list[ServiceSpec]:
+    """One service per uplink named in any of ``configs`` (the old and the new one in apply):
+    each restarts only when its own settings change."""
+    names = list(dict.fromkeys(uplink.name for config in configs for uplink in config.uplinks))
+    return [
+        ServiceSpec(
+            f"{UPLINK_PREFIX}{name}",
+            ("messaging", "node_name"),
+            functools.partial(lambda c, n: _uplink_named(c, n) is not None, n=name),
+            _uplink_service(name),
+            after=("bus",),
+            settings=functools.partial(lambda c, n: _uplink_named(c, n), n=name),
+        )
+        for name in names
+    ]
+
+
+def service_specs(*configs: EdgeConfig) -> list[ServiceSpec]:
+    """Every service in start order, with one ``uplink:<name>`` per uplink of ``configs``. A
+    builder hands a later service what it uses of an earlier one; ``after`` restarts the later
+    one whenever the earlier one restarts.
 
     Builders import their modules when called, so a disabled feature costs no memory.
     """
+    uplinks = _uplink_specs(configs)
+    first_mqtt = {_first_mqtt_name(config) for config in configs} - {None}
     return [
         ServiceSpec(
             "bus",
@@ -296,17 +359,13 @@ def service_specs() -> list[ServiceSpec]:
             _peers,
             after=("bus", "certificates"),
         ),
-        ServiceSpec(
-            "bridge",
-            ("messaging", "bridge", "node_name"),
-            lambda c: c.bridge.enabled,
-            _bridge,
-            after=("bus",),
-        ),
+        *uplinks,
+        # Home Assistant discovery goes through the first MQTT uplink.
         ServiceSpec(
             "homeassistant",  # the device's link is the page's address
             (
-                "bridge",
+                "bridge.ha_discovery",
+                "bridge.ha_discovery_prefix",
                 "node_name",
                 "data_dir",
                 "web.enabled",
@@ -314,9 +373,10 @@ def service_specs() -> list[ServiceSpec]:
                 "web.port",
                 "certificates.enabled",
             ),
-            lambda c: c.bridge.enabled and c.bridge.ha_discovery,
+            lambda c: c.bridge.ha_discovery and c.first_mqtt_uplink is not None,
             _home_assistant,
-            after=("bridge",),
+            after=tuple(sorted(f"{UPLINK_PREFIX}{name}" for name in first_mqtt)),
+            settings=_first_mqtt_name,
         ),
         ServiceSpec("agents", ("messaging",), lambda c: True, _agents, after=("bus",)),
         ServiceSpec(
@@ -391,7 +451,7 @@ class Edge:
         async with self._lock:
             sweep_stale_temp_files(self.config.data_path)
             try:
-                for spec in service_specs():
+                for spec in service_specs(self.config):
                     if spec.enabled(self.config):
                         await self._start_service(spec)
             except BaseException:
@@ -462,13 +522,13 @@ class Edge:
         """
         async with self._lock:
             previous = self.config
-            specs = service_specs()
+            specs = service_specs(previous, config)
             restarting: set[str] = set()
             for spec in specs:  # in start order, so a dependency is decided before its users
                 if not (spec.enabled(previous) or spec.enabled(config)):
                     continue  # off before and after: nothing restarts, nor do its users
                 if (
-                    any(_value(previous, s) != _value(config, s) for s in spec.sections)
+                    spec.changed(previous, config)
                     or spec.enabled(previous) != spec.enabled(config)
                     or restarting.intersection(spec.after)
                     or (spec.name in restart and spec.name in self.services)
@@ -502,11 +562,12 @@ class Edge:
             log.info("configuration applied; restarted: %s", ", ".join(names) or "nothing")
             return names
 
-    def restart_soon(self, name: str) -> None:
-        """Restart a running service and its users with the configuration as it is, in a task
-        of the Edge's own (the caller, Home Assistant's "Reconnect uplinks" button, is among
-        what restarts)."""
-        task = asyncio.create_task(self.apply(self.config, restart=frozenset({name})))
+    def restart_uplinks(self) -> None:
+        """Restart every running uplink and their users with the configuration as it is, in a
+        task of the Edge's own (the caller, Home Assistant's "Reconnect uplinks" button, is
+        among what restarts)."""
+        names = frozenset(name for name in self.services if name.startswith(UPLINK_PREFIX))
+        task = asyncio.create_task(self.apply(self.config, restart=names))
         self._tasks.add(task)
         task.add_done_callback(self._restarted)
 
@@ -534,9 +595,20 @@ class Edge:
                 "addon": self.addon,
             },
         }
-        for spec in service_specs():
+        uplinks = []
+        for spec in service_specs(self.config):
             service = self.services.get(spec.name)
+            if spec.name.startswith(UPLINK_PREFIX):
+                if service is not None:
+                    uplinks.append(_plain(service.status()))
+                continue
             document[spec.name] = _plain(service.status()) if service else {"enabled": False}
+        document["uplinks"] = uplinks
+        # The first MQTT uplink under its old name, for what read ``bridge`` before uplinks.
+        first = _first_mqtt_name(self.config)
+        document["bridge"] = next(
+            (entry for entry in uplinks if entry["name"] == first), {"enabled": False}
+        )
         return document
 
     def service_health(self) -> dict[str, bool]:
@@ -547,6 +619,14 @@ class Edge:
 
     def peers(self) -> PeersService | None:
         return cast("PeersService | None", self.services.get("peers"))
+
+    def uplinks(self) -> list[Uplink]:
+        """The running uplink services, in configuration order."""
+        return [
+            cast("Uplink", service)
+            for name, service in self.services.items()
+            if name.startswith(UPLINK_PREFIX)
+        ]
 
     def home_assistant(self) -> HomeAssistantDiscovery | None:
         return cast("HomeAssistantDiscovery | None", self.services.get("homeassistant"))

@@ -36,6 +36,7 @@ from argentic_edge.errors import EdgeError
 from argentic_edge.storage import saved_config_path
 from argentic_edge.topics import (
     TopicError,
+    can_share_a_topic,
     has_mqtt_forbidden_character,
     parse_filter,
     validate_topic_name,
@@ -391,6 +392,8 @@ class BufferConfig:
 
     max_messages: int = _opt(10_000, check=_positive)
     max_bytes: int = _opt(16 * 1024 * 1024, check=_positive)
+    max_age: float = _opt(86_400.0, check=_positive, doc="seconds; older messages are dropped")
+    durable: bool = _opt(True, doc="keep waiting messages on disk under data_dir")
 
 
 @dataclass(frozen=True)
@@ -402,6 +405,45 @@ class BridgeConfig:
     max_payload: int = _opt(1024 * 1024, check=_positive, doc="larger payloads are dropped")
     ha_discovery: bool = _opt(True, doc="announce the appliance to Home Assistant over MQTT")
     ha_discovery_prefix: str = _opt("homeassistant", check=_topic_prefix)
+
+
+def _uplink_name(value: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-_]{0,62}", value):
+        return None
+    return "expected 1-63 letters, digits, '-' or '_' (it names the uplink's service and metrics)"
+
+
+@dataclass(frozen=True)
+class UplinkConfig:
+    """One uplink: a broker of some protocol, joined to the bus by routes.
+
+    In the file an uplink is one flat mapping; ``link`` holds the protocol's own keys written
+    beside the common ones (for MQTT the keys of ``bridge.mqtt``), as a protocol's dataclass
+    from ``UPLINK_PROTOCOLS``. ``notes`` are what reading the file decided that a user should
+    hear about (the agent's client id not taken...): logged when the uplink starts, printed by
+    check-config.
+    """
+
+    name: str = _opt("mqtt", check=_uplink_name, doc="unique; default: the protocol")
+    protocol: str = _opt("mqtt", doc="one of the protocols in the table below")
+    link: Any = _opt(MqttConfig(), doc="the protocol's own keys, written beside these")
+    routes: tuple[Route, ...] = _opt(DEFAULT_ROUTES)
+    buffer: BufferConfig = _opt(BufferConfig())
+    max_payload: int = _opt(1024 * 1024, check=_positive, doc="larger payloads are dropped")
+    notes: tuple[str, ...] = field(default=(), compare=False, metadata={"derived": True})
+
+    @property
+    def where(self) -> str:
+        """``protocol://host:port`` of the broker, for loop checks and messages."""
+        host = getattr(self.link, "broker_address", None)
+        return f"{self.protocol}://{host}:{getattr(self.link, 'port', '')}"
+
+
+# Protocol name -> its keys' dataclass. Issues 16/17 add kafka, redis, rabbitmq here and a branch
+# in bridge/protocols.py's factory.
+UPLINK_PROTOCOLS: dict[str, type] = {"mqtt": MqttConfig}
+UPLINK_KEYS = frozenset({"name", "protocol", "routes", "buffer", "max_payload"})
+BRIDGE_UPLINK = "mqtt"  # the name of the uplink that bridge: and messaging: {protocol: mqtt} mean
 
 
 @dataclass(frozen=True)
@@ -459,14 +501,38 @@ class EdgeConfig:
     topics: Mapping[str, Any] = _opt(
         types.MappingProxyType({}), doc="Argentic's own topics: section, kept as read"
     )
+    uplinks: tuple[UplinkConfig, ...] = _opt(
+        (), doc="default: one uplink from bridge: (or messaging: with protocol mqtt)"
+    )
 
     @property
     def mqtt_client_id(self) -> str:
-        return self.bridge.mqtt.client_id or f"argentic-edge-{self.node_name}"
+        """The client id of the first MQTT uplink (Home Assistant's, ``ha-remove``'s base)."""
+        first = self.first_mqtt_uplink
+        if first is None:
+            return f"argentic-edge-{self.node_name}"
+        return uplink_client_id(first, self.node_name)
+
+    @property
+    def first_mqtt_uplink(self) -> UplinkConfig | None:
+        """Home Assistant discovery goes through this one (docs/uplinks.md)."""
+        return next((u for u in self.uplinks if u.protocol == "mqtt"), None)
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+
+def uplink_client_id(uplink: UplinkConfig, node_name: str) -> str:
+    """The client id the appliance uses on an uplink's broker: the one configured for the
+    appliance, else derived from the node (the ``mqtt`` uplink keeps today's
+    ``argentic-edge-<node>``, so its persistent session is found again)."""
+    configured = getattr(uplink.link, "client_id", None)
+    if configured:
+        return str(configured)
+    if uplink.name == BRIDGE_UPLINK:
+        return f"argentic-edge-{node_name}"
+    return f"argentic-edge-{node_name}-{uplink.name}"
 
 
 # Keys Argentic's agent-side code puts in a messaging block that mean nothing to the appliance:
@@ -717,6 +783,7 @@ def parse_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = 
             "the key out (the add-on then uses the Supervisor's broker), or turn the "
             "bridge off with bridge.enabled: false",
         )
+    uplinks_raw = top.pop("uplinks", None)
     config: EdgeConfig = builder.build(EdgeConfig, top, "", ignore_unknown=True)
     bus = builder.build(BusConfig, messaging, "messaging", ignore=ARGENTIC_CLIENT_KEYS)
     bridge = config.bridge
@@ -736,15 +803,178 @@ def parse_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = 
             )
             bridge = dataclasses.replace(bridge, mqtt=mqtt)
     _cross_checks(builder, bus, config)
+    uplinks = _uplinks(builder, uplinks_raw, bridge, top, agent_form=uplink is not None)
     if builder.problems:
         raise ConfigError(builder.problems)
     return dataclasses.replace(
         config,
         messaging=bus,
         bridge=bridge,
+        uplinks=uplinks,
         node_name=config.node_name or default_node_name(),
         data_dir=config.data_dir or str(default_data_dir()),
     )
+
+
+BRIDGE_UPLINK_KEYS = ("mqtt", "routes", "buffer", "max_payload")  # bridge: keys of its uplink
+
+
+def _uplinks(
+    builder: _Builder,
+    raw: Any,
+    bridge: BridgeConfig,
+    top: Mapping[str, Any],
+    *,
+    agent_form: bool,
+) -> tuple[UplinkConfig, ...]:
+    """The effective list: ``bridge:`` (or ``messaging: {protocol: mqtt}``) as the uplink
+    named ``mqtt``, then the ``uplinks:`` entries; names unique, no two uplinks in a loop.
+
+    Without ``uplinks:`` the bridge's uplink is there even with nothing written (it waits
+    for a broker, which the add-on fills in); beside ``uplinks:`` only when ``bridge:`` or
+    ``messaging:`` gives it something.
+    """
+    listed: list[tuple[str, UplinkConfig]] = []
+    bridge_raw = top.get("bridge")
+    gives_bridge = agent_form or (
+        isinstance(bridge_raw, Mapping) and any(key in bridge_raw for key in BRIDGE_UPLINK_KEYS)
+    )
+    if bridge.enabled and (raw is None or gives_bridge):
+        listed.append((BRIDGE_PATH, _bridge_uplink(bridge, agent_form)))
+    if raw is not None and not isinstance(raw, list):
+        builder.fail("uplinks", raw, "expected a list of uplinks (each a mapping with protocol:)")
+        raw = []
+    for index, item in enumerate(raw or ()):
+        path = f"uplinks[{index}]"
+        before = len(builder.problems)
+        uplink = _uplink(builder, item, path)
+        if uplink is not None and len(builder.problems) == before:
+            _route_checks(builder, uplink.routes, f"{path}.routes")
+            _tls_pair_check(builder, uplink.link, path)
+            listed.append((path, uplink))
+    names: dict[str, str] = {}
+    for path, uplink in listed:
+        taken = names.setdefault(uplink.name, path)
+        if taken != path:
+            builder.fail(
+                f"{path}.name",
+                uplink.name,
+                f"the name is taken by {_described(taken)}; give each uplink its own name",
+            )
+    _loop_checks(builder, listed)
+    return tuple(uplink for _, uplink in listed)
+
+
+BRIDGE_PATH = "bridge"
+
+
+def _described(path: str) -> str:
+    return "the uplink bridge: configures" if path == BRIDGE_PATH else path
+
+
+def _bridge_uplink(bridge: BridgeConfig, agent_form: bool) -> UplinkConfig:
+    """``bridge:`` as an uplink. The ``client_id`` of a top-level ``messaging:`` block is the
+    agent's own (the guide's examples are agents' configs): the appliance taking it would make
+    the broker throw one of the two out whenever the other connects, so it derives its own."""
+    mqtt, notes = bridge.mqtt, tuple[str, ...]()
+    if agent_form and mqtt.client_id:
+        notes = (
+            f"messaging.client_id {mqtt.client_id!r} is the agent's own client id; the "
+            "appliance uses its own (two clients with one id throw each other off the broker)",
+        )
+        mqtt = dataclasses.replace(mqtt, client_id=None)
+    return UplinkConfig(
+        name=BRIDGE_UPLINK,
+        protocol="mqtt",
+        link=mqtt,
+        routes=bridge.routes,
+        buffer=bridge.buffer,
+        max_payload=bridge.max_payload,
+        notes=notes,
+    )
+
+
+def _uplink(builder: _Builder, raw: Any, path: str) -> UplinkConfig | None:
+    """One ``uplinks:`` entry: the common keys, and the rest as the protocol's own."""
+    choices = " | ".join(sorted(UPLINK_PROTOCOLS))
+    if not isinstance(raw, Mapping):
+        builder.fail(path, raw, f"expected a mapping with protocol: ({choices}) and its keys")
+        return None
+    written = raw.get("protocol")
+    if written is None:
+        builder.fail(f"{path}.protocol", None, f"expected one of: {choices}")
+        return None
+    protocol = builder.substitute(str(written), f"{path}.protocol")
+    cls = UPLINK_PROTOCOLS.get(protocol)
+    if cls is None:
+        builder.fail(f"{path}.protocol", written, f"unknown protocol; expected one of: {choices}")
+        return None
+    own_fields = {f.name for f in dataclasses.fields(cls)}
+    common = {k: v for k, v in raw.items() if k in UPLINK_KEYS and k != "protocol"}
+    own = {k: v for k, v in raw.items() if k not in UPLINK_KEYS or k in own_fields}
+    link = builder.build(cls, own, path)
+    base: UplinkConfig = builder.build(UplinkConfig, common, path)
+    return dataclasses.replace(
+        base, name=base.name if "name" in common else protocol, protocol=protocol, link=link
+    )
+
+
+def _loop_checks(builder: _Builder, listed: list[tuple[str, UplinkConfig]]) -> None:
+    """Two uplinks on one broker, one bringing in what the other sends out: each message
+    would go round bus -> broker -> bus for ever (each uplink's loop guard knows only what it
+    injected itself)."""
+    for index, (first_path, first) in enumerate(listed):
+        for second_path, second in listed[index + 1 :]:
+            if first.where != second.where or getattr(first.link, "broker_address", None) is None:
+                continue
+            for (in_path, inbound), (out_path, outbound) in (
+                ((first_path, first), (second_path, second)),
+                ((second_path, second), (first_path, first)),
+            ):
+                found = _looping_pair(inbound.routes, outbound.routes)
+                if found is not None:
+                    in_index, out_index = found
+                    builder.fail(
+                        f"{_routes_path(out_path)}[{out_index}]",
+                        outbound.routes[out_index].topic,
+                        f"{_described(in_path)} and {_described(out_path)} both reach "
+                        f"{first.where}: what {_routes_path(in_path)}[{in_index}] brings in "
+                        "from there this route sends back, and it comes in again, for ever; "
+                        "narrow one of the two routes or make it one-way",
+                    )
+                    return
+
+
+def _routes_path(path: str) -> str:
+    return f"{path}.routes"
+
+
+def _levels(topic_filter: str) -> tuple[str, ...]:
+    return tuple(topic_filter.split("/"))
+
+
+def _looping_pair(
+    inbound: tuple[Route, ...], outbound: tuple[Route, ...]
+) -> tuple[int, int] | None:
+    """(index of an ``in`` route, index of an ``out`` route of the other uplink) that carry a
+    common topic round the loop, or None."""
+    for in_index, first in enumerate(inbound):
+        if first.direction == "out":
+            continue
+        for out_index, second in enumerate(outbound):
+            if second.direction == "in":
+                continue
+            local = can_share_a_topic(
+                _levels(first.local_prefix + first.topic),
+                _levels(second.local_prefix + second.topic),
+            )
+            remote = can_share_a_topic(
+                _levels(first.remote_prefix + first.topic),
+                _levels(second.remote_prefix + second.topic),
+            )
+            if local and remote:
+                return in_index, out_index
+    return None
 
 
 def _cross_checks(builder: _Builder, bus: BusConfig, config: EdgeConfig) -> None:
@@ -767,8 +997,14 @@ def _cross_checks(builder: _Builder, bus: BusConfig, config: EdgeConfig) -> None
             None,
             "certfile and keyfile go together: set both or neither",
         )
-    for index, route in enumerate(config.bridge.routes):
-        where = f"bridge.routes[{index}]"
+    _route_checks(builder, config.bridge.routes, "bridge.routes")
+    _tls_pair_check(builder, config.bridge.mqtt, "bridge.mqtt")
+
+
+def _route_checks(builder: _Builder, routes: tuple[Route, ...], path: str) -> None:
+    """What a route's keys mean together: the prefixed filters must exist on their side."""
+    for index, route in enumerate(routes):
+        where = f"{path}[{index}]"
         written = {
             side: builder.as_written(f"{where}.{side}", getattr(route, side))
             for side in ("topic", "local_prefix", "remote_prefix")
@@ -790,10 +1026,13 @@ def _cross_checks(builder: _Builder, bus: BusConfig, config: EdgeConfig) -> None
                     f"{written[side] + written['topic']!r} is not (end the prefix "
                     "with '/')",
                 )
-    tls = config.bridge.mqtt.tls_params
+
+
+def _tls_pair_check(builder: _Builder, link: object, path: str) -> None:
+    tls = getattr(link, "tls_params", None)
     if tls is not None and (tls.certfile is None) != (tls.keyfile is None):
         builder.fail(
-            "bridge.mqtt.tls_params",
+            f"{path}.tls_params",
             "certfile/keyfile",
             "client certificate and key go together: set both or neither",
         )
@@ -984,10 +1223,17 @@ def file_problems(config: EdgeConfig) -> list[Problem]:
 
 def to_dict(config: Any, *, reveal: bool = False) -> Any:
     """Plain data (for YAML/JSON dumps); secrets masked unless ``reveal`` is asked for."""
+    if isinstance(config, UplinkConfig):  # one flat mapping, as it is written
+        flat = {"name": config.name, "protocol": config.protocol}
+        flat.update(to_dict(config.link, reveal=reveal))
+        for key in ("routes", "buffer", "max_payload"):
+            flat[key] = to_dict(getattr(config, key), reveal=reveal)
+        return flat
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return {
             f.name: to_dict(getattr(config, f.name), reveal=reveal)
             for f in dataclasses.fields(config)
+            if not f.metadata.get("derived")
         }
     if isinstance(config, Secret):
         return config.reveal() if reveal else MASK
@@ -999,5 +1245,7 @@ def to_dict(config: Any, *, reveal: bool = False) -> Any:
 
 
 def dump_yaml(config: EdgeConfig) -> str:
-    """The effective configuration as YAML, secrets masked (check-config prints this)."""
-    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+    """The effective configuration as YAML, secrets masked (check-config prints this), after
+    the uplinks' notes as comments (what reading the file decided for the user)."""
+    notes = [f"# note: uplink {u.name!r}: {note}\n" for u in config.uplinks for note in u.notes]
+    return "".join(notes) + yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)

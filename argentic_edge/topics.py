@@ -56,6 +56,20 @@ def validate_topic_name(topic: str) -> str:
     return topic
 
 
+def can_share_a_topic(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
+    """True if one topic can match both filters, given as their levels (``a/+/c``, ``a/b/#``)."""
+    for index in range(max(len(first), len(second))):
+        a = first[index] if index < len(first) else None
+        b = second[index] if index < len(second) else None
+        if a == "#" or b == "#":
+            return True
+        if a is None or b is None:
+            return False
+        if a != "+" and b != "+" and a != b:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class TopicFilter:
     """An MQTT-style filter (``+`` one level, ``#`` the rest), validated when built."""

@@ -150,7 +150,7 @@ async def measure_all(plan: Plan, progress: bool) -> list[dict[str, Any]]:
         ).start()
         try:
             async with Edge(appliance_config(broker.port)) as edge:
-                bridge = edge.services["bridge"]
+                bridge = edge.services["uplink:mqtt"]
                 deadline = time.monotonic() + 10
                 while bridge.status().state != "connected":  # type: ignore[attr-defined]
                     if time.monotonic() > deadline:

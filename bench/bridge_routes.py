@@ -97,7 +97,7 @@ def dispatch_us(size: int, lookups: int) -> tuple[float, float, float]:
 
 
 async def wait_connected(edge: Edge, timeout: float = 20) -> float:
-    bridge = edge.services["bridge"]
+    bridge = edge.services["uplink:mqtt"]
     started = time.monotonic()
     while bridge.status().state != "connected":  # type: ignore[attr-defined]
         if time.monotonic() - started > timeout:

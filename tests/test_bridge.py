@@ -170,7 +170,7 @@ async def test_both_on_hash_delivers_each_message_exactly_once(
         async with Edge(config) as edge, MqttClient(mosquitto.port) as mqtt:
             bridge = bridge_of(edge)
             await wait_until(lambda: bridge.state == "connected", what="the bridge to connect")
-            assert bridge.status().protocol == protocol
+            assert bridge.status().link["version"] == protocol
             bus = BusClient(edge)
             try:
                 await mqtt.subscribe("#")
@@ -219,7 +219,7 @@ async def test_overlapping_broker_subscriptions_inject_once(mosquitto: Mosquitto
             await mqtt.publish("home/hall/temp", payload)
             got = sorted(item.topic for item in await bus.take(2) + await bus.quiet())
             assert got == ["home/hall/temp", "home/kitchen/temp"]
-            assert bridge_of(edge).status().overlap_duplicates_skipped >= 1
+            assert bridge_of(edge).status().link["overlap_duplicates_skipped"] >= 1
         finally:
             bus.close()
 
@@ -299,7 +299,8 @@ async def test_invalid_utf8_topic_never_gets_past_mosquitto(mosquitto: Mosquitto
         # A broker that did not check would hand paho such a message; the bridge counts it.
         lax = paho.MQTTMessage(mid=0, topic=b"bad/\xff\xfe")
         lax.payload = b"{}"
-        bridge._from_broker(lax)
+        client = bridge.link.client
+        client.on_message(client, None, lax)
         assert bridge.status().unrouted_drops["from_broker"] == {"invalid_utf8": 1}
 
 

@@ -123,19 +123,19 @@ async def test_what_was_sent_while_the_bridge_was_away(
         bridge={"routes": ROUTES},
         mqtt={"client_id": f"edge-{clean_session}", "clean_session": clean_session},
     )
-    without_bridge = dataclasses.replace(
-        config, bridge=dataclasses.replace(config.bridge, enabled=False)
+    without_bridge = dataclasses.replace(  # as parse_config reads bridge.enabled: false
+        config, bridge=dataclasses.replace(config.bridge, enabled=False), uplinks=()
     )
     async with Edge(config) as edge, MqttClient(broker.port) as mqtt:
         bus = BusClient(edge, subscribe="agent/")
         try:
             await prove_paths(bus, mqtt, into=("agent/probe", "agent/probe"))
             assert await edge.apply(without_bridge) == []  # the bridge stops; the bus stays
-            assert "bridge" not in edge.services
+            assert "uplink:mqtt" not in edge.services
             sent = [(f"agent/while-away/{i}", message("W", i=i)) for i in range(10)]
             for topic, payload in sent:
                 await mqtt.publish(topic, payload, qos=1)
-            assert await edge.apply(config) == ["bridge"]
+            assert await edge.apply(config) == ["uplink:mqtt"]
             await prove_paths(bus, mqtt, into=("agent/probe", "agent/probe"))
             got = [(m.topic, m.payload) for m in await bus.quiet(0.2)]
             assert got == ([] if clean_session else sent)
@@ -159,7 +159,7 @@ async def test_unreachable_broker_backs_off_then_gives_up() -> None:
             "connection (is the broker running and listening there?)"
         )
         assert status["attempts"] == 3
-        assert edge.health() == (False, [f"bridge: {status['detail']}"])
+        assert edge.health() == (False, [f"uplink:mqtt: {status['detail']}"])
 
 
 async def test_a_broker_appearing_later_is_picked_up(tmp_path: Path) -> None:

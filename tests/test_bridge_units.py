@@ -319,13 +319,40 @@ def test_outbox_drops_the_oldest_by_bytes_and_refuses_what_can_never_fit() -> No
     assert len(box) == 3 and box.bytes == 39
     (too_big,) = box.append(item(9, size=60))
     assert too_big.topic == "t/9" and len(box) == 3
-    assert box.stats() == {
+    stats = box.stats()
+    assert 0 <= stats.pop("oldest_age") < 60
+    assert stats == {
         "messages": 3,
         "bytes": 39,
         "max_messages": 100,
         "max_bytes": 50,
+        "max_age": 86_400.0,
         "dropped_oldest": 3,
+        "durable": False,
     }
+
+
+def test_outbox_drops_what_waited_longer_than_max_age() -> None:
+    now = [1000.0]
+    box = Outbox(max_messages=100, max_bytes=10_000, max_age=60, clock=lambda: now[0])
+    for index in range(3):
+        box.append(Outgoing(f"t/{index}", b"x", 1, False, created=now[0] + index * 30))
+    now[0] += 75  # t/0 (75 s) and t/1 (45 s)... only t/0 is past 60 s
+    assert [d.topic for d in box.expire()] == ["t/0"]
+    assert box.stats()["oldest_age"] == 45 and box.dropped == 1
+    now[0] += 100
+    dropped = box.append(Outgoing("t/new", b"x", 1, False, created=now[0]))
+    assert [d.topic for d in dropped] == ["t/1", "t/2"] and len(box) == 1
+
+
+def test_outbox_requeue_puts_items_back_at_the_front_in_order() -> None:
+    box = Outbox(max_messages=10, max_bytes=10_000)
+    for index in range(4):
+        box.append(item(index))
+    handed = [box.popleft(), box.popleft()]
+    box.requeue(handed)
+    assert [box.popleft().topic for _ in range(len(box))] == ["t/0", "t/1", "t/2", "t/3"]
+    assert box.bytes == 0
 
 
 # --- back-off -------------------------------------------------------------------------------

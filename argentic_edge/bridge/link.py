@@ -54,6 +54,10 @@ class LinkSession:
     description: str  # for the status page: "MQTT 5", "Kafka (3 brokers)", "Redis 7.2"
     window: int  # QoS>=1 publications the service may keep in flight at once
     resumed: bool = False  # the broker kept our session (MQTT persistent session, Kafka group)
+    # What we publish comes back on our own matching subscriptions (MQTT 3.1.1, Redis, Kafka),
+    # so the service fingerprints it to drop the echo; False where the broker stops it (MQTT 5
+    # no-local).
+    echoes: bool = True
 
 
 @dataclass(slots=True, eq=False)
@@ -78,7 +82,9 @@ class LinkCallbacks:
     """How a link reports back; all are called in the event loop's thread, never awaited.
 
     - ``on_message(topic, payload, ack)``: a message from the broker, topic in MQTT form; ``ack``
-      is None where the protocol has nothing to acknowledge.
+      is None where the protocol has nothing to acknowledge. A topic whose bytes are not UTF-8
+      is given decoded with ``surrogateescape``: the service counts it (``invalid_utf8``) and
+      acknowledges it, so one bad message never blocks a partition or a queue.
     - ``on_settled(token, problem)``: a publication is done: ``problem`` None when the broker has
       it (QoS>=1: acknowledged; QoS 0: written), else a drop reason key of the service's
       ``DROP_REASONS`` (``broker_refused``, ``not_connected``...) or a short text.

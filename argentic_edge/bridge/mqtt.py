@@ -1,15 +1,21 @@
-"""MqttLink: one paho-mqtt client driven by the asyncio loop, its callbacks wired to the bridge.
+"""MqttLink: the MQTT uplink, one paho-mqtt client driven by the asyncio loop (bridge/link.py).
 
 Why not aiomqtt's own API: it turns every received message into a queue item plus a task plus an
 ``asyncio.wait``, and every publish into a future. Measured here, that caps the bridge at about
 half of paho's rate (19 k against 41 k msg/s received). Driving paho through its documented
 external-loop interface (``on_socket_*`` callbacks, ``loop_read``/``loop_write``/``loop_misc``,
 the same interface aiomqtt uses) lets a received message go from paho's parser to the bus in one
-function call, and lets publishes be queued without awaiting each one.
+function call, and lets publishes be queued without awaiting each one: QoS 0 goes straight to the
+socket, QoS>=1 keeps as many in flight as the uplink service's window (the broker's receive
+maximum) allows.
 
-One paho client lives as long as the bridge: reconnecting the same client keeps its session
-state, so QoS>=1 messages in flight when the connection dropped are sent again (MQTT requires
-it for persistent sessions). A new client is made only to fall back from MQTT 5 to 3.1.1.
+Each connection gets a fresh paho client with the same client id: the broker keeps a persistent
+session by that id, and what was in flight when a connection dropped is the service's to send
+again (the Link contract), so an old client's own resend queue must not send it a second time.
+MQTT 5 subscriptions are no-local (our own publications do not come back), and where two
+broker subscriptions overlap, subscription identifiers tell a message's two copies apart.
+A broker that does not speak MQTT 5 makes connect() raise ConnectError(fallback=True): the
+service then asks the factory for the MQTT 3.1.1 variant.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import socket
 import ssl
 import threading
 import warnings
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -32,16 +39,27 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from argentic_edge.bridge.link import (
+    ConnectError,
+    LinkCallbacks,
+    LinkError,
+    LinkSession,
+    Publication,
+)
+from argentic_edge.bridge.routes import overlapping_filters
 from argentic_edge.config import MqttConfig, TlsParams
-from argentic_edge.errors import EdgeError
+from argentic_edge.topics import TopicFilter, TopicTree
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_NAMES = {paho.MQTTv5: "5", paho.MQTTv311: "3.1.1"}
+BridgeError = LinkError  # the name this module's users (ha-remove, older code) know it by
 NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5 session expiry: keep the session like MQTT 3.1.1 does
 UNSUPPORTED_PROTOCOL = 0x84  # CONNACK reason of a broker that does not speak MQTT 5
 CONNECT_TIMEOUT = 10.0  # TCP, TLS and CONNACK together
 READ_BATCH = 256  # packets read per wake-up before other tasks get a turn
+MAX_WINDOW = 1000  # QoS>=1 publications in flight, when the broker allows that many
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
+KEEP_CACHE = 4096  # topics whose kept subscription identifier is remembered
 _TLS_VERSIONS = {
     "PROTOCOL_TLS": None,
     "PROTOCOL_TLS_CLIENT": None,
@@ -50,18 +68,6 @@ _TLS_VERSIONS = {
     "PROTOCOL_TLSv1_2": ssl.TLSVersion.TLSv1_2,
     "PROTOCOL_TLSv1_3": ssl.TLSVersion.TLSv1_3,
 }
-
-
-class BridgeError(EdgeError):
-    """Something the bridge cannot do as configured, said so a user can act on it."""
-
-
-class ConnectError(BridgeError):
-    """A connection attempt failed; ``protocol_refused`` means "try MQTT 3.1.1"."""
-
-    def __init__(self, message: str, *, protocol_refused: bool = False) -> None:
-        super().__init__(message)
-        self.protocol_refused = protocol_refused
 
 
 def tls_context(params: TlsParams) -> ssl.SSLContext:
@@ -141,7 +147,7 @@ def describe_failure(exc: BaseException, where: str, tls: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Session:
-    """What the broker said when it accepted us."""
+    """What the broker said in its CONNACK."""
 
     protocol: str
     session_present: bool
@@ -150,31 +156,26 @@ class Session:
 
 
 class MqttLink:
-    """A paho client on the running loop. Callbacks run in the loop thread:
-
-    - ``on_message(message)`` for every PUBLISH received,
-    - ``on_published(mid, reason)`` when a QoS>=1 publication is acknowledged (and when a QoS 0
-      one has been written: the bridge tells them apart by mid),
-    - ``on_lost(reason)`` when an established connection ends without ``disconnect()``.
-    """
+    """The ``Link`` of an MQTT uplink (see the module docstring); callbacks run in the loop."""
 
     def __init__(
         self,
         config: MqttConfig,
-        client_id: str,
+        callbacks: LinkCallbacks,
         *,
-        mqtt5: bool,
-        will: tuple[str, bytes] | None,
-        on_message: Callable[[paho.MQTTMessage], None],
-        on_published: Callable[[int, ReasonCode], None],
-        on_lost: Callable[[str], None],
+        client_id: str,
+        mqtt5: bool = True,
+        will: tuple[str, bytes] | None = None,
     ) -> None:
         self.config = config
-        self.where = f"{config.broker_address}:{config.port}"
+        self.callbacks = callbacks
+        self.client_id = client_id
         self.mqtt5 = mqtt5
-        self._on_lost = on_lost
+        self.will = will
+        self._where = f"{config.broker_address}:{config.port}"
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._tls = tls_context(config.tls_params) if config.tls_params is not None else None
         self._connack: asyncio.Future[Session] | None = None
         self._closed: asyncio.Future[None] | None = None
         self._subscribes: dict[int, asyncio.Future[list[ReasonCode]]] = {}
@@ -183,36 +184,53 @@ class MqttLink:
         self._fd = -1
         self.connected = False
         self._stopping = False
-        self._tls = tls_context(config.tls_params) if config.tls_params is not None else None
+        self.session: Session | None = None
+        # QoS>=1 publications waiting for their acknowledgement, by packet id.
+        self._pending: dict[int, tuple[paho.MQTTMessageInfo, Publication]] = {}
+        # QoS 0 publications handed to paho and not yet written to its socket, oldest first:
+        # settled once written, or as ``not_connected`` when the connection goes first.
+        self._unwritten: deque[tuple[paho.MQTTMessageInfo, Publication]] = deque()
+        self._acked: list[tuple[int, ReasonCode]] = []
+        self._blocked: deque[Publication] = deque()  # paho had no packet id free (65535 out)
+        self._identifiers: TopicTree[int] | None = None  # set where subscriptions overlap
+        self._keep: dict[str, int] = {}  # topic -> the identifier whose copy we keep (cache)
+        self.duplicates = 0
+        self.client = self._new_client()
 
+    def _new_client(self) -> paho.Client:
+        config = self.config
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
-            clean_session=None if mqtt5 else config.clean_session,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5 if self.mqtt5 else paho.MQTTv311,
+            clean_session=None if self.mqtt5 else config.clean_session,
             reconnect_on_failure=False,
         )
-        # Unlimited in paho: the bridge keeps its own window (paho rescans every queued message
-        # on each acknowledgement when it limits, which is quadratic under load).
+        # Unlimited in paho: the service keeps its own window (paho rescans every queued
+        # message on each acknowledgement when it limits, which is quadratic under load).
         client.max_inflight_messages_set(0)
         client.connect_timeout = CONNECT_TIMEOUT
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_subscribe = self._handle_subscribe
-        client.on_message = lambda _client, _userdata, message: on_message(message)
-        client.on_publish = lambda _client, _data, mid, reason, _props: on_published(mid, reason)
+        client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
         client.on_socket_register_write = self._register_write
         client.on_socket_unregister_write = self._unregister_write
-        if will is not None:
-            client.will_set(will[0], will[1], qos=1, retain=True)
+        if self.will is not None:
+            client.will_set(self.will[0], self.will[1], qos=1, retain=True)
         if config.username is not None:
             password = config.password.reveal() if config.password is not None else None
             client.username_pw_set(config.username, password)
         if self._tls is not None:
             client.tls_set_context(self._tls)
-        self.client = client
+        return client
+
+    @property
+    def where(self) -> str:
+        return self._where
 
     @property
     def protocol(self) -> str:
@@ -220,8 +238,14 @@ class MqttLink:
 
     # --- connecting -------------------------------------------------------------------------
 
-    async def connect(self) -> Session:
+    async def connect(self) -> LinkSession:
         """Open the connection and wait for the broker's CONNACK; ConnectError if refused."""
+        if self.session is not None:  # a reconnection: a fresh client (module docstring)
+            self._detach(self.client)
+            self.client = self._new_client()
+        self._stopping = False
+        self._pending.clear()
+        self._blocked.clear()
         self._connack = self._loop.create_future()
         self._closed = self._loop.create_future()
         self._connecting = self._loop.run_in_executor(None, self._blocking_connect)
@@ -238,8 +262,14 @@ class MqttLink:
                 f"{CONNECT_TIMEOUT:g}s (is it an MQTT broker?)"
             ) from None
         self.connected = True
+        self.session = session
         self._misc = self._loop.create_task(self._housekeeping(), name="mqtt-keepalive")
-        return session
+        return LinkSession(
+            description=f"MQTT {session.protocol}",
+            window=max(1, min(MAX_WINDOW, session.receive_maximum)),
+            resumed=session.session_present,
+            echoes=not self.mqtt5,
+        )
 
     def _blocking_connect(self) -> None:
         """paho's connect: DNS, TCP and the TLS handshake block, so this runs in a thread."""
@@ -274,7 +304,7 @@ class MqttLink:
             future.set_exception(
                 ConnectError(
                     f"{self.where} refused the connection: {reason}{_refusal_hint(reason)}",
-                    protocol_refused=self.mqtt5 and reason.value == UNSUPPORTED_PROTOCOL,
+                    fallback=self.mqtt5 and reason.value == UNSUPPORTED_PROTOCOL,
                 )
             )
             return
@@ -288,6 +318,22 @@ class MqttLink:
             )
         )
 
+    def _disconnect_text(self, flags: paho.DisconnectFlags, reason: ReasonCode) -> str:
+        if flags.is_disconnect_packet_from_server and reason.value == SESSION_TAKEN_OVER:
+            return (
+                f"session taken over: another client connected with our client id "
+                f"{self.client_id!r} and the broker closed our connection (MQTT 5 reason "
+                "0x8E); give every client its own client id"
+            )
+        if flags.is_disconnect_packet_from_server:
+            return f"the broker disconnected us ({reason})"
+        if str(reason) == "Unspecified error":
+            return (
+                "the connection was closed (a broker closes it without saying why when another "
+                f"client connects with our client id {self.client_id!r}, as Mosquitto 2.0 does)"
+            )
+        return str(reason)
+
     def _handle_disconnect(
         self,
         _client: paho.Client,
@@ -298,12 +344,7 @@ class MqttLink:
     ) -> None:
         was_connected = self.connected
         self.connected = False
-        if flags.is_disconnect_packet_from_server:
-            text = f"the broker disconnected us ({reason})"
-        elif str(reason) == "Unspecified error":
-            text = "the connection was closed"
-        else:
-            text = str(reason)
+        text = self._disconnect_text(flags, reason)
         if self._connack is not None and not self._connack.done():
             hint = (
                 "does it want a client certificate (tls_params.certfile and keyfile)"
@@ -322,23 +363,62 @@ class MqttLink:
             if not future.done():
                 future.set_exception(ConnectError(f"connection lost while subscribing: {text}"))
         self._subscribes.clear()
+        self._settle_unwritten()
         if was_connected and not self._stopping:
-            self._on_lost(f"lost the connection to {self.where}: {text}")
+            self.callbacks.on_lost(f"lost the connection to {self.where}: {text}")
 
-    # --- subscribing and publishing -----------------------------------------------------------
+    # --- subscribing ----------------------------------------------------------------------------
 
     async def subscribe(
-        self, topic_filter: str, qos: int, identifier: int | None, timeout: float = CONNECT_TIMEOUT
-    ) -> ReasonCode:
-        """Subscribe one filter and wait for the SUBACK; returns the broker's answer for it.
+        self, filters: Sequence[tuple[str, int]], timeout: float = CONNECT_TIMEOUT
+    ) -> dict[str, str]:
+        """Subscribe every filter at once and wait for the SUBACKs.
 
-        On MQTT 5 the subscription is no-local (our own publications do not come back) and
-        receives retained messages only when it is new (not again on every reconnect of a
-        session). An ``identifier`` (MQTT 5) marks the copies it delivers, which tells the two
-        copies of a message apart where subscriptions overlap; give one only then: paho parses
-        message properties slowly, and an identifier on every message costs a third of the
-        receive rate.
+        On MQTT 5 the subscriptions are no-local and receive retained messages only when new
+        (not again on every reconnect of a session). Where filters overlap, an identifier per
+        subscription marks the copies it delivers and only one copy goes on; identifiers are
+        given only then: paho parses message properties slowly, and an identifier on every
+        message costs a third of the receive rate.
         """
+        overlaps = overlapping_filters([TopicFilter(value) for value, _ in filters])
+        identify = (
+            bool(overlaps) and self.session is not None and self.session.subscription_identifiers
+        )
+        if overlaps and not identify:
+            log.warning(
+                "uplink: the broker subscriptions %s overlap and MQTT %s cannot tell "
+                "the copies apart: a message matching both arrives twice",
+                overlaps,
+                self.protocol,
+            )
+        self._identifiers = (
+            TopicTree((TopicFilter(value), number) for number, (value, _) in enumerate(filters, 1))
+            if identify
+            else None
+        )
+        self._keep.clear()
+        waiting = [
+            (value, self._send_subscribe(value, qos, number if identify else None))
+            for number, (value, qos) in enumerate(filters, 1)
+        ]
+        problems = {}
+        for value, (mid, future) in waiting:
+            try:
+                codes = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise ConnectError(
+                    f"{self.where} did not confirm the subscription to "
+                    f"{value!r} within {timeout:g}s"
+                ) from None
+            finally:
+                self._subscribes.pop(mid, None)
+            if codes[0].is_failure:
+                problems[value] = f"the broker refused the subscription: {codes[0]}"
+        return problems
+
+    def _send_subscribe(
+        self, topic_filter: str, qos: int, identifier: int | None
+    ) -> tuple[int, asyncio.Future[list[ReasonCode]]]:
         if self.mqtt5:
             options = SubscribeOptions(
                 qos=qos, noLocal=True, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
@@ -354,16 +434,7 @@ class MqttLink:
             raise ConnectError(f"cannot subscribe to {topic_filter!r}: {paho.error_string(result)}")
         future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
         self._subscribes[mid] = future
-        try:
-            codes = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise ConnectError(
-                f"{self.where} did not confirm the subscription to "
-                f"{topic_filter!r} within {timeout:g}s"
-            ) from None
-        finally:
-            self._subscribes.pop(mid, None)
-        return codes[0]
+        return mid, future
 
     def _handle_subscribe(
         self,
@@ -377,22 +448,113 @@ class MqttLink:
         if future is not None and not future.done():
             future.set_result(codes)
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> paho.MQTTMessageInfo:
+    # --- receiving --------------------------------------------------------------------------------
+
+    def _handle_message(
+        self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage
+    ) -> None:
+        """paho's on_message: to the service in one call. A topic that is not UTF-8 goes on
+        with its bad bytes as surrogates, for the service to count (link.py)."""
+        raw = message._topic  # paho's .topic decodes strictly, raising
+        topic = raw.decode("utf-8", "surrogateescape")
+        if self._identifiers is not None and not self._first_copy(topic, message):
+            self.duplicates += 1  # the same message, through a second subscription
+            return
+        payload = cast(bytes, message.payload)  # paho hands over bytes (typed bytes | bytearray)
+        self.callbacks.on_message(topic, payload, None)
+
+    def _first_copy(self, topic: str, message: paho.MQTTMessage) -> bool:
+        """True for the copy delivered by the lowest-numbered subscription matching the topic."""
+        assert self._identifiers is not None
+        keep = self._keep.get(topic)
+        if keep is None:
+            matched = self._identifiers.match(topic)
+            if not matched:
+                return True
+            if len(self._keep) >= KEEP_CACHE:
+                self._keep.clear()
+            keep = self._keep[topic] = min(matched)
+        identifiers = getattr(message.properties, "SubscriptionIdentifier", None)
+        return not identifiers or keep in identifiers
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    def publish(self, publication: Publication) -> None:
         """Queue a publication (never blocks); the loop writes it when the socket is ready."""
-        return self.client.publish(topic, payload, qos, retain)
+        info = self.client.publish(
+            publication.topic, publication.payload, publication.qos, publication.retain
+        )
+        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            # paho still holds an unacknowledged message under this id (after 65535 others):
+            # it goes again after the next acknowledgement.
+            self._blocked.append(publication)
+            return
+        if publication.qos:
+            self._pending[info.mid] = (info, publication)
+        elif info.rc != paho.MQTT_ERR_SUCCESS:
+            self.callbacks.on_settled(publication.token, "not_connected")
+        else:
+            self._unwritten.append((info, publication))
+
+    def _handle_publish(
+        self, _client: paho.Client, _data: Any, mid: int, reason: ReasonCode, _props: Any
+    ) -> None:
+        """paho's on_publish. Acknowledgements are handled after paho has marked the message
+        published, which also tells a QoS>=1 acknowledgement from a written QoS 0 message
+        that happens to reuse the id."""
+        if mid not in self._pending:
+            return
+        if not self._acked:
+            self._loop.call_soon(self._settle)
+        self._acked.append((mid, reason))
+
+    def _settle(self) -> None:
+        acked, self._acked = self._acked, []
+        settled = self.callbacks.on_settled
+        for mid, reason in acked:
+            entry = self._pending.get(mid)
+            if entry is None or not entry[0].is_published():
+                continue
+            del self._pending[mid]
+            publication = entry[1]
+            settled(
+                publication.token,
+                f"broker_refused: {publication.topic!r}: {reason}" if reason.is_failure else None,
+            )
+        blocked = self._blocked
+        for _ in range(len(blocked)):
+            self.publish(blocked.popleft())
+
+    def _settle_written(self) -> None:
+        """QoS 0 publications paho has written since the last look (it writes in order)."""
+        unwritten = self._unwritten
+        settled = self.callbacks.on_settled
+        while unwritten and unwritten[0][0].is_published():
+            settled(unwritten.popleft()[1].token, None)
+
+    def _settle_unwritten(self) -> None:
+        """The connection went: QoS 0 publications paho still held were never written."""
+        unwritten, self._unwritten = self._unwritten, deque()
+        for info, publication in unwritten:
+            try:
+                written = info.is_published()
+            except RuntimeError:  # paho marks them failed when it drops its queue
+                written = False
+            self.callbacks.on_settled(publication.token, None if written else "not_connected")
 
     # --- closing ------------------------------------------------------------------------------
 
-    async def disconnect(self, timeout: float = 2.0) -> None:
-        """A clean DISCONNECT (the broker then does not publish our will)."""
+    async def close(self, timeout: float = 2.0) -> None:
+        """A clean DISCONNECT (the broker then does not publish our will), then detach."""
         self._stopping = True
         if self.connected and self._closed is not None:
             self.client.disconnect()
             try:
                 await asyncio.wait_for(self._closed, timeout)
             except TimeoutError:
-                log.warning("bridge: %s did not close the connection in %gs", self.where, timeout)
+                log.warning("uplink: %s did not close the connection in %gs", self.where, timeout)
         self.abort()
+        self._detach(self.client)
 
     def abort(self) -> None:
         """Close the socket now, without a DISCONNECT (as if the network had failed).
@@ -402,32 +564,36 @@ class MqttLink:
         self._stopping = True
         if self._misc is not None:
             self._misc.cancel()
+            self._misc = None
         if self._connecting is not None and not self._connecting.done():
-            self._connecting.add_done_callback(lambda _: self._close_socket())
-        self._close_socket()
+            client = self.client
+            self._connecting.add_done_callback(lambda _: self._close_socket(client))
+        self._close_socket(self.client)
 
-    def _close_socket(self) -> None:
-        sock = self.client.socket()
+    def _close_socket(self, client: paho.Client) -> None:
+        sock = client.socket()
         if sock is not None:
             self._unwatch(sock.fileno())
             sock.close()
-        self.connected = False
+        if client is self.client:
+            self.connected = False
 
-    def close(self) -> None:
-        """Abort and detach from the loop for good (paho's finaliser closes sockets later)."""
-        self.abort()
-        client = self.client
+    def _detach(self, client: paho.Client) -> None:
+        """Let go of an old client for good (paho's finaliser closes sockets later)."""
+        self._close_socket(client)
         client.on_socket_open = client.on_socket_close = None
         client.on_socket_register_write = client.on_socket_unregister_write = None
         client.on_connect = client.on_disconnect = client.on_message = None
         client.on_publish = client.on_subscribe = None
 
-    def reset(self) -> None:
-        """Make the link usable for another connect() after a lost connection."""
-        self._stopping = False
-        if self._misc is not None:
-            self._misc.cancel()
-            self._misc = None
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": self.protocol if self.connected else None,
+            "client_id": self.client_id,
+            "tls": self._tls is not None,
+            "clean_session": self.config.clean_session,
+            "overlap_duplicates_skipped": self.duplicates,
+        }
 
     # --- the asyncio side of paho's external loop ----------------------------------------------
 
@@ -502,15 +668,16 @@ class MqttLink:
                     return
         except Exception:  # a callback of ours failed: report it, keep the loop alive
             log.exception(
-                "bridge: error while reading from %s; dropping the connection", self.where
+                "uplink: error while reading from %s; dropping the connection", self.where
             )
             self._fail_connection("internal error while reading")
 
     def _writable(self) -> None:
         try:
             self.client.loop_write()
+            self._settle_written()
         except Exception:
-            log.exception("bridge: error while writing to %s; dropping the connection", self.where)
+            log.exception("uplink: error while writing to %s; dropping the connection", self.where)
             self._fail_connection("internal error while writing")
 
     def _fail_connection(self, text: str) -> None:
@@ -519,8 +686,9 @@ class MqttLink:
         self._stopping = False
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
+        self._settle_unwritten()
         if was_connected:
-            self._on_lost(f"lost the connection to {self.where}: {text}")
+            self.callbacks.on_lost(f"lost the connection to {self.where}: {text}")
 
 
 def _refusal_hint(reason: ReasonCode) -> str:

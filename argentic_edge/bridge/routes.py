@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from argentic_edge.config import MqttConfig, Route
+from argentic_edge.config import QosLevels, RetainMessages, Route
 from argentic_edge.topics import (
     MAX_TOPIC_BYTES,
     TopicFilter,
     TopicTree,
+    can_share_a_topic,
     category_of,
     has_mqtt_forbidden_character,
 )
@@ -79,15 +80,17 @@ def mqtt_topic_problem(topic: str) -> str | None:
 class BridgeRoute:
     """One configured route, with its filters on both sides and its counters."""
 
-    def __init__(self, index: int, route: Route, mqtt: MqttConfig) -> None:
+    def __init__(
+        self, index: int, route: Route, qos_levels: QosLevels, retain_messages: RetainMessages
+    ) -> None:
         self.index = index
         self.route = route
         self.local_filter = TopicFilter(route.local_prefix + route.topic)
         self.remote_filter = TopicFilter(route.remote_prefix + route.topic)
         self.outbound = route.direction in ("out", "both")
         self.inbound = route.direction in ("in", "both")
-        self._qos_levels = mqtt.qos_levels
-        self._retain_messages = mqtt.retain_messages
+        self._qos_levels = qos_levels
+        self._retain_messages = retain_messages
         self.counters_out = Counters()
         self.counters_in = Counters()
 
@@ -257,29 +260,15 @@ def minimal_prefixes(prefixes: Sequence[str]) -> list[str]:
     return result
 
 
-def _overlapping(subscriptions: Sequence[Subscription]) -> list[tuple[str, str]]:
-    """Pairs of subscriptions a single topic can match both of (``a/+/c`` and ``a/b/#``)."""
+def overlapping_filters(filters: Sequence[TopicFilter]) -> list[tuple[str, str]]:
+    """Pairs of filters a single topic can match both of (``a/+/c`` and ``a/b/#``)."""
     pairs = []
-    neighbours = related([subscription.filter for subscription in subscriptions])
-    for index, (first, near) in enumerate(zip(subscriptions, neighbours, strict=True)):
+    for index, (first, near) in enumerate(zip(filters, related(filters), strict=True)):
         for other in near:
-            second = subscriptions[other]
-            if other > index and _can_share_a_topic(first.filter.levels, second.filter.levels):
-                pairs.append((first.filter.value, second.filter.value))
+            second = filters[other]
+            if other > index and can_share_a_topic(first.levels, second.levels):
+                pairs.append((first.value, second.value))
     return pairs
-
-
-def _can_share_a_topic(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
-    for index in range(max(len(first), len(second))):
-        a = first[index] if index < len(first) else None
-        b = second[index] if index < len(second) else None
-        if a == "#" or b == "#":
-            return True
-        if a is None or b is None:
-            return False
-        if a != "+" and b != "+" and a != b:
-            return False
-    return True
 
 
 Resolved = TypeVar("Resolved")
@@ -299,8 +288,14 @@ def _remember(
 class RouteTable:
     """Every route of a bridge, indexed both ways by topic trees."""
 
-    def __init__(self, routes: Sequence[Route], mqtt: MqttConfig) -> None:
-        self.routes = tuple(BridgeRoute(index, route, mqtt) for index, route in enumerate(routes))
+    def __init__(self, routes: Sequence[Route], link: object) -> None:
+        """``link`` is the uplink's protocol settings: ``qos_levels`` and ``retain_messages``
+        there decide ``auto`` routes (a protocol without them gets the defaults)."""
+        qos_levels = getattr(link, "qos_levels", None) or QosLevels()
+        retain = getattr(link, "retain_messages", None) or RetainMessages()
+        self.routes = tuple(
+            BridgeRoute(index, route, qos_levels, retain) for index, route in enumerate(routes)
+        )
         self._out_tree: TopicTree[BridgeRoute] = TopicTree(
             (route.local_filter, route) for route in self.routes if route.outbound
         )
@@ -311,7 +306,7 @@ class RouteTable:
         self._subscription_tree: TopicTree[int] = TopicTree(
             (sub.filter, sub.identifier) for sub in self.subscriptions
         )
-        self.overlaps = _overlapping(self.subscriptions)
+        self.overlaps = overlapping_filters([sub.filter for sub in self.subscriptions])
         self.bus_prefixes = minimal_prefixes(
             [route.local_filter.zmq_prefix for route in self.routes if route.outbound]
         )

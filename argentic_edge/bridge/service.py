@@ -1,22 +1,31 @@
-"""The MQTT bridge: the local ZeroMQ bus and an MQTT broker, joined by routes.
+"""The uplink service: the local ZeroMQ bus and one broker, joined by routes, any protocol.
+
+One ``Uplink`` per configured uplink (service ``uplink:<name>``); what differs between MQTT,
+Kafka, Redis and RabbitMQ lives in the ``Link`` the factory makes (bridge/link.py,
+bridge/protocols.py). This module owns what they share: routes, the outbox, the loop guard,
+back-off, counters, status and health.
 
 Bus to broker: a SUB socket on the bus (one libzmq subscription per outbound route prefix) is
 read through ``BusReader`` (bus/reader.py): in batches, on a CPU budget high enough for the
-bridge's full rate (past it the reader pauses and its queue buffers; falling a whole queue
+uplink's full rate (past it the reader pauses and its queue buffers; falling a whole queue
 behind, where libzmq drops, shows as ``bus_reader.queue_full``). Each frame is matched to its
-routes (a cached topic-tree lookup), rewritten to the broker topic and handed to paho without
-waiting for the broker: QoS 0 goes straight to the socket, QoS>=1 keeps up to the broker's
-receive maximum in flight. While the broker is away, or
-its window is full, messages wait in a bounded outbox (drop-oldest).
+routes (a cached topic-tree lookup), rewritten to the broker topic and handed to the link
+without waiting for the broker: QoS 0 straight on, QoS>=1 up to the link's window in flight.
+While the broker is away, or the window is full, messages wait in a bounded outbox
+(drop-oldest, by count, bytes and age). What was in flight when a connection went goes back to
+the front of the outbox and is sent again (at-least-once).
 
-Broker to bus: paho's message callback resolves the routes; after each read batch the frames
-``<topic> <payload>`` go to a PUB socket on the bus with NOBLOCK, back to back; at the
-high-water mark a message is dropped and counted.
+Broker to bus: the link's message callback resolves the routes; after each read batch the
+frames ``<topic> <payload>`` go to a PUB socket on the bus with NOBLOCK, back to back; at the
+high-water mark a message is dropped and counted. Only then is the message acknowledged to the
+link (Kafka offsets, XACK, AMQP acks).
 
-Payloads pass byte for byte. Loops are stopped by MQTT 5 no-local subscriptions and by a
-fingerprint set of what the bridge injected on each side (loopguard.py). Connection: exponential
-back-off with jitter, a persistent session when ``clean_session`` is false, a retained presence
-topic with a last will. See README.md, "MQTT bridge", for the user's view.
+Payloads pass byte for byte. Loops are stopped by a fingerprint set of what this uplink put on
+the bus (so it never goes back to the broker it came from), and of what it published where the
+broker echoes our own publications (MQTT 3.1.1, Redis, Kafka; MQTT 5's no-local stops them at
+the broker). Two uplinks to one broker whose routes would carry a topic round are refused by
+the configuration. Connection: exponential back-off with jitter; MQTT adds a retained presence
+topic with a last will. See docs/uplinks.md for the user's view.
 """
 
 from __future__ import annotations
@@ -28,32 +37,37 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import paho.mqtt.client as paho
 import zmq
 import zmq.asyncio
-from paho.mqtt.reasoncodes import ReasonCode
 
+from argentic_edge.bridge.link import (
+    Acknowledge,
+    ConnectError,
+    Link,
+    LinkCallbacks,
+    LinkError,
+    LinkSession,
+    Publication,
+)
 from argentic_edge.bridge.loopguard import LoopGuard
-from argentic_edge.bridge.mqtt import BridgeError, ConnectError, MqttLink, Session
 from argentic_edge.bridge.outbox import Outbox, Outgoing
 from argentic_edge.bridge.routes import Counters, InDelivery, RouteTable, mqtt_topic_problem
 from argentic_edge.bus.proxy import BusEndpoints, apply_socket_options
 from argentic_edge.bus.reader import BusReader
-from argentic_edge.config import BridgeConfig, BusConfig
+from argentic_edge.config import BusConfig, UplinkConfig
 
-__all__ = ["Bridge", "BridgeError", "backoff_delay", "presence_topic"]
+__all__ = ["LinkFactory", "Uplink", "UplinkStatus", "backoff_delay", "presence_topic"]
 
 log = logging.getLogger(__name__)
 
 BACKOFF_CAP = 60.0  # seconds; never wait longer between attempts (unless connect_retry_delay is)
 STABLE_AFTER = 30.0  # a connection that held this long resets the back-off
-MAX_WINDOW = 1000  # QoS>=1 publications in flight, when the broker allows that many
 BATCH = 1024  # bus frames handled per wake-up before other tasks get a turn
 CPU_SHARE = 0.9  # of one core for reading the bus: forwarding is this service's whole job, but
-# a flood beyond it must still leave the loop time for paho's keepalives and the web server
-SUB_HIGH_WATER_MARK = 100_000  # frames queued for the bridge before the bus drops for it
+# a flood beyond it must still leave the loop time for keepalives and the web server
+SUB_HIGH_WATER_MARK = 100_000  # frames queued for the uplink before the bus drops for it
 STOP_TIMEOUT = 2.0  # seconds to deliver the offline status and what is in flight
 
 CONNECTING = "connecting"
@@ -73,17 +87,22 @@ DROP_REASONS = {
     "topic_too_long": "messages whose topic is longer than 65535 bytes",
     "invalid_utf8": "messages whose topic is not valid UTF-8",
     "wildcard_in_topic": "bus messages whose topic contains + or # (MQTT topic names cannot)",
-    "too_large": "messages larger than bridge.max_payload",
+    "too_large": "messages larger than max_payload",
     "malformed_frame": "bus frames that are not '<topic> <payload>'",
     "bus_full": "broker messages the bus could not take (high-water mark reached)",
-    "buffer_full": "bus messages pushed out of the full outbox (bridge.buffer)",
+    "buffer_full": "bus messages pushed out of the full outbox (buffer)",
+    "expired": "bus messages that waited in the outbox longer than buffer.max_age",
     "broker_refused": "publications the broker refused",
     "not_connected": "QoS 0 publications caught by a lost connection",
 }
 
+LinkFactory = Callable[[LinkCallbacks, int], Link]
+"""Makes the uplink's link: (callbacks, fallback) where ``fallback`` counts the times the broker
+asked for an older protocol variant (ConnectError(fallback=True): MQTT 5 -> 3.1.1)."""
+
 
 def presence_topic(node_name: str) -> str:
-    """Retained ``online``/``offline`` status of this appliance on the broker."""
+    """Retained ``online``/``offline`` status of this appliance on an MQTT broker."""
     return f"argentic/edge/{node_name}/status"
 
 
@@ -107,7 +126,8 @@ class DropLog:
     """One warning per kind of dropped message, then only counting: a flood of bad messages
     must not become a flood of log lines, nor one huge topic a huge line."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str) -> None:
+        self.label = label
         self._seen: set[str] = set()
 
     def note(self, reason: str, example: str) -> None:
@@ -116,79 +136,105 @@ class DropLog:
             if len(example) > EXAMPLE_CHARS:
                 example = f"{example[:EXAMPLE_CHARS]}... ({len(example)} characters)"
             log.warning(
-                "bridge: dropping %s, e.g. %s; counted in the status from now on, not logged again",
+                "%s: dropping %s, e.g. %s; counted in the status from now on, not logged again",
+                self.label,
                 DROP_REASONS.get(reason, reason),
                 example,
             )
 
 
-@dataclass(frozen=True)
-class BridgeStatus:
-    """The ``bridge`` section of the status document."""
+def _reason(problem: str) -> tuple[str, str | None]:
+    """A link's settle problem as (reason key, detail): ``"broker_refused: 'a/b': ..."``."""
+    key, _, detail = problem.partition(": ")
+    if key in DROP_REASONS:
+        return key, detail or None
+    return "broker_refused", problem
 
+
+def _not_utf8(topic: str) -> bool:
+    try:
+        topic.encode("utf-8")
+    except UnicodeEncodeError:  # the link passed bad bytes as surrogates (link.py)
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class UplinkStatus:
+    """One uplink's entry in the status document's ``uplinks`` list."""
+
+    name: str
+    protocol: str
     enabled: bool
     state: str
     detail: str
     broker: str | None
-    client_id: str
-    protocol: str | None
+    session: str | None
     tls: bool
-    clean_session: bool
-    presence_topic: str
+    presence_topic: str | None
     last_error: str | None
     attempts: int
     connections: int
     connected_for: float | None
     in_flight: int
     window: int | None
-    buffer: dict[str, int]
+    buffer: dict[str, Any]
     routes: list[dict[str, Any]]
     subscription_problems: dict[str, str]
     unrouted_drops: dict[str, dict[str, int]]
-    overlap_duplicates_skipped: int
     loop_guard: dict[str, dict[str, int]]
     bus_reader: dict[str, Any] | None
+    link: dict[str, Any]
+    notes: list[str]
 
 
-class Bridge:
-    """The ``bridge`` service: ``await start()``, ``await stop()``, ``health()``, ``status()``.
+class Uplink:
+    """The ``uplink:<name>`` service: ``await start()``, ``await stop()``, ``health()``,
+    ``status()``.
 
     Extras for other services: ``await publish_retained(topic, payload)``,
     ``on_connect(callback)`` to run a coroutine after every (re)connection, and
     ``listen(topic, callback)`` for the appliance's own commands from the broker.
     """
 
-    name = "bridge"
-
     def __init__(
         self,
-        config: BridgeConfig,
+        uplink: UplinkConfig,
         messaging: BusConfig,
         *,
-        node_name: str,
-        client_id: str,
+        make_link: LinkFactory,
         context: zmq.Context[Any],
         endpoints: BusEndpoints,
+        presence: str | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
+        self.config = uplink
+        self.uplink_name = uplink.name
+        self.name = f"uplink:{uplink.name}"
+        self.protocol = uplink.protocol
         self.messaging = messaging
-        self.mqtt = config.mqtt
         self.context = context
         self.endpoints = endpoints
-        self.client_id = client_id
-        self.presence_topic = presence_topic(node_name)
-        self.where = f"{self.mqtt.broker_address}:{self.mqtt.port}"
-        self.routes = RouteTable(config.routes, self.mqtt)
-        self.max_payload = config.max_payload
+        self.presence_topic = presence
+        self._make_link = make_link
+        settings = uplink.link
+        self.configured = getattr(settings, "broker_address", "") is not None
+        self.where = f"{getattr(settings, 'broker_address', '')}:{getattr(settings, 'port', '')}"
+        self.retry_delay = float(getattr(settings, "connect_retry_delay", 5.0))
+        self.max_attempts = int(getattr(settings, "max_reconnect_attempts", 0))
+        self.routes = RouteTable(uplink.routes, settings)
+        self.max_payload = uplink.max_payload
         self.encoding = messaging.topic_encoding
-        self.outbox = Outbox(config.buffer.max_messages, config.buffer.max_bytes)
-        # The bridge's own messages (presence, publish_retained): few, sent before the outbox,
+        buffer = uplink.buffer
+        self.outbox = outbox or Outbox(buffer.max_messages, buffer.max_bytes, buffer.max_age)
+        # The uplink's own messages (presence, publish_retained): few, sent before the outbox,
         # and never pushed out by bus traffic.
         self._priority: deque[Outgoing] = deque()
         self.bus_guard = LoopGuard()
-        self.mqtt_guard = LoopGuard()
-        self._drops = DropLog()
+        self.broker_guard = LoopGuard()
+        self._label = f"uplink {uplink.name}"
+        self._drops = DropLog(self._label)
         self._unrouted: dict[str, Counter[str]] = {"from_bus": Counter(), "from_broker": Counter()}
-        self._duplicates = 0
 
         self.state = STOPPED
         self.last_error: str | None = None
@@ -198,19 +244,17 @@ class Bridge:
         self._next_attempt_at: float | None = None
         self._gave_up_reason: str | None = None
         self._subscription_problems: dict[str, str] = {}
+        self._said: str | None = None  # the failure logged last (said once while it repeats)
 
-        self._mqtt5 = True
-        self._link: MqttLink | None = None
-        self._session: Session | None = None
+        self._fallback = 0
+        self._link: Link | None = None
+        self._session: LinkSession | None = None
         self._online = False
+        self._echoes = True
         self._window = 1
-        self._inflight: dict[int, tuple[paho.MQTTMessageInfo, Outgoing]] = {}
-        # QoS 0 publications handed to paho and not yet written to its socket, oldest first:
-        # paho forgets them when the connection goes, so they are counted lost here.
-        self._unwritten: deque[tuple[paho.MQTTMessageInfo, Outgoing]] = deque()
-        self._acked: list[tuple[int, ReasonCode]] = []
+        self._inflight: dict[Outgoing, None] = {}  # QoS>=1 handed to the link, in order
         self._to_bus: list[tuple[InDelivery, bytes]] = []
-        self._dedupe = False
+        self._acks: list[Acknowledge] = []
         self._hooks: list[Callable[[], Awaitable[None]]] = []
         self._listeners: dict[str, Callable[[bytes], None]] = {}
         self._hook_tasks: set[asyncio.Task[None]] = set()
@@ -220,21 +264,31 @@ class Bridge:
         self._sub: zmq.asyncio.Socket | None = None
         self._reader: BusReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._callbacks = LinkCallbacks(
+            on_message=self._from_broker, on_settled=self._settled, on_lost=self._connection_lost
+        )
+
+    @property
+    def link(self) -> Link | None:
+        """The current link (None before the first attempt)."""
+        return self._link
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        if self.mqtt.broker_address is None:
+        for note in self.config.notes:
+            log.warning("%s: %s", self._label, note)
+        if not self.configured:
             self.state = WAITING
-            log.info("bridge: no broker configured (bridge.mqtt.broker_address); waiting")
+            log.info("%s: no broker configured (broker_address); waiting", self._label)
             return
         self._open_bus()
         self.state = CONNECTING
         assert self._reader is not None
         self._tasks = [
-            asyncio.create_task(self._reader.run(), name="bridge-bus-reader"),
-            asyncio.create_task(self._run(), name="bridge-connection"),
+            asyncio.create_task(self._reader.run(), name=f"{self.name}-bus-reader"),
+            asyncio.create_task(self._run(), name=f"{self.name}-connection"),
         ]
 
     def _open_bus(self) -> None:
@@ -257,15 +311,15 @@ class Bridge:
         except zmq.ZMQError as exc:
             pub.close(linger=0)
             sub.close(linger=0)
-            raise BridgeError(
-                f"the bridge cannot join the bus at "
+            raise LinkError(
+                f"{self._label} cannot join the bus at "
                 f"{self.endpoints.local_publish} and "
                 f"{self.endpoints.local_subscribe}: {exc}"
             ) from None
         self._pub, self._sub = pub, sub
         # discard_stale=False: what waits in the queue is still worth forwarding
         self._reader = BusReader(
-            sub, self._from_bus, name="bridge", share=CPU_SHARE, discard_stale=False, batch=BATCH
+            sub, self._from_bus, name=self.name, share=CPU_SHARE, discard_stale=False, batch=BATCH
         )
 
     async def stop(self) -> None:
@@ -278,30 +332,20 @@ class Bridge:
             except asyncio.CancelledError:
                 pass
             except Exception:
-                log.exception("bridge: a task failed while stopping")
+                log.exception("%s: a task failed while stopping", self._label)
         self._tasks = []
         for task in list(self._hook_tasks):
             task.cancel()
         link = self._link
-        if link is not None and link.connected and self._online:
-            await self._say_offline()
-            await link.disconnect()
         if link is not None:
-            link.close()
+            if self._online and self.presence_topic is not None:
+                await self._say_offline()
+            try:
+                await link.close()
+            except Exception:
+                log.exception("%s: the link did not close cleanly", self._label)
         self._online = False
-        waiting = self.outbox.clear()
-        if waiting:
-            log.warning(
-                "bridge: stopping with %d bus message(s) still waiting for the broker; "
-                "they are dropped",
-                len(waiting),
-            )
-        waiting += list(self._priority) + [item for _, item in self._inflight.values()]
-        self._priority.clear()
-        for item in waiting:
-            if item.done is not None and not item.done.done():
-                item.done.set_exception(BridgeError("the bridge stopped before the broker had it"))
-        self._inflight.clear()
+        self._end_waiting()
         self._send_to_bus()  # what the last read brought, before the socket goes
         for sock in (self._pub, self._sub):
             if sock is not None:
@@ -310,8 +354,26 @@ class Bridge:
         self.state = STOPPED
         self.connected_since = None
 
+    def _end_waiting(self) -> None:
+        """What has not reached the broker: kept on disk by a durable outbox, else dropped."""
+        waiting = [] if self.outbox.durable else self.outbox.clear()
+        if waiting:
+            log.warning(
+                "%s: stopping with %d bus message(s) still waiting for the broker; "
+                "they are dropped",
+                self._label,
+                len(waiting),
+            )
+        waiting += list(self._priority) + list(self._inflight)
+        self._priority.clear()
+        self._inflight.clear()
+        for item in waiting:
+            if item.done is not None and not item.done.done():
+                item.done.set_exception(LinkError("the uplink stopped before the broker had it"))
+        self.outbox.close()
+
     async def _say_offline(self) -> None:
-        assert self._loop is not None
+        assert self._loop is not None and self.presence_topic is not None
         done: asyncio.Future[None] = self._loop.create_future()
         self._submit(
             Outgoing(self.presence_topic, b"offline", 1, True, None, done),
@@ -320,9 +382,10 @@ class Bridge:
         )
         try:
             await asyncio.wait_for(done, STOP_TIMEOUT)
-        except (TimeoutError, BridgeError) as exc:
+        except (TimeoutError, LinkError) as exc:
             log.warning(
-                "bridge: could not publish the offline status: %s",
+                "%s: could not publish the offline status: %s",
+                self._label,
                 exc or "no acknowledgement in time",
             )
 
@@ -331,7 +394,6 @@ class Bridge:
     async def _run(self) -> None:
         """Connect, stay connected until the link drops, back off, repeat (or give up)."""
         loop = asyncio.get_running_loop()
-        limit = self.mqtt.max_reconnect_attempts
         while True:
             self.state = CONNECTING
             self._next_attempt_at = None
@@ -339,120 +401,119 @@ class Bridge:
             try:
                 await self._connect_once()
             except ConnectError as exc:
-                if exc.protocol_refused:
-                    log.info("bridge: %s does not speak MQTT 5; using MQTT 3.1.1", self.where)
-                    self._mqtt5 = False
-                    if self._link is not None:
-                        self._link.close()
-                    self._link = None
+                if exc.fallback:
+                    log.info("%s: %s; trying the older protocol variant", self._label, exc)
+                    self._fallback += 1
+                    await self._drop_link()
                     continue
                 failure = str(exc)
-            except BridgeError as exc:
+            except LinkError as exc:
                 failure = str(exc)
             except Exception as exc:
-                log.exception("bridge: unexpected error while connecting")
+                log.exception("%s: unexpected error while connecting", self._label)
                 failure = f"internal error: {exc}"
             else:
                 failure = await self._lost
-                self._online = False
                 if (
                     self.connected_since is not None
                     and time.monotonic() - self.connected_since >= STABLE_AFTER
                 ):
                     self.attempts = 0
+                    self._said = None
                 self.connected_since = None
             self.attempts += 1
+            repeated, self._said = failure == self._said, failure
             self.last_error = failure
-            if limit and self.attempts >= limit:
+            if self.max_attempts and self.attempts >= self.max_attempts:
                 self.state = GAVE_UP
                 self._gave_up_reason = f"gave up after {self.attempts} attempts: {failure}"
-                log.error("bridge: %s", self._gave_up_reason)
+                log.error("%s: %s", self._label, self._gave_up_reason)
                 return
-            delay = backoff_delay(self.attempts, self.mqtt.connect_retry_delay)
+            delay = backoff_delay(self.attempts, self.retry_delay)
             self.state = BACKING_OFF
             self._next_attempt_at = time.monotonic() + delay
-            log.warning("bridge: %s; next attempt in %.1fs", failure, delay)
+            # The same failure again before a connection held (a broker that stays down, a
+            # client id taken over again and again) is said once; the status keeps counting.
+            log.log(
+                logging.DEBUG if repeated else logging.WARNING,
+                "%s: %s; next attempt in %.1fs",
+                self._label,
+                failure,
+                delay,
+            )
             await asyncio.sleep(delay)
+
+    async def _drop_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
 
     async def _connect_once(self) -> None:
         if self._link is None:
-            self._link = MqttLink(
-                self.mqtt,
-                self.client_id,
-                mqtt5=self._mqtt5,
-                will=(self.presence_topic, b"offline"),
-                on_message=self._from_broker,
-                on_published=self._published,
-                on_lost=self._connection_lost,
-            )
-        else:
-            self._link.reset()
+            self._link = self._make_link(self._callbacks, self._fallback)
+            self.where = self._link.where
         link = self._link
         try:
             session = await link.connect()
-            identify = bool(self.routes.overlaps)  # identifiers only where copies can double
-            for subscription in self.routes.subscriptions:
-                answer = await link.subscribe(
-                    subscription.filter.value,
-                    subscription.qos,
-                    subscription.identifier if identify else None,
-                )
-                self._check_subscription(subscription.filter.value, answer)
-            for topic in self._listeners:
-                self._check_subscription(topic, await link.subscribe(topic, 1, None))
+            problems = await link.subscribe(
+                [(sub.filter.value, sub.qos) for sub in self.routes.subscriptions]
+                + [(topic, 1) for topic in self._listeners]
+            )
         except BaseException:
             link.abort()
             raise
+        self._check_subscriptions(problems)
         self._went_online(session)
 
-    def _check_subscription(self, topic_filter: str, answer: ReasonCode) -> None:
-        if answer.is_failure:
-            problem = f"the broker refused the subscription: {answer}"
+    def _check_subscriptions(self, problems: dict[str, str]) -> None:
+        for topic_filter, problem in problems.items():
             if self._subscription_problems.get(topic_filter) != problem:
-                log.warning("bridge: %s to %r; nothing arrives through it", problem, topic_filter)
-            self._subscription_problems[topic_filter] = problem
-        else:
-            self._subscription_problems.pop(topic_filter, None)
+                log.warning(
+                    "%s: %s to %r; nothing arrives through it", self._label, problem, topic_filter
+                )
+        self._subscription_problems = dict(problems)
 
-    def _went_online(self, session: Session) -> None:
+    def _went_online(self, session: LinkSession) -> None:
         self._session = session
-        self._window = max(1, min(MAX_WINDOW, session.receive_maximum))
-        self._dedupe = session.subscription_identifiers and bool(self.routes.overlaps)
-        if self.routes.overlaps and not self._dedupe:
-            log.warning(
-                "bridge: the broker subscriptions %s overlap and MQTT %s cannot tell "
-                "the copies apart: a message matching both arrives twice",
-                self.routes.overlaps,
-                session.protocol,
-            )
+        self._window = max(1, session.window)
+        self._echoes = session.echoes
         self.state = CONNECTED
         self.last_error = None
         self.connections += 1
         self.connected_since = time.monotonic()
         self._online = True
         log.info(
-            "bridge: connected to %s (MQTT %s%s, %s session%s)",
+            "%s: connected to %s (%s%s)",
+            self._label,
             self.where,
-            session.protocol,
-            ", TLS" if self.mqtt.tls_params else "",
-            "clean" if self.mqtt.clean_session else "persistent",
-            ", resumed" if session.session_present else "",
+            session.description,
+            ", session resumed" if session.resumed else "",
         )
-        self._priority.appendleft(
-            Outgoing(
-                self.presence_topic,
-                b"online",
-                1,
-                True,
-                echo=self._echo_on_broker(self.presence_topic),
+        if self.presence_topic is not None:
+            self._priority.appendleft(
+                Outgoing(
+                    self.presence_topic,
+                    b"online",
+                    1,
+                    True,
+                    echo=self._echo_on_broker(self.presence_topic),
+                )
             )
-        )
         self._flush()
         for hook in self._hooks:
             self._start_hook(hook)
 
     def _connection_lost(self, reason: str) -> None:
-        self._count_unwritten()
+        """The link's on_lost: what was in flight goes back to the front, in order."""
+        self._online = False
+        inflight = list(self._inflight)
+        self._inflight.clear()
+        own = [item for item in inflight if item.counters is None]
+        self._priority.extendleft(reversed(own))
+        routed = [item for item in inflight if item.counters is not None]
+        for item in routed:
+            self._uncount(item)  # counted again when it is sent again
+        self.outbox.requeue(routed)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
 
@@ -463,7 +524,9 @@ class Bridge:
             raise
         except Exception:
             log.exception(
-                "bridge: an on_connect callback (%s) failed", getattr(hook, "__qualname__", hook)
+                "%s: an on_connect callback (%s) failed",
+                self._label,
+                getattr(hook, "__qualname__", hook),
             )
 
     # --- bus to broker ------------------------------------------------------------------------
@@ -505,11 +568,16 @@ class Bridge:
         if item.counters is not None:
             item.counters.buffered += 1
         for dropped in self.outbox.append(item):
-            self._lose(dropped, "buffer_full")
+            self._lose(dropped, "expired" if self._expired(dropped) else "buffer_full")
+
+    def _expired(self, item: Outgoing) -> bool:
+        return time.time() - item.created > self.outbox.max_age
 
     def _flush(self) -> None:
         """Send queued messages in order while the broker's window has room."""
         priority, outbox = self._priority, self.outbox
+        for dropped in outbox.expire():
+            self._lose(dropped, "expired")
         while self._online:
             if priority:
                 item, take = priority[0], priority.popleft
@@ -523,70 +591,42 @@ class Bridge:
             self._send(item, item.echo)
 
     def _send(self, item: Outgoing, echo: bool) -> None:
+        """Hand it to the link; counted as carried now (a refusal later counts as a drop too,
+        a message the link never wrote is taken off again)."""
         assert self._link is not None
-        info = self._link.publish(item.topic, item.payload, item.qos, item.retain)
-        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-            # paho still holds an unacknowledged message under this id (after 65535 others):
-            # put it back first; the next attempt gets the next id.
-            item.echo = echo
-            self._priority.appendleft(item)
-            return
-        if item.qos == 0 and info.rc != paho.MQTT_ERR_SUCCESS:
-            self._lose(item, "not_connected")
-            return
         if item.qos:
-            self._inflight[info.mid] = (info, item)
-        else:
-            self._track_unwritten(info, item)
-            if item.done is not None:
-                item.done.set_result(None)
+            self._inflight[item] = None
+        counters = item.counters
+        if counters is not None:
+            counters.messages += 1
+            counters.bytes += len(item.payload)
+        if echo and self._echoes:
+            self.broker_guard.add(item.topic, item.payload)
+        self._link.publish(Publication(item.topic, item.payload, item.qos, item.retain, item))
+
+    def _settled(self, token: object, problem: str | None) -> None:
+        """The link's on_settled: count it, tell a waiting caller, make room in the window."""
+        assert isinstance(token, Outgoing)
+        item = token
+        if item.qos:
+            self._inflight.pop(item, None)
         if item.counters is not None:
-            item.counters.messages += 1
-            item.counters.bytes += len(item.payload)
-        if echo and not self._mqtt5:
-            self.mqtt_guard.add(item.topic, item.payload)
+            self.outbox.done(item)
+        if problem is not None:
+            reason, detail = _reason(problem)
+            if reason == "not_connected":
+                self._uncount(item)
+            self._lose(item, reason, detail)
+        elif item.done is not None and not item.done.done():
+            item.done.set_result(None)
+        if item.qos and (self._priority or self.outbox):
+            self._flush()
 
-    def _track_unwritten(self, info: paho.MQTTMessageInfo, item: Outgoing) -> None:
-        unwritten = self._unwritten
-        while unwritten and unwritten[0][0].is_published():  # paho writes in order
-            unwritten.popleft()
-        if not info.is_published():
-            unwritten.append((info, item))
-
-    def _count_unwritten(self) -> None:
-        """QoS 0 publications paho still held when the connection went: never written, lost."""
-        for info, item in self._unwritten:
-            if not info.is_published():
-                if item.counters is not None:
-                    item.counters.messages -= 1
-                    item.counters.bytes -= len(item.payload)
-                self._lose(item, "not_connected")
-        self._unwritten.clear()
-
-    def _published(self, mid: int, reason: ReasonCode) -> None:
-        """paho's on_publish. Acknowledgements are handled after paho has marked the message
-        published, which also tells a QoS>=1 acknowledgement from a written QoS 0 message
-        that happens to reuse the id."""
-        if mid not in self._inflight:
-            return
-        if not self._acked:
-            assert self._loop is not None
-            self._loop.call_soon(self._settle)
-        self._acked.append((mid, reason))
-
-    def _settle(self) -> None:
-        acked, self._acked = self._acked, []
-        for mid, reason in acked:
-            entry = self._inflight.get(mid)
-            if entry is None or not entry[0].is_published():
-                continue
-            del self._inflight[mid]
-            item = entry[1]
-            if reason.is_failure:
-                self._lose(item, "broker_refused", f"{item.topic!r}: {reason}")
-            elif item.done is not None and not item.done.done():
-                item.done.set_result(None)
-        self._flush()
+    @staticmethod
+    def _uncount(item: Outgoing) -> None:
+        if item.counters is not None:
+            item.counters.messages -= 1
+            item.counters.bytes -= len(item.payload)
 
     def _lose(self, item: Outgoing, reason: str, example: str | None = None) -> None:
         if item.counters is not None:
@@ -594,44 +634,40 @@ class Bridge:
         else:
             self._drops.note(reason, example or repr(item.topic))
         if item.done is not None and not item.done.done():
-            item.done.set_exception(BridgeError(f"{DROP_REASONS[reason]}: {item.topic!r}"))
+            item.done.set_exception(LinkError(f"{DROP_REASONS[reason]}: {item.topic!r}"))
 
     # --- broker to bus ------------------------------------------------------------------------
 
-    def _from_broker(self, message: paho.MQTTMessage) -> None:
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            self._drop_unrouted("from_broker", "invalid_utf8", "a topic from the broker")
-            return
+    def _from_broker(self, topic: str, payload: bytes, ack: Acknowledge | None) -> None:
+        """The link's on_message. Acknowledged once on the bus (``_send_to_bus``), or now if it
+        goes nowhere."""
         listener = self._listeners.get(topic)
         if listener is not None:  # the appliance's own command, not traffic for the bus
-            listener(cast(bytes, message.payload))
-            return
-        resolution = self.routes.inbound(topic)
-        if self._dedupe and resolution.subscription_id is not None:
-            identifiers = getattr(message.properties, "SubscriptionIdentifier", None)
-            if identifiers and resolution.subscription_id not in identifiers:
-                self._duplicates += 1  # the same message, through a second subscription
+            listener(payload)
+        elif not topic.isascii() and _not_utf8(topic):
+            self._drop_unrouted("from_broker", "invalid_utf8", ascii(topic[:60]))
+        elif not (self._echoes and self.broker_guard.consume(topic, payload)):
+            for delivery in self.routes.inbound(topic).deliveries:
+                if self._passes(delivery.route.counters_in, delivery.problem, topic, payload):
+                    if not self._to_bus:
+                        assert self._loop is not None
+                        self._loop.call_soon(self._send_to_bus)
+                    self._to_bus.append((delivery, payload))
+            if ack is not None and self._to_bus:
+                self._acks.append(ack)
                 return
-        payload = cast(bytes, message.payload)  # paho hands over bytes (typed bytes | bytearray)
-        if not self._mqtt5 and self.mqtt_guard.consume(topic, payload):
-            return
-        for delivery in resolution.deliveries:
-            if self._passes(delivery.route.counters_in, delivery.problem, topic, payload):
-                if not self._to_bus:
-                    assert self._loop is not None
-                    self._loop.call_soon(self._send_to_bus)
-                self._to_bus.append((delivery, payload))
+        if ack is not None:
+            ack()
 
     def _send_to_bus(self) -> None:
         """Put what the last read from the broker brought on the bus, back to back.
 
         The first frame wakes the bus's proxy thread (about 10 us when it sleeps); frames right
-        behind it cost about 1 us. Sending after paho's read batch instead of one by one saves
-        most wake-ups under load and delays nothing when messages come one at a time.
+        behind it cost about 1 us. Sending after the link's read batch instead of one by one
+        saves most wake-ups under load and delays nothing when messages come one at a time.
         """
         batch, self._to_bus = self._to_bus, []
+        acks, self._acks = self._acks, []
         pub = self._pub
         if pub is None:
             return
@@ -646,12 +682,14 @@ class Bridge:
             counters.bytes += len(payload)
             if delivery.echo_expected:
                 self.bus_guard.add(delivery.topic, payload)
+        for ack in acks:
+            ack()
 
     # --- counting -----------------------------------------------------------------------------
 
     def _passes(self, counters: Counters, problem: str | None, topic: str, payload: bytes) -> bool:
         """False (and counted) if the topic cannot exist on the other side or the payload is
-        over bridge.max_payload."""
+        over max_payload."""
         if problem is not None:
             self._drop(counters, problem, repr(topic))
             return False
@@ -673,7 +711,7 @@ class Bridge:
     def on_connect(self, callback: Callable[[], Awaitable[None]]) -> Callable[[], None]:
         """Run ``await callback()`` after every (re)connection; returns a function to undo it.
 
-        If the bridge is connected already, the callback also runs now.
+        If the uplink is connected already, the callback also runs now.
         """
         self._hooks.append(callback)
         if self._online:
@@ -694,7 +732,9 @@ class Bridge:
         if self._online and link is not None:
 
             async def subscribe_now() -> None:
-                self._check_subscription(topic, await link.subscribe(topic, 1, None))
+                problems = await link.subscribe([(topic, 1)])
+                if problems:
+                    self._check_subscriptions({**self._subscription_problems, **problems})
 
             self._start_hook(subscribe_now)
 
@@ -704,21 +744,21 @@ class Bridge:
         return remove
 
     def _start_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
-        task = asyncio.create_task(self._run_hook(hook), name="bridge-on-connect")
+        task = asyncio.create_task(self._run_hook(hook), name=f"{self.name}-on-connect")
         self._hook_tasks.add(task)
         task.add_done_callback(self._hook_tasks.discard)
 
     async def publish_retained(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish a retained message and wait until the broker has it (QoS>=1) or it is written.
 
-        Raises BridgeError when the broker is not connected (use ``on_connect`` to publish on
+        Raises LinkError when the broker is not connected (use ``on_connect`` to publish on
         every connection), for a topic MQTT cannot carry, or if the message is lost.
         """
         problem = mqtt_topic_problem(topic) if topic else "empty topic"
         if problem is not None:
-            raise BridgeError(f"cannot publish to {topic!r}: {DROP_REASONS.get(problem, problem)}")
+            raise LinkError(f"cannot publish to {topic!r}: {DROP_REASONS.get(problem, problem)}")
         if not self._online or self._loop is None:
-            raise BridgeError(f"the bridge is not connected to a broker ({self.state})")
+            raise LinkError(f"{self._label} is not connected to a broker ({self.state})")
         done: asyncio.Future[None] = self._loop.create_future()
         self._submit(
             Outgoing(topic, payload, qos, True, None, done),
@@ -743,7 +783,7 @@ class Bridge:
         if self.state == GAVE_UP and self._gave_up_reason:
             return self._gave_up_reason
         if self.state == CONNECTED and self._session is not None:
-            return f"connected to {self.where} (MQTT {self._session.protocol})"
+            return f"connected to {self.where} ({self._session.description})"
         if self.state == CONNECTING:
             return f"connecting to {self.where}"
         return self.state
@@ -758,17 +798,18 @@ class Bridge:
             reason = f"{reason}; last error: {self.last_error}"
         return False, reason
 
-    def status(self) -> BridgeStatus:
+    def status(self) -> UplinkStatus:
         session = self._session
-        return BridgeStatus(
+        connected = self.state == CONNECTED
+        return UplinkStatus(
+            name=self.uplink_name,
+            protocol=self.protocol,
             enabled=True,
             state=self.state,
             detail=self.detail,
-            broker=self.where if self.mqtt.broker_address else None,
-            client_id=self.client_id,
-            protocol=session.protocol if session and self.state == CONNECTED else None,
-            tls=self.mqtt.tls_params is not None,
-            clean_session=self.mqtt.clean_session,
+            broker=self.where if self.configured else None,
+            session=session.description if session and connected else None,
+            tls=getattr(self.config.link, "tls_params", None) is not None,
             presence_topic=self.presence_topic,
             last_error=self.last_error,
             attempts=self.attempts,
@@ -779,12 +820,13 @@ class Bridge:
                 else None
             ),
             in_flight=len(self._inflight),
-            window=self._window if self.state == CONNECTED else None,
+            window=self._window if connected else None,
             buffer=self.outbox.stats(),
             routes=self.routes.describe(),
             subscription_problems=dict(self._subscription_problems),
             unrouted_drops={side: dict(counts) for side, counts in self._unrouted.items()},
-            overlap_duplicates_skipped=self._duplicates,
-            loop_guard={"bus": self.bus_guard.stats(), "broker": self.mqtt_guard.stats()},
+            loop_guard={"bus": self.bus_guard.stats(), "broker": self.broker_guard.stats()},
             bus_reader=self._reader.status() if self._reader is not None else None,
+            link=self._link.status() if self._link is not None else {},
+            notes=list(self.config.notes),
         )

@@ -12,8 +12,9 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import cast
 
-from argentic_edge.config import EdgeConfig, find_config_file, load_config
+from argentic_edge.config import EdgeConfig, MqttConfig, find_config_file, load_config
 from argentic_edge.storage import federation_dir
 
 log = logging.getLogger(__name__)
@@ -23,20 +24,24 @@ SERVICE_TIMEOUT = 30.0
 
 
 class OwnConnection:
-    """A one-off MQTT 3.1.1 connection with the face ``remove_from_home_assistant`` expects."""
+    """A one-off MQTT 3.1.1 connection with the face ``remove_from_home_assistant`` expects,
+    to the broker of the first MQTT uplink (the one Home Assistant discovery goes through)."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, settings: MqttConfig) -> None:
+        from argentic_edge.bridge.link import LinkCallbacks
         from argentic_edge.bridge.mqtt import MqttLink
 
         self._acks: dict[int, asyncio.Future[None]] = {}
+        self._next = 0
         self.link = MqttLink(
-            config.bridge.mqtt,
-            f"{config.mqtt_client_id}-remove",
+            settings,
+            LinkCallbacks(
+                on_message=lambda _topic, _payload, _ack: None,
+                on_settled=self._settled,
+                on_lost=self._lost,
+            ),
+            client_id=f"{config.mqtt_client_id}-remove",
             mqtt5=False,
-            will=None,
-            on_message=lambda _message: None,
-            on_published=self._acknowledged,
-            on_lost=self._lost,
         )
 
     async def __aenter__(self) -> OwnConnection:
@@ -44,13 +49,17 @@ class OwnConnection:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.link.disconnect()
-        self.link.close()
+        await self.link.close()
 
-    def _acknowledged(self, mid: int, _reason: object) -> None:
-        future = self._acks.pop(mid, None)
+    def _settled(self, token: object, problem: str | None) -> None:
+        from argentic_edge.bridge.mqtt import BridgeError
+
+        future = self._acks.pop(cast(int, token), None)
         if future is not None and not future.done():
-            future.set_result(None)
+            if problem is None:
+                future.set_result(None)
+            else:
+                future.set_exception(BridgeError(f"the broker did not take it: {problem}"))
 
     def _lost(self, reason: str) -> None:
         from argentic_edge.bridge.mqtt import BridgeError
@@ -60,8 +69,12 @@ class OwnConnection:
                 future.set_exception(BridgeError(f"the broker closed the connection: {reason}"))
 
     async def publish_retained(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        from argentic_edge.bridge.link import Publication
+
         future = asyncio.get_running_loop().create_future()
-        self._acks[self.link.publish(topic, payload, 1, True).mid] = future
+        self._next += 1
+        self._acks[self._next] = future
+        self.link.publish(Publication(topic, payload, 1, True, self._next))
         await asyncio.wait_for(future, ACK_TIMEOUT)
 
 
@@ -86,9 +99,11 @@ async def remove(config: EdgeConfig) -> int:
     from argentic_edge.bridge.mqtt import BridgeError
     from argentic_edge.homeassistant.discovery import remove_from_home_assistant
 
-    if config.bridge.mqtt.broker_address is None:
+    first = config.first_mqtt_uplink
+    settings = first.link if first is not None else config.bridge.mqtt
+    if not isinstance(settings, MqttConfig) or settings.broker_address is None:
         raise BridgeError("bridge.mqtt.broker_address is not set: no broker to remove from")
-    async with OwnConnection(config) as connection:
+    async with OwnConnection(config, settings) as connection:
         return await remove_from_home_assistant(
             connection, _stored_node_id(config), config.node_name, config.bridge.ha_discovery_prefix
         )

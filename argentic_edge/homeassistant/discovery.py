@@ -47,9 +47,9 @@ class RetainedPublisher(Protocol):
 
 
 class Uplink(RetainedPublisher, Protocol):
-    """What this service uses of the bridge."""
+    """What this service uses of the MQTT uplink it announces through (bridge.service.Uplink)."""
 
-    presence_topic: str
+    presence_topic: str | None
     state: str
 
     def on_connect(self, callback: Callable[[], Awaitable[None]]) -> Callable[[], None]: ...
@@ -187,7 +187,7 @@ class HomeAssistantDiscovery:
             identity.node_id,
             identity.node_name,
             __version__,
-            self.bridge.presence_topic,
+            self.bridge.presence_topic or "",  # set: discovery goes through an MQTT uplink
             self.prefix,
             identity.configuration_url,
         ):

@@ -85,6 +85,8 @@ def sections(cls: type = schema.EdgeConfig, path: str = "") -> Iterator[Section]
     instance = cls()
     keys, children = [], []
     for f in dataclasses.fields(cls):
+        if f.metadata.get("derived"):
+            continue  # filled in when the file is read, never written
         hint, optional = _unwrap(hints[f.name])
         key_path = f"{path}.{f.name}" if path else f.name
         if dataclasses.is_dataclass(hint):
@@ -122,6 +124,8 @@ def type_text(key: Key) -> str:
         text = f"list of {type_text(dataclasses.replace(key, hint=typing.get_args(hint)[0]))}s"
     elif hint is Mapping or origin is Mapping:
         text = "mapping"
+    elif hint is Any:  # an uplink's protocol keys, written beside the common ones
+        text = "the protocol's keys"
     else:
         text = {bool: "boolean", int: "whole number", float: "number", str: "string"}.get(hint)
         if text is None:
@@ -194,10 +198,14 @@ def render_reference() -> str:
     every = list(sections())
     known = {s.path for s in every if s.path} | {k.path for s in every for k in s.keys}
     descriptions = load_descriptions(known)
+    first_of: dict[type, str] = {}  # a section class -> where it is described first
     missing = []
     out: list[str] = []
     for section in every:
         title = f"`{section.path}`" if section.path else "Top level"
+        first = first_of.setdefault(section.cls, section.path)
+        if first != section.path:  # the same keys again (uplinks[].routes[] as bridge.routes[])
+            descriptions = _borrowed(descriptions, section, first)
         intro = descriptions.get(section.path, "") if section.path else TOP_INTRO
         if not intro:
             missing.append(section.path)
@@ -252,6 +260,19 @@ def render_reference() -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _borrowed(descriptions: dict[str, str], section: Section, first: str) -> dict[str, str]:
+    """Descriptions for the keys of ``section`` taken from where its class is described first,
+    unless it has its own."""
+    borrowed = dict(descriptions)
+    for key in section.keys:
+        twin = first + key.path[len(section.path) :]
+        if key.path not in borrowed and twin in descriptions:
+            borrowed[key.path] = descriptions[twin]
+    if section.path not in borrowed and first in descriptions:
+        borrowed[section.path] = f"The same keys as [`{first}`](#{anchor(first)})."
+    return borrowed
 
 
 def render_categories() -> str:

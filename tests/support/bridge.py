@@ -287,7 +287,7 @@ async def prove_paths(
 
 
 def bridge_of(edge: Edge) -> Any:
-    return edge.services["bridge"]
+    return edge.services["uplink:mqtt"]
 
 
 def matching(items: list[Received], pattern: str) -> list[Received]:
@@ -295,16 +295,14 @@ def matching(items: list[Received], pattern: str) -> list[Received]:
     return [item for item in items if topic_filter.matches(item.topic)]
 
 
-class Mqtt311Only:
-    """A TCP relay in front of a real broker that answers an MQTT 5 CONNECT the way an MQTT
-    3.1.1 broker must (CONNACK 0x01 "unacceptable protocol version", then close) and relays
-    every 3.1.1 connection byte for byte. With it, a real Mosquitto stands in for an older
-    broker, so the bridge's fallback and its 3.1.1 loop guard run against real traffic."""
+class _Relay:
+    """A TCP relay in front of a real broker: each connection's CONNECT is read and handed to
+    ``_connect`` (which relays it, or answers it itself); everything after passes byte for
+    byte."""
 
     def __init__(self, broker_port: int) -> None:
         self.broker_port = broker_port
         self.port = 0
-        self.refused_v5 = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -329,21 +327,93 @@ class Mqtt311Only:
             head = await reader.readexactly(1)
             length, raw_length = await _read_varint(reader)
             body = await reader.readexactly(length)
-            (name_length,) = struct.unpack("!H", body[:2])
-            level = body[2 + name_length]
-            if level == 5:
-                self.refused_v5 += 1
-                writer.write(b"\x20\x02\x00\x01")
-                await writer.drain()
-                return
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.broker_port)
-            up_writer.write(head + raw_length + body)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await self._connect(head + raw_length + body, body, reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             writer.close()
             self._tasks.discard(task)
+
+    async def _connect(
+        self,
+        packet: bytes,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.broker_port)
+        up_writer.write(packet)
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+class Mqtt311Only(_Relay):
+    """Answers an MQTT 5 CONNECT the way an MQTT 3.1.1 broker must (CONNACK 0x01
+    "unacceptable protocol version", then close) and relays every 3.1.1 connection. With it, a
+    real Mosquitto stands in for an older broker, so the bridge's fallback and its 3.1.1 loop
+    guard run against real traffic."""
+
+    def __init__(self, broker_port: int) -> None:
+        super().__init__(broker_port)
+        self.refused_v5 = 0
+
+    async def _connect(
+        self,
+        packet: bytes,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        (name_length,) = struct.unpack("!H", body[:2])
+        if body[2 + name_length] == 5:
+            self.refused_v5 += 1
+            writer.write(b"\x20\x02\x00\x01")
+            await writer.drain()
+            return
+        await super()._connect(packet, body, reader, writer)
+
+
+class SaysSessionTakenOver(_Relay):
+    """Does what MQTT 5 asks of a broker when a client connects with a client id already
+    connected, and Mosquitto 2.0.11 skips: it sends the older connection a DISCONNECT with
+    reason 0x8E ("session taken over") before closing it. The broker behind is real."""
+
+    def __init__(self, broker_port: int) -> None:
+        super().__init__(broker_port)
+        self._live: dict[bytes, asyncio.StreamWriter] = {}
+        self.taken_over = 0
+
+    async def _connect(
+        self,
+        packet: bytes,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        client_id = _connect_client_id(body)
+        older = self._live.get(client_id)
+        if older is not None and not older.is_closing():
+            self.taken_over += 1
+            older.write(b"\xe0\x02\x8e\x00")  # DISCONNECT, reason 0x8E, no properties
+            older.close()
+        self._live[client_id] = writer
+        await super()._connect(packet, body, reader, writer)
+
+
+def _connect_client_id(body: bytes) -> bytes:
+    """The client id of an MQTT 5 CONNECT's variable header + payload (``body``)."""
+    (name_length,) = struct.unpack("!H", body[:2])
+    at = 2 + name_length + 4  # protocol name, level, flags, keepalive
+    properties, shift = 0, 0
+    while True:
+        byte = body[at]
+        at += 1
+        properties |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+    at += properties
+    (id_length,) = struct.unpack("!H", body[at : at + 2])
+    return body[at + 2 : at + 2 + id_length]
 
 
 async def _read_varint(reader: asyncio.StreamReader) -> tuple[int, bytes]:
