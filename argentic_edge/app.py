@@ -272,7 +272,12 @@ def _home_assistant(edge: Edge) -> Service:
     assert first is not None
     return HomeAssistantDiscovery(
         cast("Uplink", edge.services[f"{UPLINK_PREFIX}{first.name}"]),
-        Identity(_node_keys(edge).node_id, config.node_name, edge.panel_url or _page_url(config)),
+        Identity(
+            _node_keys(edge).node_id,
+            config.node_name,
+            edge.panel_url or _page_url(config),
+            tuple(uplink.name for uplink in config.uplinks),
+        ),
         config.bridge.ha_discovery_prefix,
         edge.status,
         reconnect=edge.restart_uplinks,
@@ -367,6 +372,7 @@ def service_specs(*configs: EdgeConfig) -> list[ServiceSpec]:
                 "bridge.ha_discovery",
                 "bridge.ha_discovery_prefix",
                 "node_name",
+                "uplinks",  # a sensor each
                 "data_dir",
                 "web.enabled",
                 "web.host",

@@ -626,7 +626,27 @@ def test_discovery_describes_one_device() -> None:
         binary["device_class"] == "connectivity"
         and state["bridge_connected"] == binary["payload_on"]
     )
-    assert set(state) == set(entities.STATE_KEYS)
+    assert set(state) == {*entities.STATE_KEYS, "uplinks"}
+
+
+def test_each_uplink_has_a_connectivity_sensor_keyed_by_its_name() -> None:
+    messages = entities.discovery_messages(
+        NODE_ID, "pi", "0.1.0", STATUS_TOPIC, uplinks=["Cloud-1"]
+    )
+    topic, payload, _retain = next(m for m in messages if "/uplink_" in m[0])
+    sensor = json.loads(payload)
+    assert topic == f"homeassistant/binary_sensor/{NODE_ID}/uplink_Cloud-1/config"
+    assert sensor["default_entity_id"] == "binary_sensor.argentic_edge_01234567_uplink_cloud_1"
+    assert sensor["unique_id"] == f"argentic_edge_{NODE_ID}_uplink_Cloud-1"
+    state = json.loads(
+        entities.state_payload(
+            bus_rate=0, bridge_connected=False, peers_linked=0, agents_seen=0,
+            cert_days_left=None, uplinks={"Cloud-1": True},
+        )
+    )  # fmt: skip
+    assert state["uplinks"] == {"Cloud-1": "ON"}
+    gone = entities.uplink_removal_messages(NODE_ID, ["Cloud-1"])
+    assert gone == [(topic, b"", True)]
 
 
 def test_discovery_node_ids_are_topic_safe() -> None:
@@ -644,7 +664,9 @@ async def test_discovery_and_removal_through_a_real_broker(
     node_id = load_or_create_keys(federation_dir(tmp_path / "data")).node_id
     old = [topic for topic, _p, _r in entities.legacy_removal_messages("kitchen-pi")[:-1]]
     messages = [
-        *entities.discovery_messages(node_id, "kitchen-pi", "0.1.0", STATUS_TOPIC),
+        *entities.discovery_messages(
+            node_id, "kitchen-pi", "0.1.0", STATUS_TOPIC, uplinks=["mqtt"]
+        ),
         *[(topic, b'{"name": "old"}', True) for topic in old],
     ]
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="edge") as client:
@@ -676,7 +698,7 @@ async def test_discovery_and_removal_through_a_real_broker(
     )
     out, err = await asyncio.wait_for(removal.communicate(), 30)
     assert removal.returncode == 0, err.decode()
-    assert out.decode() == "removed from Home Assistant: 13 retained topics cleared\n"
+    assert out.decode() == "removed from Home Assistant: 14 retained topics cleared\n"
     assert await _retained(mosquitto.port, 0) == {}
 
 

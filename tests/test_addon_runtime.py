@@ -154,8 +154,8 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
         await asyncio.to_thread(wait_for_port, ingress, "127.0.0.1", 20)
         assert await healthz_url(run) == f"http://127.0.0.1:{ingress}/healthz\n"
 
-        configs = await asyncio.to_thread(retained, broker.port, "homeassistant/#", 6)
-        assert len(configs) == 6, f"discovery configs on the broker: {configs}"
+        configs = await asyncio.to_thread(retained, broker.port, "homeassistant/#", 7)
+        assert len(configs) == 7, f"discovery configs on the broker: {configs}"
         devices = [json.loads(payload)["device"] for payload in configs.values()]
         assert {device["name"] for device in devices} == {"ha-edge"}
         assert {device["configuration_url"] for device in devices} == {
@@ -184,7 +184,7 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
                 f"{base}/api/homeassistant/remove", headers={"Authorization": f"Bearer {API_TOKEN}"}
             ) as answer:
                 assert answer.status == 200, await answer.text()
-                assert (await answer.json())["removed"] == 13  # by id (7) and by name (6)
+                assert (await answer.json())["removed"] == 14  # by id (8) and by name (6)
             async with session.get(
                 f"{base}/api/status", headers={"Authorization": f"Bearer {API_TOKEN}"}
             ) as answer:
@@ -206,7 +206,7 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
         )
         out, err = await asyncio.wait_for(removal.communicate(), 30)
         assert removal.returncode == 0, err.decode()
-        assert "13 retained topics cleared" in out.decode()
+        assert "14 retained topics cleared" in out.decode()
         assert await asyncio.to_thread(retained, broker.port, "homeassistant/#", 1, 1.0) == {}
     finally:
         appliance.terminate()

@@ -105,7 +105,11 @@ async def remove(config: EdgeConfig) -> int:
         raise BridgeError("bridge.mqtt.broker_address is not set: no broker to remove from")
     async with OwnConnection(config, settings) as connection:
         return await remove_from_home_assistant(
-            connection, _stored_node_id(config), config.node_name, config.bridge.ha_discovery_prefix
+            connection,
+            _stored_node_id(config),
+            config.node_name,
+            config.bridge.ha_discovery_prefix,
+            tuple(uplink.name for uplink in config.uplinks),
         )
 
 

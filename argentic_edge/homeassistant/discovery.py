@@ -32,6 +32,7 @@ from argentic_edge.homeassistant.entities import (
     removal_messages,
     state_payload,
     state_topic,
+    uplink_removal_messages,
 )
 from argentic_edge.storage import atomic_write
 
@@ -64,6 +65,7 @@ class Identity:
     node_id: str
     node_name: str
     configuration_url: str | None = None
+    uplinks: tuple[str, ...] = ()  # the configured uplinks' names: a sensor each
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,9 @@ class HomeAssistantDiscovery:
     async def withdraw(self) -> int:
         """Remove the device from Home Assistant (before uninstalling the add-on): nothing is
         announced again until the service starts anew. Raises BridgeError when offline."""
+        identity = self.identity
         removed = await remove_from_home_assistant(
-            self.bridge, self.identity.node_id, self.identity.node_name, self.prefix
+            self.bridge, identity.node_id, identity.node_name, self.prefix, identity.uplinks
         )
         self.withdrawn = True
         log.info("removed the appliance from Home Assistant (%d retained topics cleared)", removed)
@@ -181,7 +184,7 @@ class HomeAssistantDiscovery:
     async def _announce(self) -> None:
         if self.withdrawn:
             return
-        await self._clear_legacy()
+        await self._clear_stale()
         identity = self.identity
         for topic, payload, _retain in discovery_messages(
             identity.node_id,
@@ -190,29 +193,39 @@ class HomeAssistantDiscovery:
             self.bridge.presence_topic or "",  # set: discovery goes through an MQTT uplink
             self.prefix,
             identity.configuration_url,
+            identity.uplinks,
         ):
             await self.bridge.publish_retained(topic, payload)
         self.announcements += 1
         log.info("announced the appliance to Home Assistant (prefix %s)", self.prefix)
         await self._publish_state()
 
-    async def _clear_legacy(self) -> None:
-        """Once per name and data directory: empty the name-based configs an older version
-        retained, so its device does not stay behind with every entity unavailable."""
-        cleared = _read_cleared(self.state_file)
-        name = self.identity.node_name
-        if name in cleared:
-            return
-        for topic, payload, _retain in legacy_removal_messages(name, self.prefix):
+    async def _clear_stale(self) -> None:
+        """Empty the retained configs nobody updates any more: once per name and data
+        directory the name-based ones an older version left (its device would stay behind with
+        every entity unavailable), and the sensors of uplinks gone from the configuration.
+        ``state_file`` keeps what was done."""
+        noted = _read_state(self.state_file)
+        name, identity = self.identity.node_name, self.identity
+        cleared = set(noted.get("legacy_cleared", []))
+        gone = [u for u in noted.get("uplinks", []) if u not in identity.uplinks]
+        messages = uplink_removal_messages(identity.node_id, gone, self.prefix)
+        if name not in cleared:
+            messages += legacy_removal_messages(name, self.prefix)
+        for topic, payload, _retain in messages:
             await self.bridge.publish_retained(topic, payload)
-        try:
-            document = {"legacy_cleared": sorted({*cleared, name})}
-            atomic_write(self.state_file, json.dumps(document, indent=2) + "\n")
-        except OSError as exc:  # clearing again next time is harmless
-            log.warning(
-                "homeassistant: cannot note the cleared configs in %s: %s", self.state_file, exc
-            )
-        log.info("homeassistant: cleared the name-based discovery configs of %r", name)
+        document = {"legacy_cleared": sorted({*cleared, name}), "uplinks": list(identity.uplinks)}
+        if document != noted:
+            try:
+                atomic_write(self.state_file, json.dumps(document, indent=2) + "\n")
+            except OSError as exc:  # clearing again next time is harmless
+                log.warning(
+                    "homeassistant: cannot note what was cleared in %s: %s", self.state_file, exc
+                )
+        if name not in cleared:
+            log.info("homeassistant: cleared the name-based discovery configs of %r", name)
+        if gone:
+            log.info("homeassistant: removed the sensors of the uplinks %s", ", ".join(gone))
 
     async def _publish_periodically(self) -> None:
         while True:
@@ -245,29 +258,41 @@ class HomeAssistantDiscovery:
             ),
             agents_seen=len(status["agents"].get("agents", [])),
             cert_days_left=int(days[0]) if days else None,
+            uplinks={
+                entry["name"]: entry.get("state") == "connected"
+                for entry in status.get("uplinks", [])
+            },
         )
 
 
 async def remove_from_home_assistant(
-    bridge: RetainedPublisher, node_id: str | None, node_name: str, prefix: str
+    bridge: RetainedPublisher,
+    node_id: str | None,
+    node_name: str,
+    prefix: str,
+    uplinks: tuple[str, ...] = (),
 ) -> int:
     """Empty retained configs (Home Assistant removes the device) and empty retained states,
     under the stable id (None: it was never made) and under the name older versions used;
     returns how many topics were cleared."""
     messages = legacy_removal_messages(node_name, prefix)
     if node_id is not None:
-        messages = [*removal_messages(node_id, prefix), *messages]
+        messages = [*removal_messages(node_id, prefix, uplinks), *messages]
     for topic, payload, _retain in messages:
         await bridge.publish_retained(topic, payload)
     return len(messages)
 
 
-def _read_cleared(path: Path) -> set[str]:
+def _read_state(path: Path) -> dict[str, Any]:
+    """``homeassistant.json``: the names cleared, the uplinks announced; empty when missing."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        return {str(name) for name in document.get("legacy_cleared", [])}
+        return {
+            "legacy_cleared": [str(name) for name in document.get("legacy_cleared", [])],
+            "uplinks": [str(name) for name in document.get("uplinks", [])],
+        }
     except FileNotFoundError:
-        return set()
+        return {}
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         log.warning("homeassistant: %s is unreadable (%s); clearing again", path, exc)
-        return set()
+        return {}

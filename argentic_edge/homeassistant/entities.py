@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 DISCOVERY_PREFIX = "homeassistant"
@@ -73,13 +74,15 @@ def discovery_messages(
     status_topic: str,
     prefix: str = DISCOVERY_PREFIX,
     configuration_url: str | None = None,
+    uplinks: Sequence[str] = (),
 ) -> list[tuple[str, bytes, bool]]:
     """Retained MQTT discovery configs (topic, JSON payload, retain) for the appliance.
 
-    One device (the appliance) with one entity per :data:`STATE_KEYS` entry, reading its value
-    from the JSON object on :func:`state_topic` (see :func:`state_payload`), and a "Reconnect
-    uplinks" button publishing to :func:`command_topic`; all available while ``status_topic``
-    holds ``online``. ``configuration_url`` is the link Home Assistant shows on the device.
+    One device (the appliance) with one entity per :data:`STATE_KEYS` entry and one
+    connectivity sensor per uplink named in ``uplinks``, reading their values from the JSON
+    object on :func:`state_topic` (see :func:`state_payload`), and a "Reconnect uplinks" button
+    publishing to :func:`command_topic`; all available while ``status_topic`` holds ``online``.
+    ``configuration_url`` is the link Home Assistant shows on the device.
     """
     object_node = _discovery_node(node_id)
     device: dict[str, Any] = {
@@ -110,7 +113,7 @@ def discovery_messages(
             name,
             {**reading, "value_template": f"{{{{ value_json.{key} }}}}", **extra},
         )
-        for key, component, name, extra in _ENTITIES
+        for key, component, name, extra in (*_ENTITIES, *map(_uplink_entity, uplinks))
     ]
     entities.append(
         (
@@ -131,7 +134,7 @@ def discovery_messages(
         payload = {
             "name": name,
             "unique_id": f"argentic_edge_{object_node}_{key}",
-            "default_entity_id": f"{component}.argentic_edge_{short}_{key}",
+            "default_entity_id": f"{component}.argentic_edge_{short}_{_object_id(key)}",
             **common,
             **settings,
         }
@@ -140,11 +143,46 @@ def discovery_messages(
     return messages
 
 
-def removal_messages(node_id: str, prefix: str = DISCOVERY_PREFIX) -> list[tuple[str, bytes, bool]]:
+def removal_messages(
+    node_id: str, prefix: str = DISCOVERY_PREFIX, uplinks: Sequence[str] = ()
+) -> list[tuple[str, bytes, bool]]:
     """Empty retained payloads on every discovery topic and on the state topic: Home Assistant
     removes the device, and the broker forgets the last state."""
-    topics = [topic for topic, _payload, _retain in discovery_messages(node_id, "", "", "", prefix)]
+    messages = discovery_messages(node_id, "", "", "", prefix, uplinks=uplinks)
+    topics = [topic for topic, _payload, _retain in messages]
     return [(topic, b"", True) for topic in [*topics, state_topic(node_id)]]
+
+
+def uplink_removal_messages(
+    node_id: str, uplinks: Sequence[str], prefix: str = DISCOVERY_PREFIX
+) -> list[tuple[str, bytes, bool]]:
+    """Empty retained configs for the sensors of uplinks that are gone from the configuration."""
+    object_node = _discovery_node(node_id)
+    return [
+        (_discovery_topic(prefix, component, object_node, key), b"", True)
+        for key, component, _name, _settings in map(_uplink_entity, uplinks)
+    ]
+
+
+def _uplink_entity(name: str) -> tuple[str, str, str, dict[str, Any]]:
+    """An uplink's connectivity sensor, keyed by its name (names are stable and unique)."""
+    return (
+        f"uplink_{_discovery_node(name)}",
+        "binary_sensor",
+        f"Uplink {name}",
+        {
+            "value_template": f"{{{{ value_json.uplinks[{json.dumps(name)}] }}}}",
+            "device_class": "connectivity",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "entity_category": "diagnostic",
+        },
+    )
+
+
+def _object_id(key: str) -> str:
+    """Entity ids take lower case letters, digits and ``_`` only (an uplink may be ``Cloud-1``)."""
+    return re.sub(r"[^a-z0-9_]", "_", key.lower())
 
 
 def legacy_removal_messages(
@@ -167,15 +205,18 @@ def state_payload(
     peers_linked: int,
     agents_seen: int,
     cert_days_left: int | None,
+    uplinks: Mapping[str, bool] | None = None,
 ) -> bytes:
     """The JSON the discovered entities read. ``cert_days_left=None`` (no certificate) renders
-    as ``None``, which Home Assistant shows as unknown."""
+    as ``None``, which Home Assistant shows as unknown; ``uplinks`` is connected or not by
+    uplink name."""
     state = {
         "bus_rate": round(bus_rate, 1),
         "bridge_connected": "ON" if bridge_connected else "OFF",
         "peers_linked": peers_linked,
         "agents_seen": agents_seen,
         "cert_days_left": cert_days_left,
+        "uplinks": {name: "ON" if up else "OFF" for name, up in (uplinks or {}).items()},
     }
     return json.dumps(state, sort_keys=True).encode()
 
