@@ -24,7 +24,7 @@ import zmq
 
 from argentic_edge import __version__
 from argentic_edge.bus.proxy import Bus, BusStatus
-from argentic_edge.config import EdgeConfig, UplinkConfig, uplink_client_id
+from argentic_edge.config import ConfigError, EdgeConfig, UplinkConfig, uplink_client_id
 from argentic_edge.storage import (
     certs_dir,
     federation_dir,
@@ -297,7 +297,7 @@ def _page_url(config: EdgeConfig) -> str | None:
 
         try:
             addresses = local_addresses(config.discovery.interfaces)
-        except Exception:  # a ConfigError the peers service reports; the name still works
+        except (ConfigError, OSError):  # the peers service reports it; the host name still works
             addresses = []
         host = addresses[0].address if addresses else socket.gethostname()
     elif ":" in host:

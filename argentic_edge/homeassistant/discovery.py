@@ -8,7 +8,7 @@ the entities' availability. The messages themselves are built in ``entities.py``
 Everything Home Assistant keys on comes from the stable node id, so renaming the appliance
 updates the same device. Versions before that built them from the name: the first announcement
 clears what they left under the current name, once, and notes it in ``homeassistant.json`` in
-the data directory. The "Reconnect uplinks" button's presses arrive through the bridge's
+the data directory (with the uplinks announced, whose sensors go when an uplink does). The "Reconnect uplinks" button's presses arrive through the bridge's
 ``listen`` and restart the uplinks through the callable the Edge hands over.
 """
 
@@ -89,7 +89,7 @@ class HomeAssistantDiscovery:
 
     ``status`` is the appliance's status document, the source of the sensors' values;
     ``reconnect`` restarts the uplinks (this service among what restarts); ``state_file`` keeps
-    whether the name-based configs of older versions were cleared.
+    which names' configs of older versions were cleared and which uplinks have a sensor.
     """
 
     name = "homeassistant"
