@@ -272,7 +272,7 @@ def _home_assistant(edge: Edge) -> Service:
     assert first is not None
     return HomeAssistantDiscovery(
         cast("Uplink", edge.services[f"{UPLINK_PREFIX}{first.name}"]),
-        Identity(
+        lambda: Identity(
             _node_keys(edge).node_id,
             config.node_name,
             edge.panel_url or _page_url(config),

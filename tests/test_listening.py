@@ -57,7 +57,7 @@ def test_every_service_on_listens_only_where_configured(
     )
     with Process(tmp_path / "run", ("run", "--config", str(config))) as appliance:
         appliance.wait_for_output(UP)
-        appliance.wait_for_output("bridge: connected to")  # a client: it must not listen
+        appliance.wait_for_output("uplink mqtt: connected to")  # a client: it must not listen
         found = listening(appliance.pid)
         output = appliance.output()
     assert found == {

@@ -74,9 +74,9 @@ class HomeAssistantStatus:
 
     enabled: bool
     prefix: str
-    node_id: str
-    state_topic: str
-    command_topic: str
+    node_id: str | None  # None until the first announcement
+    state_topic: str | None
+    command_topic: str | None
     configuration_url: str | None
     announcements: int
     reconnects: int
@@ -97,7 +97,7 @@ class HomeAssistantDiscovery:
     def __init__(
         self,
         bridge: Uplink,
-        identity: Identity,
+        identity: Callable[[], Identity],
         prefix: str,
         status: Callable[[], dict[str, Any]],
         *,
@@ -106,7 +106,8 @@ class HomeAssistantDiscovery:
         interval: float = STATE_INTERVAL,
     ) -> None:
         self.bridge = bridge
-        self.identity = identity
+        self._identity_source = identity
+        self._identity: Identity | None = None
         self.status_document = status
         self.reconnect = reconnect
         self.state_file = state_file
@@ -118,19 +119,25 @@ class HomeAssistantDiscovery:
         self.withdrawn = False
         self._last_count: tuple[float, int] | None = None
         self._undo: list[Callable[[], None]] = []
+        self._listening = False
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def identity(self) -> Identity:
+        """Asked for when first needed, at the first announcement: the node id is made then (a
+        node that never reaches a broker makes no key pair for Home Assistant's sake)."""
+        if self._identity is None:
+            self._identity = self._identity_source()
+        return self._identity
+
     async def start(self) -> None:
-        self._undo = [
-            self.bridge.listen(command_topic(self.identity.node_id), self._command),
-            self.bridge.on_connect(self._announce),
-        ]
+        self._undo = [self.bridge.on_connect(self._announce)]
         self._task = asyncio.create_task(self._publish_periodically(), name="ha-discovery")
 
     async def stop(self) -> None:
         for undo in self._undo:
             undo()
-        self._undo = []
+        self._undo, self._listening = [], False
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -141,13 +148,15 @@ class HomeAssistantDiscovery:
         return True, f"announced {self.announcements} time(s)"
 
     def status(self) -> HomeAssistantStatus:
+        identity = self._identity  # None until the first announcement
+        node_id = identity.node_id if identity is not None else None
         return HomeAssistantStatus(
             enabled=True,
             prefix=self.prefix,
-            node_id=self.identity.node_id,
-            state_topic=state_topic(self.identity.node_id),
-            command_topic=command_topic(self.identity.node_id),
-            configuration_url=self.identity.configuration_url,
+            node_id=node_id,
+            state_topic=state_topic(node_id) if node_id else None,
+            command_topic=command_topic(node_id) if node_id else None,
+            configuration_url=identity.configuration_url if identity is not None else None,
             announcements=self.announcements,
             reconnects=self.reconnects,
             states_published=self.states,
@@ -184,8 +193,11 @@ class HomeAssistantDiscovery:
     async def _announce(self) -> None:
         if self.withdrawn:
             return
-        await self._clear_stale()
         identity = self.identity
+        if not self._listening:  # the first announcement: the buttons work from now on
+            self._undo.append(self.bridge.listen(command_topic(identity.node_id), self._command))
+            self._listening = True
+        await self._clear_stale()
         for topic, payload, _retain in discovery_messages(
             identity.node_id,
             identity.node_name,
