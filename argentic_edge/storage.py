@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import re
@@ -32,6 +33,8 @@ FEDERATION_DIR = "federation"  # this node's CURVE keys and the trusted peers
 CERTS_DIR = "certs"  # the local CA, the server certificate, issued bundles
 SAVED_CONFIG_NAME = "argentic-edge.yaml"  # what the web editor writes when run without --config
 HOMEASSISTANT_FILE = "homeassistant.json"  # what Home Assistant discovery did once (migrations)
+OUTBOX_DIR = "outbox"  # one SQLite file per uplink: what waits for its broker
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def federation_dir(data_dir: Path) -> Path:
@@ -48,6 +51,17 @@ def homeassistant_state_path(data_dir: Path) -> Path:
 
 def saved_config_path(data_dir: Path) -> Path:
     return data_dir / SAVED_CONFIG_NAME
+
+
+def outbox_path(data_dir: Path, uplink: str) -> Path:
+    """The durable outbox file of one uplink. A name that is not a plain file name (slashes,
+    spaces, non-ASCII) is spelled safely and made unique by a hash of the real name."""
+    if SAFE_NAME.match(uplink):
+        stem = uplink
+    else:
+        digest = hashlib.sha256(uplink.encode("utf-8")).hexdigest()[:12]
+        stem = f"{re.sub(r'[^A-Za-z0-9._-]', '_', uplink)[:40]}-{digest}"
+    return data_dir / OUTBOX_DIR / f"{stem}.sqlite3"
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o600) -> Path:

@@ -37,7 +37,7 @@ def test_the_home_assistant_device_links_to_the_page_as_the_lan_reaches_it() -> 
     import socket
 
     from argentic_edge.app import _page_url
-    from argentic_edge.discovery.network import local_addresses
+    from argentic_edge.discovery.interfaces import local_addresses
 
     def url(**web: object) -> str | None:
         return _page_url(parse_config({"web": {"port": 8443, **web}}, env={}))

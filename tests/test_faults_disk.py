@@ -10,10 +10,7 @@ the trust list, the certificate being served), and bus <-> broker traffic must g
 from __future__ import annotations
 
 import asyncio
-import errno
-import os
 import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import yaml
 import zmq
 import zmq.asyncio
 
+from tests.support import disk
 from tests.support.appliance import Appliance, appliance_document
 from tests.support.bridge import MqttClient, message, wait_until
 from tests.support.brokers import Mosquitto, free_port
@@ -31,40 +29,11 @@ FULL = "No space left on device (ENOSPC)"
 READ_ONLY = "Read-only file system (EROFS)"
 
 
-def _mount(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["mount", *args], capture_output=True, text=True, timeout=10, check=False)
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs under tmp_path, unmounted at the end whatever happened."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    result = _mount("-t", "tmpfs", "-o", "size=2m,mode=0700", "argentic-faults", str(disk))
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=10, check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write a filler file until the disk says ENOSPC (unbuffered, to the last byte)."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for size in (65536, 4096, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    return filler
+    """A 2 MiB tmpfs under tmp_path."""
+    with disk.small_disk(tmp_path / "disk") as mounted:
+        yield mounted
 
 
 def damage(path: Path) -> None:
@@ -205,7 +174,7 @@ async def test_a_full_then_read_only_data_dir_is_reported_and_traffic_goes_on(
 
                 # --- the disk is full ---------------------------------------------------
                 served = (await asyncio.to_thread(appliance.status))["certificates"]
-                filler = fill(small_disk)
+                filler = disk.fill(small_disk)
                 damage(server_pem)  # the next check issues it again, and cannot
                 await expect_refusals(appliance, data, FULL)
                 await certificate_error(appliance, server_pem, FULL)
@@ -214,13 +183,13 @@ async def test_a_full_then_read_only_data_dir_is_reported_and_traffic_goes_on(
                 assert status["certificates"]["certificates"] == served["certificates"]
 
                 # --- and read-only ------------------------------------------------------
-                assert _mount("-o", "remount,ro", str(small_disk)).returncode == 0
+                disk.read_only(small_disk)
                 await expect_refusals(appliance, data, READ_ONLY)
                 await certificate_error(appliance, server_pem, READ_ONLY)
                 await traffic.prove()
 
                 # --- writable with space again: everything recovers by itself -----------
-                assert _mount("-o", "remount,rw", str(small_disk)).returncode == 0
+                disk.read_only(small_disk, on=False)
                 filler.unlink()
                 await wait_until(
                     lambda: appliance.health()[0] == 200, timeout=10, what="healthy again"
@@ -238,6 +207,6 @@ async def test_a_full_then_read_only_data_dir_is_reported_and_traffic_goes_on(
             finally:
                 traffic.close()
     finally:
-        _mount("-o", "remount,rw", str(small_disk))
+        disk.mount("-o", "remount,rw", str(small_disk))
         await asyncio.to_thread(appliance.stop)
         broker.stop()

@@ -23,7 +23,7 @@ from tests.support.bridge import (
     wait_until,
 )
 from tests.support.brokers import Mosquitto
-from tests.support.config import bus_section, config_document
+from tests.support.config import bus_section, config_document, fresh_data_dir
 
 
 def uplink(name: str, port: int, routes: list[dict[str, Any]], **keys: Any) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def two_uplinks(
     (``bridge:`` off, no Home Assistant)."""
     return parse_config(
         config_document(
-            Path("/nonexistent-not-used"),
+            fresh_data_dir(),
             node_name="twin",
             messaging=bus or bus_section(),
             bridge={"enabled": False, "ha_discovery": False},
@@ -216,7 +216,7 @@ async def test_an_agents_client_id_is_never_taken(
     connects with its own, and says so."""
     caplog.set_level(logging.WARNING, logger="argentic_edge.bridge.service")
     a, _ = brokers
-    document = config_document(Path("/nonexistent-not-used"), node_name="agentnode")
+    document = config_document(fresh_data_dir(), node_name="agentnode")
     del document["bridge"]
     document["messaging"] = {
         "protocol": "mqtt",

@@ -35,6 +35,9 @@ class Outgoing:
     done: asyncio.Future[None] | None = field(default=None)
     echo: bool = False  # its echo will come back on our own subscription
     created: float = field(default_factory=time.time)
+    # Which route it came through, so a durable outbox can give its counters back after a
+    # restart (None for the uplink's own messages).
+    route_key: str | None = None
 
     @property
     def size(self) -> int:
@@ -135,5 +138,5 @@ class Outbox:
             "max_bytes": self.max_bytes,
             "max_age": self.max_age,
             "dropped_oldest": self.dropped,
-            "durable": False,
+            "durable": self.durable,
         }

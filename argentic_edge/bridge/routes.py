@@ -93,6 +93,9 @@ class BridgeRoute:
         self._retain_messages = retain_messages
         self.counters_out = Counters()
         self.counters_in = Counters()
+        # What a durable outbox stores to find this route again after a restart: the same
+        # filters both sides mean the same route, wherever it now is in the list.
+        self.key = f"{route.direction} {self.local_filter.value} {self.remote_filter.value}"
 
     def remote_topic(self, local_topic: str) -> str:
         return self.route.remote_prefix + local_topic[len(self.route.local_prefix) :]
@@ -363,6 +366,10 @@ class RouteTable:
             )
         identifiers = self._subscription_tree.match(remote_topic)
         return InResolution(tuple(deliveries.values()), min(identifiers) if identifiers else None)
+
+    def by_key(self, key: str) -> BridgeRoute | None:
+        """The first outbound route with this ``key`` (see BridgeRoute.key)."""
+        return next((r for r in self.routes if r.outbound and r.key == key), None)
 
     def describe(self) -> list[dict[str, Any]]:
         return [route.describe() for route in self.routes]

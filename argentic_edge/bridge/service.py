@@ -37,11 +37,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
+from argentic_edge.bridge.durable import DurableOutbox
 from argentic_edge.bridge.link import (
     Acknowledge,
     ConnectError,
@@ -57,6 +59,7 @@ from argentic_edge.bridge.routes import Counters, InDelivery, RouteTable, mqtt_t
 from argentic_edge.bus.proxy import BusEndpoints, apply_socket_options
 from argentic_edge.bus.reader import BusReader
 from argentic_edge.config import BusConfig, UplinkConfig
+from argentic_edge.storage import outbox_path
 
 __all__ = ["LinkFactory", "Uplink", "UplinkStatus", "backoff_delay", "presence_topic"]
 
@@ -206,7 +209,7 @@ class Uplink:
         context: zmq.Context[Any],
         endpoints: BusEndpoints,
         presence: str | None = None,
-        outbox: Outbox | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.config = uplink
         self.uplink_name = uplink.name
@@ -225,8 +228,7 @@ class Uplink:
         self.routes = RouteTable(uplink.routes, settings)
         self.max_payload = uplink.max_payload
         self.encoding = messaging.topic_encoding
-        buffer = uplink.buffer
-        self.outbox = outbox or Outbox(buffer.max_messages, buffer.max_bytes, buffer.max_age)
+        self.outbox = self._make_outbox(data_dir)
         # The uplink's own messages (presence, publish_retained): few, sent before the outbox,
         # and never pushed out by bus traffic.
         self._priority: deque[Outgoing] = deque()
@@ -272,6 +274,28 @@ class Uplink:
     def link(self) -> Link | None:
         """The current link (None before the first attempt)."""
         return self._link
+
+    def _make_outbox(self, data_dir: Path | None) -> Outbox:
+        """On disk with ``buffer.durable`` (the default) where there is a data directory to keep
+        it in, else in memory. A file left by an earlier run is read now: what waited is sent
+        first, its routes' counters given back where the route still exists."""
+        buffer = self.config.buffer
+        if not buffer.durable or data_dir is None:
+            return Outbox(buffer.max_messages, buffer.max_bytes, buffer.max_age)
+        return DurableOutbox(
+            outbox_path(data_dir, self.uplink_name),
+            buffer.max_messages,
+            buffer.max_bytes,
+            buffer.max_age,
+            counters=self._route_counters,
+        )
+
+    def _route_counters(self, key: str) -> Counters:
+        """The counters of the outbound route a stored message came through; a route that is
+        gone gets counters of its own, shown nowhere, so the message is still sent and settled
+        like any other."""
+        route = self.routes.by_key(key)
+        return route.counters_out if route is not None else Counters()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -544,10 +568,18 @@ class Uplink:
         if self.bus_guard.consume(topic, payload):
             return
         for delivery in self.routes.outbound(topic):
-            counters = delivery.route.counters_out
+            route = delivery.route
+            counters = route.counters_out
             if self._passes(counters, delivery.problem, topic, payload):
                 self._submit(
-                    Outgoing(delivery.topic, payload, delivery.qos, delivery.retain, counters),
+                    Outgoing(
+                        delivery.topic,
+                        payload,
+                        delivery.qos,
+                        delivery.retain,
+                        counters,
+                        route_key=route.key,
+                    ),
                     echo=delivery.echo_expected,
                 )
 
@@ -639,8 +671,9 @@ class Uplink:
     # --- broker to bus ------------------------------------------------------------------------
 
     def _from_broker(self, topic: str, payload: bytes, ack: Acknowledge | None) -> None:
-        """The link's on_message. Acknowledged once on the bus (``_send_to_bus``), or now if it
-        goes nowhere."""
+        """The link's on_message. Acknowledged once on the bus with the batch it came in
+        (``_send_to_bus``), in order: a message that goes nowhere is acknowledged at once only
+        when nothing before it still waits."""
         listener = self._listeners.get(topic)
         if listener is not None:  # the appliance's own command, not traffic for the bus
             listener(payload)
@@ -653,11 +686,11 @@ class Uplink:
                         assert self._loop is not None
                         self._loop.call_soon(self._send_to_bus)
                     self._to_bus.append((delivery, payload))
-            if ack is not None and self._to_bus:
-                self._acks.append(ack)
-                return
         if ack is not None:
-            ack()
+            if self._to_bus:
+                self._acks.append(ack)
+            else:
+                ack()
 
     def _send_to_bus(self) -> None:
         """Put what the last read from the broker brought on the bus, back to back.

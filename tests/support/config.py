@@ -7,6 +7,7 @@ nothing listening on a well-known port. Callers pass whole sections to turn serv
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,12 @@ PASSWORD = "correct horse battery staple"
 TOKEN = "tok-4f9a1c2e7b"
 MQTT_PASSWORD = "mqtt-s3cret-pw"
 SECRETS = (PASSWORD, TOKEN, MQTT_PASSWORD)
+
+
+def fresh_data_dir() -> Path:
+    """A data directory of its own for an in-process appliance: uplinks keep their outbox in
+    it, and two appliances (or two tests) must never share one."""
+    return Path(tempfile.mkdtemp(prefix="argentic-edge-data-"))
 
 
 def config_document(
