@@ -3,15 +3,30 @@
 # architectures in config.yaml; the Supervisor builds without build.yaml (deprecated since
 # Supervisor 2026.04) and leaves this default in place.
 ARG BUILD_FROM=ghcr.io/home-assistant/base-python:3.13-alpine3.24-2026.06.1
+
+# aiokafka (the Kafka uplink's client) publishes no musllinux wheel, and its source build needs
+# a C compiler and zlib headers: it is built into a wheel here, on the architecture being built,
+# and only the wheel goes on; the compiler never reaches the add-on's image.
+FROM ${BUILD_FROM} AS wheels
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG AIOKAFKA_VERSION=0.14.0
+# The base image tag pins the Alpine release, and with it these packages' versions.
+# hadolint ignore=DL3018
+RUN apk add --no-cache build-base zlib-dev \
+    && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels "aiokafka==${AIOKAFKA_VERSION}"
+
 FROM ${BUILD_FROM}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# Wheels for pyzmq, cryptography, aiohttp and zeroconf exist for musl on both architectures, so
-# no compiler is installed; the sources are removed once the package is in site-packages.
+# Wheels for pyzmq, cryptography, aiohttp and zeroconf exist for musl on both architectures;
+# aiokafka's comes from the stage above (--only-binary: never a source build here). The sources
+# and the wheel are removed once the package is in site-packages.
+COPY --from=wheels /wheels /tmp/wheels
 COPY pyproject.toml README.md /tmp/src/
 COPY argentic_edge /tmp/src/argentic_edge
-RUN pip install --no-cache-dir /tmp/src && rm -rf /tmp/src
+RUN pip install --no-cache-dir --find-links /tmp/wheels --only-binary aiokafka /tmp/src \
+    && rm -rf /tmp/src /tmp/wheels
 
 COPY rootfs /
 

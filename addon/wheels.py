@@ -14,4 +14,8 @@ PYTHON_VERSION = "3.13"
 PLATFORMS = ("musllinux_1_2_aarch64", "musllinux_1_2_x86_64")
 
 # Distribution name (as in pyproject.toml) -> why it has no musl wheel and how the image gets it.
-NO_MUSL_WHEEL: dict[str, str] = {}
+NO_MUSL_WHEEL: dict[str, str] = {
+    "aiokafka": "aiokafka 0.12 and later publish no musllinux wheel and build a C extension "
+    "(needs a compiler and zlib headers); the Dockerfile's wheels stage builds it and the final "
+    "stage installs only that wheel",
+}

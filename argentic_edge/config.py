@@ -119,10 +119,16 @@ Check = Callable[[Any], str | None]
 
 
 def _opt(
-    default: Any = None, *, check: Check | None = None, aliases: tuple[str, ...] = (), doc: str = ""
+    default: Any = None,
+    *,
+    check: Check | None = None,
+    aliases: tuple[str, ...] = (),
+    doc: str = "",
+    one_or_many: bool = False,
 ) -> Any:
-    """A dataclass field with the validation metadata the builder reads."""
-    meta = {"check": check, "aliases": aliases, "doc": doc}
+    """A dataclass field with the validation metadata the builder reads; ``one_or_many``: a
+    list field that also takes one value written alone (``broker_address: kafka-1``)."""
+    meta = {"check": check, "aliases": aliases, "doc": doc, "one_or_many": one_or_many}
     if isinstance(default, types.MappingProxyType):
         return field(default_factory=lambda: default, metadata=meta)
     if isinstance(default, (list, dict, set)):
@@ -369,6 +375,154 @@ class MqttConfig:
     max_reconnect_attempts: int = _opt(0, check=_non_negative, doc="0: never give up")
 
 
+def _bootstrap_servers(values: tuple[str, ...]) -> str | None:
+    """Each entry ``host`` or ``host:port`` (``[v6]:port`` for an IPv6 address with a port)."""
+    if not values:
+        return "expected a host, or a list of bootstrap servers (host or host:port)"
+    for index, value in enumerate(values):
+        host, port = split_server(value, 1)
+        if _host(host) is not None or not 1 <= port <= 65535:
+            return f"item {index} ({value!r}) is not host or host:port with a port from 1 to 65535"
+    return None
+
+
+def split_server(value: str, default_port: int) -> tuple[str, int]:
+    """``host[:port]`` as (host, port); a port that is not a number comes back as 0."""
+    if value.startswith("[") and "]" in value:
+        host, _, rest = value[1:].partition("]")
+        text = rest[1:] if rest.startswith(":") else ""
+    elif value.count(":") == 1:
+        host, _, text = value.partition(":")
+    else:
+        host, text = value, ""
+    if not text:
+        return host, default_port
+    return host, int(text) if text.isdigit() else 0
+
+
+def _distinct_map(value: KafkaTopicMap) -> str | None:
+    if value.separator == value.escape:
+        return "separator and escape must be different characters"
+    return None
+
+
+KafkaPunctuation = Literal[".", "_", "-"]
+
+
+@dataclass(frozen=True)
+class KafkaTopicMap:
+    """How bus topics become Kafka topic names (docs/kafka.md, "Topic names")."""
+
+    separator: KafkaPunctuation = _opt(
+        ".", doc="what '/' becomes: agent/tools/call -> agent.tools.call"
+    )
+    escape: KafkaPunctuation = _opt("_", doc="starts an escape (_2E is a literal '.', _20 a space)")
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """A Kafka uplink: the guide's keys (broker_address, port, username, password, tls_params)
+    and what a Kafka client needs beyond them."""
+
+    protocol: Literal["kafka"] = _opt("kafka")
+    broker_address: tuple[str, ...] | None = _opt(
+        None,
+        check=_bootstrap_servers,
+        aliases=("url", "bootstrap_servers"),
+        one_or_many=True,
+        doc="a host, or a list of bootstrap servers (host or host:port); unset: the uplink waits",
+    )
+    port: int = _opt(9092, check=_port, doc="for bootstrap servers written without a port")
+    client_id: str | None = _opt(None, doc="unset: argentic-edge-<node_name>-<uplink name>")
+    username: str | None = _opt(None, aliases=("user",), doc="SASL user; unset: no SASL")
+    password: Secret | None = _opt(None, doc="SASL password")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = _opt(
+        "PLAIN", doc="how username and password are checked"
+    )
+    tls_params: TlsParams | None = _opt(None, doc="set: TLS to the brokers (SASL_SSL with a user)")
+    group_id: str | None = _opt(
+        None, doc="consumer group; unset: argentic-edge-<node id>, the same after every restart"
+    )
+    auto_offset_reset: Literal["latest", "earliest"] = _opt(
+        "latest", doc="where a new group starts reading: latest skips what is already there"
+    )
+    topic_map: KafkaTopicMap = _opt(KafkaTopicMap(), check=_distinct_map)
+    linger_ms: int = _opt(5, check=_between(0, 60_000), doc="wait this long to fill a batch")
+    batch_size: int = _opt(
+        64 * 1024, check=_between(1024, 64 * 1024 * 1024), doc="bytes per batch and partition"
+    )
+    request_timeout: float = _opt(
+        30.0,
+        check=_between(1, 3600),
+        doc="seconds; a broker silent this long is treated as lost and the records go again",
+    )
+    metadata_refresh: float = _opt(
+        10.0, check=_between(1, 3600), doc="seconds between looks for new topics the routes match"
+    )
+    fetch_max_wait_ms: int = _opt(
+        100,
+        check=_between(1, 60_000),
+        doc="longest wait of one fetch for new records (a broker answers sooner when they come)",
+    )
+    qos_levels: QosLevels = _opt(QosLevels())
+    connect_retry_delay: float = _opt(5.0, check=_positive)
+
+
+def _key_name(value: str) -> str | None:
+    if value and " " not in value and "\x00" not in value:
+        return None
+    return "expected a Redis key name without spaces"
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """A Redis uplink: Argentic's Redis keys, plus how the messages are carried."""
+
+    protocol: Literal["redis"] = _opt("redis")
+    broker_address: str | None = _opt(
+        None, check=_host, aliases=("url",), doc="unset: no server, the uplink waits"
+    )
+    port: int = _opt(6379, check=_port, doc="6380 or what the server says for TLS")
+    username: str | None = _opt(None, aliases=("user",), doc="Redis 6 ACL user; unset: default")
+    password: Secret | None = _opt(None, doc="AUTH password (of the ACL user if one is set)")
+    db: int = _opt(0, check=_between(0, 65535), doc="database number (SELECT)")
+    tls_params: TlsParams | None = _opt(None, doc="set: TLS (rediss://)")
+    mode: Literal["pubsub", "streams"] = _opt(
+        "pubsub", doc="pubsub: Argentic's wire (PUBLISH); streams: durable XADD/XREADGROUP"
+    )
+    stream: str | None = _opt(
+        None, check=_key_name, doc="streams: one stream for every topic; unset: one per topic"
+    )
+    stream_maxlen: int = _opt(100_000, check=_positive, doc="streams: MAXLEN ~ of each stream")
+    group: str | None = _opt(
+        None, check=_key_name, doc="streams: consumer group; unset: argentic-edge-<node_name>"
+    )
+    connect_retry_delay: float = _opt(5.0, check=_positive, doc="seconds; doubles up to 60")
+    max_reconnect_attempts: int = _opt(0, check=_non_negative, doc="0: never give up")
+
+
+@dataclass(frozen=True)
+class RabbitConfig:
+    """A RabbitMQ uplink: Argentic's RabbitMQ keys, plus which exchange convention to speak."""
+
+    protocol: Literal["rabbitmq"] = _opt("rabbitmq")
+    broker_address: str | None = _opt(
+        None, check=_host, aliases=("url",), doc="unset: no broker, the uplink waits"
+    )
+    port: int = _opt(5672, check=_port, doc="5671 for amqps")
+    username: str = _opt("guest", aliases=("user",), doc="guest works only from localhost")
+    password: Secret = _opt(Secret("guest"), doc="the user's password")
+    virtualhost: str = _opt("/", doc="the vhost; Argentic's driver adds a leading / itself")
+    tls_params: TlsParams | None = _opt(None, doc="set: TLS (amqps://)")
+    exchange_mode: Literal["argentic", "amq.topic"] = _opt(
+        "argentic",
+        doc="argentic: a fanout exchange per topic, as Argentic's driver; amq.topic: RabbitMQ's "
+        "MQTT plugin convention",
+    )
+    connect_retry_delay: float = _opt(5.0, check=_positive, doc="seconds; doubles up to 60")
+    max_reconnect_attempts: int = _opt(0, check=_non_negative, doc="0: never give up")
+
+
 @dataclass(frozen=True)
 class Route:
     """A mosquitto-bridge style route: the local topic is local_prefix + topic, the remote one
@@ -443,12 +597,22 @@ class UplinkConfig:
     def where(self) -> str:
         """``protocol://host:port`` of the broker, for loop checks and messages."""
         host = getattr(self.link, "broker_address", None)
-        return f"{self.protocol}://{host}:{getattr(self.link, 'port', '')}"
+        port = getattr(self.link, "port", "")
+        if isinstance(host, tuple):  # bootstrap servers, each host or host:port
+            return f"{self.protocol}://" + ",".join(
+                "{}:{}".format(*split_server(server, int(port))) for server in host
+            )
+        return f"{self.protocol}://{host}:{port}"
 
 
 # Protocol name -> its keys' dataclass. Issues 16/17 add kafka, redis, rabbitmq here and a branch
 # in bridge/protocols.py's factory.
-UPLINK_PROTOCOLS: dict[str, type] = {"mqtt": MqttConfig}
+UPLINK_PROTOCOLS: dict[str, type] = {
+    "mqtt": MqttConfig,
+    "kafka": KafkaConfig,
+    "redis": RedisConfig,
+    "rabbitmq": RabbitConfig,
+}
 UPLINK_KEYS = frozenset({"name", "protocol", "routes", "buffer", "max_payload"})
 BRIDGE_UPLINK = "mqtt"  # the name of the uplink that bridge: and messaging: {protocol: mqtt} mean
 BRIDGE_PATH = "bridge"  # UplinkConfig.source of that uplink
@@ -645,6 +809,10 @@ class _Builder:
             if name in values:
                 self.fail(key_path, value, f"{name!r} is given twice (once under an alias)")
                 continue
+            if fields[name].metadata.get("one_or_many") and not isinstance(
+                value, (list, type(None))
+            ):
+                value = [value]
             before = len(self.problems)
             converted = self.convert(hints[name], value, key_path)
             if len(self.problems) > before:

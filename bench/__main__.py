@@ -21,6 +21,7 @@ SUITES = (
     "bridge_routes",
     "uplinks",
     "outbox",
+    "redis_rabbit",
     "web",
     "federation",
     "footprint",

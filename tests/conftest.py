@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.appliance import environment
 from tests.support.brokers import Mosquitto
+from tests.support.rabbitmq import RabbitServer
 
 
 @pytest.fixture
@@ -38,3 +39,12 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[object]:
 def repo_env() -> dict[str, str]:
     """Environment for running ``python -m argentic_edge`` from this checkout in a subprocess."""
     return environment()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]:
+    """One RabbitMQ node for the whole session (it boots in seconds); tests use their own
+    exchange and queue names. A test that kills a broker starts its own node instead."""
+    node = RabbitServer(tmp_path_factory.mktemp("rabbitmq")).start()
+    yield node
+    node.stop()

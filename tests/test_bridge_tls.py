@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from argentic_edge.app import Edge
-from argentic_edge.bridge.mqtt import BridgeError, tls_context
+from argentic_edge.bridge.mqtt import BridgeError
+from argentic_edge.bridge.tls import tls_context
 from argentic_edge.config import TlsParams
 from tests.support.bridge import (
     BusClient,

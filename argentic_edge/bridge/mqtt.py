@@ -26,7 +26,6 @@ import select
 import socket
 import ssl
 import threading
-import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,7 +46,8 @@ from argentic_edge.bridge.link import (
     Publication,
 )
 from argentic_edge.bridge.routes import overlapping_filters
-from argentic_edge.config import MqttConfig, TlsParams
+from argentic_edge.bridge.tls import describe_failure, tls_context
+from argentic_edge.config import MqttConfig
 from argentic_edge.topics import TopicFilter, TopicTree
 
 log = logging.getLogger(__name__)
@@ -60,89 +60,6 @@ READ_BATCH = 256  # packets read per wake-up before other tasks get a turn
 MAX_WINDOW = 1000  # QoS>=1 publications in flight, when the broker allows that many
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
 KEEP_CACHE = 4096  # topics whose kept subscription identifier is remembered
-_TLS_VERSIONS = {
-    "PROTOCOL_TLS": None,
-    "PROTOCOL_TLS_CLIENT": None,
-    "PROTOCOL_TLSv1": ssl.TLSVersion.TLSv1,
-    "PROTOCOL_TLSv1_1": ssl.TLSVersion.TLSv1_1,
-    "PROTOCOL_TLSv1_2": ssl.TLSVersion.TLSv1_2,
-    "PROTOCOL_TLSv1_3": ssl.TLSVersion.TLSv1_3,
-}
-
-
-def tls_context(params: TlsParams) -> ssl.SSLContext:
-    """An SSLContext from the seed's ``tls_params``; file problems name the key and the file.
-
-    ``tls_version`` pins the protocol version the way the old ``ssl.PROTOCOL_TLSv1_2`` constants
-    did (minimum = maximum); ``PROTOCOL_TLS`` and ``PROTOCOL_TLS_CLIENT`` negotiate the best one.
-    In client mode ``CERT_OPTIONAL`` verifies like ``CERT_REQUIRED`` (Python's ssl documents so).
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    version = _TLS_VERSIONS[params.tls_version]
-    if version is not None:
-        if version < ssl.TLSVersion.TLSv1_2:
-            log.warning(
-                "bridge: tls_version %s is obsolete and most OpenSSL builds refuse it",
-                params.tls_version,
-            )
-        with warnings.catch_warnings():  # the deprecation is said above, in the user's terms
-            warnings.simplefilter("ignore", DeprecationWarning)
-            context.minimum_version = version
-            context.maximum_version = version
-    if params.cert_reqs == "CERT_NONE":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context.verify_mode = getattr(ssl, params.cert_reqs)
-        try:
-            if params.ca_certs:
-                context.load_verify_locations(params.ca_certs)
-            else:
-                context.load_default_certs()
-        except (OSError, ssl.SSLError) as exc:
-            raise _file_error("ca_certs", params.ca_certs, exc) from None
-    if params.certfile and params.keyfile:
-        try:
-            context.load_cert_chain(params.certfile, params.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            raise _file_error(
-                "certfile/keyfile", f"{params.certfile}, {params.keyfile}", exc
-            ) from None
-    if params.ciphers:
-        context.set_ciphers(params.ciphers)
-    return context
-
-
-def _file_error(key: str, path: str | None, exc: OSError) -> BridgeError:
-    reason = exc.strerror or getattr(exc, "reason", None) or str(exc)
-    return BridgeError(f"bridge.mqtt.tls_params.{key}: cannot load {path!r}: {reason}")
-
-
-def describe_failure(exc: BaseException, where: str, tls: bool = False) -> str:
-    """A sentence for a failed TCP/TLS connection, with the likely fix."""
-    if tls and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError)):
-        return (
-            f"{where} closed the connection during the TLS handshake "
-            "(is this port a TLS listener? does it want a client certificate?)"
-        )
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (
-            f"TLS: the certificate of {where} is not trusted ({exc.verify_message}); "
-            "check bridge.mqtt.tls_params.ca_certs and the broker's host name"
-        )
-    if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        hint = " (is this port a TLS listener?)" if "WRONG_VERSION_NUMBER" in str(reason) else ""
-        return f"TLS handshake with {where} failed: {reason}{hint}"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"{where} refused the connection (is the broker running and listening there?)"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the broker's host name in {where}: {exc.strerror}"
-    if isinstance(exc, TimeoutError):
-        return f"{where} did not answer in time"
-    if isinstance(exc, OSError):
-        return f"cannot reach {where}: {exc.strerror or exc}"
-    return f"cannot connect to {where}: {exc}"
 
 
 @dataclass(frozen=True)

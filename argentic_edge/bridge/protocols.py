@@ -8,7 +8,7 @@ Redis and RabbitMQ issues add their branch here and their settings to config.UPL
 from __future__ import annotations
 
 from argentic_edge.bridge.link import Link, LinkCallbacks, LinkError
-from argentic_edge.config import MqttConfig, UplinkConfig
+from argentic_edge.config import KafkaConfig, MqttConfig, RabbitConfig, RedisConfig, UplinkConfig
 
 
 def make_link(
@@ -32,4 +32,19 @@ def make_link(
 
         assert isinstance(uplink.link, MqttConfig)
         return MqttLink(uplink.link, callbacks, client_id=client_id, mqtt5=fallback == 0, will=will)
+    if uplink.protocol == "kafka":
+        from argentic_edge.bridge.kafka import KafkaLink
+
+        assert isinstance(uplink.link, KafkaConfig)
+        return KafkaLink(uplink.link, callbacks, client_id=client_id, node_id=node_id)
+    if uplink.protocol == "redis":
+        from argentic_edge.bridge.redis import RedisLink
+
+        assert isinstance(uplink.link, RedisConfig)
+        return RedisLink(uplink.link, callbacks, client_id=client_id, node_id=node_id)
+    if uplink.protocol == "rabbitmq":
+        from argentic_edge.bridge.rabbitmq import RabbitLink
+
+        assert isinstance(uplink.link, RabbitConfig)
+        return RabbitLink(uplink.link, callbacks, client_id=client_id, node_id=node_id)
     raise LinkError(f"uplink {uplink.name}: no link for protocol {uplink.protocol!r} ({node_id})")

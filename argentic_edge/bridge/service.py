@@ -97,6 +97,11 @@ DROP_REASONS = {
     "expired": "bus messages that waited in the outbox longer than buffer.max_age",
     "broker_refused": "publications the broker refused",
     "not_connected": "QoS 0 publications caught by a lost connection",
+    "kafka_name_too_long": "bus messages whose topic is longer than Kafka's 249 characters once "
+    "mapped (docs/kafka.md)",
+    "kafka_name_reserved": "bus messages whose topic would be a name Kafka keeps for itself "
+    "('.', '..', '__...')",
+    "kafka_name_undecodable": "bus messages whose topic is not valid UTF-8 text for a Kafka name",
 }
 
 LinkFactory = Callable[[LinkCallbacks, int], Link]

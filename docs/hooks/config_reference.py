@@ -194,8 +194,16 @@ def load_descriptions(known: set[str]) -> dict[str, str]:
     return {str(k): " ".join(str(v).split()) for k, v in raw.items()}
 
 
+def protocol_sections() -> Iterator[Section]:
+    """Each uplink protocol's own keys (``uplinks[].link``) but MQTT's, which are bridge.mqtt's:
+    written in the uplink's mapping, documented under ``uplinks[].<protocol>``."""
+    for name, cls in schema.UPLINK_PROTOCOLS.items():
+        if cls is not schema.MqttConfig:
+            yield from sections(cls, f"uplinks[].{name}")
+
+
 def render_reference() -> str:
-    every = list(sections())
+    every = [*sections(), *protocol_sections()]
     known = {s.path for s in every if s.path} | {k.path for s in every for k in s.keys}
     descriptions = load_descriptions(known)
     first_of: dict[type, str] = {}  # a section class -> where it is described first

@@ -1,0 +1,133 @@
+"""Argentic 0.16.6's own Redis and RabbitMQ drivers against the uplink links, both directions.
+
+The RabbitMQ driver runs as shipped. The Redis driver cannot be imported on Python 3.11+ (its
+aioredis dependency defines a class with a duplicate base), shown first; then it runs with the
+one change docs/redis.md gives (redis-py's asyncio client in place of aioredis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from argentic_edge.bridge.link import Publication
+from argentic_edge.bridge.rabbitmq import RabbitLink
+from argentic_edge.bridge.redis import RedisLink
+from argentic_edge.config import RabbitConfig, RedisConfig
+from tests.support.argentic_drivers import driver_module, fixed_redis_driver, message_models
+from tests.support.links import Recorder
+from tests.support.rabbitmq import RabbitServer
+from tests.support.redis import RedisServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def test_stock_argentic_redis_driver_fails_to_import_on_this_python() -> None:
+    code = (
+        "from tests.support.argentic_drivers import driver_module\ndriver_module('RedisDriver')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert sys.version_info >= (3, 11)
+    assert result.returncode != 0
+    assert "TypeError: duplicate base class TimeoutError" in result.stderr
+    assert "aioredis" in result.stderr
+
+
+def reply_body(models: Any, text: str) -> bytes:
+    return models.DataMessage(source="bus-agent", data={"answer": text}).model_dump_json().encode()
+
+
+async def test_argentic_redis_driver_with_the_fix_meets_the_redis_link(
+    redis_server: RedisServer,
+) -> None:
+    drivers = fixed_redis_driver()
+    models = message_models()
+    driver = drivers.RedisDriver(drivers.RedisDriverConfig(url="127.0.0.1", port=redis_server.port))
+    await driver.connect()
+    received: list[Any] = []
+
+    async def handler(message: Any) -> None:
+        received.append(message)
+
+    await driver.subscribe("agent/r1/response", handler)
+    recorder = Recorder()
+    link = RedisLink(
+        RedisConfig(broker_address="127.0.0.1", port=redis_server.port),
+        recorder.callbacks(),
+        client_id="edge",
+        node_id="n1",
+    )
+    await link.connect()
+    await link.subscribe([("agent/+/ask", 1)])
+    await asyncio.sleep(0.2)
+    ask = models.DataMessage(source="redis-agent", data={"question": "ping?"})
+    await driver.publish("agent/r1/ask", ask)
+    await recorder.wait(lambda: recorder.messages)
+    topic, payload = recorder.messages[0]
+    assert topic == "agent/r1/ask"
+    assert payload == ask.model_dump_json().encode()  # the driver's JSON, byte for byte
+
+    body = reply_body(models, "pong")
+    link.publish(Publication("agent/r1/response", body, 1, False, "t"))
+    await recorder.wait(lambda: received)
+    assert received[0].type == "DATA" and received[0].data == {"answer": "pong"}
+    assert received[0].source == "bus-agent"
+    await driver.disconnect()
+    await link.close()
+
+
+async def test_argentic_rabbitmq_driver_meets_the_rabbit_link(rabbitmq: RabbitServer) -> None:
+    drivers = driver_module("RabbitMQDriver")
+    configs = driver_module("configs")
+    models = message_models()
+    driver = drivers.RabbitMQDriver(
+        configs.RabbitMQDriverConfig(
+            url="127.0.0.1", port=rabbitmq.port, user="guest", password="guest"
+        )
+    )
+    await driver.connect()
+    received: list[Any] = []
+
+    async def handler(message: Any) -> None:
+        received.append(message)
+
+    recorder = Recorder()
+    link = RabbitLink(
+        RabbitConfig(broker_address="127.0.0.1", port=rabbitmq.port),
+        recorder.callbacks(),
+        client_id="edge-argentic",
+        node_id="n1",
+    )
+    await link.connect()
+    await link.subscribe([("agent/q1/ask", 1)])
+    # The link declared agent/q1/ask first; the driver re-declares it on every publish: the
+    # two declarations must be the same or RabbitMQ closes the driver's channel.
+    for number in range(3):
+        await driver.publish("agent/q1/ask", models.DataMessage(data={"n": number}))
+    await recorder.wait(lambda: len(recorder.messages) == 3)
+    assert recorder.topics() == ["agent/q1/ask"] * 3
+    assert [json.loads(p)["data"] for _, p in recorder.messages] == [{"n": n} for n in range(3)]
+
+    await driver.subscribe("agent/q1/response", handler)
+    link.publish(Publication("agent/q1/response", reply_body(models, "ok"), 1, False, "t"))
+    await recorder.wait(lambda: received)
+    assert received[0].data == {"answer": "ok"}
+    assert recorder.settled == {"t": None}
+    await driver.disconnect()
+    await link.close()
