@@ -423,7 +423,10 @@ def test_uplink_mistakes_name_the_key() -> None:
     beside = {"uplinks": [{"protocol": "mqtt"}], "bridge": {"mqtt": {"broker_address": "h"}}}
     assert "uplinks[0].name: 'mqtt' — the name is taken by the uplink bridge:" in problems(beside)
     unknown = problems({"uplinks": [{"protocol": "mqtt5"}]})
-    assert "uplinks[0].protocol: 'mqtt5' — unknown protocol; expected one of: mqtt" in unknown
+    assert (
+        "uplinks[0].protocol: 'mqtt5' — unknown protocol; expected one of: kafka | mqtt | rabbitmq | redis"
+        in unknown
+    )
     assert "uplinks[0].protocol: expected one of" in problems({"uplinks": [{"name": "a"}]})
     assert "uplinks: 'ha' — expected a list" in problems({"uplinks": "ha"})
     typo = problems({"uplinks": [{"protocol": "mqtt", "brokr_address": "h", "port": 0}]})
