@@ -10,9 +10,11 @@ the API, and applies a new configuration by restarting only the services whose s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,12 +25,13 @@ import zmq
 from argentic_edge import __version__
 from argentic_edge.bus.connect import EVERY_ADDRESS, BusConnect, bus_connect
 from argentic_edge.bus.proxy import Bus
-from argentic_edge.config import EdgeConfig, UplinkConfig, uplink_client_id
+from argentic_edge.config import ConfigError, EdgeConfig, UplinkConfig, uplink_client_id
 from argentic_edge.discovery.interfaces import local_addresses
 from argentic_edge.errors import EdgeError
 from argentic_edge.storage import (
     certs_dir,
     federation_dir,
+    homeassistant_state_path,
     inspector_dir,
     sweep_stale_temp_files,
 )
@@ -301,16 +304,43 @@ def _uplink_service(name: str) -> Callable[[Edge], Service]:
 
 
 def _home_assistant(edge: Edge) -> Service:
-    from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery
+    from argentic_edge.homeassistant.discovery import HomeAssistantDiscovery, Identity
 
-    first = edge.config.first_mqtt_uplink
+    config = edge.config
+    first = config.first_mqtt_uplink
     assert first is not None
     return HomeAssistantDiscovery(
-        cast("Uplink", edge.services[f"uplink:{first.name}"]),
-        edge.config.node_name,
-        edge.config.bridge.ha_discovery_prefix,
+        cast("Uplink", edge.services[f"{UPLINK_PREFIX}{first.name}"]),
+        lambda: Identity(
+            _node_keys(edge).node_id,
+            config.node_name,
+            edge.panel_url or _page_url(config),
+            tuple(uplink.name for uplink in config.uplinks),
+        ),
+        config.bridge.ha_discovery_prefix,
         edge.status,
+        reconnect=edge.restart_uplinks,
+        state_file=homeassistant_state_path(config.data_path),
     )
+
+
+def _page_url(config: EdgeConfig) -> str | None:
+    """The status page's address as the LAN reaches it (None while the web is off): a
+    wildcard listener is named by this host's first LAN address, else by its host name."""
+    web = config.web
+    if not web.enabled:
+        return None
+    host = web.host
+    if host in ("0.0.0.0", "::", "*"):
+        try:
+            addresses = local_addresses(config.discovery.interfaces)
+        except (ConfigError, OSError):  # the peers service reports it; the host name still works
+            addresses = []
+        host = addresses[0].address if addresses else socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if config.certificates.enabled else "http"
+    return f"{scheme}://{host}:{web.port}/"
 
 
 def _first_mqtt_name(config: EdgeConfig) -> str | None:
@@ -374,8 +404,18 @@ def service_specs(*configs: EdgeConfig) -> list[ServiceSpec]:
         *uplinks,
         # Home Assistant discovery goes through the first MQTT uplink.
         ServiceSpec(
-            "homeassistant",
-            ("bridge.ha_discovery", "bridge.ha_discovery_prefix", "node_name"),
+            "homeassistant",  # the device's link is the page's address
+            (
+                "bridge.ha_discovery",
+                "bridge.ha_discovery_prefix",
+                "node_name",
+                "uplinks",  # a sensor each
+                "data_dir",
+                "web.enabled",
+                "web.host",
+                "web.port",
+                "certificates.enabled",
+            ),
             lambda c: c.bridge.ha_discovery and c.first_mqtt_uplink is not None,
             _home_assistant,
             after=tuple(sorted(f"{UPLINK_PREFIX}{name}" for name in first_mqtt)),
@@ -438,8 +478,12 @@ class Edge:
         # Turns the file the web editor edits into the configuration that runs; the add-on merges
         # its options and the Supervisor's broker in here. None: the file is the configuration.
         self.compose = compose
+        # The device's link in Home Assistant when it is not the page's own address: the
+        # add-on's ingress panel (set by the add-on runtime before the start).
+        self.panel_url: str | None = None
         self.context = zmq.Context()
         self.services: dict[str, Service] = {}
+        self._tasks: set[asyncio.Task[list[str]]] = set()
         self.started_at = time.time()
         self._lock = asyncio.Lock()
 
@@ -462,10 +506,42 @@ class Edge:
                 raise
             log.info("argentic-edge %s is up as node %r", __version__, self.config.node_name)
 
+    async def run_until(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
+        """Start, call ``ready()``, run until ``stop`` is set, stop. A stop that comes while the
+        services are still starting cuts the start short: the certificates' first check alone
+        is a child Python (about a second, more on a busy machine), and a SIGTERM must not wait
+        for the rest of the start before the stop even begins."""
+        starting = asyncio.create_task(self.start(), name="argentic-edge-start")
+        stopped = asyncio.create_task(stop.wait(), name="argentic-edge-stop-signal")
+        try:
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                log.info("stopping while still starting")
+                starting.cancel()
+            try:
+                await starting
+            except asyncio.CancelledError:
+                if not stop.is_set():
+                    raise
+            else:
+                if ready is not None:
+                    ready()
+                await stopped
+        finally:
+            stopped.cancel()
+            await self.stop()
+
     async def _start_service(self, spec: ServiceSpec) -> None:
+        started = time.monotonic()
         service = spec.build(self)
-        await service.start()
+        try:
+            await service.start()
+        except asyncio.CancelledError:  # a stop during the start: give back what it took
+            with contextlib.suppress(Exception):
+                await service.stop()
+            raise
         self.services[spec.name] = service
+        log.debug("started %s in %.0f ms", spec.name, (time.monotonic() - started) * 1000)
 
     async def stop(self) -> None:
         async with self._lock:
@@ -475,13 +551,18 @@ class Edge:
     async def _stop_all(self) -> None:
         for name in reversed(list(self.services)):
             service = self.services.pop(name)
+            started = time.monotonic()
             try:
                 await service.stop()
             except Exception:
                 log.exception("service %s did not stop cleanly", name)
+            log.debug("stopped %s in %.0f ms", name, (time.monotonic() - started) * 1000)
 
-    async def apply(self, config: EdgeConfig) -> list[str]:
-        """Switch to ``config``, restarting only the services whose sections changed.
+    async def apply(
+        self, config: EdgeConfig, *, restart: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """Switch to ``config``, restarting only the services whose sections changed (and the
+        running ones named in ``restart``, changed or not).
 
         Returns the names of the restarted services. If a service fails to start with the new
         configuration, the previous configuration is restored and the error is raised.
@@ -497,6 +578,7 @@ class Edge:
                     spec.changed(previous, config)
                     or spec.enabled(previous) != spec.enabled(config)
                     or restarting.intersection(spec.after)
+                    or (spec.name in restart and spec.name in self.services)
                 ):
                     restarting.add(spec.name)
             affected = [spec for spec in specs if spec.name in restarting]
@@ -534,6 +616,20 @@ class Edge:
             names = [spec.name for spec in affected if spec.enabled(config)]
             log.info("configuration applied; restarted: %s", ", ".join(names) or "nothing")
             return names
+
+    def restart_uplinks(self) -> None:
+        """Restart every running uplink and their users with the configuration as it is, in a
+        task of the Edge's own (the caller, Home Assistant's "Reconnect uplinks" button, is
+        among what restarts)."""
+        names = frozenset(name for name in self.services if name.startswith(UPLINK_PREFIX))
+        task = asyncio.create_task(self.apply(self.config, restart=names))
+        self._tasks.add(task)
+        task.add_done_callback(self._restarted)
+
+    def _restarted(self, task: asyncio.Task[list[str]]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("restarting failed: %s", task.exception())
 
     def health(self) -> tuple[bool, list[str]]:
         """True when every enabled service is up; otherwise the reasons."""

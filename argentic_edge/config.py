@@ -707,8 +707,13 @@ def uplink_client_id(uplink: UplinkConfig, node_name: str) -> str:
     return f"argentic-edge-{node_name}-{uplink.name}"
 
 
-# Keys Argentic's agent-side code puts in a messaging block that mean nothing to the appliance.
-ARGENTIC_CLIENT_KEYS = frozenset({"client_id", "tool_client_id", "keepalive", "version"})
+# Keys Argentic's agent-side code puts in a messaging block that mean nothing to the appliance:
+# the client ids of its agent (client_id), its CLI (cli_client_id) and its tool services
+# (tool_client_id), and the agent's keepalive and MQTT version (argentic 0.16.6's main.py,
+# cli_client.py and services/ read them).
+ARGENTIC_CLIENT_KEYS = frozenset(
+    {"client_id", "cli_client_id", "tool_client_id", "keepalive", "version"}
+)
 # Top-level sections of a whole Argentic config.yaml that are not ours and are left alone.
 ARGENTIC_SECTIONS = frozenset({"llm", "agent", "tools", "logging", "rag", "supervisor", "models"})
 

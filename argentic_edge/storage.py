@@ -33,6 +33,7 @@ FEDERATION_DIR = "federation"  # this node's CURVE keys and the trusted peers
 CERTS_DIR = "certs"  # the local CA, the server certificate, issued bundles
 INSPECTOR_DIR = "inspector"  # the page's recording of bus traffic
 SAVED_CONFIG_NAME = "argentic-edge.yaml"  # what the web editor writes when run without --config
+HOMEASSISTANT_FILE = "homeassistant.json"  # what Home Assistant discovery did once (migrations)
 OUTBOX_DIR = "outbox"  # one SQLite file per uplink: what waits for its broker
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -43,6 +44,10 @@ def federation_dir(data_dir: Path) -> Path:
 
 def certs_dir(data_dir: Path) -> Path:
     return data_dir / CERTS_DIR
+
+
+def homeassistant_state_path(data_dir: Path) -> Path:
+    return data_dir / HOMEASSISTANT_FILE
 
 
 def inspector_dir(data_dir: Path) -> Path:

@@ -24,9 +24,11 @@ import pytest
 import yaml
 from aiohttp import web
 
+from argentic_edge.federation.identity import load_or_create_keys
 from argentic_edge.homeassistant import entities
 from argentic_edge.homeassistant import options as addon_options
 from argentic_edge.homeassistant import supervisor as supervisor_api
+from argentic_edge.storage import federation_dir
 from tests.support.brokers import Mosquitto, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -568,22 +570,24 @@ def test_the_standin_runs_as_a_program(tmp_path: Path) -> None:
 
 # --- Home Assistant MQTT discovery -------------------------------------------------------------
 
+NODE_ID = "0123456789abcdef0123456789abcdef"
 STATUS_TOPIC = "argentic/edge/kitchen-pi/status"
-STATE_TOPIC = "argentic/edge/kitchen-pi/state"
+STATE_TOPIC = f"argentic/edge/{NODE_ID}/state"
 
 
 def test_discovery_describes_one_device() -> None:
     messages = entities.discovery_messages(
-        "kitchen-pi", "Kitchen Pi", "0.1.0", STATUS_TOPIC, STATE_TOPIC
+        NODE_ID, "Kitchen Pi", "0.1.0", STATUS_TOPIC, configuration_url="https://pi:8099/"
     )
-    assert len(messages) == len(entities.STATE_KEYS) == 5
+    assert len(messages) == len(entities.STATE_KEYS) + 1 == 6  # the sensors and the button
     payloads = [json.loads(payload) for _topic, payload, _retain in messages]
     assert all(retain for _topic, _payload, retain in messages)
     assert {json.dumps(p["device"], sort_keys=True) for p in payloads} == {
         json.dumps(
             {
-                "identifiers": ["argentic_edge_kitchen-pi"],
+                "identifiers": [f"argentic_edge_{NODE_ID}"],
                 "name": "Kitchen Pi",
+                "configuration_url": "https://pi:8099/",
                 "manufacturer": "Argentic",
                 "model": "argentic-edge",
                 "sw_version": "0.1.0",
@@ -601,10 +605,14 @@ def test_discovery_describes_one_device() -> None:
             cert_days_left=None,
         )
     )
-    for (topic, _payload, _retain), payload in zip(messages, payloads, strict=True):
+    button = payloads.pop()
+    assert button["command_topic"] == f"argentic/edge/{NODE_ID}/command"
+    assert button["default_entity_id"] == "button.argentic_edge_01234567_reconnect_uplinks"
+    for (topic, _payload, _retain), payload in zip(messages, payloads, strict=False):
         component = topic.split("/")[1]
-        assert re.fullmatch(rf"homeassistant/{component}/kitchen-pi/[a-z_]+/config", topic)
+        assert re.fullmatch(rf"homeassistant/{component}/{NODE_ID}/[a-z_]+/config", topic)
         assert component in ("sensor", "binary_sensor")
+        assert payload["default_entity_id"].startswith(f"{component}.argentic_edge_01234567_")
         assert payload["availability_topic"] == STATUS_TOPIC
         assert (payload["payload_available"], payload["payload_not_available"]) == (
             "online",
@@ -618,11 +626,32 @@ def test_discovery_describes_one_device() -> None:
         binary["device_class"] == "connectivity"
         and state["bridge_connected"] == binary["payload_on"]
     )
-    assert set(state) == set(entities.STATE_KEYS)
+    assert set(state) == {*entities.STATE_KEYS, "uplinks"}
+
+
+def test_each_uplink_has_a_connectivity_sensor_keyed_by_its_name() -> None:
+    messages = entities.discovery_messages(
+        NODE_ID, "pi", "0.1.0", STATUS_TOPIC, uplinks=["Cloud-1"]
+    )
+    topic, payload, _retain = next(m for m in messages if "/uplink_" in m[0])
+    sensor = json.loads(payload)
+    assert topic == f"homeassistant/binary_sensor/{NODE_ID}/uplink_Cloud-1/config"
+    assert sensor["default_entity_id"] == "binary_sensor.argentic_edge_01234567_uplink_cloud_1"
+    assert sensor["unique_id"] == f"argentic_edge_{NODE_ID}_uplink_Cloud-1"
+    state = json.loads(
+        entities.state_payload(
+            bus_rate=0, bridge_connected=False, peers_linked=0, agents_seen=0,
+            cert_days_left=None, uplinks={"Cloud-1": True},
+        )
+    )  # fmt: skip
+    assert state["uplinks"] == {"Cloud-1": "ON"}
+    gone = entities.uplink_removal_messages(NODE_ID, ["Cloud-1"])
+    assert gone == [(topic, b"", True)]
 
 
 def test_discovery_node_ids_are_topic_safe() -> None:
     topics = [topic for topic, _p, _r in entities.removal_messages("kitchen pi.local", prefix="ha")]
+    assert topics.pop() == "argentic/edge/kitchen_pi_local/state"
     assert all(topic.startswith("ha/") and "/kitchen_pi_local/" in topic for topic in topics)
 
 
@@ -630,10 +659,16 @@ async def test_discovery_and_removal_through_a_real_broker(
     mosquitto: Mosquitto, tmp_path: Path, repo_env: dict[str, str]
 ) -> None:
     """What Home Assistant sees: retained configs after announcing, nothing after
-    ``argentic-edge ha-remove`` (the appliance itself need not run)."""
-    messages = entities.discovery_messages(
-        "kitchen-pi", "Kitchen Pi", "0.1.0", STATUS_TOPIC, STATE_TOPIC
-    )
+    ``argentic-edge ha-remove`` (the appliance itself need not run): the device under the
+    stable id and what an older version left under the name."""
+    node_id = load_or_create_keys(federation_dir(tmp_path / "data")).node_id
+    old = [topic for topic, _p, _r in entities.legacy_removal_messages("kitchen-pi")[:-1]]
+    messages = [
+        *entities.discovery_messages(
+            node_id, "kitchen-pi", "0.1.0", STATUS_TOPIC, uplinks=["mqtt"]
+        ),
+        *[(topic, b'{"name": "old"}', True) for topic in old],
+    ]
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="edge") as client:
         for topic, payload, retain in messages:
             await client.publish(topic, payload, qos=1, retain=retain)
@@ -645,6 +680,7 @@ async def test_discovery_and_removal_through_a_real_broker(
         yaml.safe_dump(
             {
                 "node_name": "kitchen-pi",
+                "data_dir": str(tmp_path / "data"),
                 "bridge": {"mqtt": {"broker_address": "127.0.0.1", "port": mosquitto.port}},
             }
         )
@@ -662,10 +698,7 @@ async def test_discovery_and_removal_through_a_real_broker(
     )
     out, err = await asyncio.wait_for(removal.communicate(), 30)
     assert removal.returncode == 0, err.decode()
-    assert (
-        out.decode()
-        == f"removed from Home Assistant: {len(messages) + 1} retained topics cleared\n"
-    )
+    assert out.decode() == "removed from Home Assistant: 14 retained topics cleared\n"
     assert await _retained(mosquitto.port, 0) == {}
 
 

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from argentic_edge import __version__
 from tests.support.bridge import wait_until
-from tests.support.brokers import Mosquitto, free_port, wait_for_port
+from tests.support.brokers import Mosquitto, free_port, mqtt_publish, wait_for_port
 from tests.support.config import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "addon"))
@@ -64,7 +64,10 @@ def retained(port: int, topic_filter: str, count: int, timeout: float = 20) -> d
     client.on_connect = lambda c, *_: c.subscribe(topic_filter)
 
     def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
-        found[message.topic] = message.payload
+        if message.payload:  # an empty payload clears a topic (live, while we listen)
+            found[message.topic] = message.payload
+        else:
+            found.pop(message.topic, None)
 
     client.on_message = on_message
     client.connect("127.0.0.1", port)
@@ -83,17 +86,6 @@ async def healthz_url(run: Path, timeout: float = 10) -> str:
     path = run / "healthz-url"
     await wait_until(path.exists, timeout, "the HEALTHCHECK URL file")
     return path.read_text()
-
-
-def publish_retained(port: int, messages: dict[str, bytes]) -> None:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-writer")
-    client.username_pw_set("reader", "reader-pass")
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    for topic, payload in messages.items():
-        client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
-    client.loop_stop()
-    client.disconnect()
 
 
 async def test_zero_typing_add_on_with_the_supervisors_broker(
@@ -162,10 +154,13 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
         await asyncio.to_thread(wait_for_port, ingress, "127.0.0.1", 20)
         assert await healthz_url(run) == f"http://127.0.0.1:{ingress}/healthz\n"
 
-        configs = await asyncio.to_thread(retained, broker.port, "homeassistant/#", 5)
-        assert len(configs) == 5, f"discovery configs on the broker: {sorted(configs)}"
-        device = {json.loads(payload)["device"]["name"] for payload in configs.values()}
-        assert device == {"ha-edge"}
+        configs = await asyncio.to_thread(retained, broker.port, "homeassistant/#", 7)
+        assert len(configs) == 7, f"discovery configs on the broker: {configs}"
+        devices = [json.loads(payload)["device"] for payload in configs.values()]
+        assert {device["name"] for device in devices} == {"ha-edge"}
+        assert {device["configuration_url"] for device in devices} == {
+            "homeassistant://hassio/ingress/local_argentic_edge"  # the add-on's ingress panel
+        }
         assert state.mqtt_requests >= 3, "the broker was adopted after the service appeared"
 
         base = f"http://127.0.0.1:{ingress}"
@@ -189,7 +184,7 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
                 f"{base}/api/homeassistant/remove", headers={"Authorization": f"Bearer {API_TOKEN}"}
             ) as answer:
                 assert answer.status == 200, await answer.text()
-                assert (await answer.json())["removed"] == 6
+                assert (await answer.json())["removed"] == 14  # by id (8) and by name (6)
             async with session.get(
                 f"{base}/api/status", headers={"Authorization": f"Bearer {API_TOKEN}"}
             ) as answer:
@@ -198,7 +193,9 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
         assert await asyncio.to_thread(retained, broker.port, "homeassistant/#", 1, 1.0) == {}
 
         # ... or `ha-remove --addon`, with the Supervisor's broker (stale configs put back here)
-        await asyncio.to_thread(publish_retained, broker.port, configs)
+        await asyncio.to_thread(
+            mqtt_publish, broker.port, configs, credentials=("reader", "reader-pass")
+        )
         removal = await asyncio.create_subprocess_exec(
             *run_script_command()[:3],
             "ha-remove",
@@ -209,7 +206,7 @@ async def test_zero_typing_add_on_with_the_supervisors_broker(
         )
         out, err = await asyncio.wait_for(removal.communicate(), 30)
         assert removal.returncode == 0, err.decode()
-        assert "6 retained topics cleared" in out.decode()
+        assert "14 retained topics cleared" in out.decode()
         assert await asyncio.to_thread(retained, broker.port, "homeassistant/#", 1, 1.0) == {}
     finally:
         appliance.terminate()

@@ -29,3 +29,24 @@ async def test_a_live_web_port_change_reaches_the_mdns_record(tmp_path: Path) ->
         raw["web"] = {**raw["web"], "port": second}  # type: ignore[dict-item]
         await edge.apply(parse_config(raw, env={}))
         assert _advertised_web_port(edge) == second
+
+
+def test_the_home_assistant_device_links_to_the_page_as_the_lan_reaches_it() -> None:
+    """configuration_url: the listener's own address, a LAN address for a wildcard one, the
+    scheme the page speaks, nothing while the web is off."""
+    import socket
+
+    from argentic_edge.app import _page_url
+    from argentic_edge.discovery.interfaces import local_addresses
+
+    def url(**web: object) -> str | None:
+        return _page_url(parse_config({"web": {"port": 8443, **web}}, env={}))
+
+    assert url(host="192.168.1.5") == "https://192.168.1.5:8443/"
+    assert url(host="::1") == "https://[::1]:8443/"
+    assert url(enabled=False) is None
+    lan = local_addresses()
+    expected = lan[0].address if lan else socket.gethostname()
+    assert url() == f"https://{expected}:8443/"  # web.host 0.0.0.0, the default
+    plain = parse_config({"certificates": {"enabled": False}, "web": {"host": "10.0.0.2"}}, env={})
+    assert _page_url(plain) == "http://10.0.0.2:8099/"

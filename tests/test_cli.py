@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from argentic_edge.cli.main import build_parser
+from argentic_edge.cli.pubsub import format_message
 from argentic_edge.storage import saved_config_path
 from bench.__main__ import OPT_IN, SUITES
 from tests.support.brokers import wait_for_port
@@ -26,9 +27,12 @@ def write_config(tmp_path: Path, **sections: object) -> tuple[Path, dict]:
     return write_yaml(tmp_path / "edge.yaml", raw), raw
 
 
-def cli(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str], timeout: float = 30, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "argentic_edge", *args],
+        input=stdin,
         env=env,
         capture_output=True,
         text=True,
@@ -248,3 +252,107 @@ def test_bench_only_offers_every_suite_the_bench_runs() -> None:
         assert parser.parse_args(["bench", "--only", name]).only == [name]
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--only", "no-such-suite"])
+
+
+def _subscriber_joined(path: Path, topic: str, env: dict[str, str]) -> None:
+    """Wait until a subscriber covering ``topic`` is on the bus: pub says when none is."""
+    probe = cli("pub", "-t", topic, "-n", "--wait", "10", "-c", str(path), env=env)
+    assert "reached no one" not in probe.stderr, probe.stderr
+
+
+def test_pub_and_sub_in_mosquittos_idiom(
+    appliance: tuple[Path, dict], repo_env: dict[str, str]
+) -> None:
+    """-t (repeatable), -m, -h, -p, -l, -s and -F as mosquitto_pub/_sub take them."""
+    path, raw = appliance
+    bus = raw["messaging"]
+    host = ["-h", "127.0.0.1"]
+    sub = spawn(
+        "sub", "-t", "one/+/x", "-t", "two/#", "-F", r"%t\t%l\t%J", "-C", "4",
+        *host, "-p", str(bus["backend_port"]), env=repo_env,
+    )  # fmt: skip
+    _subscriber_joined(path, "two/probe", repo_env)
+    pub = ["pub", *host, "-p", str(bus["port"])]
+    assert cli(*pub, "-t", "one/a/x", "-m", '{"n": 1}', env=repo_env).returncode == 0
+    lines = cli(*pub, "-t", "two/lines", "-l", stdin='{"n": 2}\n\n{"n": 3}\n', env=repo_env)
+    assert lines.returncode == 0 and "reached no one" not in lines.stderr, lines.stderr
+    whole = cli(*pub, "-t", "two/whole", "-s", stdin='{"n":\n 4}', env=repo_env)
+    assert whole.returncode == 0, whole.stderr
+    out, err = sub.communicate(timeout=20)
+    assert sub.returncode == 0, err
+    rows = [line.split("\t") for line in out.splitlines()]
+    received = [(topic, json.loads(document)) for topic, _length, document in rows]
+    assert [(topic, record["payload"]) for topic, record in received] == [
+        ("two/probe", ""),  # -n: the empty payload; %J leaves what is not JSON a string
+        ("one/a/x", {"n": 1}),
+        ("two/lines", {"n": 2}),
+        ("two/lines", {"n": 3}),
+    ]
+    assert [row[1] for row in rows] == ["0", "8", "8", "8"]
+
+
+def test_sub_W_times_out_with_mosquittos_exit_code(
+    appliance: tuple[Path, dict], repo_env: dict[str, str]
+) -> None:
+    path, _ = appliance
+    started = time.monotonic()
+    result = cli("sub", "-t", "nothing/#", "-W", "1", "-c", str(path), env=repo_env)
+    assert result.returncode == 27, result.stderr
+    assert 1 <= time.monotonic() - started < 10
+    assert "timed out after 1s" in result.stderr
+
+
+def test_pub_says_when_no_subscriber_covers_the_topic(
+    appliance: tuple[Path, dict], repo_env: dict[str, str]
+) -> None:
+    path, _ = appliance
+    alone = cli(
+        "pub", "-t", "nobody/here", "-m", "{}", "--wait", "0.3", "-c", str(path), env=repo_env
+    )
+    assert alone.returncode == 0
+    assert "covers 'nobody/here'" in alone.stderr and "reached no one" in alone.stderr
+    sub = spawn("sub", "nobody/#", "-C", "1", "-c", str(path), env=repo_env)
+    heard = cli("pub", "nobody/here", "{}", "--wait", "10", "-c", str(path), env=repo_env)
+    assert heard.returncode == 0 and heard.stderr == ""
+    assert sub.communicate(timeout=20)[0] == "{}\n"
+
+
+def test_pub_refuses_two_message_sources(repo_env: dict[str, str]) -> None:
+    result = cli("pub", "-t", "a/b", "-m", "{}", "-n", env=repo_env)
+    assert result.returncode == 2 and "exactly one message source" in result.stderr
+    assert "got -m, -n" in result.stderr
+
+
+def test_sub_formats_follow_mosquitto() -> None:
+    """-F: mosquitto_sub's sequences for what a bus message has (no QoS, no properties)."""
+    payload = b'{"a": 1}'
+    assert format_message(r"%t|%p|%l|%x|%%|\t\\", "x/y", payload) == (
+        'x/y|{"a": 1}|8|' + payload.hex() + "|%|\t\\"
+    )
+    assert format_message("%X", "t", b"\xab") == "AB"
+    record = json.loads(format_message("%J", "x/y", payload, now=0))
+    assert record["payload"] == {"a": 1} and record["topic"] == "x/y"
+    assert json.loads(format_message("%j", "x/y", payload, now=0))["payload"] == '{"a": 1}'
+    assert format_message("%U", "t", b"", now=12.5) == "12.500000000"
+    assert format_message("%z %q", "t", b"") == "%z %q"  # unknown sequences stay as written
+
+
+def test_certs_takes_the_configuration_like_every_command(
+    tmp_path: Path, repo_env: dict[str, str]
+) -> None:
+    """`certs --config FILE` uses the file's data_dir and node_name; options still win."""
+    path, _ = write_config(tmp_path, node_name="kitchen")
+    made = cli("certs", "init", "--config", str(path), env=repo_env, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert str(tmp_path / "data" / "certs") in made.stdout
+    shown = cli("certs", "show", "--json", "-c", str(path), env=repo_env, timeout=60)
+    server = next(c for c in json.loads(shown.stdout) if c["name"] == "server")
+    assert "kitchen" in server["sans"]
+    elsewhere = tmp_path / "other"
+    override = cli(
+        "certs", "show", "-c", str(path), "--data-dir", str(elsewhere), env=repo_env, timeout=60
+    )
+    assert override.returncode == 1 and str(elsewhere / "certs") in override.stderr
+    broken = write_yaml(tmp_path / "broken.yaml", {"node_name": "no spaces allowed"})
+    refused = cli("certs", "show", "-c", str(broken), env=repo_env)
+    assert refused.returncode == 1 and "node_name" in refused.stderr

@@ -182,6 +182,29 @@ topics:
     assert config.topics["commands"]["ask_question"] == "agent/command/ask_question"
 
 
+ARGENTIC_CONFIG = REPO_ROOT / "tests" / "data" / "argentic-config.yaml"
+
+
+def test_argentic_config_yaml_loads_verbatim() -> None:
+    """Every key argentic 0.16.6 reads (its agent, CLI and tool services: cli_client_id,
+    tool_client_id among them) loads; the agent's sections are kept or ignored, not refused."""
+    config = load_config(ARGENTIC_CONFIG, env={})
+    mqtt = config.bridge.mqtt
+    assert (mqtt.broker_address, mqtt.port, mqtt.username) == ("localhost", 1883, "agent")
+    assert config.topics["agent_events"]["tool_result"] == "agent/event/tool_result"
+    assert "ollama" not in dump_yaml(config)  # the LLM section is the agent's business
+
+
+def test_argentic_config_as_the_bus_block_loads_too() -> None:
+    raw = yaml.safe_load(ARGENTIC_CONFIG.read_text(encoding="utf-8"))
+    raw["messaging"] = {**raw["messaging"], "protocol": "zeromq", "port": 5555}
+    del raw["messaging"]["username"], raw["messaging"]["password"]
+    assert parse_config(raw, env={}).messaging.port == 5555
+    raw["messaging"]["cli_clientid"] = "x"  # a typo is still named
+    with pytest.raises(ConfigError, match=r"messaging\.cli_clientid"):
+        parse_config(raw, env={})
+
+
 def test_argentic_zeromq_agent_block_is_the_bus() -> None:
     raw = {
         "messaging": {

@@ -21,8 +21,8 @@ import pytest
 
 from argentic_edge.federation.identity import KEY_FILE, load_or_create_keys
 from tests.support.appliance import fd_count, thread_count
-from tests.support.federation import LIVENESS, Site, assert_exactly_once
-from tests.support.netns import Lan, Node, netns_unavailable
+from tests.support.federation import LIVENESS, Site, assert_exactly_once, prepared_site
+from tests.support.netns import Node, netns_unavailable
 
 UNAVAILABLE = netns_unavailable()
 pytestmark = [
@@ -37,13 +37,8 @@ THREAD_SLACK = 2
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    site = Site(Lan().create(), tmp_path)
-    try:
-        for key in ("a", "b"):
-            site.prepare(key)
+    with prepared_site(tmp_path) as site:
         yield site
-    finally:
-        site.close()
 
 
 def resources(node: Node) -> dict[str, int]:

@@ -177,7 +177,7 @@ async def test_remove_from_home_assistant_before_uninstalling(
         async with MqttClient(mosquitto.port) as home_assistant:
             await home_assistant.subscribe("homeassistant/#")
             announced = {item.topic for item in await home_assistant.quiet(0.5) if item.retain}
-        assert len(announced) == 5, announced
+        assert len(announced) == 7, announced  # five sensors, the uplink's, the button
 
         await browser.evaluate(
             "[...document.querySelectorAll('#homeassistant button')]"

@@ -200,8 +200,9 @@ class Uplink:
     """The ``uplink:<name>`` service: ``await start()``, ``await stop()``, ``health()``,
     ``status()``.
 
-    Extras for other services: ``await publish_retained(topic, payload)`` and
-    ``on_connect(callback)`` to run a coroutine after every (re)connection.
+    Extras for other services: ``await publish_retained(topic, payload)``,
+    ``on_connect(callback)`` to run a coroutine after every (re)connection, and
+    ``listen(topic, callback)`` for the appliance's own commands from the broker.
     """
 
     def __init__(
@@ -262,6 +263,7 @@ class Uplink:
         self._to_bus: list[tuple[InDelivery, bytes]] = []
         self._acks: list[Acknowledge] = []
         self._hooks: list[Callable[[], Awaitable[None]]] = []
+        self._listeners: dict[str, Callable[[bytes], None]] = {}
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._lost: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -484,6 +486,7 @@ class Uplink:
             session = await link.connect()
             problems = await link.subscribe(
                 [(sub.filter.value, sub.qos) for sub in self.routes.subscriptions]
+                + [(topic, 1) for topic in self._listeners]
             )
         except BaseException:
             link.abort()
@@ -676,7 +679,10 @@ class Uplink:
         """The link's on_message. Acknowledged once on the bus with the batch it came in
         (``_send_to_bus``), in order: a message that goes nowhere is acknowledged at once only
         when nothing before it still waits."""
-        if not topic.isascii() and _not_utf8(topic):
+        listener = self._listeners.get(topic)
+        if listener is not None:  # the appliance's own command, not traffic for the bus
+            listener(payload)
+        elif not topic.isascii() and _not_utf8(topic):
             self._drop_unrouted("from_broker", "invalid_utf8", ascii(topic[:60]))
         elif not (self._echoes and self.broker_guard.consume(topic, payload)):
             for delivery in self.routes.inbound(topic).deliveries:
@@ -752,6 +758,26 @@ class Uplink:
         def remove() -> None:
             if callback in self._hooks:
                 self._hooks.remove(callback)
+
+        return remove
+
+    def listen(self, topic: str, callback: Callable[[bytes], None]) -> Callable[[], None]:
+        """Call ``callback(payload)`` for each message on the broker's ``topic`` (a topic name,
+        no wildcards): subscribed on every connection, never routed to the bus. Returns a
+        function to undo it (the subscription then lasts until the next connection)."""
+        self._listeners[topic] = callback
+        link = self._link
+        if self._online and link is not None:
+
+            async def subscribe_now() -> None:
+                problems = await link.subscribe([(topic, 1)])
+                if problems:
+                    self._check_subscriptions({**self._subscription_problems, **problems})
+
+            self._start_hook(subscribe_now)
+
+        def remove() -> None:
+            self._listeners.pop(topic, None)
 
         return remove
 

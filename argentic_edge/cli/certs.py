@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from argentic_edge.certs.files import CertError, CertInfo
-from argentic_edge.config import default_data_dir, default_node_name
+from argentic_edge.config import default_data_dir, find_config_file, load_config
 from argentic_edge.storage import certs_dir
 
 if TYPE_CHECKING:  # cryptography loads when a certs command runs, not for every command
@@ -25,13 +25,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     """Add the ``certs`` command tree to the main CLI's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
+        "--config",
+        "-c",
+        help="take data_dir, node_name and certificates from this file (default: the file the "
+        "web editor saved, else the embedded defaults); the options below override it",
+    )
+    common.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help=f"data directory; certificates live in DIR/certs (default: {default_data_dir()})",
+        help="data directory; certificates live in DIR/certs (default: the configuration's "
+        f"data_dir, {default_data_dir()} unless set)",
     )
     common.add_argument(
-        "--node-name", default=None, help="this node's name (default: the host name)"
+        "--node-name",
+        default=None,
+        help="this node's name (default: the configuration's node_name)",
     )
     common.add_argument(
         "--certfile", default=None, help="your own server certificate (e.g. /ssl/fullchain.pem)"
@@ -87,17 +96,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def _handler(
     run: Callable[[CertStore, argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
-    """Build the store from the common options; a CertError or OSError becomes exit code 1."""
+    """Build the store from the configuration (found as every command finds it) and the common
+    options, which win; a CertError or OSError becomes exit code 1 (a ConfigError too, in main)."""
 
     def handle(args: argparse.Namespace) -> int:
         from argentic_edge.certs.issuing import CertStore
 
+        config = load_config(find_config_file(args.config))
+        certificates = config.certificates
         try:
             store = CertStore(
-                certs_dir(args.data_dir or default_data_dir()),
-                args.node_name or default_node_name(),
-                certfile=args.certfile,
-                keyfile=args.keyfile,
+                certs_dir(args.data_dir or config.data_path),
+                args.node_name or config.node_name,
+                certfile=args.certfile or certificates.certfile,
+                keyfile=args.keyfile or certificates.keyfile,
+                validity_days=certificates.validity_days,
+                ca_validity_days=certificates.ca_validity_days,
+                renewal_window=certificates.renewal_window,
             )
             return run(store, args)
         except CertError as exc:

@@ -15,6 +15,7 @@ import sys
 from typing import cast
 
 from argentic_edge.config import EdgeConfig, MqttConfig, find_config_file, load_config
+from argentic_edge.storage import federation_dir
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,21 @@ async def remove(config: EdgeConfig) -> int:
         raise BridgeError("bridge.mqtt.broker_address is not set: no broker to remove from")
     async with OwnConnection(config, settings) as connection:
         return await remove_from_home_assistant(
-            connection, config.node_name, config.bridge.ha_discovery_prefix
+            connection,
+            _stored_node_id(config),
+            config.node_name,
+            config.bridge.ha_discovery_prefix,
+            tuple(uplink.name for uplink in config.uplinks),
         )
+
+
+def _stored_node_id(config: EdgeConfig) -> str | None:
+    """The node id the appliance announced itself under; None if it never made one (then only
+    the name-based configs of older versions can be there)."""
+    from argentic_edge.federation.identity import KEY_FILE, load_or_create_keys
+
+    directory = federation_dir(config.data_path)
+    return load_or_create_keys(directory).node_id if (directory / KEY_FILE).exists() else None
 
 
 def cmd_ha_remove(args: argparse.Namespace) -> int:

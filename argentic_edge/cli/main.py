@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -20,16 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-import zmq
 
 import argentic_edge.cli.certs as certs_cli
 import argentic_edge.cli.ha_remove as ha_remove_cli
 import argentic_edge.cli.peers as discovery_cli
+import argentic_edge.cli.pubsub as pubsub_cli
 import argentic_edge.cli.record as record_cli
 import argentic_edge.cli.replay as replay_cli
 from argentic_edge import __version__
-from argentic_edge.bus.proxy import Bus, connect_host, tcp_endpoint
-from argentic_edge.client.bus import Subscriber, publish
+from argentic_edge.bus.proxy import Bus
 from argentic_edge.config import (
     ConfigError,
     EdgeConfig,
@@ -39,7 +37,6 @@ from argentic_edge.config import (
     load_config,
 )
 from argentic_edge.errors import EdgeError
-from argentic_edge.topics import TopicFilter
 
 log = logging.getLogger("argentic_edge")
 
@@ -97,9 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("configuration: the embedded defaults (no --config, no saved file)")
 
     async def main() -> None:
-        stop = _stop_on_signals()
-        async with Edge(config, config_path=args.config):
-            await stop.wait()
+        await Edge(config, config_path=args.config).run_until(_stop_on_signals())
         log.info("stopped")
 
     asyncio.run(main())
@@ -140,75 +135,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return _fail(str(ConfigError(problems)))
     sys.stdout.write(dump_yaml(config))
     return 0
-
-
-# --- pub and sub ----------------------------------------------------------------------------
-
-
-def _bus_endpoint(args: argparse.Namespace, config: EdgeConfig, backend: bool) -> str:
-    bus = config.messaging
-    host = args.host or connect_host(bus.broker_address)
-    port = args.port or (bus.backend_port if backend else bus.port)
-    return tcp_endpoint(host, port)
-
-
-def cmd_pub(args: argparse.Namespace) -> int:
-    config = _config(args)
-    endpoint = _bus_endpoint(args, config, backend=False)
-    message = sys.stdin.buffer.read() if args.message == "-" else args.message.encode()
-    context = zmq.Context()
-    try:
-        publish(
-            context,
-            endpoint,
-            args.topic,
-            message,
-            wait=args.wait,
-            connect_timeout=config.messaging.connect_timeout / 1000,
-            encoding=config.messaging.topic_encoding,
-        )
-    finally:
-        context.term()
-    return 0
-
-
-def cmd_sub(args: argparse.Namespace) -> int:
-    config = _config(args)
-    topic_filter = TopicFilter(args.filter)
-    endpoint = _bus_endpoint(args, config, backend=True)
-    context = zmq.Context()
-    count = 0
-    subscriber = Subscriber(
-        context,
-        endpoint,
-        topic_filter,
-        encoding=config.messaging.topic_encoding,
-        connect_timeout=config.messaging.connect_timeout / 1000,
-    )
-    try:
-        for message in subscriber.messages(timeout=args.timeout):
-            sys.stdout.write(_render(message.topic, message.payload, args) + "\n")
-            sys.stdout.flush()
-            count += 1
-            if args.count and count >= args.count:
-                break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        subscriber.close()
-        context.term()
-    return 0 if not args.count or count >= args.count else 1
-
-
-def _render(topic: str, payload: bytes, args: argparse.Namespace) -> str:
-    if args.json:
-        try:
-            body: Any = json.loads(payload)
-        except ValueError:
-            body = payload.decode("utf-8", "backslashreplace")
-        return json.dumps({"topic": topic, "payload": body}, ensure_ascii=False)
-    text = payload.decode("utf-8", "backslashreplace")
-    return f"{topic} {text}" if args.verbose else text
 
 
 # --- bench ----------------------------------------------------------------------------------
@@ -292,28 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
 
-    pub = sub.add_parser("pub", help="publish one message on the bus (like mosquitto_pub)")
-    pub.add_argument("topic")
-    pub.add_argument("message", help="the payload (Argentic JSON); - reads standard input")
-    pub.add_argument(
-        "--wait",
-        type=float,
-        default=1.0,
-        help="seconds to wait for a matching subscriber before sending (default 1)",
-    )
-    _bus_options(pub)
-    pub.set_defaults(func=cmd_pub)
-
-    subscribe = sub.add_parser("sub", help="print bus messages matching an MQTT-style filter")
-    subscribe.add_argument("filter", help="e.g. agent/+/status, agent/#, #")
-    subscribe.add_argument("-v", "--verbose", action="store_true", help="print the topic too")
-    subscribe.add_argument("-C", "--count", type=int, default=0, help="exit after COUNT messages")
-    subscribe.add_argument("--json", action="store_true", help="one JSON object per message")
-    subscribe.add_argument(
-        "--timeout", type=float, default=None, help="exit after this many seconds without a message"
-    )
-    _bus_options(subscribe)
-    subscribe.set_defaults(func=cmd_sub)
+    pubsub_cli.add_parsers(sub)
 
     bench = sub.add_parser("bench", help="run the benchmarks (from a source checkout)")
     bench.add_argument("--quick", action="store_true")
@@ -329,8 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     certs_cli.add_parser(sub)
     discovery_cli.add_parser(sub)
     ha_remove_cli.add_parser(sub)
-    record_cli.add_parser(sub, _bus_options, _config, _bus_endpoint)
-    replay_cli.add_parser(sub, _bus_options, _config, _bus_endpoint)
+    record_cli.add_parser(
+        sub,
+        lambda parser: pubsub_cli.bus_options(parser, "5556, or messaging.backend_port"),
+        pubsub_cli.bus_config,
+        pubsub_cli.bus_endpoint,
+    )
+    replay_cli.add_parser(
+        sub,
+        lambda parser: pubsub_cli.bus_options(parser, "5555, or messaging.port"),
+        pubsub_cli.bus_config,
+        pubsub_cli.bus_endpoint,
+    )
     # `run --log-level debug` as well as `--log-level debug run`
     for command in _commands(parser):
         _global_options(command, default=argparse.SUPPRESS)
@@ -358,12 +273,6 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
         choices=["debug", "info", "warning", "error"],
         help="overrides the configuration's log_level",
     )
-
-
-def _bus_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="take the bus address and ports from this file")
-    parser.add_argument("--host", help="bus host (default: from the configuration, else local)")
-    parser.add_argument("--port", type=int, help="bus port (default: 5555 for pub, 5556 for sub)")
 
 
 def _configure_logging(level: str) -> None:

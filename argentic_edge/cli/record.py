@@ -32,7 +32,9 @@ def add_parser(
     config: Config,
     endpoint: Endpoint,
 ) -> None:
-    parser = subparsers.add_parser("record", help="record bus traffic to a JSON lines file")
+    parser = subparsers.add_parser(
+        "record", add_help=False, help="record bus traffic to a JSON lines file"
+    )
     parser.add_argument("filter", help="MQTT-style filter, e.g. agent/#, #")
     parser.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     parser.add_argument("-C", "--count", type=int, default=0, help="stop after COUNT messages")

@@ -27,7 +27,9 @@ def add_parser(
     config: Config,
     endpoint: Endpoint,
 ) -> None:
-    parser = subparsers.add_parser("replay", help="put a recording back on the bus, timed")
+    parser = subparsers.add_parser(
+        "replay", add_help=False, help="put a recording back on the bus, timed"
+    )
     parser.add_argument("file", type=Path, help="a file written by `argentic-edge record`")
     parser.add_argument("--speed", type=float, default=1.0, help="2 plays twice as fast")
     parser.add_argument("--loop", action="store_true", help="start over until stopped")

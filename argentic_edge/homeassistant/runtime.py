@@ -19,7 +19,6 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 from argentic_edge.config import (
@@ -51,15 +50,13 @@ log = logging.getLogger(__name__)
 
 class AddonAppliance(Protocol):
     """What the add-on runtime needs of the running appliance (the Edge, built by the CLI's run
-    command: this module does not know app.py)."""
+    command: this module does not know app.py). ``panel_url`` is the device's link in Home
+    Assistant, set before the start."""
 
-    async def __aenter__(self) -> object: ...
+    panel_url: str | None
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
+    async def run_until(
+        self, stop: asyncio.Event, ready: Callable[[], None] | None = None
     ) -> None: ...
 
     async def apply(self, config: EdgeConfig) -> list[str]: ...
@@ -100,6 +97,7 @@ class AddonRuntime:
         self.supervisor = supervisor
         self.options_raw: dict[str, Any] = {}
         self.ingress_port: int | None = None
+        self.slug: str | None = None
         self.mqtt_service: Mapping[str, Any] | None = None
 
     async def load(self) -> EdgeConfig:
@@ -115,7 +113,13 @@ class AddonRuntime:
             log.warning("no add-on info from the Supervisor (%s); the web keeps its port", exc)
         else:
             self.ingress_port = info.get("ingress_port") or None
+            self.slug = info.get("slug") or None
         return self.current()
+
+    def panel_url(self) -> str | None:
+        """The add-on's page in Home Assistant's sidebar (its ingress panel), the link on the
+        appliance's device; None when the Supervisor did not say which add-on this is."""
+        return f"homeassistant://hassio/ingress/{self.slug}" if self.slug else None
 
     def current(self) -> EdgeConfig:
         """The configuration from what is known now (options, YAML file, broker service)."""
@@ -173,14 +177,19 @@ async def run_addon(stop: asyncio.Event, appliance: ApplianceFactory) -> None:
         config = await runtime.load()
         logging.getLogger().setLevel(config.log_level.upper())
         edge = appliance(config, str(paths.extra), runtime.compose)
-        async with edge:
+        edge.panel_url = runtime.panel_url()
+        adopting: list[asyncio.Task[None]] = []
+
+        def ready() -> None:
             runtime.announce_health_url(edge)
-            adopt = (
-                asyncio.create_task(runtime.adopt_broker(edge), name="supervisor-mqtt")
-                if runtime.needs_broker(config)
-                else None
-            )
-            await stop.wait()
-            if adopt is not None:
-                adopt.cancel()
-                await asyncio.gather(adopt, return_exceptions=True)
+            if runtime.needs_broker(config):
+                adopting.append(
+                    asyncio.create_task(runtime.adopt_broker(edge), name="supervisor-mqtt")
+                )
+
+        try:
+            await edge.run_until(stop, ready)  # a SIGTERM during the start cuts it short
+        finally:
+            for task in adopting:
+                task.cancel()
+            await asyncio.gather(*adopting, return_exceptions=True)

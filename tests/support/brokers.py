@@ -116,3 +116,24 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def mqtt_publish(
+    port: int,
+    messages: dict[str, bytes],
+    *,
+    retain: bool = True,
+    credentials: tuple[str, str] | None = None,
+) -> None:
+    """Publish each message (QoS 1, retained unless told) from a short-lived paho client."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-writer")
+    if credentials is not None:
+        client.username_pw_set(*credentials)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    for topic, payload in messages.items():
+        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()

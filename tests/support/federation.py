@@ -7,9 +7,11 @@ appliance uses in its own namespace; nodes trust each other by configuration. Ap
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,18 @@ class Site:
                 process.terminate()
                 process.wait(timeout=15)
         self.lan.close()
+
+
+@contextlib.contextmanager
+def prepared_site(tmp: Path, keys: tuple[str, ...] = ("a", "b")) -> Iterator[Site]:
+    """A LAN with a namespace and a node key per key, nothing running yet; closed after."""
+    site = Site(Lan().create(), tmp)
+    try:
+        for key in keys:
+            site.prepare(key)
+        yield site
+    finally:
+        site.close()
 
 
 def assert_exactly_once(counts: dict[str, Counter[str]], origins: list[str], count: int) -> None:
