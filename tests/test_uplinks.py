@@ -40,13 +40,16 @@ def uplink(name: str, port: int, routes: list[dict[str, Any]], **keys: Any) -> d
 
 
 def two_uplinks(
-    first: dict[str, Any], second: dict[str, Any], bus: dict[str, Any] | None = None
+    first: dict[str, Any],
+    second: dict[str, Any],
+    bus: dict[str, Any] | None = None,
+    data: Path | None = None,
 ) -> EdgeConfig:
     """An appliance with only the bus (on ``bus``, else free ports) and two uplinks
-    (``bridge:`` off, no Home Assistant)."""
+    (``bridge:`` off, no Home Assistant), its data directory ``data`` or a new one."""
     return parse_config(
         config_document(
-            fresh_data_dir(),
+            data or fresh_data_dir(),
             node_name="twin",
             messaging=bus or bus_section(),
             bridge={"enabled": False, "ha_discovery": False},
@@ -186,7 +189,10 @@ async def test_live_apply_restarts_only_the_changed_uplink(brokers: list[Mosquit
     routes = [{"topic": "agent/#", "direction": "out"}]
     config = two_uplinks(uplink("a", a.port, routes), uplink("b", b.port, routes))
     changed = two_uplinks(
-        uplink("a", a.port, routes), uplink("b", b.port, [{"topic": "logs/#"}]), _bus_of(config)
+        uplink("a", a.port, routes),
+        uplink("b", b.port, [{"topic": "logs/#"}]),
+        _bus_of(config),
+        config.data_path,
     )
     async with Edge(config) as edge, MqttClient(b.port) as on_b:
         await connected(edge, "a", "b")

@@ -159,7 +159,9 @@ class DurableOutbox(Outbox):
             os.fchmod(fd, 0o600)
         finally:
             os.close(fd)
-        db = sqlite3.connect(self.path, isolation_level=None)
+        # timeout=0: a file another process holds is a disk error at once, never a wait that
+        # would block the event loop
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=0)
         try:
             rows = self._prepare(db)
         except sqlite3.DatabaseError as exc:
