@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import zmq
 
 from argentic_edge import __version__
-from argentic_edge.bus.proxy import Bus, BusStatus
+from argentic_edge.bus.connect import EVERY_ADDRESS, BusConnect, bus_connect
+from argentic_edge.bus.proxy import Bus
 from argentic_edge.config import EdgeConfig, UplinkConfig, uplink_client_id
+from argentic_edge.discovery.interfaces import local_addresses
+from argentic_edge.errors import EdgeError
 from argentic_edge.storage import certs_dir, federation_dir, sweep_stale_temp_files
 
 if TYPE_CHECKING:
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from argentic_edge.web.service import WebService
 
 log = logging.getLogger(__name__)
+LAN_ADDRESSES_FOR = 5.0  # seconds the bus card's list of this host's LAN addresses is reused
 
 UPLINK_PREFIX = "uplink:"  # service names: uplink:<name>
 
@@ -78,9 +82,18 @@ class BusService:
 
     def __init__(self, bus: Bus | FederatedBus) -> None:
         self.bus = bus
+        self._lan: tuple[float, list[str]] = (-LAN_ADDRESSES_FOR, [])
 
     async def start(self) -> None:
         await self.bus.start()
+        if self.bus.mode == self.bus.local_mode and self.bus.config.broker_address in EVERY_ADDRESS:
+            connect = self.connect()  # the bus logs 0.0.0.0: say where the LAN reaches it
+            log.info(
+                "bus: agents on the LAN connect to %s (publish :%d, subscribe :%d)",
+                ", ".join(connect.addresses),
+                self.bus.config.port,
+                self.bus.config.backend_port,
+            )
 
     async def stop(self) -> None:
         await self.bus.stop()
@@ -90,8 +103,17 @@ class BusService:
             return False, "the bus is stopped"
         return True, f"bus {self.bus.mode}"
 
-    def status(self) -> BusStatus:
-        return self.bus.status()
+    def status(self) -> dict[str, Any]:
+        """The bus's own status, plus ``connect``: where agents on the LAN reach it."""
+        return {**_plain(self.bus.status()), "connect": _plain(self.connect())}
+
+    def connect(self) -> BusConnect:
+        """Agents' addresses from this host's LAN addresses, listed again every few seconds
+        (the status is read every second by each open page)."""
+        now = time.monotonic()
+        if now - self._lan[0] >= LAN_ADDRESSES_FOR:
+            self._lan = (now, [a.address for a in local_addresses()])
+        return bus_connect(self.bus.config, self._lan[1])
 
 
 def _node_keys(edge: Edge) -> CurveKeys:
@@ -466,8 +488,16 @@ class Edge:
                 for spec in affected:
                     if spec.enabled(config):
                         await self._start_service(spec)
-            except Exception:
-                log.exception("the new configuration failed to start; restoring the previous one")
+            except Exception as exc:
+                if isinstance(exc, EdgeError):  # a port in use, a missing file: the user's to fix
+                    log.error(
+                        "the new configuration failed to start (%s); the previous one runs again",
+                        exc,
+                    )
+                else:
+                    log.exception(
+                        "the new configuration failed to start; restoring the previous one"
+                    )
                 for spec in reversed(affected):
                     service = self.services.pop(spec.name, None)
                     if service is not None:

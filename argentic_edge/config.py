@@ -95,8 +95,13 @@ class Problem:
     expected: str
 
     def __str__(self) -> str:
+        """``path: value — expected``; without the value when there is none to show (a file
+        that does not parse, a missing key): "None —" would read as noise."""
+        where = self.path or "<top>"
+        if self.value is None:
+            return f"{where}: {self.expected}"
         shown = MASK if isinstance(self.value, Secret) else _SHORT.repr(self.value)
-        return f"{self.path or '<top>'}: {shown} — {self.expected}"
+        return f"{where}: {shown} — {self.expected}"
 
 
 class ConfigError(EdgeError):
@@ -431,6 +436,8 @@ class UplinkConfig:
     buffer: BufferConfig = _opt(BufferConfig())
     max_payload: int = _opt(1024 * 1024, check=_positive, doc="larger payloads are dropped")
     notes: tuple[str, ...] = field(default=(), compare=False, metadata={"derived": True})
+    # Where the file wrote it: "bridge" (or messaging:), "uplinks[2]"; for messages that name keys
+    source: str = field(default="uplinks", compare=False, metadata={"derived": True})
 
     @property
     def where(self) -> str:
@@ -444,6 +451,7 @@ class UplinkConfig:
 UPLINK_PROTOCOLS: dict[str, type] = {"mqtt": MqttConfig}
 UPLINK_KEYS = frozenset({"name", "protocol", "routes", "buffer", "max_payload"})
 BRIDGE_UPLINK = "mqtt"  # the name of the uplink that bridge: and messaging: {protocol: mqtt} mean
+BRIDGE_PATH = "bridge"  # UplinkConfig.source of that uplink
 
 
 @dataclass(frozen=True)
@@ -846,7 +854,7 @@ def _uplinks(
         if uplink is not None and len(builder.problems) == before:
             _route_checks(builder, uplink.routes, f"{path}.routes")
             _tls_pair_check(builder, uplink.link, path)
-            listed.append((path, uplink))
+            listed.append((path, dataclasses.replace(uplink, source=path)))
     names: dict[str, str] = {}
     for path, uplink in listed:
         taken = names.setdefault(uplink.name, path)
@@ -858,9 +866,6 @@ def _uplinks(
             )
     _loop_checks(builder, listed)
     return tuple(uplink for _, uplink in listed)
-
-
-BRIDGE_PATH = "bridge"
 
 
 def _described(path: str) -> str:
@@ -886,6 +891,7 @@ def _bridge_uplink(bridge: BridgeConfig, agent_form: bool) -> UplinkConfig:
         buffer=bridge.buffer,
         max_payload=bridge.max_payload,
         notes=notes,
+        source=BRIDGE_PATH,
     )
 
 
@@ -1195,16 +1201,18 @@ def file_problems(config: EdgeConfig) -> list[Problem]:
     are copied into place, and the running appliance reports a missing file when it needs it.
     """
     problems = []
-    tls = config.bridge.mqtt.tls_params
     references = [
         ("certificates.certfile", config.certificates.certfile),
         ("certificates.keyfile", config.certificates.keyfile),
     ]
-    if tls is not None:
-        source = "bridge.mqtt.tls_params"
-        references += [
-            (f"{source}.{name}", getattr(tls, name)) for name in ("ca_certs", "certfile", "keyfile")
-        ]
+    for uplink in config.uplinks:
+        tls = getattr(uplink.link, "tls_params", None)
+        if tls is not None:
+            source = "bridge.mqtt" if uplink.source == BRIDGE_PATH else uplink.source
+            references += [
+                (f"{source}.tls_params.{name}", getattr(tls, name))
+                for name in ("ca_certs", "certfile", "keyfile")
+            ]
     for key, value in references:
         if value is None:
             continue

@@ -14,7 +14,17 @@ from pathlib import Path
 
 from bench.common import Table, write_json
 
-SUITES = ("bus", "readers", "bridge", "bridge_routes", "outbox", "web", "federation", "footprint")
+SUITES = (
+    "bus",
+    "readers",
+    "bridge",
+    "bridge_routes",
+    "uplinks",
+    "outbox",
+    "web",
+    "federation",
+    "footprint",
+)
 OPT_IN = ("soak",)  # run only when named with --only: the soak takes ten minutes
 
 

@@ -85,18 +85,28 @@ async def line(process: subprocess.Popen[str], timeout: float = 120) -> str:
 
 async def measure(subscriber: subprocess.Popen[str], publisher_args: tuple[object, ...]) -> Run:
     """Start a publisher once the subscriber is ready; the subscriber's report is the result."""
+    (result,) = await measure_each([subscriber], publisher_args)
+    return result
+
+
+async def measure_each(
+    subscribers: list[subprocess.Popen[str]], publisher_args: tuple[object, ...]
+) -> list[Run]:
+    """Start a publisher once every subscriber is ready; their reports, in their order."""
     try:
-        if await line(subscriber, 30) != "ready":
-            raise RuntimeError("a subscriber did not get ready")
+        for subscriber in subscribers:
+            if await line(subscriber, 30) != "ready":
+                raise RuntimeError("a subscriber did not get ready")
         publisher = worker(*publisher_args)
         try:
             await line(publisher)
         finally:
             publisher.wait(30)
-        report = json.loads(await line(subscriber))
-        return Run(report["received"], report["seconds"], report["latencies_us"])
+        reports = [json.loads(await line(subscriber)) for subscriber in subscribers]
+        return [Run(r["received"], r["seconds"], r["latencies_us"]) for r in reports]
     finally:
-        subscriber.wait(30)
+        for subscriber in subscribers:
+            subscriber.wait(30)
 
 
 def appliance_config(broker_port: int) -> EdgeConfig:

@@ -61,11 +61,13 @@ async def test_a_flood_the_bridge_cannot_carry_is_counted_with_its_reason(
                 assert reader["queue_full"] > 0
                 assert "the bus dropped frames" in reader["load"]
                 text = metrics.render(edge.status(), 0)
-                assert 'argentic_edge_bus_reader_queue_full_total{reader="bridge"} ' in text
+                assert 'argentic_edge_bus_reader_queue_full_total{reader="uplink:mqtt"} ' in text
                 line = next(
                     row
                     for row in text.splitlines()
-                    if row.startswith('argentic_edge_bus_reader_queue_full_total{reader="bridge"}')
+                    if row.startswith(
+                        'argentic_edge_bus_reader_queue_full_total{reader="uplink:mqtt"}'
+                    )
                 )
                 assert int(line.split()[-1]) > 0
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -309,3 +310,151 @@ def test_check_config_exit_codes(tmp_path: Path, repo_env: dict[str, str]) -> No
 
     usage = run_cli("check-config", env=repo_env)
     assert usage.returncode == 2
+
+
+def test_a_problem_without_a_value_reads_without_none(tmp_path: Path) -> None:
+    """A file that does not parse has no value to show: "None —" read as noise."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("web: [unclosed\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(broken, env={})
+    text = str(caught.value)
+    assert "None" not in text and "is not valid YAML" in text, text
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"web": {"port": 0}}, env={})
+    assert "web.port: 0 — expected a TCP port" in str(caught.value)
+
+
+# --- uplinks ---------------------------------------------------------------------------------
+
+
+def test_bridge_and_an_mqtt_messaging_block_are_the_uplink_named_mqtt() -> None:
+    for name in ("mqtt-basic.yaml", "mqtt-auth.yaml", "cloud-mqtt.yaml", "qos.yaml"):
+        config = example(name)
+        (uplink,) = config.uplinks
+        assert (uplink.name, uplink.protocol, uplink.source) == ("mqtt", "mqtt", "bridge")
+        assert uplink.routes == config.bridge.routes and uplink.buffer == config.bridge.buffer
+        mqtt = config.bridge.mqtt
+        assert uplink.link == dataclasses.replace(mqtt, client_id=None), name
+    assert [u.name for u in load_config(None, env={}).uplinks] == ["mqtt"]  # waits for a broker
+    assert parse_config({"bridge": {"enabled": False}}, env={}).uplinks == ()
+
+
+def test_an_agents_client_id_is_not_the_appliances() -> None:
+    config = example("mqtt-basic.yaml")
+    assert config.bridge.mqtt.client_id == "argentic-agent"  # what the guide's file says
+    (uplink,) = config.uplinks
+    assert (
+        uplink.link.client_id is None
+        and config.mqtt_client_id == f"argentic-edge-{config.node_name}"
+    )
+    assert "'argentic-agent' is the agent's own client id" in uplink.notes[0]
+    assert dump_yaml(config).startswith("# note: uplink 'mqtt': messaging.client_id")
+    own = parse_config({"bridge": {"mqtt": {"client_id": "edge-1", "broker_address": "h"}}}, env={})
+    assert own.mqtt_client_id == "edge-1" and own.uplinks[0].notes == ()
+
+
+def test_an_uplinks_list_is_read_entry_by_entry() -> None:
+    config = parse_config(
+        {
+            "uplinks": [
+                {
+                    "name": "ha",
+                    "protocol": "mqtt",
+                    "broker_address": "core-mosquitto",
+                    "user": "edge",
+                    "password": "pw",
+                    "routes": [{"topic": "agent/#", "direction": "out"}],
+                    "buffer": {"max_messages": 50, "max_age": 60, "durable": False},
+                },
+                {"protocol": "mqtt", "broker_address": "dc.example.com", "port": 8883},
+            ]
+        },
+        env={},
+    )
+    ha, second = config.uplinks  # no bridge: given, so no waiting mqtt uplink beside them
+    assert (ha.name, ha.link.broker_address, ha.link.username, ha.source) == (
+        "ha",
+        "core-mosquitto",
+        "edge",
+        "uplinks[0]",
+    )
+    assert ha.link.password == Secret("pw") and ha.routes[0].direction == "out"
+    assert (ha.buffer.max_messages, ha.buffer.max_age, ha.buffer.durable) == (50, 60.0, False)
+    assert second.name == "mqtt" and second.routes == config.bridge.routes  # the defaults
+    assert second.buffer.durable is True and config.first_mqtt_uplink is ha
+    assert config.mqtt_client_id == f"argentic-edge-{config.node_name}-ha"
+    printed = yaml.safe_load(dump_yaml(config))["uplinks"]
+    assert printed[0]["password"] == MASK and printed[0]["broker_address"] == "core-mosquitto"
+    assert printed[1]["name"] == "mqtt" and "link" not in printed[1]
+
+
+def test_uplink_mistakes_name_the_key() -> None:
+    def problems(document: dict[str, object]) -> str:
+        with pytest.raises(ConfigError) as caught:
+            parse_config(document, env={})
+        return str(caught.value)
+
+    two = [{"protocol": "mqtt", "name": "x"}, {"protocol": "mqtt", "name": "x"}]
+    assert "uplinks[1].name: 'x' — the name is taken by uplinks[0]" in problems({"uplinks": two})
+    beside = {"uplinks": [{"protocol": "mqtt"}], "bridge": {"mqtt": {"broker_address": "h"}}}
+    assert "uplinks[0].name: 'mqtt' — the name is taken by the uplink bridge:" in problems(beside)
+    unknown = problems({"uplinks": [{"protocol": "mqtt5"}]})
+    assert "uplinks[0].protocol: 'mqtt5' — unknown protocol; expected one of: mqtt" in unknown
+    assert "uplinks[0].protocol: expected one of" in problems({"uplinks": [{"name": "a"}]})
+    assert "uplinks: 'ha' — expected a list" in problems({"uplinks": "ha"})
+    typo = problems({"uplinks": [{"protocol": "mqtt", "brokr_address": "h", "port": 0}]})
+    assert "uplinks[0].brokr_address" in typo and "did you mean 'broker_address'" in typo
+    assert "uplinks[0].port: 0 — expected a TCP port" in typo
+    route = problems(
+        {"uplinks": [{"protocol": "mqtt", "routes": [{"topic": "#", "local_prefix": "x"}]}]}
+    )
+    assert "uplinks[0].routes[0].local_prefix: 'x'" in route
+
+
+def test_two_uplinks_on_one_broker_must_not_carry_a_topic_round() -> None:
+    def uplinks(*routes: list[dict[str, str]]) -> dict[str, object]:
+        return {
+            "uplinks": [
+                {"name": f"u{i}", "protocol": "mqtt", "broker_address": "h", "routes": r}
+                for i, r in enumerate(routes)
+            ]
+        }
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(uplinks([{"topic": "agent/#", "direction": "in"}], [{"topic": "#"}]), env={})
+    (problem,) = caught.value.problems
+    assert problem.path == "uplinks[1].routes[0]" and problem.value == "#"
+    assert (
+        "uplinks[0].routes[0] brings in" in problem.expected and "mqtt://h:1883" in problem.expected
+    )
+    # One way only, disjoint topics, prefixes that keep the two apart, or another broker: fine.
+    parse_config(
+        uplinks([{"topic": "a/#", "direction": "out"}], [{"topic": "a/#", "direction": "out"}]),
+        env={},
+    )
+    parse_config(uplinks([{"topic": "a/#"}], [{"topic": "b/#"}]), env={})
+    parse_config(
+        uplinks(
+            [{"topic": "#", "remote_prefix": "one/"}], [{"topic": "#", "remote_prefix": "two/"}]
+        ),
+        env={},
+    )
+    other = uplinks([{"topic": "#"}], [{"topic": "#"}])
+    other["uplinks"][1]["broker_address"] = "elsewhere"  # type: ignore[index]
+    assert len(parse_config(other, env={}).uplinks) == 2
+
+
+def test_check_config_prints_the_effective_uplinks(
+    tmp_path: Path, repo_env: dict[str, str]
+) -> None:
+    printed = run_cli("check-config", str(EXAMPLES / "mqtt-basic.yaml"), env=repo_env)
+    assert printed.returncode == 0, printed.stderr
+    assert "# note: uplink 'mqtt': messaging.client_id 'argentic-agent'" in printed.stdout
+    (uplink,) = yaml.safe_load(printed.stdout)["uplinks"]
+    assert (uplink["name"], uplink["protocol"], uplink["broker_address"]) == (
+        "mqtt",
+        "mqtt",
+        "localhost",
+    )
+    assert uplink["client_id"] is None and uplink["routes"][0]["topic"] == "agent/#"

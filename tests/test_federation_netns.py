@@ -74,6 +74,13 @@ def test_a_stranger_s_key_is_refused_at_the_export_port(site: Site) -> None:
     )
     assert json.loads(result.stdout) == {"handshake": "refused", "received": 0}, result.stderr
     assert site.nodes["a"].status()["peers"]["counters"]["zap_denied"] >= 1
+    # named once, as a node nobody discovered (it advertised nothing)
+    refusals = [
+        line
+        for line in (site.tmp / "a.log").read_text().splitlines()
+        if "federation: refused a link from node" in line
+    ]
+    assert len(refusals) == 1 and "not discovered on this LAN and not trusted" in refusals[0]
 
 
 def test_a_killed_appliance_is_marked_lost_and_links_again_when_restarted(site: Site) -> None:

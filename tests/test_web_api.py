@@ -24,7 +24,8 @@ from argentic_edge.config import MASK, parse_config, to_dict
 from argentic_edge.web import WebError, create_app
 from argentic_edge.web.openapi import document as openapi_document
 from tests.support.appliance import environment
-from tests.support.brokers import free_port
+from tests.support.bridge import wait_until
+from tests.support.brokers import Mosquitto, free_port
 from tests.support.config import MQTT_PASSWORD, PASSWORD, SECRETS, TOKEN, write_yaml
 from tests.support.web import running_edge, web_client, web_document
 
@@ -144,6 +145,47 @@ async def test_healthz_needs_no_login_and_reports_a_stopped_bus(tmp_path: Path) 
         assert json.loads(body)["reasons"] == ["bus: the bus is stopped"]
 
 
+async def test_status_healthz_and_metrics_name_each_uplink(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Two uplinks, one of them on a port where no broker listens: /healthz names that one,
+    /api/status lists both, /metrics labels every uplink metric with its uplink."""
+    document = quiet_web(tmp_path)
+    document["bridge"] = {"enabled": False, "ha_discovery": False}
+    document["uplinks"] = [
+        {
+            "name": name,
+            "protocol": "mqtt",
+            "broker_address": "127.0.0.1",
+            "port": port,
+            "connect_retry_delay": 0.1,
+        }
+        for name, port in (("home", mosquitto.port), ("away", free_port()))
+    ]
+    async with running_edge(tmp_path, document) as edge, web_client(edge) as client:
+        await wait_until(
+            lambda: [u.state for u in edge.uplinks()] == ["connected", "backing off"],
+            what="one uplink up and one backing off",
+        )
+        status, _, body = await client.request("GET", "/healthz", headers=BEARER)
+        (reason,) = json.loads(body)["reasons"]
+        assert status == 503 and reason.startswith("uplink:away: backing off"), reason
+        assert "refused the connection" in reason
+        status, _, body = await client.request("GET", "/api/status", headers=BEARER)
+        uplinks = json.loads(body)["uplinks"]
+        assert [(u["name"], u["protocol"], u["state"]) for u in uplinks] == [
+            ("home", "mqtt", "connected"),
+            ("away", "mqtt", "backing off"),
+        ]
+        assert uplinks[1]["buffer"]["messages"] == 0 and uplinks[1]["buffer"]["oldest_age"] is None
+        assert json.loads(body)["bridge"]["name"] == "home"  # the first MQTT uplink, as before
+        status, _, text = await client.request("GET", "/metrics", headers=BEARER)
+        assert 'argentic_edge_uplink_connections{uplink="home",protocol="mqtt"} 1' in text
+        assert 'argentic_edge_uplink_connections{uplink="away",protocol="mqtt"} 0' in text
+        assert 'argentic_edge_service_up{service="uplink:away"} 0' in text
+        assert_prometheus_text(text)
+
+
 async def test_the_editor_shows_the_raw_file_with_secrets_masked(
     tmp_path: Path, token_env: None
 ) -> None:
@@ -247,7 +289,10 @@ async def test_a_mask_with_nothing_stored_behind_it_is_a_problem(tmp_path: Path)
         assert [p["path"] for p in json.loads(body)["problems"]] == ["llm.google_api_key"]
 
 
-async def test_a_change_that_cannot_start_is_rolled_back(tmp_path: Path) -> None:
+async def test_a_change_that_cannot_start_is_rolled_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A port in use is the user's to fix: one log line naming it, no traceback."""
     async with running_edge(tmp_path, quiet_web(tmp_path)) as edge, web_client(edge) as client:
         before, text = edge.config, (tmp_path / "argentic-edge.yaml").read_text()
         _, _, body = await client.request("GET", "/api/config", headers=BEARER)
@@ -261,6 +306,9 @@ async def test_a_change_that_cannot_start_is_rolled_back(tmp_path: Path) -> None
             )
         assert status == 409
         assert "already in use" in json.loads(body)["error"]
+        failures = [r for r in caplog.records if "failed to start" in r.getMessage()]
+        assert len(failures) == 1 and failures[0].exc_info is None, failures
+        assert "is already in use" in failures[0].getMessage()
         assert edge.config is before
         assert (tmp_path / "argentic-edge.yaml").read_text() == text
         assert edge.health() == (True, [])

@@ -668,8 +668,9 @@ class Uplink:
     # --- broker to bus ------------------------------------------------------------------------
 
     def _from_broker(self, topic: str, payload: bytes, ack: Acknowledge | None) -> None:
-        """The link's on_message. Acknowledged once on the bus (``_send_to_bus``), or now if it
-        goes nowhere."""
+        """The link's on_message. Acknowledged once on the bus with the batch it came in
+        (``_send_to_bus``), in order: a message that goes nowhere is acknowledged at once only
+        when nothing before it still waits."""
         if not topic.isascii() and _not_utf8(topic):
             self._drop_unrouted("from_broker", "invalid_utf8", ascii(topic[:60]))
         elif not (self._echoes and self.broker_guard.consume(topic, payload)):
@@ -679,11 +680,11 @@ class Uplink:
                         assert self._loop is not None
                         self._loop.call_soon(self._send_to_bus)
                     self._to_bus.append((delivery, payload))
-            if ack is not None and self._to_bus:
-                self._acks.append(ack)
-                return
         if ack is not None:
-            ack()
+            if self._to_bus:
+                self._acks.append(ack)
+            else:
+                ack()
 
     def _send_to_bus(self) -> None:
         """Put what the last read from the broker brought on the bus, back to back.

@@ -148,31 +148,45 @@ _LINK_EVENTS: dict[int, str] = {
 }
 
 LinkListener = Callable[[str, str], None]
+# (client key, allowed): every handshake at the export port, on the event loop
+HandshakeListener = Callable[[str, bool], None]
 
 
 class _ZapPolicy:
-    """The authenticator's callback: reads the current KeyPolicy, counts, logs a key once."""
+    """The authenticator's callback: reads the current KeyPolicy, counts, and hands each
+    result to the handshake listener on the event loop (the peers service, which names the
+    peer); without one, logs a refused key once."""
 
     def __init__(self, policy: KeyPolicy) -> None:
         self.policy = policy
         self.allowed = 0
         self.denied = 0
+        self.listener: tuple[asyncio.AbstractEventLoop, HandshakeListener] | None = None
         self._logged: set[str] = set()
 
     def callback(self, domain: str, key: bytes) -> bool:
         text = key.decode("ascii", "replace")
-        policy = self.policy
-        if policy.allows(text):
+        allowed = self.policy.allows(text)
+        if allowed:
             self.allowed += 1
-            return True
-        self.denied += 1
+        else:
+            self.denied += 1
+        listener = self.listener
+        if listener is not None:
+            loop, call = listener
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell
+                loop.call_soon_threadsafe(call, text, allowed)
+        elif not allowed:
+            self._log_refused(text)
+        return allowed
+
+    def _log_refused(self, text: str) -> None:
         if text not in self._logged and len(self._logged) < 256:
             self._logged.add(text)
             log.warning(
                 "federation: refused a peer connection from node %s: not trusted",
-                policy.describe(text),
+                self.policy.describe(text),
             )
-        return False
 
 
 class FederatedBus(ProxyBus):
@@ -386,6 +400,11 @@ class FederatedBus(ProxyBus):
         if listener in self._listeners:
             self._listeners.remove(listener)
 
+    def watch_handshakes(self, listener: HandshakeListener | None) -> None:
+        """Tell ``listener`` (called on the running loop) of every handshake at the export
+        port: which key, and whether it was let in. None stops."""
+        self._zap.listener = None if listener is None else (asyncio.get_running_loop(), listener)
+
     def link_state(self, peer_id: str) -> str | None:
         link = self.links.get(peer_id)
         return link.state if link is not None else None
@@ -487,13 +506,8 @@ class FederatedBus(ProxyBus):
                     if state == "connecting" and link.state in ("refused", "failed"):
                         continue  # the disconnect that follows a refusal; only retry() resumes
                     link.state, link.since = state, time.time()
-                    if state in ("refused", "failed"):
-                        log.warning(
-                            "federation: peer %s %s our link (%s)",
-                            peer_id,
-                            "refused" if state == "refused" else "failed",
-                            endpoint,
-                        )
+                    if state in ("refused", "failed"):  # the listeners log it, by name
+                        log.debug("federation: peer %s: link %s (%s)", peer_id, state, endpoint)
                     for listener in list(self._listeners):
                         listener(peer_id, state)
         finally:

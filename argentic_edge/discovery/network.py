@@ -1,74 +1,19 @@
-"""This host's side of discovery: its LAN addresses, which of a peer's addresses we may link to,
-and the zeroconf instance on the configured interfaces."""
+"""This host's side of discovery: which of a peer's addresses we may link to, and the zeroconf
+instance on the configured interfaces (this host's LAN addresses come from interfaces.py)."""
 
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import ifaddr
 from zeroconf import InterfaceChoice, InterfacesType, IPVersion
 from zeroconf.asyncio import AsyncZeroconf
 
 from argentic_edge.config import ConfigError, Problem
+from argentic_edge.discovery.interfaces import LocalAddress as LocalAddress
+from argentic_edge.discovery.interfaces import is_internal as is_internal
+from argentic_edge.discovery.interfaces import local_addresses as local_addresses
 from argentic_edge.discovery.record import Peer
-
-
-@dataclass(frozen=True)
-class LocalAddress:
-    interface: str
-    address: str
-    network: ipaddress.IPv4Network
-
-
-# Home Assistant's hassio bridge and Docker's default bridge: only this host reaches them.
-INTERNAL_NETWORKS = (
-    ipaddress.IPv4Network("172.30.32.0/23"),
-    ipaddress.IPv4Network("172.17.0.0/16"),
-)
-# hassio, Docker bridges (docker0, br-<12 hex> user networks) and container veth ends.
-INTERNAL_INTERFACE = re.compile(r"^(hassio|docker.*|veth.*|br-[0-9a-f]{12})$")
-
-
-def is_internal(interface: str, address: ipaddress.IPv4Address) -> bool:
-    """A host-only bridge (Home Assistant's hassio, Docker's): never announced, never linked."""
-    return INTERNAL_INTERFACE.match(interface) is not None or any(
-        address in network for network in INTERNAL_NETWORKS
-    )
-
-
-def local_addresses(interfaces: Sequence[str] = ()) -> list[LocalAddress]:
-    """This host's IPv4 addresses: on the named interfaces, or on every LAN one (neither
-    loopback nor a host-only container bridge, which peers cannot reach).
-
-    Raises ConfigError naming discovery.interfaces when a named one does not exist.
-    """
-    adapters = {adapter.nice_name: adapter for adapter in ifaddr.get_adapters()}
-    unknown = [name for name in interfaces if name not in adapters]
-    if unknown:
-        raise ConfigError(
-            [
-                Problem(
-                    "discovery.interfaces",
-                    list(interfaces),
-                    f"no network interface named {', '.join(unknown)}; this "
-                    f"host has {', '.join(sorted(adapters))}",
-                )
-            ]
-        )
-    found = []
-    for name in interfaces or sorted(adapters):
-        for ip in adapters[name].ips:
-            if not isinstance(ip.ip, str):
-                continue
-            address = ipaddress.IPv4Address(ip.ip)
-            if not interfaces and (address.is_loopback or is_internal(name, address)):
-                continue
-            network = ipaddress.IPv4Network(f"{ip.ip}/{ip.network_prefix}", strict=False)
-            found.append(LocalAddress(name, ip.ip, network))
-    return found
 
 
 def link_addresses(peer: Peer, local: Sequence[LocalAddress]) -> list[str]:

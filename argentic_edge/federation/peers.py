@@ -80,6 +80,10 @@ class PeersService:
         self._backoff: dict[str, float] = {}
         self._stuck_at: dict[str, float] = {}
         self._proven: dict[str, str] = {}  # peer id → endpoint that last completed a handshake
+        # peer id → when (unix time) it last tried to link to us and was refused: not trusted
+        self._requests: dict[str, float] = {}
+        self._told: set[str] = set()  # peers whose refusal of our link was logged (once)
+        self._strangers: set[str] = set()  # undiscovered keys refused at our port, logged once
 
     @property
     def federating(self) -> bool:
@@ -102,6 +106,7 @@ class PeersService:
             self._advertiser = Advertiser(self._azc, self._advert)
             if self.bus is not None:
                 self.bus.add_link_listener(self._on_link)
+                self.bus.watch_handshakes(self._on_handshake)
             self._tasks = [
                 asyncio.create_task(self._reconcile_forever(), name="peers-reconcile"),
                 asyncio.create_task(self._advertise_forever(), name="peers-advertise"),
@@ -117,6 +122,7 @@ class PeersService:
         self._tasks = []
         if self.bus is not None:
             self.bus.remove_link_listener(self._on_link)
+            self.bus.watch_handshakes(None)
             if self.federating:
                 await self.bus.set_links({})
             self.bus.policy = DENY_ALL
@@ -193,6 +199,7 @@ class PeersService:
             None, self.trust.approve, peer_id, key, name
         )
         log.info("federation: approved peer %s (%s)", name or "not seen yet", peer_id)
+        self._requests.pop(peer_id, None)
         return await self._after_trust_change(peer_id)
 
     async def forget(self, peer_id: str) -> dict[str, Any]:
@@ -217,7 +224,8 @@ class PeersService:
         """Refused or failed links are retried with back-off; links still connecting after
         STUCK_AFTER seconds are made again (see ``_reconcile``). Discovery hears whether the
         peer proved its key: only a completed handshake does (a refusal is an unencrypted
-        ERROR command, which anyone can send)."""
+        ERROR command, which anyone can send). A refusal is logged once, by the peer's name,
+        until the link comes up: every retry is refused the same way until it approves us."""
         if self._browser is not None and state in ("up", "refused", "failed"):
             self._browser.link_result(peer_id, proven=state == "up")
         if state == "up":
@@ -226,11 +234,68 @@ class PeersService:
             link = self.bus.links.get(peer_id) if self.bus is not None else None
             if link is not None:
                 self._proven[peer_id] = link.target.endpoint
+            if peer_id in self._told:
+                self._told.discard(peer_id)
+                log.info("federation: linked with %s", self._named(peer_id))
         elif state in ("refused", "failed"):
             delay = self._backoff.get(peer_id, RETRY_FIRST)
             self._retry_at[peer_id] = time.monotonic() + delay
             self._backoff[peer_id] = min(delay * 2, RETRY_MAX)
+            if peer_id not in self._told:
+                self._told.add(peer_id)
+                log.warning(
+                    "federation: %s %s; retrying until it does",
+                    self._named(peer_id),
+                    f"has not approved this node yet (it sees a link request from {self.node_name})"
+                    if state == "refused"
+                    else "did not complete the link handshake",
+                )
         self._wake.set()
+
+    def _on_handshake(self, key: str, allowed: bool) -> None:
+        """A peer connected to our export port. Refused (not trusted): a link request, shown
+        on its card and logged once by name. Let in while our own link to it was refused:
+        it has just approved us, so our link is tried again now, not after the back-off."""
+        peer = next((p for p in self.table.peers() if p.curve == key), None)
+        if allowed:
+            if peer is not None:
+                self._retry_now(peer.id)
+            return
+        if peer is None:
+            if key not in self._strangers and len(self._strangers) < self.config.max_peers:
+                self._strangers.add(key)
+                log.warning(
+                    "federation: refused a link from node %s: not discovered on this LAN "
+                    "and not trusted",
+                    DENY_ALL.describe(key),
+                )
+            return
+        if peer.id not in self._requests:
+            log.warning(
+                "federation: %s wants to link with this node; approve it on the status "
+                "page (Peers) to link",
+                self._named(peer.id),
+            )
+        self._requests[peer.id] = time.time()
+
+    def _retry_now(self, peer_id: str) -> None:
+        """Connect to ``peer_id`` at the next reconcile pass, back-off forgotten."""
+        self._backoff.pop(peer_id, None)
+        if self._link_state(peer_id) in ("refused", "failed"):
+            self._retry_at[peer_id] = time.monotonic()
+            self._wake.set()
+
+    def _link_state(self, peer_id: str) -> str | None:
+        """The state of our link to ``peer_id`` (None: no link, or no federation)."""
+        return self.bus.link_state(peer_id) if self.bus is not None else None
+
+    def _named(self, peer_id: str) -> str:
+        """A peer as log lines name it: its name and address, then its id."""
+        peer = self.table.get(peer_id)
+        if peer is None:
+            return f"peer {peer_id}"
+        where = link_address(peer, self._local) or ", ".join(peer.addresses) or "no address"
+        return f"{peer.name} ({where}, id {peer_id})"
 
     async def _reconcile_forever(self) -> None:
         events = self.table.subscribe()
@@ -284,8 +349,16 @@ class PeersService:
                 del self._backoff[peer_id]  # bounded by the links we have, not by history
             for peer_id in [p for p in self._proven if p not in self.table]:
                 del self._proven[peer_id]
+            for peer_id in [p for p in self._told if p not in targets]:
+                self._told.discard(peer_id)
             if due or stuck:
                 await self.bus.retry([*due, *stuck])
+        for peer_id in [
+            p
+            for p in self._requests
+            if (peer := self.table.get(p)) is None or self.trust.trusts(p, peer.curve)
+        ]:
+            del self._requests[peer_id]  # bounded by the table; answered by trusting it
         for peer in self.table.peers():  # afresh: the table may have moved during the awaits
             state = self._state(peer)
             if state != peer.state:
@@ -333,8 +406,9 @@ class PeersService:
             state=peer.state,
             linked=peer.state == "linked",
             trust=self.trust.source(peer.id, peer.curve),
-            link=self.bus.link_state(peer.id) if self.bus is not None else None,
+            link=self._link_state(peer.id),
             link_address=link_address(peer, self._local),
+            link_request=self._requests.get(peer.id),
         )
 
     def _peer_dict(self, peer: Peer) -> dict[str, Any]:
@@ -393,6 +467,8 @@ class PeerStatus:
     trust: str | None
     link: str | None
     link_address: str | None
+    # when it last asked to link (its key was refused: we do not trust it); None: no request
+    link_request: float | None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from argentic_edge.config import ConfigError
 from argentic_edge.web import metrics, openapi
+from argentic_edge.web.appliance import Appliance
 from argentic_edge.web.configedit import ApplyError, ConfigEditor, load_text, problems_json
 from argentic_edge.web.feed import FEED, StatusUnavailable, status_document, to_json
 from argentic_edge.web.keys import APPLIANCE, IDENTITY
@@ -141,11 +142,21 @@ async def config_save(request: web.Request) -> web.Response:
     kind, body = await _submitted(request)
     prepare = editor.prepare_document if kind == "json" else editor.prepare_text
     try:
-        return _json(await editor.save(lambda: prepare(body)))
+        saved = await editor.save(lambda: prepare(body))
     except ConfigError as exc:
         return _json({"problems": problems_json(exc, _document_of(kind, body))}, 422)
     except ApplyError as exc:
         raise web.HTTPConflict(text=str(exc)) from None
+    return _json({**saved, "web": _web_now(request.app[APPLIANCE])})
+
+
+def _web_now(appliance: Appliance) -> dict[str, Any] | None:
+    """Where the web serves after a save (None: it is off), so the page can follow a new
+    port or scheme instead of waiting on the old one."""
+    section = appliance.status().get("web")
+    if not section or section.get("port") is None:
+        return None
+    return {"port": section["port"], "https": section["https"], "ingress": section["ingress"]}
 
 
 async def config_check(request: web.Request) -> web.Response:

@@ -50,6 +50,7 @@ def status_document(appliance: Appliance, warnings: RecentWarnings) -> dict[str,
         raise StatusUnavailable(f"a service failed to report its status: {exc}") from None
     for name in SECTIONS:
         document.setdefault(name, {"enabled": False})
+    document.setdefault("uplinks", [])
     document["health"] = {"ok": healthy, "reasons": reasons, "services": services}
     document["warnings"] = warnings.records()
     document["time"] = time.time()

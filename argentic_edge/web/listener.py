@@ -31,6 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
+from argentic_edge.web.sniff import HttpsOrRedirect
+
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = 10.0  # seconds without a complete request: idle keep-alive, slow request line, TLS
@@ -224,7 +226,8 @@ def listen(host: str, port: int, gate: ConnectionGate) -> list[GatedListener]:
 
 
 class GatedSite(web.BaseSite):
-    """An aiohttp site on one GatedListener; a TLS handshake must end within ``timeout``."""
+    """An aiohttp site on one GatedListener; a TLS handshake must end within ``timeout``. With
+    TLS, a plain HTTP request on the same port is answered with a redirect (``sniff``)."""
 
     def __init__(
         self,
@@ -246,10 +249,8 @@ class GatedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
+        context, timeout = self._ssl_context, self._timeout
+        factory = server if context is None else lambda: HttpsOrRedirect(server, context, timeout)
         self._server = await asyncio.get_running_loop().create_server(
-            server,
-            sock=self._sock,
-            ssl=self._ssl_context,
-            backlog=BACKLOG,
-            ssl_handshake_timeout=self._timeout if self._ssl_context else None,
+            factory, sock=self._sock, backlog=BACKLOG
         )

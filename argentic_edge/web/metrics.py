@@ -1,8 +1,9 @@
 """The status document in Prometheus' text format (0.0.4), names prefixed ``argentic_edge_``.
 
-The bus and agents sections have shapes this package knows. The bridge, peers and certificates
+The bus and agents sections have shapes this package knows. The uplinks, peers and certificates
 sections come from services written elsewhere, so they are read by convention rather than by
-schema: numbers in the bridge's status (and in each of its ``routes``) become bridge metrics,
+schema: numbers in each uplink's status (and in each of its ``routes``) become ``uplink_*``
+metrics labelled with the uplink's name,
 peers are counted by their ``state``, and every mapping with ``days_left`` is a certificate.
 """
 
@@ -136,7 +137,7 @@ READER_COUNTERS = {
 
 
 def _reader(registry: Registry, name: str, reader: Any) -> None:
-    """bus.reader.BusReader.status() of the reader ``name`` (agents, bridge)."""
+    """bus.reader.BusReader.status() of the reader ``name`` (agents, uplink:<name>)."""
     if not isinstance(reader, Mapping):
         return
     for key, help_text in READER_COUNTERS.items():
@@ -145,25 +146,34 @@ def _reader(registry: Registry, name: str, reader: Any) -> None:
         )
 
 
-def _bridge(registry: Registry, bridge: Mapping[str, Any]) -> None:
-    _reader(registry, "bridge", bridge.get("bus_reader"))
-    for key, value in bridge.items():
-        if key == "bus_reader":
+def _uplinks(registry: Registry, uplinks: Any) -> None:
+    """One set of ``uplink_*`` metrics per entry of the status' ``uplinks`` list, labelled
+    ``uplink`` (its name) and ``protocol``; routes add ``topic`` and ``direction``."""
+    for uplink in uplinks if isinstance(uplinks, list) else []:
+        if isinstance(uplink, Mapping):
+            _uplink(registry, uplink)
+
+
+def _uplink(registry: Registry, uplink: Mapping[str, Any]) -> None:
+    labels = {"uplink": str(uplink.get("name", "")), "protocol": str(uplink.get("protocol", ""))}
+    _reader(registry, f"uplink:{labels['uplink']}", uplink.get("bus_reader"))
+    for key, value in uplink.items():
+        if key in ("bus_reader", "enabled"):
             continue
         if isinstance(value, Mapping):
             for sub, item in value.items():
-                name = _metric_name(f"bridge_{key}_{sub}")
-                registry.add(name, _kind_of(name), f"Bridge {key} {sub}.", item)
-        elif key != "enabled":
-            name = _metric_name(f"bridge_{key}")
-            registry.add(name, _kind_of(name), f"Bridge {key}.", value)
-    for route in bridge.get("routes") or []:
+                name = _metric_name(f"uplink_{key}_{sub}")
+                registry.add(name, _kind_of(name), f"Uplink {key} {sub}.", item, labels)
+        else:
+            name = _metric_name(f"uplink_{key}")
+            registry.add(name, _kind_of(name), f"Uplink {key}.", value, labels)
+    for route in uplink.get("routes") or []:
         if not isinstance(route, Mapping):
             continue
-        labels = {k: str(route[k]) for k in ("topic", "direction") if k in route}
+        route_labels = labels | {k: str(route[k]) for k in ("topic", "direction") if k in route}
         for key, value in route.items():
-            name = _metric_name(f"bridge_route_{key}")
-            registry.add(name, _kind_of(name), f"Bridge route {key}.", value, labels)
+            name = _metric_name(f"uplink_route_{key}")
+            registry.add(name, _kind_of(name), f"Uplink route {key}.", value, route_labels)
 
 
 def _mappings(value: Any) -> Iterator[Mapping[str, Any]]:
@@ -267,8 +277,8 @@ def render(document: Mapping[str, Any], warnings_total: int) -> str:
     registry = Registry()
     _node(registry, document)
     _bus(registry, document.get("bus", {}))
-    sections = {
-        "bridge": _bridge,
+    _uplinks(registry, document.get("uplinks"))
+    sections = {  # ``bridge`` is the first MQTT uplink again: counted once, under uplinks
         "peers": _peers,
         "certificates": _certificates,
         "agents": _agents,

@@ -56,6 +56,44 @@ _UNSUPPORTED = {"415": _error("The body is neither JSON nor YAML.")}
 _BAD_BODY = {"400": _error("The body is not valid JSON.")}
 
 
+_UPLINK = {
+    "type": "object",
+    "description": "One uplink (service uplink:<name>); the protocol's own keys are in link.",
+    "required": ["name", "protocol", "state", "detail", "broker", "routes", "buffer"],
+    "properties": {
+        "name": {"type": "string"},
+        "protocol": {"type": "string", "example": "mqtt"},
+        "state": {
+            "type": "string",
+            "enum": [
+                "connecting",
+                "connected",
+                "waiting for broker",
+                "backing off",
+                "gave up",
+                "stopped",
+            ],
+        },
+        "detail": {"type": "string"},
+        "broker": {"type": "string", "nullable": True},
+        "session": {"type": "string", "nullable": True, "example": "MQTT 5"},
+        "last_error": {"type": "string", "nullable": True},
+        "attempts": {"type": "integer"},
+        "connections": {"type": "integer"},
+        "in_flight": {"type": "integer"},
+        "routes": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+        "buffer": {
+            "type": "object",
+            "description": "The outbox: messages, bytes, oldest_age (seconds, null when "
+            "empty), max_messages, max_bytes, max_age, dropped_oldest, durable.",
+            "additionalProperties": True,
+        },
+        "link": {"type": "object", "additionalProperties": True},
+    },
+    "additionalProperties": True,
+}
+
+
 def _status_schema() -> dict[str, Any]:
     section = {"type": "object", "additionalProperties": True}
     return {
@@ -63,6 +101,7 @@ def _status_schema() -> dict[str, Any]:
         "required": [
             "node",
             "bus",
+            "uplinks",
             "bridge",
             "homeassistant",
             "peers",
@@ -82,8 +121,37 @@ def _status_schema() -> dict[str, Any]:
                     "addon": {"type": "boolean"},
                 },
             },
-            "bus": section,
-            "bridge": section,
+            "bus": {
+                "type": "object",
+                "additionalProperties": True,
+                "properties": {
+                    "connect": {
+                        "type": "object",
+                        "description": "Where an agent on the LAN connects to the bus.",
+                        "required": ["addresses", "messaging_yaml"],
+                        "properties": {
+                            "addresses": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "description": "Host addresses agents can use: this host's "
+                                "LAN addresses when the bus listens on every address "
+                                "(0.0.0.0), else the one it is bound to.",
+                            },
+                            "messaging_yaml": {
+                                "type": "string",
+                                "description": "An Argentic messaging: block (ZeroMQ, the "
+                                "appliance as external proxy) for the first address.",
+                            },
+                        },
+                    }
+                },
+            },
+            "uplinks": {"type": "array", "items": _UPLINK},
+            "bridge": {
+                **section,
+                "description": "The first MQTT uplink's entry of uplinks again (its name before "
+                "there were several), or {enabled: false}.",
+            },
             "homeassistant": section,
             "peers": section,
             "certificates": section,
@@ -368,6 +436,17 @@ def document() -> dict[str, Any]:
                         "restarted": {"type": "array", "items": {"type": "string"}},
                         "path": {"type": "string"},
                         "backup": {"type": "string", "nullable": True},
+                        "web": {
+                            "type": "object",
+                            "nullable": True,
+                            "description": "Where the web serves now (null: it is off); a "
+                            "page follows a new port or scheme.",
+                            "properties": {
+                                "port": {"type": "integer"},
+                                "https": {"type": "boolean"},
+                                "ingress": {"type": "boolean"},
+                            },
+                        },
                     },
                 },
             },

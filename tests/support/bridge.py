@@ -295,9 +295,8 @@ def matching(items: list[Received], pattern: str) -> list[Received]:
 
 
 class _Relay:
-    """A TCP relay in front of a real broker: each connection's CONNECT is read and handed to
-    ``_connect`` (which relays it, or answers it itself); everything after passes byte for
-    byte."""
+    """A TCP relay in front of a real broker: each connection's CONNECT is read and shown to
+    ``_answer`` (which may answer it itself); everything else passes byte for byte."""
 
     def __init__(self, broker_port: int) -> None:
         self.broker_port = broker_port
@@ -326,23 +325,20 @@ class _Relay:
             head = await reader.readexactly(1)
             length, raw_length = await _read_varint(reader)
             body = await reader.readexactly(length)
-            await self._connect(head + raw_length + body, body, reader, writer)
+            if await self._answer(body, writer):
+                return
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.broker_port)
+            up_writer.write(head + raw_length + body)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             writer.close()
             self._tasks.discard(task)
 
-    async def _connect(
-        self,
-        packet: bytes,
-        body: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.broker_port)
-        up_writer.write(packet)
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+    async def _answer(self, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        """True if the relay answered this CONNECT itself (then nothing reaches the broker)."""
+        return False
 
 
 class Mqtt311Only(_Relay):
@@ -355,20 +351,14 @@ class Mqtt311Only(_Relay):
         super().__init__(broker_port)
         self.refused_v5 = 0
 
-    async def _connect(
-        self,
-        packet: bytes,
-        body: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    async def _answer(self, body: bytes, writer: asyncio.StreamWriter) -> bool:
         (name_length,) = struct.unpack("!H", body[:2])
-        if body[2 + name_length] == 5:
-            self.refused_v5 += 1
-            writer.write(b"\x20\x02\x00\x01")
-            await writer.drain()
-            return
-        await super()._connect(packet, body, reader, writer)
+        if body[2 + name_length] != 5:
+            return False
+        self.refused_v5 += 1
+        writer.write(b"\x20\x02\x00\x01")
+        await writer.drain()
+        return True
 
 
 class SaysSessionTakenOver(_Relay):
@@ -381,13 +371,7 @@ class SaysSessionTakenOver(_Relay):
         self._live: dict[bytes, asyncio.StreamWriter] = {}
         self.taken_over = 0
 
-    async def _connect(
-        self,
-        packet: bytes,
-        body: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    async def _answer(self, body: bytes, writer: asyncio.StreamWriter) -> bool:
         client_id = _connect_client_id(body)
         older = self._live.get(client_id)
         if older is not None and not older.is_closing():
@@ -395,7 +379,7 @@ class SaysSessionTakenOver(_Relay):
             older.write(b"\xe0\x02\x8e\x00")  # DISCONNECT, reason 0x8E, no properties
             older.close()
         self._live[client_id] = writer
-        await super()._connect(packet, body, reader, writer)
+        return False
 
 
 def _connect_client_id(body: bytes) -> bytes:

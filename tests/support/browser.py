@@ -141,6 +141,20 @@ class Browser:
         self._waiters.append((event, future))
         return future
 
+    async def grant_clipboard(self, origin: str) -> None:
+        """Let the page at ``origin`` write and read the clipboard, as a user's click on a
+        focused page may (granting is a browser-wide command, sent outside the page's session)."""
+        session, self.session_id = self.session_id, None
+        try:
+            await self.send(
+                "Browser.grantPermissions",
+                permissions=["clipboardReadWrite", "clipboardSanitizedWrite"],
+                origin=origin,
+            )
+        finally:
+            self.session_id = session
+        await self.send("Page.bringToFront")
+
     async def navigate(self, url: str, timeout: float = 15.0) -> None:
         loaded = self.expect("Page.loadEventFired")
         answer = await self.send("Page.navigate", url=url)

@@ -12,6 +12,7 @@ import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from argentic_edge.federation.identity import load_or_create_keys
 from tests.support.brokers import free_port
@@ -38,7 +39,7 @@ class Site:
         keys = load_or_create_keys(self.tmp / key / "federation")
         self.ids[key], self.keys[key] = keys.node_id, keys.public
 
-    def config(self, key: str, node_name: str, trusted: list[str]) -> Path:
+    def config(self, key: str, node_name: str, trusted: list[str], **sections: Any) -> Path:
         return node_config(
             self.tmp,
             key,
@@ -52,12 +53,14 @@ class Site:
                     "trusted_peers": [self.ids[t] for t in trusted],
                 },
             },
+            **sections,
         )
 
-    def start(self, key: str, node_name: str, trusted: list[str]) -> Node:
+    def start(self, key: str, node_name: str, trusted: list[str], **sections: Any) -> Node:
+        """Appliance ``key`` as a Node; ``sections`` (such as ``web``) go into its file."""
         node = Node(
             self.ns[key],
-            self.config(key, node_name, trusted),
+            self.config(key, node_name, trusted, **sections),
             self.tmp / key,
             self.tmp / f"{key}.log",
         )
@@ -76,8 +79,12 @@ class Site:
         self.runs[key] = process
         return process
 
-    def exchange(self, keys: list[str], count: int) -> dict[str, Counter[str]]:
-        """An agent on each node publishes ``count`` messages; what each agent received."""
+    def exchange(
+        self, keys: list[str], count: int, bus: dict[str, str] | None = None
+    ) -> dict[str, Counter[str]]:
+        """An agent on each node publishes ``count`` messages; what each agent received. An
+        agent connects to the bus at ``bus[key]`` (a ``messaging:`` broker_address), else to
+        its own node's."""
         agents, lines = {}, {}
         for key in keys:
             agents[key] = self.ns[key].popen(
@@ -85,9 +92,9 @@ class Site:
                     "-m",
                     "tests.support.netns_agent",
                     "--publish",
-                    f"tcp://127.0.0.1:{self.pub}",
+                    f"tcp://{(bus or {}).get(key, '127.0.0.1')}:{self.pub}",
                     "--subscribe",
-                    f"tcp://127.0.0.1:{self.sub}",
+                    f"tcp://{(bus or {}).get(key, '127.0.0.1')}:{self.sub}",
                     "--origin",
                     key,
                     "--expect",

@@ -161,11 +161,18 @@ class Lan:
 
 
 def node_config(
-    tmp: Path, key: str, node_name: str, pub: int, sub: int, discovery: dict[str, Any]
+    tmp: Path,
+    key: str,
+    node_name: str,
+    pub: int,
+    sub: int,
+    discovery: dict[str, Any],
+    **sections: Any,
 ) -> Path:
     """The config file ``tmp/<key>.yaml`` of an appliance alone in its namespace: data in
     ``tmp/<key>``, the bus on every interface of the namespace (each namespace uses the same
-    ports), ``discovery`` as given, the other optional services off."""
+    ports), ``discovery`` as given, ``sections`` (such as ``web``) as given, the other
+    optional services off."""
     return write_yaml(
         tmp / f"{key}.yaml",
         config_document(
@@ -173,6 +180,7 @@ def node_config(
             node_name=node_name,
             messaging={"port": pub, "backend_port": sub},
             discovery=discovery,
+            **sections,
         ),
     )
 

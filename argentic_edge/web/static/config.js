@@ -5,8 +5,9 @@
 (() => {
   const {el, api} = AE;
   const MASK = "********";
-  const result = document.getElementById("config-result");
-  const problemList = document.getElementById("config-problems");
+  const MOVE_DELAY = 2000;  // ms the new address is shown before the page goes there
+  const loadResult = document.getElementById("config-result");
+  const loadProblems = document.getElementById("config-problems");
   const yamlText = document.getElementById("yaml-text");
   let view = null;
   let controls = [];
@@ -104,15 +105,24 @@
     return doc;
   }
 
+  function say(node, className, ...parts) {
+    node.className = `result ${className}`.trim();
+    node.replaceChildren(...parts);
+  }
+
   function clearProblems() {
-    problemList.replaceChildren();
+    document.querySelectorAll("ul.problems").forEach((list) => list.replaceChildren());
     document.querySelectorAll(".field .error").forEach((p) => { p.textContent = ""; });
     document.querySelectorAll(".field.invalid").forEach((f) => f.classList.remove("invalid"));
   }
 
-  function showProblems(problems) {
+  // "(got …)" only when there is a value: a file that does not parse has none.
+  const problemText = (problem) => problem.value === null || problem.value === undefined
+    ? problem.expected : `${problem.expected} (got ${JSON.stringify(problem.value)})`;
+
+  function showProblems(problems, list) {
     for (const problem of problems) {
-      const message = `${problem.expected} (got ${JSON.stringify(problem.value)})`;
+      const message = problemText(problem);
       const field = [...document.querySelectorAll(".field")].find((f) => problem.path === f.dataset.where
         || problem.path.startsWith(`${f.dataset.where}[`) || problem.path.startsWith(`${f.dataset.where}.`));
       if (field) {
@@ -120,50 +130,83 @@
         field.classList.add("invalid");
         field.querySelector(".error").textContent = message;
       }
-      problemList.append(el("li", {}, el("code", {text: problem.path || "(document)"}), " ", message));
+      list.append(el("li", {}, el("code", {text: problem.path || "(document)"}), " ", message));
     }
   }
 
-  async function submit(body, type) {
+  // After a refused save: the first field in error of the form (the summary next to the
+  // button for the YAML editor, which has no fields) scrolled into view and focused.
+  function focusFirstProblem(form, list) {
+    const field = form.querySelector(".field.invalid");
+    const target = (field && field.querySelector("input, select, textarea")) || list;
+    target.scrollIntoView({block: "center"});
+    target.focus({preventScroll: true});
+  }
+
+  // Where this page is after a save that moved the web (another port, or HTTPS turned on or
+  // off); null when it stays put, or is reached through Home Assistant's ingress.
+  function movedTo(web) {
+    if (!web || web.ingress) return null;
+    const scheme = web.https ? "https:" : "http:";
+    const port = location.port || (location.protocol === "https:" ? "443" : "80");
+    if (scheme === location.protocol && String(web.port) === port) return null;
+    return `${scheme}//${location.hostname}:${web.port}${location.pathname}`;
+  }
+
+  async function submit(form, body, type) {
+    const result = form.querySelector(".result");
+    const list = form.querySelector("ul.problems");
     clearProblems();
-    result.className = "";
-    result.textContent = "checking and applying…";
-    const response = await api("PUT", "api/config", body, type);
+    say(result, "", "checking and applying…");
+    let response;
+    try {
+      response = await api("PUT", "api/config", body, type);
+    } catch (error) {
+      say(result, "bad", `No answer from the appliance (${error.message}): reload the page to see what runs.`);
+      return;
+    }
     if (response.status === 422) {
-      result.className = "bad";
-      result.textContent = "Not saved: the configuration has problems.";
-      showProblems(response.data.problems);
+      const count = response.data.problems.length;
+      say(result, "bad", `Not saved: the configuration has ${count === 1 ? "a problem" : `${count} problems`}.`);
+      showProblems(response.data.problems, list);
+      focusFirstProblem(form, list);
     } else if (response.ok) {
-      const restarted = response.data.restarted.join(", ") || "nothing needed a restart";
-      await load();
-      result.className = "ok";
-      result.textContent = `Saved and applied (restarted: ${restarted}).`;
+      const saved = `Saved and applied (restarted: ${response.data.restarted.join(", ") || "nothing needed a restart"}).`;
+      const target = movedTo(response.data.web);
+      if (response.data.web === null) {
+        say(result, "ok", `${saved} The web is now off (web.enabled): this page no longer answers.`);
+      } else if (target) {
+        say(result, "ok", `${saved} The page is now at `, el("a", {href: target, text: target}), ": opening it…");
+        setTimeout(() => location.assign(target), MOVE_DELAY);
+      } else {
+        await load();
+        say(result, "ok", saved);
+      }
     } else {
-      result.className = "bad";
-      result.textContent = `Not saved: ${response.data.error}`;
+      say(result, "bad", `Not saved: ${response.data.error}`);
     }
   }
 
   async function load() {
     const response = await api("GET", "api/config");
     if (!response.ok) {
-      result.className = "bad";
-      result.textContent = response.data.error || "cannot read the configuration";
-      if (response.data.problems) showProblems(response.data.problems);
+      loadResult.className = "bad";
+      loadResult.textContent = response.data.error || "cannot read the configuration";
+      if (response.data.problems) showProblems(response.data.problems, loadProblems);
       return;
     }
     view = response.data;
     build();
-    if (view.problems.length) showProblems(view.problems);
+    if (view.problems.length) showProblems(view.problems, loadProblems);
   }
 
   document.getElementById("config-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    submit(documentFromForm());
+    submit(event.target, documentFromForm());
   });
   document.getElementById("yaml-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    submit(yamlText.value, "application/yaml");
+    submit(event.target, yamlText.value, "application/yaml");
   });
   load();
 })();

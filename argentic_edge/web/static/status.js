@@ -58,25 +58,80 @@
         ? rate((value - before) / seconds) : "–";
     }
     if (counters) previous = {time: now, counters};
+    renderConnect(bus);
   }
 
-  function renderBridge(bridge) {
-    if (off(bridge)) return body("bridge").replaceChildren(el("p", {class: "muted", text: "disabled"}));
-    const routes = findList(bridge, "routes");
+  // Copies to the clipboard; over plain HTTP on the LAN (no secure context, no clipboard API)
+  // the text is selected and copied the old way.
+  async function copy(text, source, button) {
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(text);
+      copied = true;
+    } catch (error) {
+      const range = document.createRange();
+      range.selectNodeContents(source);
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      copied = document.execCommand("copy");
+    }
+    button.textContent = copied ? "Copied" : "Selected: press Ctrl+C";
+    setTimeout(() => { button.textContent = "Copy Argentic configuration"; }, 3000);
+  }
+
+  // Where agents on the LAN connect, and the Argentic configuration that does it. Drawn again
+  // only when it changes, so a selection or an open <details> survives the live updates.
+  function renderConnect(bus) {
+    const box = document.getElementById("bus-connect");
+    const connect = !off(bus) && bus.connect;
+    const shown = connect ? JSON.stringify(connect) : "";
+    if (box.dataset.shown === shown) return;
+    box.dataset.shown = shown;
+    if (!connect) return box.replaceChildren();
+    const port = (endpoint) => endpoint.split(":").pop();
+    const host = (address) => address.includes(":") ? `[${address}]` : address;
+    const yaml = el("pre", {class: "readonly", text: connect.messaging_yaml});
+    const button = el("button", {type: "button", class: "secondary", text: "Copy Argentic configuration",
+      onclick: () => copy(connect.messaging_yaml, yaml, button)});
+    box.replaceChildren(el("h3", {text: "Agents on the LAN connect to"}),
+      el("ul", {class: "endpoints"}, connect.addresses.map((address) => el("li", {},
+        el("code", {text: `tcp://${host(address)}:${port(bus.publish)}`}), " publish · ",
+        el("code", {text: `tcp://${host(address)}:${port(bus.subscribe)}`}), " subscribe"))),
+      el("details", {}, el("summary", {text: "Argentic messaging configuration"}), yaml),
+      el("p", {}, button));
+  }
+
+  // The uplinks: one card per uplink (#uplink-<name>), in the configuration's order.
+  function renderUplinks(uplinks) {
+    const holder = document.getElementById("uplinks");
+    if (!uplinks || !uplinks.length) {
+      return holder.replaceChildren(el("section", {class: "card wide", id: "uplinks-none"},
+        el("h2", {text: "Uplinks"}), el("div", {class: "body"}, el("p", {class: "muted", text: "disabled"}))));
+    }
+    holder.replaceChildren(...uplinks.map(uplinkCard));
+  }
+
+  function uplinkCard(uplink) {
+    const routes = findList(uplink, "routes");
     const traffic = (counters) => {
       if (!counters) return "–";
       const dropped = Object.values(counters.dropped || {}).reduce((a, b) => a + b, 0);
       return `${count(counters.messages)} msgs` + (dropped ? `, ${count(dropped)} dropped` : "");
     };
-    const buffer = bridge.buffer || {};
-    const shown = {...bridge, connected_for: bridge.connected_for == null ? undefined
-      : duration(bridge.connected_for), buffered: bridge.buffer === undefined ? undefined
+    const buffer = uplink.buffer || {};
+    const shown = {...uplink, ...(uplink.link || {}), name: undefined, protocol: undefined, connected_for: uplink.connected_for == null
+      ? undefined : duration(uplink.connected_for), buffered: uplink.buffer === undefined ? undefined
       : `${count(buffer.messages)} of ${count(buffer.max_messages)} msgs, ${bytes(buffer.bytes)}`
-        + (buffer.dropped_oldest ? `, ${count(buffer.dropped_oldest)} oldest dropped` : "")};
-    body("bridge").replaceChildren(facts(shown), readerLoad(bridge.bus_reader), routes.length ? table(
-      ["bus filter", "direction", "qos", "retain", "broker filter", "to MQTT", "from MQTT"],
-      routes.map((r) => [r.local, r.direction, String(r.qos), String(r.retain), r.remote,
-        traffic(r.out), traffic(r.in)]), "list routes") : "");
+        + (buffer.oldest_age == null ? "" : `, oldest waiting ${duration(buffer.oldest_age)}`)
+        + (buffer.dropped_oldest ? `, ${count(buffer.dropped_oldest)} oldest dropped` : "")
+        + (buffer.durable ? ", on disk" : "")};
+    const badge = el("span", {class: `badge ${uplink.state === "connected" ? "ok" : "bad"}`, text: uplink.state});
+    return el("section", {class: "card wide uplink", id: `uplink-${uplink.name}`},
+      el("h2", {}, `Uplink ${uplink.name} `, el("span", {class: "muted", text: `(${uplink.protocol}) `}), badge),
+      el("div", {class: "body"}, facts(shown), readerLoad(uplink.bus_reader), routes.length ? table(
+        ["bus filter", "direction", "qos", "retain", "broker filter", "to broker", "from broker"],
+        routes.map((r) => [r.local, r.direction, String(r.qos), String(r.retain), r.remote,
+          traffic(r.out), traffic(r.in)]), "list routes") : ""));
   }
 
   async function removeFromHomeAssistant() {
@@ -85,10 +140,12 @@
       : `removal failed: ${result.data.error}`;
   }
 
+  // Only where it applies: discovery on, and the device announced to a broker at least once
+  // (a standalone appliance without a broker has no Home Assistant device to remove).
   function renderHomeAssistant(ha) {
     const card = document.getElementById("homeassistant");
-    card.hidden = off(ha);
-    if (off(ha)) return;
+    card.hidden = off(ha) || !ha.announcements;
+    if (card.hidden) return;
     body("homeassistant").replaceChildren(facts(ha), ha.withdrawn ? "" : el("p", {},
       el("button", {type: "button", class: "secondary", text: "Remove from Home Assistant",
         title: "Clears the device's retained discovery topics; do this before uninstalling",
@@ -110,22 +167,39 @@
         : el("p", {class: "muted", text: "none registered yet"}));
   }
 
-  async function peerAction(id, action) {
-    const result = await api("POST", `api/peers/${encodeURIComponent(id)}/${action}`);
-    live.textContent = result.ok ? `${action}: ${id}` : `${action} failed: ${result.data.error}`;
+  async function peerAction(peer, action) {
+    const result = await api("POST", `api/peers/${encodeURIComponent(peer.id)}/${action}`);
+    const done = action === "approve" ? "approved" : "forgot";
+    live.textContent = result.ok ? `${done} ${peer.name || peer.id}` : `${action} failed: ${result.data.error}`;
   }
 
-  function renderPeers(peers) {
+  // What a peer is to us, in words: the link's progress when it is trusted but not linked,
+  // and its request when it asked to link and we do not trust it yet.
+  function peerState(p, now) {
+    if (p.link_request && !p.trust) {
+      return el("span", {class: "bad", text: `wants to link (asked ${ago(now - p.link_request)})`});
+    }
+    if (p.state === "trusted" && p.link === "refused") return "trusted · waiting for its approval";
+    if (p.state === "trusted" && p.link) return `trusted · link ${p.link}`;
+    return String(p.state ?? "–");
+  }
+
+  function peerButtons(p) {
+    return el("span", {class: "buttons"},
+      !p.trust && p.state !== "lost" ? el("button", {type: "button", text: "Approve",
+        onclick: () => peerAction(p, "approve")}) : "",
+      p.trust === "approved" ? el("button", {type: "button", class: "secondary", text: "Forget",
+        onclick: () => peerAction(p, "forget")}) : "");
+  }
+
+  function renderPeers(peers, now) {
     if (off(peers)) return body("peers").replaceChildren(el("p", {class: "muted", text: "discovery disabled"}));
     const list = findList(peers, "peers");
     if (!list.length) return body("peers").replaceChildren(el("p", {class: "muted", text: "no peers found"}));
-    body("peers").replaceChildren(table(["peer", "state", "trust", ""], list.map((p) => {
-      const id = p.id || p.peer_id || p.name;
-      return [p.name && p.name !== id ? `${p.name} (${id})` : String(id), String(p.state ?? "–"),
-        String(p.trust ?? "–"), el("span", {class: "buttons"},
-        el("button", {type: "button", text: "Approve", onclick: () => peerAction(id, "approve")}),
-        el("button", {type: "button", class: "secondary", text: "Forget", onclick: () => peerAction(id, "forget")}))];
-    })));
+    body("peers").replaceChildren(table(["peer", "address", "state", "trust", "last seen", ""], list.map((p) => [
+      [el("strong", {text: p.name || "–"}), el("br"), el("code", {class: "muted small", text: p.id})],
+      p.link_address || (p.addresses || []).join(", ") || "–",
+      peerState(p, now), p.trust || "not trusted", ago(now - p.last_seen), peerButtons(p)]), "list peers"));
   }
 
   function certificates(value, out) {
@@ -156,10 +230,10 @@
     if (doc.error) { live.textContent = doc.error; return; }
     renderNode(doc);
     renderBus(doc.bus, doc.time);
-    renderBridge(doc.bridge);
+    renderUplinks(doc.uplinks);
     renderHomeAssistant(doc.homeassistant);
     renderAgents(doc.agents);
-    renderPeers(doc.peers);
+    renderPeers(doc.peers, doc.time);
     renderCertificates(doc.certificates);
     renderWarnings(doc.warnings || []);
     live.textContent = `live · updated ${new Date(doc.time * 1000).toLocaleTimeString()}`;
