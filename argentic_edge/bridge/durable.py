@@ -119,6 +119,7 @@ class DurableOutbox(Outbox):
         self.disk_errors = 0
         self.disk_problem: str | None = None
         self.loaded = 0  # messages found on disk when opening
+        self.commits = 0  # transactions written
         self._seq: dict[Outgoing, int] = {}  # every message the file holds: waiting, in flight
         self._low = 0  # the next sequence number for the front is below this
         self._high = 0  # the next one for the back is above this
@@ -141,6 +142,7 @@ class DurableOutbox(Outbox):
             self._disk_failed("open", exc)
             return
         self._load(rows)
+        self._release_if_empty()
 
     def _open_file(self) -> list[Row]:
         """Open the file, or move a damaged one aside and start a new one."""
@@ -407,8 +409,23 @@ class DurableOutbox(Outbox):
         if self.disk_problem is not None:
             log.info("outbox %s: writing again; what waits is on disk", self.path)
             self.disk_problem = None
+        self.commits += 1
+        self._release_if_empty()
         self._plan_sync()
         return True
+
+    def _release_if_empty(self) -> None:
+        """With nothing waiting or in flight, close the file: the common case (broker up,
+        outbox empty) holds no file open, so the data directory can be remounted or unmounted;
+        the next message that has to wait opens it again."""
+        if self._seq or self._inserts or self._deletes or self._db is None:
+            return
+        db, self._db = self._db, None
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.debug("outbox %s: no checkpoint when emptied: %s", self.path, exc)
+        db.close()
 
     def _plan_sync(self) -> None:
         """With synchronous=NORMAL, an fsync (a checkpoint) at most ``sync_every`` seconds
