@@ -43,13 +43,13 @@ def two_uplinks(
     first: dict[str, Any],
     second: dict[str, Any],
     bus: dict[str, Any] | None = None,
-    data_dir: Path | None = None,
+    data: Path | None = None,
 ) -> EdgeConfig:
     """An appliance with only the bus (on ``bus``, else free ports) and two uplinks
-    (``bridge:`` off, no Home Assistant), in ``data_dir`` (else a fresh one)."""
+    (``bridge:`` off, no Home Assistant), its data directory ``data`` or a new one."""
     return parse_config(
         config_document(
-            data_dir or fresh_data_dir(),
+            data or fresh_data_dir(),
             node_name="twin",
             messaging=bus or bus_section(),
             bridge={"enabled": False, "ha_discovery": False},
@@ -192,7 +192,7 @@ async def test_live_apply_restarts_only_the_changed_uplink(brokers: list[Mosquit
         uplink("a", a.port, routes),
         uplink("b", b.port, [{"topic": "logs/#"}]),
         _bus_of(config),
-        Path(config.data_dir),
+        config.data_path,
     )
     async with Edge(config) as edge, MqttClient(b.port) as on_b:
         await connected(edge, "a", "b")

@@ -65,6 +65,7 @@ INSERT = (
 DELETE = "DELETE FROM outbox WHERE seq BETWEEN ? AND ?"
 SYNCHRONOUS = "NORMAL"  # survives SIGKILL; see the module docstring for power loss
 SYNC_EVERY = 1.0  # seconds: at most this long after a write, a checkpoint fsyncs the WAL
+RELEASE_AFTER = 5.0  # seconds the outbox stays empty before its file is closed
 RETRY_AFTER = 5.0  # seconds between attempts to write while the disk refuses
 WAL_LIMIT = 4 * 1024 * 1024  # bytes the WAL file is truncated to after a checkpoint
 CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
@@ -111,14 +112,18 @@ class DurableOutbox(Outbox):
         counters: CountersFor | None = None,
         synchronous: str = SYNCHRONOUS,
         sync_every: float = SYNC_EVERY,
+        release_after: float = RELEASE_AFTER,
     ) -> None:
         super().__init__(max_messages, max_bytes, max_age)
         self.path = path
         self.synchronous = synchronous
         self.sync_every = sync_every
+        self.release_after = release_after
+        self._release_planned = False
         self.disk_errors = 0
         self.disk_problem: str | None = None
         self.loaded = 0  # messages found on disk when opening
+        self.commits = 0  # transactions written
         self._seq: dict[Outgoing, int] = {}  # every message the file holds: waiting, in flight
         self._low = 0  # the next sequence number for the front is below this
         self._high = 0  # the next one for the back is above this
@@ -141,6 +146,7 @@ class DurableOutbox(Outbox):
             self._disk_failed("open", exc)
             return
         self._load(rows)
+        self._release_if_empty()
 
     def _open_file(self) -> list[Row]:
         """Open the file, or move a damaged one aside and start a new one."""
@@ -159,7 +165,9 @@ class DurableOutbox(Outbox):
             os.fchmod(fd, 0o600)
         finally:
             os.close(fd)
-        db = sqlite3.connect(self.path, isolation_level=None)
+        # timeout=0: a file another process holds is a disk error at once, never a wait that
+        # would block the event loop
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=0)
         try:
             rows = self._prepare(db)
         except sqlite3.DatabaseError as exc:
@@ -405,8 +413,38 @@ class DurableOutbox(Outbox):
         if self.disk_problem is not None:
             log.info("outbox %s: writing again; what waits is on disk", self.path)
             self.disk_problem = None
+        self.commits += 1
+        self._plan_release()
         self._plan_sync()
         return True
+
+    def _plan_release(self) -> None:
+        """Close the file once the outbox has stayed empty ``release_after`` seconds (at once
+        without an event loop): not after every drained batch while a busy broker's window
+        fills and empties, but soon after an outage is over."""
+        if self._seq or self._release_planned:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._release_if_empty()
+            return
+        self._release_planned = True
+        loop.call_later(self.release_after, self._release_if_empty)
+
+    def _release_if_empty(self) -> None:
+        """With nothing waiting or in flight, close the file: the common case (broker up,
+        outbox empty) holds no file open, so the data directory can be remounted or unmounted;
+        the next message that has to wait opens it again."""
+        self._release_planned = False
+        if self._seq or self._inserts or self._deletes or self._db is None:
+            return
+        db, self._db = self._db, None
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.debug("outbox %s: no checkpoint when emptied: %s", self.path, exc)
+        db.close()
 
     def _plan_sync(self) -> None:
         """With synchronous=NORMAL, an fsync (a checkpoint) at most ``sync_every`` seconds
