@@ -10,6 +10,7 @@ import pytest
 from tests.support.appliance import environment
 from tests.support.brokers import Mosquitto
 from tests.support.rabbitmq import RabbitServer
+from tests.support.redis import RedisServer
 
 
 @pytest.fixture
@@ -48,3 +49,11 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]
     node = RabbitServer(tmp_path_factory.mktemp("rabbitmq")).start()
     yield node
     node.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free loopback port, append-only persistence on."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
