@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.appliance import environment
 from tests.support.brokers import Mosquitto
+from tests.support.browser import Browser
 from tests.support.rabbitmq import RabbitServer
 from tests.support.redis import RedisServer
 
@@ -57,3 +58,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    """A headless Chromium; at the end the page must have run without script or CSP errors."""
+    chromium = await Browser.launch(tmp_path / "chromium")
+    yield chromium
+    await chromium.close()
+    assert chromium.problems == [], chromium.problems

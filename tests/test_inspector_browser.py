@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,28 +19,12 @@ from argentic_edge.inspector.recording import load
 from argentic_edge.topics import TopicFilter
 from tests.support.appliance import command, environment
 from tests.support.brokers import Mosquitto
-from tests.support.browser import CHROMIUM, Browser
+from tests.support.browser import Browser
+from tests.support.browser_tests import ARTIFACTS, BROWSER_MARKS, text_of
 from tests.support.config import PASSWORD, write_yaml
 from tests.support.web import running_edge, web_document
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs chromium"),
-]
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
-    chromium = await Browser.launch(tmp_path / "chromium")
-    yield chromium
-    await chromium.close()
-    assert chromium.problems == [], chromium.problems
-
-
-def text_of(selector: str) -> str:
-    return f"(document.querySelector({json.dumps(selector)}) || {{}}).textContent"
+pytestmark = BROWSER_MARKS
 
 
 async def send(edge: Edge, topic: str, payload: dict[str, object]) -> None:

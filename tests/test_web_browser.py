@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import zmq
 from aiohttp.test_utils import TestServer
 
@@ -18,29 +15,13 @@ from argentic_edge.client.bus import publish
 from argentic_edge.web import create_app
 from tests.support.bridge import MqttClient
 from tests.support.brokers import Mosquitto, free_port
-from tests.support.browser import CHROMIUM, Browser
+from tests.support.browser import Browser
+from tests.support.browser_tests import ARTIFACTS, BROWSER_MARKS, text_of
 from tests.support.config import PASSWORD
 from tests.support.flood import FLOOD_LIMIT, Flood
 from tests.support.web import SUPERVISOR, ingress_proxy, running_edge, web_document
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs chromium"),
-]
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
-    chromium = await Browser.launch(tmp_path / "chromium")
-    yield chromium
-    await chromium.close()
-    assert chromium.problems == [], chromium.problems
-
-
-def text_of(selector: str) -> str:
-    return f"(document.querySelector({json.dumps(selector)}) || {{}}).textContent"
+pytestmark = BROWSER_MARKS
 
 
 async def test_log_in_watch_the_bus_and_change_the_configuration(
