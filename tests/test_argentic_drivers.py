@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from argentic_edge.bridge.link import Publication
+from argentic_edge.bridge.link import Link, Publication
 from argentic_edge.bridge.rabbitmq import RabbitLink
 from argentic_edge.bridge.redis import RedisLink
 from argentic_edge.config import RabbitConfig, RedisConfig
@@ -39,6 +39,12 @@ def test_stock_argentic_redis_driver_fails_to_import_on_this_python() -> None:
     assert "aioredis" in result.stderr
 
 
+async def listening(link: Link, topic_filter: str) -> None:
+    """Connect ``link`` and subscribe it to ``topic_filter`` at QoS 1."""
+    await link.connect()
+    await link.subscribe([(topic_filter, 1)])
+
+
 def reply_body(models: Any, text: str) -> bytes:
     return models.DataMessage(source="bus-agent", data={"answer": text}).model_dump_json().encode()
 
@@ -57,8 +63,7 @@ async def test_argentic_redis_driver_with_the_fix_meets_the_redis_link(
         client_id="edge",
         node_id="n1",
     )
-    await link.connect()
-    await link.subscribe([("agent/+/ask", 1)])
+    await listening(link, "agent/+/ask")
     await asyncio.sleep(0.2)
     ask = models.DataMessage(source="redis-agent", data={"question": "ping?"})
     await driver.publish("agent/r1/ask", ask)
@@ -81,14 +86,9 @@ async def test_argentic_rabbitmq_driver_meets_the_rabbit_link(rabbitmq: RabbitSe
     driver = await rabbit_agent(rabbitmq.port)
     received, handler = collector()
     recorder = Recorder()
-    link = RabbitLink(
-        RabbitConfig(broker_address="127.0.0.1", port=rabbitmq.port),
-        recorder.callbacks(),
-        client_id="edge-argentic",
-        node_id="n1",
-    )
-    await link.connect()
-    await link.subscribe([("agent/q1/ask", 1)])
+    config = RabbitConfig(broker_address="127.0.0.1", port=rabbitmq.port)
+    link = RabbitLink(config, recorder.callbacks(), client_id="edge-argentic", node_id="n1")
+    await listening(link, "agent/q1/ask")
     # The link declared agent/q1/ask first; the driver re-declares it on every publish: the
     # two declarations must be the same or RabbitMQ closes the driver's channel.
     for number in range(3):
