@@ -16,28 +16,13 @@ import aio_pika
 import redis.asyncio as aioredis
 
 from argentic_edge.app import Edge
-from argentic_edge.config import EdgeConfig, parse_config
 from tests.support.argentic_drivers import collector, message_models, rabbit_agent, redis_agent
 from tests.support.bridge import BusClient, message, wait_until
-from tests.support.config import bus_section, config_document
+from tests.support.config import uplinks_only
 from tests.support.rabbitmq import RabbitServer
 from tests.support.redis import RedisServer
 
 LOAD = 400  # QoS 1 messages sent across a server's SIGKILL
-
-
-def appliance(data_dir: Path, *uplinks: dict[str, Any]) -> EdgeConfig:
-    """Only the bus and these uplinks (no MQTT bridge, no Home Assistant)."""
-    return parse_config(
-        config_document(
-            data_dir,
-            node_name="edge",
-            messaging=bus_section(),
-            bridge={"enabled": False, "ha_discovery": False},
-            uplinks=list(uplinks),
-        ),
-        env={},
-    )
 
 
 def uplink_status(edge: Edge, name: str) -> dict[str, Any]:
@@ -104,7 +89,7 @@ async def agent_gets_answer(bus: BusClient, topic: str, replies: list[Any]) -> N
 async def test_redis_both_ways_and_bad_input_counted(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    config = appliance(
+    config = uplinks_only(
         tmp_path,
         redis_uplink(redis_server, max_payload=2000, routes=[{"topic": "agent/#"}]),
     )
@@ -162,7 +147,7 @@ async def test_argentic_redis_agent_and_a_bus_agent_talk(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """Argentic's Redis driver, with the documented one-line fix, through the appliance."""
-    config = appliance(tmp_path, redis_uplink(redis_server, routes=[{"topic": "agent/#"}]))
+    config = uplinks_only(tmp_path, redis_uplink(redis_server, routes=[{"topic": "agent/#"}]))
     models = message_models()
     driver = await redis_agent(redis_server.port)
     replies, on_reply = collector()
@@ -190,7 +175,7 @@ async def test_argentic_redis_agent_and_a_bus_agent_talk(
 async def test_redis_streams_killed_under_load_loses_nothing(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    config = appliance(
+    config = uplinks_only(
         tmp_path,
         redis_uplink(
             redis_server,
@@ -227,7 +212,7 @@ async def test_redis_streams_killed_under_load_loses_nothing(
 async def test_argentic_rabbitmq_agent_and_a_bus_agent_talk(
     tmp_path: Path, rabbitmq: RabbitServer
 ) -> None:
-    config = appliance(
+    config = uplinks_only(
         tmp_path,
         {
             "protocol": "rabbitmq",
@@ -269,7 +254,7 @@ async def test_rabbitmq_killed_under_load_loses_nothing(tmp_path: Path) -> None:
         queue = await channel.declare_queue("kill-test", durable=True)
         await queue.bind("amq.topic", routing_key="agent.#")
         await connection.close()
-        config = appliance(
+        config = uplinks_only(
             tmp_path,
             {
                 "protocol": "rabbitmq",
