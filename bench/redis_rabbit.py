@@ -32,10 +32,10 @@ from argentic_edge.app import Edge
 from argentic_edge.bridge.link import LinkCallbacks, Publication
 from argentic_edge.bridge.rabbitmq import RabbitLink
 from argentic_edge.bridge.redis import RedisLink
-from argentic_edge.config import EdgeConfig, RabbitConfig, RedisConfig, parse_config
+from argentic_edge.config import EdgeConfig, RabbitConfig, RedisConfig
 from bench.common import median, ratio, suite_main
 from tests.support.bridge import BusClient
-from tests.support.config import bus_section, config_document
+from tests.support.config import uplinks_only
 from tests.support.rabbitmq import RabbitServer
 from tests.support.redis import RedisServer
 
@@ -83,16 +83,7 @@ def publications(count: int, qos: int) -> list[Publication]:
 def appliance(work: Path, uplink: dict[str, Any]) -> EdgeConfig:
     """The bus and one uplink, routes ``agent/#`` both ways at QoS 1, no other service."""
     uplink = {**uplink, "routes": [{"topic": "agent/#", "qos": 1}], "max_payload": 65536}
-    return parse_config(
-        config_document(
-            work,
-            node_name="bench",
-            messaging=bus_section(),
-            bridge={"enabled": False, "ha_discovery": False},
-            uplinks=[uplink],
-        ),
-        env={},
-    )
+    return uplinks_only(work, uplink, node_name="bench")
 
 
 async def until_quiet(count: Callable[[], int], target: int) -> None:

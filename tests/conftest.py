@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.appliance import environment
 from tests.support.brokers import Mosquitto
+from tests.support.browser import Browser
 from tests.support.rabbitmq import RabbitServer
+from tests.support.redis import RedisServer
 
 
 @pytest.fixture
@@ -48,3 +50,20 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]
     node = RabbitServer(tmp_path_factory.mktemp("rabbitmq")).start()
     yield node
     node.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free loopback port, append-only persistence on."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    """A headless Chromium; at the end the page must have run without script or CSP errors."""
+    chromium = await Browser.launch(tmp_path / "chromium")
+    yield chromium
+    await chromium.close()
+    assert chromium.problems == [], chromium.problems

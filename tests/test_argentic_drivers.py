@@ -11,29 +11,19 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from argentic_edge.bridge.link import Publication
+from argentic_edge.bridge.link import Link, Publication
 from argentic_edge.bridge.rabbitmq import RabbitLink
 from argentic_edge.bridge.redis import RedisLink
 from argentic_edge.config import RabbitConfig, RedisConfig
-from tests.support.argentic_drivers import driver_module, fixed_redis_driver, message_models
+from tests.support.argentic_drivers import collector, message_models, rabbit_agent, redis_agent
 from tests.support.links import Recorder
 from tests.support.rabbitmq import RabbitServer
 from tests.support.redis import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 def test_stock_argentic_redis_driver_fails_to_import_on_this_python() -> None:
@@ -49,6 +39,12 @@ def test_stock_argentic_redis_driver_fails_to_import_on_this_python() -> None:
     assert "aioredis" in result.stderr
 
 
+async def listening(link: Link, topic_filter: str) -> None:
+    """Connect ``link`` and subscribe it to ``topic_filter`` at QoS 1."""
+    await link.connect()
+    await link.subscribe([(topic_filter, 1)])
+
+
 def reply_body(models: Any, text: str) -> bytes:
     return models.DataMessage(source="bus-agent", data={"answer": text}).model_dump_json().encode()
 
@@ -56,15 +52,9 @@ def reply_body(models: Any, text: str) -> bytes:
 async def test_argentic_redis_driver_with_the_fix_meets_the_redis_link(
     redis_server: RedisServer,
 ) -> None:
-    drivers = fixed_redis_driver()
     models = message_models()
-    driver = drivers.RedisDriver(drivers.RedisDriverConfig(url="127.0.0.1", port=redis_server.port))
-    await driver.connect()
-    received: list[Any] = []
-
-    async def handler(message: Any) -> None:
-        received.append(message)
-
+    driver = await redis_agent(redis_server.port)
+    received, handler = collector()
     await driver.subscribe("agent/r1/response", handler)
     recorder = Recorder()
     link = RedisLink(
@@ -73,8 +63,7 @@ async def test_argentic_redis_driver_with_the_fix_meets_the_redis_link(
         client_id="edge",
         node_id="n1",
     )
-    await link.connect()
-    await link.subscribe([("agent/+/ask", 1)])
+    await listening(link, "agent/+/ask")
     await asyncio.sleep(0.2)
     ask = models.DataMessage(source="redis-agent", data={"question": "ping?"})
     await driver.publish("agent/r1/ask", ask)
@@ -93,29 +82,13 @@ async def test_argentic_redis_driver_with_the_fix_meets_the_redis_link(
 
 
 async def test_argentic_rabbitmq_driver_meets_the_rabbit_link(rabbitmq: RabbitServer) -> None:
-    drivers = driver_module("RabbitMQDriver")
-    configs = driver_module("configs")
     models = message_models()
-    driver = drivers.RabbitMQDriver(
-        configs.RabbitMQDriverConfig(
-            url="127.0.0.1", port=rabbitmq.port, user="guest", password="guest"
-        )
-    )
-    await driver.connect()
-    received: list[Any] = []
-
-    async def handler(message: Any) -> None:
-        received.append(message)
-
+    driver = await rabbit_agent(rabbitmq.port)
+    received, handler = collector()
     recorder = Recorder()
-    link = RabbitLink(
-        RabbitConfig(broker_address="127.0.0.1", port=rabbitmq.port),
-        recorder.callbacks(),
-        client_id="edge-argentic",
-        node_id="n1",
-    )
-    await link.connect()
-    await link.subscribe([("agent/q1/ask", 1)])
+    config = RabbitConfig(broker_address="127.0.0.1", port=rabbitmq.port)
+    link = RabbitLink(config, recorder.callbacks(), client_id="edge-argentic", node_id="n1")
+    await listening(link, "agent/q1/ask")
     # The link declared agent/q1/ask first; the driver re-declares it on every publish: the
     # two declarations must be the same or RabbitMQ closes the driver's channel.
     for number in range(3):

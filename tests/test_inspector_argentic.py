@@ -154,6 +154,7 @@ async def test_tasks_tools_and_diagnoses_from_real_argentic_traffic(
         )
 
         call = {"tool_id": "t-1", "tool_name": "weather", "source": "planner"}
+        reply = {**call, "source": "weather-tool"}
         sent = time.monotonic()
         await driver.publish(
             "agent/tools/call/t-1", TaskMessage(task_id="a1", arguments={"city": "Oslo"}, **call)
@@ -161,14 +162,7 @@ async def test_tasks_tools_and_diagnoses_from_real_argentic_traffic(
         await asyncio.sleep(0.3)
         await driver.publish(
             "agent/tools/response/t-1",
-            TaskResultMessage(
-                task_id="a1",
-                status=TaskStatus.SUCCESS,
-                result="sunny",
-                tool_id="t-1",
-                tool_name="weather",
-                source="weather-tool",
-            ),
+            TaskResultMessage(task_id="a1", status=TaskStatus.SUCCESS, result="sunny", **reply),
         )
         answered = time.monotonic()
         await driver.publish(
@@ -176,14 +170,7 @@ async def test_tasks_tools_and_diagnoses_from_real_argentic_traffic(
         )
         await driver.publish(
             "agent/tools/response/t-1",
-            TaskErrorMessage(
-                task_id="a2",
-                status=TaskStatus.FAILED,
-                error="boom",
-                tool_id="t-1",
-                tool_name="weather",
-                source="weather-tool",
-            ),
+            TaskErrorMessage(task_id="a2", status=TaskStatus.FAILED, error="boom", **reply),
         )
         await driver.publish(
             "agent/tools/call/t-1", TaskMessage(task_id="a3", timeout_seconds=30, **call)

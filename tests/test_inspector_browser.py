@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,28 +19,12 @@ from argentic_edge.inspector.recording import load
 from argentic_edge.topics import TopicFilter
 from tests.support.appliance import command, environment
 from tests.support.brokers import Mosquitto
-from tests.support.browser import CHROMIUM, Browser
-from tests.support.config import PASSWORD, write_yaml
+from tests.support.browser import Browser
+from tests.support.browser_tests import ARTIFACTS, BROWSER_MARKS, bridge_to, log_in, text_of
+from tests.support.config import write_yaml
 from tests.support.web import running_edge, web_document
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs chromium"),
-]
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
-    chromium = await Browser.launch(tmp_path / "chromium")
-    yield chromium
-    await chromium.close()
-    assert chromium.problems == [], chromium.problems
-
-
-def text_of(selector: str) -> str:
-    return f"(document.querySelector({json.dumps(selector)}) || {{}}).textContent"
+pytestmark = BROWSER_MARKS
 
 
 async def send(edge: Edge, topic: str, payload: dict[str, object]) -> None:
@@ -72,19 +54,10 @@ async def test_the_inspector_pages(
     monkeypatch.setattr(history, "INTERVAL", 0.5)  # charts that move within a test
     document = web_document(
         tmp_path,
-        bridge={
-            "enabled": True,
-            "mqtt": {
-                "broker_address": "127.0.0.1",
-                "port": mosquitto.port,
-                "connect_retry_delay": 0.1,
-            },
-        },
+        bridge=bridge_to(mosquitto.port),
     )
-    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document) as edge:
-        await browser.navigate(base)
-        await browser.log_in(PASSWORD)
+        await log_in(browser, document)
 
         await browser.submit_and_load("document.getElementById('nav-overview').click()")
         await browser.wait_for("document.querySelector('#map g.uplink[data-name=\"mqtt\"]')")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +25,8 @@ from tests.support.redis import RedisServer
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    redis_server = RedisServer(tmp_path / "redis").start()
-    yield redis_server
-    redis_server.stop()
-
-
-@pytest.fixture
-async def raw(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(port=server.port)
+async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(port=redis_server.port)
     yield client
     await client.aclose()
 
@@ -62,10 +55,10 @@ def test_mqtt_filters_become_exact_redis_subscriptions(
 
 
 async def test_pubsub_publishes_are_argentic_wire_and_pipelined(
-    server: RedisServer, raw: aioredis.Redis
+    redis_server: RedisServer, raw: aioredis.Redis
 ) -> None:
     recorder = Recorder()
-    link = make_link(server, recorder)
+    link = make_link(redis_server, recorder)
     session = await link.connect()
     assert session.description.startswith("Redis ")
     listener = raw.pubsub()
@@ -89,10 +82,10 @@ async def test_pubsub_publishes_are_argentic_wire_and_pipelined(
 
 
 async def test_pubsub_receives_what_the_filters_match_once(
-    server: RedisServer, raw: aioredis.Redis
+    redis_server: RedisServer, raw: aioredis.Redis
 ) -> None:
     recorder = Recorder()
-    link = make_link(server, recorder)
+    link = make_link(redis_server, recorder)
     await link.connect()
     await link.subscribe([("agent/#", 1), ("agent/+/status", 1), ("tools/+/x", 0)])
     await asyncio.sleep(0.2)
@@ -114,10 +107,10 @@ async def test_pubsub_receives_what_the_filters_match_once(
 
 
 async def test_bad_input_from_redis_is_dropped_counted_and_logged_once(
-    server: RedisServer, raw: aioredis.Redis, caplog: pytest.LogCaptureFixture
+    redis_server: RedisServer, raw: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder = Recorder()
-    link = make_link(server, recorder)
+    link = make_link(redis_server, recorder)
     await link.connect()
     await link.subscribe([("#", 0)])
     await asyncio.sleep(0.2)
@@ -198,20 +191,20 @@ async def test_a_server_that_is_not_there_is_a_connect_error(tmp_path: Path) -> 
         await link.connect()
 
 
-async def test_a_killed_server_is_reported_lost(server: RedisServer) -> None:
+async def test_a_killed_server_is_reported_lost(redis_server: RedisServer) -> None:
     recorder = Recorder()
-    link = make_link(server, recorder)
+    link = make_link(redis_server, recorder)
     await link.connect()
     await link.subscribe([("agent/#", 0)])
-    server.kill()
+    redis_server.kill()
     await recorder.wait(lambda: recorder.lost, timeout=10)
     assert len(recorder.lost) == 1
-    server.start()
+    redis_server.start()
     await link.connect()  # the service reconnects the same link and subscribes again
     await link.subscribe([("agent/#", 0)])
     await link.subscribe([("agent/#", 0)])  # twice: still one reader
     await asyncio.sleep(0.2)
-    raw = aioredis.Redis(port=server.port)
+    raw = aioredis.Redis(port=redis_server.port)
     await raw.publish("agent/once", b"{}")
     await raw.publish("agent/last", b"{}")
     await recorder.wait(lambda: "agent/last" in recorder.topics())
@@ -224,10 +217,10 @@ async def test_a_killed_server_is_reported_lost(server: RedisServer) -> None:
 
 
 async def test_streams_publish_with_bounded_xadd_per_topic(
-    server: RedisServer, raw: aioredis.Redis
+    redis_server: RedisServer, raw: aioredis.Redis
 ) -> None:
     recorder = Recorder()
-    link = make_link(server, recorder, mode="streams", stream_maxlen=100)
+    link = make_link(redis_server, recorder, mode="streams", stream_maxlen=100)
     await link.connect()
     for number in range(1000):
         link.publish(publication("agent/a/status", number))
@@ -239,10 +232,10 @@ async def test_streams_publish_with_bounded_xadd_per_topic(
 
 
 async def test_streams_read_with_a_group_and_xack_only_when_acked(
-    server: RedisServer, raw: aioredis.Redis
+    redis_server: RedisServer, raw: aioredis.Redis
 ) -> None:
     recorder = Recorder(auto_ack=False)
-    link = make_link(server, recorder, mode="streams")
+    link = make_link(redis_server, recorder, mode="streams")
     await link.connect()
     await link.subscribe([("agent/+/status", 1)])
     for number in range(10):
@@ -258,7 +251,7 @@ async def test_streams_read_with_a_group_and_xack_only_when_acked(
 
     # An appliance restart: same consumer name, the six unacknowledged come again, then new.
     again = Recorder()
-    restarted = make_link(server, again, mode="streams")
+    restarted = make_link(redis_server, again, mode="streams")
     await restarted.connect()
     await restarted.subscribe([("agent/+/status", 1)])
     await raw.xadd("agent/a/status", {"payload": json.dumps({"n": 10})})
@@ -271,10 +264,10 @@ async def test_streams_read_with_a_group_and_xack_only_when_acked(
 
 
 async def test_streams_wildcards_find_new_streams_and_one_stream_carries_topics(
-    server: RedisServer, raw: aioredis.Redis
+    redis_server: RedisServer, raw: aioredis.Redis
 ) -> None:
     recorder = Recorder()
-    link = make_link(server, recorder, mode="streams", stream="argentic")
+    link = make_link(redis_server, recorder, mode="streams", stream="argentic")
     await link.connect()
     await link.subscribe([("agent/#", 1)])
     await raw.xadd("argentic", {"topic": "agent/b/x", "payload": b"{}"})

@@ -8,37 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aio_pika
-import pytest
 import redis.asyncio as aioredis
 
 from argentic_edge.app import Edge
-from argentic_edge.config import EdgeConfig, parse_config
-from tests.support.argentic_drivers import driver_module, fixed_redis_driver, message_models
+from tests.support.argentic_drivers import collector, message_models, rabbit_agent, redis_agent
 from tests.support.bridge import BusClient, message, wait_until
-from tests.support.config import bus_section, config_document
+from tests.support.config import uplinks_only
 from tests.support.rabbitmq import RabbitServer
 from tests.support.redis import RedisServer
 
 LOAD = 400  # QoS 1 messages sent across a server's SIGKILL
-
-
-def appliance(data_dir: Path, *uplinks: dict[str, Any]) -> EdgeConfig:
-    """Only the bus and these uplinks (no MQTT bridge, no Home Assistant)."""
-    return parse_config(
-        config_document(
-            data_dir,
-            node_name="edge",
-            messaging=bus_section(),
-            bridge={"enabled": False, "ha_discovery": False},
-            uplinks=list(uplinks),
-        ),
-        env={},
-    )
 
 
 def uplink_status(edge: Edge, name: str) -> dict[str, Any]:
@@ -63,11 +47,40 @@ async def until_through(send: Callable[[], Awaitable[None]], arrived: Callable[[
         await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
+async def send_across_kill(bus: BusClient, server: RedisServer | RabbitServer) -> None:
+    """LOAD numbered QoS 1 messages on agent/load, the server SIGKILLed and restarted halfway."""
+    await asyncio.sleep(0.5)  # the bus subscription of the uplink is in place
+    for number in range(LOAD):
+        await bus.send("agent/load", json.dumps({"n": number}).encode())
+        if number == LOAD // 2:
+            server.kill()
+            server.start()
+        await asyncio.sleep(0.002)
+
+
+def none_lost(what: str, got: list[int]) -> None:
+    """Every number sent arrived (duplicates are allowed at QoS 1 and printed)."""
+    assert set(got) == set(range(LOAD)), f"lost {sorted(set(range(LOAD)) - set(got))}"
+    print(f"{what}: {LOAD} sent, 0 lost, {len(got) - len(set(got))} duplicates")
+
+
+def redis_uplink(server: RedisServer, **keys: Any) -> dict[str, Any]:
+    """A Redis uplink entry for ``server``, quick to retry; ``keys`` add or override."""
+    return {
+        "protocol": "redis",
+        "broker_address": "127.0.0.1",
+        "port": server.port,
+        "connect_retry_delay": 0.2,
+        **keys,
+    }
+
+
+async def agent_gets_answer(bus: BusClient, topic: str, replies: list[Any]) -> None:
+    """A bus agent answers on ``topic`` until the Argentic agent's handler has the reply."""
+    answer = message_models().DataMessage(source="bus-agent", data={"answer": 4})
+    body = answer.model_dump_json().encode()
+    await until_through(lambda: bus.send(topic, body), lambda: bool(replies))
+    assert replies[0].data == {"answer": 4} and replies[0].source == "bus-agent"
 
 
 # --- Redis ----------------------------------------------------------------------------------
@@ -76,16 +89,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 async def test_redis_both_ways_and_bad_input_counted(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    config = appliance(
+    config = uplinks_only(
         tmp_path,
-        {
-            "protocol": "redis",
-            "broker_address": "127.0.0.1",
-            "port": redis_server.port,
-            "connect_retry_delay": 0.2,
-            "max_payload": 2000,
-            "routes": [{"topic": "agent/#"}],
-        },
+        redis_uplink(redis_server, max_payload=2000, routes=[{"topic": "agent/#"}]),
     )
     raw = aioredis.Redis(port=redis_server.port)
     listener = raw.pubsub()
@@ -141,25 +147,10 @@ async def test_argentic_redis_agent_and_a_bus_agent_talk(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """Argentic's Redis driver, with the documented one-line fix, through the appliance."""
-    config = appliance(
-        tmp_path,
-        {
-            "protocol": "redis",
-            "broker_address": "127.0.0.1",
-            "port": redis_server.port,
-            "connect_retry_delay": 0.2,
-            "routes": [{"topic": "agent/#"}],
-        },
-    )
-    drivers = fixed_redis_driver()
+    config = uplinks_only(tmp_path, redis_uplink(redis_server, routes=[{"topic": "agent/#"}]))
     models = message_models()
-    driver = drivers.RedisDriver(drivers.RedisDriverConfig(url="127.0.0.1", port=redis_server.port))
-    await driver.connect()
-    replies: list[Any] = []
-
-    async def on_reply(reply: Any) -> None:
-        replies.append(reply)
-
+    driver = await redis_agent(redis_server.port)
+    replies, on_reply = collector()
     await driver.subscribe("agent/rd/response", on_reply)
     async with Edge(config) as edge:
         await connected(edge, "redis")
@@ -175,11 +166,7 @@ async def test_argentic_redis_agent_and_a_bus_agent_talk(
             await until_through(probe, lambda: bool(asked))
             assert asked[0].topic == "agent/rd/ask"
             assert asked[0].payload == ask.model_dump_json().encode()
-            answer = models.DataMessage(source="bus-agent", data={"answer": 4}).model_dump_json()
-            await until_through(
-                lambda: bus.send("agent/rd/response", answer.encode()), lambda: bool(replies)
-            )
-            assert replies[0].data == {"answer": 4} and replies[0].source == "bus-agent"
+            await agent_gets_answer(bus, "agent/rd/response", replies)
         finally:
             bus.close()
     await driver.disconnect()
@@ -188,29 +175,20 @@ async def test_argentic_redis_agent_and_a_bus_agent_talk(
 async def test_redis_streams_killed_under_load_loses_nothing(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    config = appliance(
+    config = uplinks_only(
         tmp_path,
-        {
-            "protocol": "redis",
-            "broker_address": "127.0.0.1",
-            "port": redis_server.port,
-            "mode": "streams",
-            "connect_retry_delay": 0.2,
-            "routes": [{"topic": "agent/#", "direction": "out", "qos": 1}],
-        },
+        redis_uplink(
+            redis_server,
+            mode="streams",
+            routes=[{"topic": "agent/#", "direction": "out", "qos": 1}],
+        ),
     )
     async with Edge(config) as edge:
         await connected(edge, "redis")
         bus = BusClient(edge)
         raw = aioredis.Redis(port=redis_server.port)
         try:
-            await asyncio.sleep(0.5)  # the bus subscription of the uplink is in place
-            for number in range(LOAD):
-                await bus.send("agent/load", json.dumps({"n": number}).encode())
-                if number == LOAD // 2:
-                    redis_server.kill()
-                    redis_server.start()  # same port, same append-only file
-                await asyncio.sleep(0.002)
+            await send_across_kill(bus, redis_server)  # same port, same append-only file
             await connected(edge, "redis")
 
             async def numbers() -> list[int]:
@@ -221,9 +199,7 @@ async def test_redis_streams_killed_under_load_loses_nothing(
             while len(set(await numbers())) < LOAD and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             got = await numbers()
-            assert set(got) == set(range(LOAD)), f"lost {sorted(set(range(LOAD)) - set(got))}"
-            duplicates = len(got) - len(set(got))
-            print(f"redis streams kill: {LOAD} sent, 0 lost, {duplicates} duplicates")
+            none_lost("redis streams kill", got)
             assert uplink_status(edge, "redis")["connections"] >= 2
         finally:
             bus.close()
@@ -236,7 +212,7 @@ async def test_redis_streams_killed_under_load_loses_nothing(
 async def test_argentic_rabbitmq_agent_and_a_bus_agent_talk(
     tmp_path: Path, rabbitmq: RabbitServer
 ) -> None:
-    config = appliance(
+    config = uplinks_only(
         tmp_path,
         {
             "protocol": "rabbitmq",
@@ -251,20 +227,9 @@ async def test_argentic_rabbitmq_agent_and_a_bus_agent_talk(
             ],
         },
     )
-    drivers = driver_module("RabbitMQDriver")
-    configs = driver_module("configs")
     models = message_models()
-    driver = drivers.RabbitMQDriver(
-        configs.RabbitMQDriverConfig(
-            url="127.0.0.1", port=rabbitmq.port, user="guest", password="guest"
-        )
-    )
-    await driver.connect()
-    replies: list[Any] = []
-
-    async def on_reply(reply: Any) -> None:
-        replies.append(reply)
-
+    driver = await rabbit_agent(rabbitmq.port)
+    replies, on_reply = collector()
     await driver.subscribe("agent/rmq/response", on_reply)
     async with Edge(config) as edge:
         await connected(edge, "rabbitmq")
@@ -275,11 +240,7 @@ async def test_argentic_rabbitmq_agent_and_a_bus_agent_talk(
             got = await bus.next(10)
             assert got.topic == "agent/rmq/ask"
             assert got.payload == ask.model_dump_json().encode()  # the driver's JSON, unchanged
-            answer = models.DataMessage(source="bus-agent", data={"answer": 4}).model_dump_json()
-            await until_through(
-                lambda: bus.send("agent/rmq/response", answer.encode()), lambda: bool(replies)
-            )
-            assert replies[0].data == {"answer": 4} and replies[0].source == "bus-agent"
+            await agent_gets_answer(bus, "agent/rmq/response", replies)
         finally:
             bus.close()
     await driver.disconnect()
@@ -293,7 +254,7 @@ async def test_rabbitmq_killed_under_load_loses_nothing(tmp_path: Path) -> None:
         queue = await channel.declare_queue("kill-test", durable=True)
         await queue.bind("amq.topic", routing_key="agent.#")
         await connection.close()
-        config = appliance(
+        config = uplinks_only(
             tmp_path,
             {
                 "protocol": "rabbitmq",
@@ -308,13 +269,7 @@ async def test_rabbitmq_killed_under_load_loses_nothing(tmp_path: Path) -> None:
             await connected(edge, "rabbitmq")
             bus = BusClient(edge)
             try:
-                await asyncio.sleep(0.5)
-                for number in range(LOAD):
-                    await bus.send("agent/load", json.dumps({"n": number}).encode())
-                    if number == LOAD // 2:
-                        node.kill()
-                        node.start()
-                    await asyncio.sleep(0.002)
+                await send_across_kill(bus, node)
                 await connected(edge, "rabbitmq", timeout=60)
                 await wait_until(
                     lambda: (
@@ -336,7 +291,6 @@ async def test_rabbitmq_killed_under_load_loses_nothing(tmp_path: Path) -> None:
                 break
             got.append(json.loads(item.body)["n"])
         await connection.close()
-        assert set(got) == set(range(LOAD)), f"lost {sorted(set(range(LOAD)) - set(got))}"
-        print(f"rabbitmq kill: {LOAD} sent, 0 lost, {len(got) - len(set(got))} duplicates")
+        none_lost("rabbitmq kill", got)
     finally:
         node.stop()

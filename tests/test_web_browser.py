@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-import pytest
 import zmq
 from aiohttp.test_utils import TestServer
 
@@ -18,36 +16,27 @@ from argentic_edge.client.bus import publish
 from argentic_edge.web import create_app
 from tests.support.bridge import MqttClient
 from tests.support.brokers import Mosquitto, free_port
-from tests.support.browser import CHROMIUM, Browser
+from tests.support.browser import Browser
+from tests.support.browser_tests import (
+    ARTIFACTS,
+    BROWSER_MARKS,
+    bridge_to,
+    log_in,
+    page_url,
+    text_of,
+)
 from tests.support.config import PASSWORD
 from tests.support.flood import FLOOD_LIMIT, Flood
 from tests.support.web import SUPERVISOR, ingress_proxy, running_edge, web_document
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs chromium"),
-]
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
-    chromium = await Browser.launch(tmp_path / "chromium")
-    yield chromium
-    await chromium.close()
-    assert chromium.problems == [], chromium.problems
-
-
-def text_of(selector: str) -> str:
-    return f"(document.querySelector({json.dumps(selector)}) || {{}}).textContent"
+pytestmark = BROWSER_MARKS
 
 
 async def test_log_in_watch_the_bus_and_change_the_configuration(
     tmp_path: Path, browser: Browser
 ) -> None:
     document = web_document(tmp_path)
-    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
+    base = page_url(document)
     async with running_edge(tmp_path, document) as edge:
         await browser.navigate(base)
         assert await browser.evaluate("location.pathname") == "/login"
@@ -149,19 +138,10 @@ async def test_remove_from_home_assistant_before_uninstalling(
     retained discovery messages on the broker."""
     document = web_document(
         tmp_path,
-        bridge={
-            "enabled": True,
-            "mqtt": {
-                "broker_address": "127.0.0.1",
-                "port": mosquitto.port,
-                "connect_retry_delay": 0.1,
-            },
-        },
+        bridge=bridge_to(mosquitto.port),
     )
-    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document):
-        await browser.navigate(base)
-        await browser.log_in(PASSWORD)
+        await log_in(browser, document)
         await browser.wait_for(
             "!document.getElementById('homeassistant').hidden && "
             f"{text_of('#homeassistant .body')}.includes('announcements1')"
@@ -195,10 +175,8 @@ async def test_the_page_says_when_a_bus_reader_samples_under_load(
     tmp_path: Path, browser: Browser
 ) -> None:
     document = web_document(tmp_path)
-    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document) as edge:
-        await browser.navigate(base)
-        await browser.log_in(PASSWORD)
+        await log_in(browser, document)
         await browser.wait_for("document.getElementById('live').classList.contains('on')")
         endpoint = edge.services["bus"].bus.endpoints.publish  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()
@@ -219,18 +197,11 @@ async def test_the_page_says_when_a_bus_reader_samples_under_load(
         await browser.screenshot(ARTIFACTS / "web-status-sampling.png")
 
 
-async def open_config(browser: Browser, base: str) -> None:
+async def open_config(browser: Browser, document: dict[str, Any]) -> None:
     """Log in and open the configuration page at 1280 x 900, its form built."""
-    await browser.send(
-        "Emulation.setDeviceMetricsOverride",
-        width=1280,
-        height=900,
-        deviceScaleFactor=1,
-        mobile=False,
-    )
-    await browser.navigate(base)
-    await browser.log_in(PASSWORD)
-    await browser.navigate(base + "config")
+    await browser.viewport()
+    await log_in(browser, document)
+    await browser.navigate(page_url(document) + "config")
     await browser.wait_for("document.querySelector(\"[data-where='web.port'] input\")")
 
 
@@ -253,9 +224,8 @@ async def test_a_save_shows_its_result_next_to_its_button_and_focuses_the_first_
     tmp_path: Path, browser: Browser
 ) -> None:
     document = web_document(tmp_path)
-    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document):
-        await open_config(browser, base)
+        await open_config(browser, document)
         await browser.evaluate(
             "document.getElementById('yaml-editor').open = true;"
             "document.getElementById('yaml-text').value = 'web: [unclosed\\n';"
@@ -288,10 +258,9 @@ async def test_changing_the_web_port_from_the_page_goes_to_the_new_address(
     tmp_path: Path, browser: Browser
 ) -> None:
     document = web_document(tmp_path)
-    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     port = free_port()
     async with running_edge(tmp_path, document) as edge:
-        await open_config(browser, base)
+        await open_config(browser, document)
         moved = browser.expect("Page.loadEventFired")
         await browser.evaluate(
             f"document.querySelector(\"[data-where='web.port'] input\").value = '{port}';"
@@ -319,20 +288,11 @@ async def test_the_home_assistant_card_stays_hidden_on_an_appliance_without_a_br
     neither the card nor its button (which would answer 409) shows."""
     document = web_document(
         tmp_path,
-        bridge={
-            "enabled": True,
-            "mqtt": {
-                "broker_address": "127.0.0.1",
-                "port": free_port(),
-                "connect_retry_delay": 0.1,
-            },
-        },
+        bridge=bridge_to(free_port()),
     )
-    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document) as edge:
         assert edge.status()["homeassistant"]["enabled"] is True
-        await browser.navigate(base)
-        await browser.log_in(PASSWORD)
+        await log_in(browser, document)
         await browser.wait_for("document.getElementById('live').classList.contains('on')")
         assert await browser.evaluate("document.getElementById('homeassistant').hidden") is True
         assert await browser.evaluate("document.querySelector('#homeassistant button')") is None
@@ -358,10 +318,8 @@ async def test_one_card_per_uplink_with_its_state(
             for name, port in (("home", mosquitto.port), ("away", free_port()))
         ],
     )
-    base = f"http://127.0.0.1:{document['web']['port']}/"  # type: ignore[index]
     async with running_edge(tmp_path, document):
-        await browser.navigate(base)
-        await browser.log_in(PASSWORD)
+        await log_in(browser, document)
         await browser.wait_for(f"{text_of('#uplink-home .badge')} === 'connected'")
         await browser.wait_for(f"{text_of('#uplink-away .badge')} === 'backing off'")
         assert await browser.evaluate(

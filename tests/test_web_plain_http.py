@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -17,8 +18,9 @@ from tests.support.pki import Pki
 from tests.support.web import running_edge, web_document
 
 
-@pytest.fixture
-async def https_web(tmp_path: Path) -> AsyncIterator[tuple[WebService, Pki]]:
+@asynccontextmanager
+async def https_service(tmp_path: Path) -> AsyncIterator[tuple[WebService, Pki]]:
+    """The web service on HTTPS with a test CA's certificate, on a running appliance."""
     pki = Pki.create(tmp_path / "certs")
     document = web_document(tmp_path, web_options={"enabled": False})
     async with running_edge(tmp_path, document) as edge:
@@ -28,6 +30,12 @@ async def https_web(tmp_path: Path) -> AsyncIterator[tuple[WebService, Pki]]:
             yield web, pki
         finally:
             await web.stop()
+
+
+@pytest.fixture
+async def https_web(tmp_path: Path) -> AsyncIterator[tuple[WebService, Pki]]:
+    async with https_service(tmp_path) as started:
+        yield started
 
 
 async def _raw(port: int, request: bytes) -> bytes:
@@ -117,15 +125,8 @@ async def test_a_plain_client_that_sends_half_a_request_is_closed_after_the_idle
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(service, "IDLE_TIMEOUT", 1.0)
-    pki = Pki.create(tmp_path / "certs")
-    document = web_document(tmp_path, web_options={"enabled": False})
-    async with running_edge(tmp_path, document) as edge:
-        web = WebService(edge.config.web, edge, tls=pki.ssl_context)
-        await web.start()
-        try:
-            assert web.port is not None
-            started = asyncio.get_running_loop().time()
-            assert await _raw(web.port, b"GET /heal") == b""
-            assert asyncio.get_running_loop().time() - started < 5
-        finally:
-            await web.stop()
+    async with https_service(tmp_path) as (web, _):
+        assert web.port is not None
+        started = asyncio.get_running_loop().time()
+        assert await _raw(web.port, b"GET /heal") == b""
+        assert asyncio.get_running_loop().time() - started < 5

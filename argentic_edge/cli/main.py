@@ -234,18 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     certs_cli.add_parser(sub)
     discovery_cli.add_parser(sub)
     ha_remove_cli.add_parser(sub)
-    record_cli.add_parser(
-        sub,
-        lambda parser: pubsub_cli.bus_options(parser, "5556, or messaging.backend_port"),
-        pubsub_cli.bus_config,
-        pubsub_cli.bus_endpoint,
-    )
-    replay_cli.add_parser(
-        sub,
-        lambda parser: pubsub_cli.bus_options(parser, "5555, or messaging.port"),
-        pubsub_cli.bus_config,
-        pubsub_cli.bus_endpoint,
-    )
+    record_cli.add_parser(sub)
+    replay_cli.add_parser(sub)
     # `run --log-level debug` as well as `--log-level debug run`
     for command in _commands(parser):
         _global_options(command, default=argparse.SUPPRESS)

@@ -28,6 +28,8 @@ from argentic_edge.config import EdgeConfig, find_config_file, load_config
 from argentic_edge.topics import TopicFilter
 
 TIMED_OUT = 27  # mosquitto_sub's exit code when -W runs out
+FRONTEND_PORT = "5555, or messaging.port"  # where publishers connect
+BACKEND_PORT = "5556, or messaging.backend_port"  # where subscribers connect
 
 FORMAT_HELP = (
     "output format, as mosquitto_sub -F: %%t topic, %%p payload, %%l payload length, "
@@ -58,6 +60,23 @@ def bus_options(parser: argparse.ArgumentParser, default_port: str) -> None:
         "-h", "--host", help="bus host (default: from the configuration, else local)"
     )
     parser.add_argument("-p", "--port", type=int, help=f"bus port (default: {default_port})")
+
+
+def bus_command(
+    subparsers: Any,
+    name: str,
+    help: str,
+    func: Callable[[argparse.Namespace], int],
+    arguments: Callable[[argparse.ArgumentParser], None],
+    *,
+    backend: bool,
+) -> None:
+    """A subcommand that talks to the bus (``record``, ``replay``): its own ``arguments``, then
+    the bus options of ``pub`` (frontend port) or ``sub`` (``backend``: the port it reads from)."""
+    parser = subparsers.add_parser(name, add_help=False, help=help)
+    arguments(parser)
+    bus_options(parser, BACKEND_PORT if backend else FRONTEND_PORT)
+    parser.set_defaults(func=func)
 
 
 # --- pub ------------------------------------------------------------------------------------
@@ -280,7 +299,7 @@ def add_parsers(subparsers: Any) -> None:
         default=1.0,
         help="seconds to wait for a matching subscriber before sending (default 1)",
     )
-    bus_options(pub, "5555, or messaging.port")
+    bus_options(pub, FRONTEND_PORT)
     pub.set_defaults(func=cmd_pub, parser=pub)
 
     sub = subparsers.add_parser(
@@ -306,5 +325,5 @@ def add_parsers(subparsers: Any) -> None:
     sub.add_argument(
         "--timeout", type=float, default=None, help="exit after this many seconds without a message"
     )
-    bus_options(sub, "5556, or messaging.backend_port")
+    bus_options(sub, BACKEND_PORT)
     sub.set_defaults(func=cmd_sub, parser=sub)

@@ -8,39 +8,30 @@ import argparse
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import zmq
 
+from argentic_edge.cli.pubsub import bus_command, bus_config, bus_endpoint
 from argentic_edge.client.bus import Subscriber
-from argentic_edge.config import EdgeConfig
 from argentic_edge.inspector.recording import line
 from argentic_edge.topics import TopicError, TopicFilter
 
 POLL = 0.2  # seconds between checks of the deadline and the stop signal
 
-Config = Callable[[argparse.Namespace], EdgeConfig]
-Endpoint = Callable[[argparse.Namespace, EdgeConfig, bool], str]
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    summary = "record bus traffic to a JSON lines file"
+    bus_command(subparsers, "record", summary, cmd_record, _arguments, backend=True)
 
 
-def add_parser(
-    subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
-    bus_options: Callable[[argparse.ArgumentParser], None],
-    config: Config,
-    endpoint: Endpoint,
-) -> None:
-    parser = subparsers.add_parser(
-        "record", add_help=False, help="record bus traffic to a JSON lines file"
-    )
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("filter", help="MQTT-style filter, e.g. agent/#, #")
     parser.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     parser.add_argument("-C", "--count", type=int, default=0, help="stop after COUNT messages")
     parser.add_argument("--duration", type=float, default=0, help="stop after SECONDS")
-    bus_options(parser)
-    parser.set_defaults(func=lambda args: cmd_record(args, config, endpoint))
 
 
 def _stop_flag() -> list[bool]:
@@ -53,17 +44,17 @@ def _stop_flag() -> list[bool]:
     return stopped
 
 
-def cmd_record(args: argparse.Namespace, config_of: Config, endpoint_of: Endpoint) -> int:
+def cmd_record(args: argparse.Namespace) -> int:
     try:
         topic_filter = TopicFilter(args.filter)
     except TopicError as exc:
         sys.stderr.write(f"argentic-edge: record: the filter {args.filter!r}: {exc}\n")
         return 1
-    config = config_of(args)
+    config = bus_config(args)
     context: zmq.Context[Any] = zmq.Context()
     subscriber = Subscriber(
         context,
-        endpoint_of(args, config, True),
+        bus_endpoint(args, config, True),
         topic_filter,
         encoding=config.messaging.topic_encoding,
         connect_timeout=config.messaging.connect_timeout / 1000,

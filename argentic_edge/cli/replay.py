@@ -7,13 +7,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from argentic_edge.cli.record import Config, Endpoint
+from argentic_edge.cli.pubsub import bus_command, bus_config, bus_endpoint
 from argentic_edge.client.bus import connect_and_wait
 from argentic_edge.inspector.recording import Recorded, RecordingError, load
 from argentic_edge.topics import encode_frame
@@ -21,20 +20,15 @@ from argentic_edge.topics import encode_frame
 SUBSCRIBER_WAIT = 1.0  # seconds to wait for a first subscriber, so the start is not lost
 
 
-def add_parser(
-    subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
-    bus_options: Callable[[argparse.ArgumentParser], None],
-    config: Config,
-    endpoint: Endpoint,
-) -> None:
-    parser = subparsers.add_parser(
-        "replay", add_help=False, help="put a recording back on the bus, timed"
-    )
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    summary = "put a recording back on the bus, timed"
+    bus_command(subparsers, "replay", summary, cmd_replay, _arguments, backend=False)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="a file written by `argentic-edge record`")
     parser.add_argument("--speed", type=float, default=1.0, help="2 plays twice as fast")
     parser.add_argument("--loop", action="store_true", help="start over until stopped")
-    bus_options(parser)
-    parser.set_defaults(func=lambda args: cmd_replay(args, config, endpoint))
 
 
 def _play(socket: zmq.Socket[Any], messages: list[Recorded], speed: float, encoding: str) -> None:
@@ -47,7 +41,7 @@ def _play(socket: zmq.Socket[Any], messages: list[Recorded], speed: float, encod
         socket.send(encode_frame(message.topic, message.payload, encoding))
 
 
-def cmd_replay(args: argparse.Namespace, config_of: Config, endpoint_of: Endpoint) -> int:
+def cmd_replay(args: argparse.Namespace) -> int:
     if not args.speed > 0:
         sys.stderr.write(f"argentic-edge: replay: --speed must be above 0, got {args.speed}\n")
         return 1
@@ -56,14 +50,14 @@ def cmd_replay(args: argparse.Namespace, config_of: Config, endpoint_of: Endpoin
     except RecordingError as exc:
         sys.stderr.write(f"argentic-edge: replay: {exc}\n")
         return 1
-    config = config_of(args)
+    config = bus_config(args)
     context: zmq.Context[Any] = zmq.Context()
     socket = context.socket(zmq.XPUB)  # sees subscriptions arrive (a PUB would drop the start)
     socket.setsockopt(zmq.LINGER, 5000)
     socket.setsockopt(zmq.SNDHWM, 0)
     try:
         connect_and_wait(
-            socket, endpoint_of(args, config, False), config.messaging.connect_timeout / 1000
+            socket, bus_endpoint(args, config, False), config.messaging.connect_timeout / 1000
         )
         if socket.poll(int(SUBSCRIBER_WAIT * 1000)):
             socket.recv()

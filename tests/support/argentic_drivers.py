@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import sys
 import types
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,32 @@ def message_models() -> Any:
     """``argentic.core.protocol.message`` (BaseMessage and friends)."""
     _register_parents()
     return importlib.import_module("argentic.core.protocol.message")
+
+
+async def redis_agent(port: int) -> Any:
+    """Argentic's RedisDriver (with REDIS_FIX), connected to the redis-server on ``port``."""
+    drivers = fixed_redis_driver()
+    driver = drivers.RedisDriver(drivers.RedisDriverConfig(url="127.0.0.1", port=port))
+    await driver.connect()
+    return driver
+
+
+async def rabbit_agent(port: int) -> Any:
+    """Argentic's RabbitMQDriver as shipped, connected as guest to the node on ``port``."""
+    drivers = driver_module("RabbitMQDriver")
+    configs = driver_module("configs")
+    driver = drivers.RabbitMQDriver(
+        configs.RabbitMQDriverConfig(url="127.0.0.1", port=port, user="guest", password="guest")
+    )
+    await driver.connect()
+    return driver
+
+
+def collector() -> tuple[list[Any], Callable[[Any], Awaitable[None]]]:
+    """A list and the async handler a driver's ``subscribe`` is given to fill it."""
+    received: list[Any] = []
+
+    async def handler(message: Any) -> None:
+        received.append(message)
+
+    return received, handler

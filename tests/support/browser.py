@@ -208,9 +208,8 @@ class Browser:
             "document.getElementById('login-form').submit()"
         )
 
-    async def screenshot(
-        self, path: Path, *, width: int = 1280, height: int = 900, mobile: bool = False
-    ) -> None:
+    async def viewport(self, width: int = 1280, height: int = 900, mobile: bool = False) -> None:
+        """Lay the page out as on a screen of this size (a phone's when ``mobile``)."""
         await self.send(
             "Emulation.setDeviceMetricsOverride",
             width=width,
@@ -218,6 +217,11 @@ class Browser:
             deviceScaleFactor=1,
             mobile=mobile,
         )
+
+    async def screenshot(
+        self, path: Path, *, width: int = 1280, height: int = 900, mobile: bool = False
+    ) -> None:
+        await self.viewport(width, height, mobile)
         shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))

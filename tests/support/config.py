@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from argentic_edge.config import EdgeConfig, parse_config
 from tests.support.brokers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +84,18 @@ def write_yaml(path: Path, document: Mapping[str, Any] | str) -> Path:
     path.write_text(text)
     path.chmod(0o600)
     return path
+
+
+def uplinks_only(data_dir: Path, *uplinks: dict[str, Any], node_name: str = "edge") -> EdgeConfig:
+    """A parsed configuration with only the bus and these uplinks (no MQTT bridge, no Home
+    Assistant), for the uplink tests and benchmarks."""
+    return parse_config(
+        config_document(
+            data_dir,
+            node_name=node_name,
+            messaging=bus_section(),
+            bridge={"enabled": False, "ha_discovery": False},
+            uplinks=list(uplinks),
+        ),
+        env={},
+    )

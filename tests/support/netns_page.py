@@ -62,13 +62,7 @@ async def main() -> int:
     with tempfile.TemporaryDirectory() as profile:
         browser = await Browser.launch(Path(profile))
         try:
-            await browser.send(
-                "Emulation.setDeviceMetricsOverride",
-                width=1280,
-                height=900,
-                deviceScaleFactor=1,
-                mobile=False,
-            )
+            await browser.viewport()
             await browser.navigate(args.url)
             await browser.log_in(args.password)
             await browser.wait_for(
