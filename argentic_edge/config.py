@@ -467,6 +467,13 @@ class KafkaConfig:
     qos_levels: QosLevels = _opt(QosLevels())
     connect_retry_delay: float = _opt(5.0, check=_positive)
 
+    @property
+    def servers(self) -> list[str]:
+        """The bootstrap servers as ``host:port``, ``port`` filled in where one was not written."""
+        return [
+            "{}:{}".format(*split_server(server, self.port)) for server in self.broker_address or ()
+        ]
+
 
 def _key_name(value: str) -> str | None:
     if value and " " not in value and "\x00" not in value:
@@ -596,17 +603,14 @@ class UplinkConfig:
     @property
     def where(self) -> str:
         """``protocol://host:port`` of the broker, for loop checks and messages."""
+        if isinstance(self.link, KafkaConfig):  # bootstrap servers, each host or host:port
+            return f"{self.protocol}://" + ",".join(self.link.servers)
         host = getattr(self.link, "broker_address", None)
         port = getattr(self.link, "port", "")
-        if isinstance(host, tuple):  # bootstrap servers, each host or host:port
-            return f"{self.protocol}://" + ",".join(
-                "{}:{}".format(*split_server(server, int(port))) for server in host
-            )
         return f"{self.protocol}://{host}:{port}"
 
 
-# Protocol name -> its keys' dataclass. Issues 16/17 add kafka, redis, rabbitmq here and a branch
-# in bridge/protocols.py's factory.
+# Protocol name -> its keys' dataclass; each also has a branch in bridge/protocols.py's factory.
 UPLINK_PROTOCOLS: dict[str, type] = {
     "mqtt": MqttConfig,
     "kafka": KafkaConfig,

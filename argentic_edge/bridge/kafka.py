@@ -49,7 +49,7 @@ from argentic_edge.bridge.link import (
     Publication,
 )
 from argentic_edge.bridge.tls import tls_context
-from argentic_edge.config import KafkaConfig, split_server
+from argentic_edge.config import KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,7 @@ class KafkaLink:
         self.node_id = node_id
         self.group_id = config.group_id or f"argentic-edge-{node_id}"
         self.names = TopicMap(config.topic_map.separator, config.topic_map.escape)
-        self.servers = [
-            "{}:{}".format(*split_server(server, config.port))
-            for server in config.broker_address or ()
-        ]
+        self.servers = config.servers
         self._key = node_id.encode()
         self._node_header = (HEADER_NODE, self._key)
         self._session: _Session | None = None
