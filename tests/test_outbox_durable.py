@@ -25,6 +25,7 @@ from argentic_edge.storage import outbox_path
 from tests.support import disk
 from tests.support.appliance import environment
 from tests.support.config import REPO_ROOT
+from tests.support.outbox_writer import BATCH
 
 
 def message(number: int, size: int = 10, route: str | None = None) -> Outgoing:
@@ -225,18 +226,24 @@ def test_sigkill_mid_stream_loses_nothing_that_was_written_and_keeps_the_order(
         while len(lines) < 200:
             line = writer.stdout.readline()
             assert line, writer.stderr.read() if writer.stderr else "the writer stopped"
-            lines.append(line.split())
+            lines.append(line)
     finally:
         os.kill(writer.pid, signal.SIGKILL)  # in the middle of its next turns
         writer.wait(10)
     assert writer.returncode == -signal.SIGKILL
+    # it went on between the 200th line and the kill: what it printed meanwhile is in the pipe
+    lines += writer.stdout.read().splitlines(keepends=True) if writer.stdout else []
+    committed = [line.split() for line in lines if line.endswith("\n")]
 
-    last_written = int(lines[-1][1])
-    settled = {int(number) for line in lines for number in line[2:]}
+    last_written = int(committed[-1][1])
+    settled = {int(number) for line in committed for number in line[2:]}
     found = drain(reopen(path, max_messages=10**9))
     assert found == sorted(found)  # in order (no number twice either)
     missing = set(range(last_written + 1)) - settled - set(found)
-    assert not missing, f"lost {sorted(missing)[:10]}"
+    # the kill can fall between a turn's commit and its line: those settlements (the next
+    # ones in order, as the writer settles oldest first) are gone without being printed
+    unprinted = set(range(max(settled) + 1, max(settled) + 1 + BATCH // 2))
+    assert missing <= unprinted, f"lost {sorted(missing - unprinted)[:10]}"
     assert not settled & set(found)  # what was settled and written never comes back
     assert len(found) >= 100  # some waited and were in flight at the kill
 
