@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from argentic_edge.bridge.kafka import HEADER_NODE, HEADER_TOPIC, KafkaLink
+from argentic_edge.bridge.kafka import HEADER_NODE, HEADER_TOPIC, MAX_REQUEST, KafkaLink
 from argentic_edge.bridge.link import ConnectError, LinkCallbacks, Publication
 from argentic_edge.config import KafkaConfig, Secret, TlsParams
 from tests.support.bridge import wait_until
@@ -127,6 +127,26 @@ async def test_bus_to_kafka_keyed_headered_byte_for_byte_under_the_mapped_name(
     assert {tuple(r.headers) for r in records} == {
         ((HEADER_TOPIC, b"agent/tools/call/my_tool"), (HEADER_NODE, NODE.encode()))
     }
+
+
+async def test_batches_keep_the_order_and_a_refused_record_takes_no_neighbour_with_it(
+    cluster: MockKafka, link_factory: Callable[..., KafkaLink]
+) -> None:
+    harness = Harness()
+    link = link_factory(harness, batch_size=4096)
+    await link.connect()
+    sizes = [100] * 50 + [10_000] + [100] * 50 + [MAX_REQUEST + 1] + [100] * 50  # 3 batch sizes
+    payloads = [b"%05d" % n + b"x" * (size - 5) for n, size in enumerate(sizes)]
+    tokens = [object() for _ in payloads]
+    for token, payload in zip(tokens, payloads, strict=True):
+        link.publish(Publication("agent/batched", payload, 1, False, token))
+    await until(lambda: len(harness.settled) == len(tokens), what="all settled")
+    too_large = tokens[sizes.index(MAX_REQUEST + 1)]
+    assert str(harness.settled.pop(too_large)).startswith("broker_refused: ")
+    assert set(harness.settled.values()) == {None}
+    records = await read_topic(cluster.bootstrap, "agent.batched", len(payloads) - 1)
+    assert [r.value for r in records] == [p for p in payloads if len(p) <= MAX_REQUEST]
+    assert len({r.offset for r in records}) == len(records)
 
 
 async def test_topics_without_a_kafka_name_are_refused_with_their_reason(
