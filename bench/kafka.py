@@ -25,16 +25,15 @@ import asyncio
 import contextlib
 import struct
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.appliance import appliance_with
 from bench.common import Outcome, Table, median, percentile, ratio, suite_main
 from tests.support.kafka import MockKafka
 
@@ -301,86 +300,52 @@ OursPaths = tuple[Scenario, Scenario]
 
 @asynccontextmanager
 async def through_appliance(bootstrap: str) -> AsyncIterator[OursPaths]:
-    """The appliance as users run it (a process of its own, tests/support/appliance.py) with a
-    Kafka uplink, and a plain ZeroMQ PUB and SUB on its bus."""
-    import zmq
-    import zmq.asyncio
+    """The appliance in a process of its own with a Kafka uplink (bench/appliance.py)."""
+    uplink = {
+        "name": "bench",
+        "protocol": "kafka",
+        "broker_address": [bootstrap],
+        "metadata_refresh": 1,
+        "fetch_max_wait_ms": FETCH_WAIT_MS,
+        "routes": [
+            {"topic": "bench/out/#", "direction": "out", "qos": 1},
+            {"topic": "bench/in/#", "direction": "in", "qos": 1},
+        ],
+        "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30},
+    }
+    async with appliance_with(uplink, "bench/in/", _ready) as (_app, bus):
+        inbound: list[Arrivals] = []
 
-    from tests.support.appliance import Appliance, appliance_document
-    from tests.support.config import bus_section
+        async def read() -> None:
+            while True:
+                received = await bus.receive(3600)
+                if inbound:
+                    inbound[-1].saw(received.payload)
 
-    with tempfile.TemporaryDirectory(prefix="argentic-edge-bench-") as workdir:
-        uplink = {
-            "name": "bench",
-            "protocol": "kafka",
-            "broker_address": [bootstrap],
-            "metadata_refresh": 1,
-            "fetch_max_wait_ms": FETCH_WAIT_MS,
-            "routes": [
-                {"topic": "bench/out/#", "direction": "out", "qos": 1},
-                {"topic": "bench/in/#", "direction": "in", "qos": 1},
-            ],
-            "buffer": {"max_messages": 1_000_000, "max_bytes": 1 << 30},  # durable, as by default
-        }
-        document = appliance_document(
-            Path(workdir) / "data",
-            node_name="bench",
-            messaging=bus_section(high_water_mark=100_000),
-            uplinks=[uplink],
-        )
-        app = Appliance(Path(workdir), document).start()
-        context = zmq.asyncio.Context()
-        pub, sub = context.socket(zmq.PUB), context.socket(zmq.SUB)
+        reader = asyncio.create_task(read())
+
+        async def ours_out(bootstrap: str, topic: str, count: int, rate: float) -> Arrivals:
+            async def one() -> None:
+                await bus.send("bench/out/x", stamped())
+
+            return await measure(bootstrap, topic, count, rate, lambda _a: paced(count, rate, one))
+
+        async def ours_in(bootstrap: str, topic: str, count: int, rate: float) -> Arrivals:
+            arrivals = Arrivals(count)
+            inbound.append(arrivals)
+            arrivals.first_sent = time.monotonic()
+            await produce(bootstrap, "bench.in.x", count, rate)
+            await asyncio.wait_for(arrivals.done.wait(), 120)
+            inbound.remove(arrivals)
+            return arrivals
+
         try:
-            for sock in (pub, sub):
-                sock.setsockopt(zmq.SNDHWM if sock is pub else zmq.RCVHWM, 100_000)
-            pub.connect(app.bus_publish)
-            sub.setsockopt(zmq.SUBSCRIBE, b"bench/in/")
-            sub.connect(app.bus_subscribe)
-            deadline = time.monotonic() + 30
-            while not _ready(app):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the Kafka uplink did not connect: {app.log_tail()}")
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(0.5)  # the SUB's subscription reaches the proxy
-            inbound: list[Arrivals] = []
-
-            async def read() -> None:
-                while True:
-                    frame = await sub.recv()
-                    if inbound:
-                        inbound[-1].saw(frame.split(b" ", 1)[1])
-
-            reader = asyncio.create_task(read())
-
-            async def ours_out(bootstrap: str, topic: str, count: int, rate: float) -> Arrivals:
-                async def one() -> None:
-                    await pub.send(b"bench/out/x " + stamped())
-
-                return await measure(
-                    bootstrap, topic, count, rate, lambda _a: paced(count, rate, one)
-                )
-
-            async def ours_in(bootstrap: str, topic: str, count: int, rate: float) -> Arrivals:
-                arrivals = Arrivals(count)
-                inbound.append(arrivals)
-                arrivals.first_sent = time.monotonic()
-                await produce(bootstrap, "bench.in.x", count, rate)
-                await asyncio.wait_for(arrivals.done.wait(), 120)
-                inbound.remove(arrivals)
-                return arrivals
-
             yield ours_out, ours_in
-            reader.cancel()
         finally:
-            pub.close(0)
-            sub.close(0)
-            context.term()
-            app.stop()
+            reader.cancel()
 
 
-def _ready(app: Any) -> bool:
-    uplink = next(u for u in app.status()["uplinks"] if u["name"] == "bench")
+def _ready(uplink: dict[str, Any]) -> bool:
     return bool(uplink["state"] == "connected" and uplink["link"]["partitions_assigned"])
 
 

@@ -12,7 +12,10 @@ Per protocol and direction, the same N messages (~200-byte JSON, one topic) go t
   (goal for publishing: link >= 10 x Argentic).
 Out: from the first publish until the server has settled the last one. In: from the first publish
 of a pipelined publisher in the same process until the last message is received.
-Servers are started by the bench on free loopback ports. Run: ``python -m bench.redis_rabbit``.
+"Through the appliance": a bus agent -> the appliance in a process of its own, as users run it
+(bench/appliance.py) -> the server -> a raw subscriber, and back; its baseline is the raw
+publisher -> the server -> the raw subscriber. Servers are started by the bench on free
+loopback ports. Run: ``python -m bench.redis_rabbit``.
 """
 
 from __future__ import annotations
@@ -28,14 +31,13 @@ from typing import Any
 import aio_pika
 import redis.asyncio as aioredis
 
-from argentic_edge.app import Edge
 from argentic_edge.bridge.link import LinkCallbacks, Publication
 from argentic_edge.bridge.rabbitmq import RabbitLink
 from argentic_edge.bridge.redis import RedisLink
-from argentic_edge.config import EdgeConfig, RabbitConfig, RedisConfig
+from argentic_edge.config import RabbitConfig, RedisConfig
+from bench.appliance import appliance_with
 from bench.common import median, ratio, suite_main
 from tests.support.bridge import BusClient
-from tests.support.config import uplinks_only
 from tests.support.rabbitmq import RabbitServer
 from tests.support.redis import RedisServer
 
@@ -80,10 +82,16 @@ def publications(count: int, qos: int) -> list[Publication]:
     return [Publication(TOPIC, PAYLOAD, qos, False, n) for n in range(count)]
 
 
-def appliance(work: Path, uplink: dict[str, Any]) -> EdgeConfig:
-    """The bus and one uplink, routes ``agent/#`` both ways at QoS 1, no other service."""
-    uplink = {**uplink, "routes": [{"topic": "agent/#", "qos": 1}], "max_payload": 65536}
-    return uplinks_only(work, uplink, node_name="bench")
+def bench_uplink(protocol: str, port: int) -> dict[str, Any]:
+    """One uplink, routes ``agent/#`` both ways at QoS 1, its outbox durable as by default."""
+    return {
+        "name": "bench",
+        "protocol": protocol,
+        "broker_address": "127.0.0.1",
+        "port": port,
+        "routes": [{"topic": "agent/#", "qos": 1}],
+        "max_payload": 65536,
+    }
 
 
 async def until_quiet(count: Callable[[], int], target: int) -> None:
@@ -110,54 +118,43 @@ async def bus_counter(bus: BusClient, seen: list[int]) -> None:
 
 
 async def through_appliance(
-    config: EdgeConfig,
+    uplink: dict[str, Any],
     count: int,
     outward: Callable[[list[int]], Awaitable[Callable[[], Awaitable[None]]]],
     inward: Callable[[], Awaitable[None]],
 ) -> tuple[float, float]:
-    """(out, in) msg/s through a running appliance: ``outward(seen)`` starts a counter on the
-    broker side and returns its stop; ``inward()`` publishes ``count`` on the broker side."""
+    """(out, in) msg/s through the appliance in a process of its own (bench/appliance.py):
+    ``outward(seen)`` starts a counter on the broker side and returns its stop; ``inward()``
+    publishes ``count`` on the broker side."""
     rates = []
-    async with Edge(config) as edge:
-        name = config.uplinks[0].name
-        while edge.services[f"uplink:{name}"].state != "connected":
-            await asyncio.sleep(0.05)
-        bus = BusClient(edge, subscribe=TOPIC)
-        try:
-            await asyncio.sleep(0.5)  # subscriptions in place on the bus and the broker
-            seen = [0]
-            stop = await outward(seen)
-            start = time.perf_counter()
-            await bus_sender(bus, count)
-            await until_quiet(lambda: seen[0], count)
-            rates.append(
-                seen[0] / (time.perf_counter() - start - (QUIET if seen[0] < count else 0))
-            )
-            await stop()
-            await asyncio.sleep(0.3)
-            while True:  # our own messages came back in over the both-ways route: let them pass
-                try:
-                    await bus.receive(0.3)
-                except TimeoutError:
-                    break
-            got = [0]
-            counter = asyncio.get_running_loop().create_task(bus_counter(bus, got))
-            start = time.perf_counter()
-            await inward()
-            await until_quiet(lambda: got[0], count)
-            rates.append(got[0] / (time.perf_counter() - start - (QUIET if got[0] < count else 0)))
-            counter.cancel()
-        finally:
-            bus.close()
+    async with appliance_with(uplink, TOPIC) as (_app, bus):
+        seen = [0]
+        stop = await outward(seen)
+        start = time.perf_counter()
+        await bus_sender(bus, count)
+        await until_quiet(lambda: seen[0], count)
+        rates.append(seen[0] / (time.perf_counter() - start - (QUIET if seen[0] < count else 0)))
+        await stop()
+        await asyncio.sleep(0.3)
+        while True:  # our own messages came back in over the both-ways route: let them pass
+            try:
+                await bus.receive(0.3)
+            except TimeoutError:
+                break
+        got = [0]
+        counter = asyncio.get_running_loop().create_task(bus_counter(bus, got))
+        start = time.perf_counter()
+        await inward()
+        await until_quiet(lambda: got[0], count)
+        rates.append(got[0] / (time.perf_counter() - start - (QUIET if got[0] < count else 0)))
+        counter.cancel()
     return rates[0], rates[1]
 
 
 # --- Redis ----------------------------------------------------------------------------------
 
 
-async def redis_rows(
-    server: RedisServer, count: int, repeats: int, work: Path
-) -> list[dict[str, Any]]:
+async def redis_rows(server: RedisServer, count: int, repeats: int) -> list[dict[str, Any]]:
     client = aioredis.Redis(port=server.port)
     config = RedisConfig(broker_address="127.0.0.1", port=server.port)
     rates: dict[str, list[float]] = {}
@@ -225,12 +222,9 @@ async def redis_rows(
 
         return stop
 
-    edge_config = appliance(
-        work / "edge-redis",
-        {"protocol": "redis", "broker_address": "127.0.0.1", "port": server.port},
-    )
+    uplink = bench_uplink("redis", server.port)
     for _ in range(repeats):
-        out_rate, in_rate = await through_appliance(edge_config, count, subscriber, raw_out)
+        out_rate, in_rate = await through_appliance(uplink, count, subscriber, raw_out)
         rates.setdefault("appliance out", []).append(out_rate)
         rates.setdefault("appliance in", []).append(in_rate)
         for name, job, n in [
@@ -249,9 +243,7 @@ async def redis_rows(
 # --- RabbitMQ -------------------------------------------------------------------------------
 
 
-async def rabbit_rows(
-    node: RabbitServer, count: int, repeats: int, work: Path
-) -> list[dict[str, Any]]:
+async def rabbit_rows(node: RabbitServer, count: int, repeats: int) -> list[dict[str, Any]]:
     connection = await aio_pika.connect(node.url)
     confirming = await connection.channel(publisher_confirms=True)
     fast = await connection.channel(publisher_confirms=False)
@@ -331,14 +323,9 @@ async def rabbit_rows(
         await queue.consume(on_message)
         return channel.close
 
-    edge_config = appliance(
-        work / "edge-rabbit",
-        {"protocol": "rabbitmq", "broker_address": "127.0.0.1", "port": node.port},
-    )
+    uplink = bench_uplink("rabbitmq", node.port)
     for _ in range(repeats):
-        out_rate, in_rate = await through_appliance(
-            edge_config, count, consumer, lambda: raw_out(False)
-        )
+        out_rate, in_rate = await through_appliance(uplink, count, consumer, lambda: raw_out(False))
         rates.setdefault("appliance out", []).append(out_rate)
         rates.setdefault("appliance in", []).append(in_rate)
         for name, job, n in [
@@ -397,8 +384,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         redis_server = RedisServer(Path(work) / "redis").start()
         node = RabbitServer(Path(work) / "rabbitmq").start()
         try:
-            found = asyncio.run(redis_rows(redis_server, count, repeats, Path(work)))
-            found += asyncio.run(rabbit_rows(node, count, repeats, Path(work)))
+            found = asyncio.run(redis_rows(redis_server, count, repeats))
+            found += asyncio.run(rabbit_rows(node, count, repeats))
         finally:
             redis_server.stop()
             node.stop()

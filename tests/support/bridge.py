@@ -206,19 +206,30 @@ class MqttClient(Collector):
 
 
 class BusClient(Collector):
-    """An agent on the bus: a plain PUB to the frontend, a SUB on the backend."""
+    """An agent on the bus: a plain PUB to the frontend, a SUB on the backend, of an appliance
+    in this process (``edge``) or another one (its ``(publish, subscribe)`` endpoints)."""
 
-    def __init__(self, edge: Edge, subscribe: str = "") -> None:
+    def __init__(
+        self,
+        edge: Edge | tuple[str, str],
+        subscribe: str = "",
+        high_water_mark: int | None = None,
+    ) -> None:
         super().__init__()
-        endpoints = edge.services["bus"].bus.endpoints  # type: ignore[attr-defined]
+        if isinstance(edge, Edge):
+            endpoints = edge.services["bus"].bus.endpoints  # type: ignore[attr-defined]
+            edge = (endpoints.publish, endpoints.subscribe)
+        publish, subscribe_at = edge
         self.context = zmq.asyncio.Context()
         self.pub = self.context.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.LINGER, 0)
-        self.pub.connect(endpoints.publish)
         self.sub = self.context.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.LINGER, 0)
+        for sock in (self.pub, self.sub):
+            sock.setsockopt(zmq.LINGER, 0)
+            if high_water_mark is not None:  # a burst without drops at the client's side
+                sock.setsockopt(zmq.SNDHWM if sock is self.pub else zmq.RCVHWM, high_water_mark)
+        self.pub.connect(publish)
         self.sub.setsockopt(zmq.SUBSCRIBE, subscribe.encode())
-        self.sub.connect(endpoints.subscribe)
+        self.sub.connect(subscribe_at)
 
     def close(self) -> None:
         self.pub.close()
