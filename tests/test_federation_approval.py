@@ -1,10 +1,13 @@
 """Approval between two real appliances in network namespaces: approving on one side shows a
 link request on the other, each side logs the refusal once by name, and the second approval
-links at once instead of after the first side's back-off."""
+links at once instead of after the first side's back-off. In Chromium inside a node's namespace:
+the Peers card asks for the approval, and once both approved, the Overview map draws the peer
+linked."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.brokers import MOSQUITTO, Mosquitto
+from tests.support.browser_tests import ARTIFACTS, bridge_to, in_chromium
 from tests.support.config import PASSWORD, web_section
 from tests.support.federation import Site
 from tests.support.netns import Lan, Node, netns_unavailable
@@ -90,6 +95,7 @@ def test_approving_on_one_side_asks_the_other_and_the_second_approval_links_at_o
         assert "refused our link" not in log and "refused a peer connection" not in log
 
 
+@in_chromium
 def test_the_peers_and_bus_cards_of_a_lan_node_in_chromium_at_1280_px(site: Site) -> None:
     """The page of node-a, in Chromium inside node-a's namespace: node-b, which approved us,
     shows as a link request with one Approve button, its address and last-seen, no word
@@ -154,3 +160,64 @@ def test_the_peers_and_bus_cards_of_a_lan_node_in_chromium_at_1280_px(site: Site
     )
     counts = site.exchange(["b"], 20, bus={"b": messaging["broker_address"]})
     assert sum(counts["b"].values()) == 20 and set(counts["b"].values()) == {1}
+
+
+@in_chromium
+def test_the_overview_map_of_a_lan_node_in_chromium_draws_its_linked_peer(site: Site) -> None:
+    """node-a and node-b find each other by mDNS and link once each approved the other; node-a
+    also has an MQTT uplink, to a Mosquitto in its namespace. Its Overview page, in Chromium
+    inside that namespace, draws node-b as a peer inside the map, on a solid (up) line to it
+    worded "linked", beside the uplink on an up line worded "connected"."""
+    broker = Mosquitto(site.tmp / "mosquitto")
+    broker.write_conf()
+    site.ns["a"].popen(
+        [MOSQUITTO, "-c", str(broker.conf_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=(site.tmp / "mosquitto.log").open("ab"),
+    )
+    a = site.start("a", "node-a", [], web=web_section(), bridge=bridge_to(broker.port))
+    b = site.start("b", "node-b", [])
+    a.wait_peer("node-b", "discovered", 20)
+    b.wait_peer("node-a", "discovered", 20)
+    assert b.request({"op": "approve", "id": site.ids["a"]})["ok"]
+    assert a.request({"op": "approve", "id": site.ids["b"]})["ok"]
+    a.wait_peer("node-b", "linked", 20)
+
+    shot = ARTIFACTS / "inspector-overview-peer.png"
+    shot.unlink(missing_ok=True)
+    page = site.ns["a"].run(
+        site.ns["a"].python(
+            "-m",
+            "tests.support.netns_page",
+            f"http://127.0.0.1:{a.status()['web']['port']}/",
+            PASSWORD,
+            "node-b",
+            "--map",
+            str(shot),
+        ),
+        timeout=120,
+    )
+    assert page.returncode == 0, page.stderr
+    drawn = json.loads(page.stdout)
+    assert drawn["self"] == "node-a"
+    peer_node, uplink_node = drawn["nodes"]
+    assert peer_node == {
+        "kind": "peer",
+        "name": "node-b",
+        "label": "node-b",
+        "inside": True,
+        "line": "up",
+        "ends_at_circle": True,
+        "words": "linked",
+    }, drawn
+    # its words gain the uplink's rates once the charts have two samples (10 s apart)
+    assert uplink_node.pop("words").startswith("connected"), drawn
+    assert uplink_node == {
+        "kind": "uplink",
+        "name": "mqtt",
+        "label": "mqtt",
+        "inside": True,
+        "line": "up",
+        "ends_at_circle": True,
+    }, drawn
+    assert shot.stat().st_size > 0

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -20,6 +21,15 @@ BROWSER_MARKS = [
 ]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+Test = TypeVar("Test", bound=Callable[..., Any])
+
+
+def in_chromium(test: Test) -> Test:
+    """BROWSER_MARKS on one test, in a module whose other tests need no browser."""
+    for mark in BROWSER_MARKS:
+        test = mark(test)
+    return test
 
 
 def text_of(selector: str) -> str:

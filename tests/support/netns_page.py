@@ -1,13 +1,16 @@
 """The status page in a real headless Chromium, run inside a test namespace (where the page is).
 
-    python -m tests.support.netns_page URL PASSWORD PEER [--approve]
+    python -m tests.support.netns_page URL PASSWORD PEER [--approve | --map SHOT]
 
 Logs in at URL, waits until the Peers card lists PEER, and prints one JSON line describing the
 page at 1280 px: the Peers card's rows (cells and buttons), the words in that card drawn across
 two lines, the Bus card's agent addresses and the Argentic configuration it offers to copy, and
 what its copy button put on the clipboard.
 With --approve, it then presses PEER's Approve button, waits for the card to show the peer
-trusted, and prints a second line. Exits non-zero, with the page's text, when a wait fails.
+trusted, and prints a second line.
+With --map, it opens the Overview page instead, waits until the map draws PEER and a connected
+uplink, prints one JSON line describing the map's nodes (MAP below) and saves a screenshot to SHOT.
+Exits non-zero, with the page's text, when a wait fails.
 """
 
 from __future__ import annotations
@@ -45,6 +48,29 @@ CARD = """(() => {
 })()"""
 
 
+# Every node the map draws around this one, in drawing order: its kind and name, the label under
+# its circle, whether the circle lies inside the drawing, and the line from this node to it (its
+# class, up or down, whether it ends at the circle) with the words on that line.
+MAP = """(() => {
+  const map = document.querySelector("#map svg");
+  const frame = map.getBoundingClientRect();
+  const nodes = [...map.querySelectorAll("g[data-kind]:not(.self)")].map((g) => {
+    const whose = `[data-kind="${g.dataset.kind}"][data-name="${CSS.escape(g.dataset.name)}"]`;
+    const circle = g.querySelector("circle").getBoundingClientRect();
+    const line = map.querySelector(`line${whose}`);
+    const words = map.querySelector(`text${whose}`);
+    return {kind: g.dataset.kind, name: g.dataset.name, label: g.querySelector("text").textContent,
+      inside: circle.width > 0 && circle.left >= frame.left && circle.right <= frame.right
+        && circle.top >= frame.top && circle.bottom <= frame.bottom,
+      line: line && line.getAttribute("class"),
+      ends_at_circle: !!line && line.getAttribute("x2") === g.querySelector("circle").getAttribute("cx")
+        && line.getAttribute("y2") === g.querySelector("circle").getAttribute("cy"),
+      words: words ? words.textContent : null};
+  });
+  return {self: map.querySelector("g.self text").textContent, nodes};
+})()"""
+
+
 def row_of(peer: str) -> str:
     return (
         f"[...document.querySelectorAll('#peers tbody tr')]"
@@ -52,12 +78,45 @@ def row_of(peer: str) -> str:
     )
 
 
+async def peers_card(browser: Browser, args: argparse.Namespace) -> None:
+    await browser.wait_for(f"{row_of(args.peer)} && document.querySelector('#bus-connect li')", 30)
+    report: dict[str, Any] = await browser.evaluate(CARD)
+    await browser.grant_clipboard(args.url.rstrip("/"))
+    await browser.evaluate("document.querySelector('#bus-connect button').click()")
+    report["copied"] = await browser.wait_for(
+        "document.querySelector('#bus-connect button').textContent === 'Copied' && "
+        "navigator.clipboard.readText()"
+    )
+    print(json.dumps(report), flush=True)
+    if args.approve:
+        await browser.evaluate(
+            f"[...{row_of(args.peer)}.querySelectorAll('button')]"
+            ".find((b) => b.textContent === 'Approve').click()"
+        )
+        await browser.wait_for(f"{row_of(args.peer)}.cells[3].textContent === 'approved'", 20)
+        print(json.dumps(await browser.evaluate(CARD)), flush=True)
+
+
+async def overview_map(browser: Browser, args: argparse.Namespace) -> None:
+    await browser.navigate(args.url.rstrip("/") + "/overview")
+    peer = f"#map g.peer[data-name={json.dumps(args.peer)}]"
+    uplink = "#map line.up[data-kind=uplink]"
+    await browser.wait_for(
+        f"document.querySelector({json.dumps(peer)}) && document.querySelector({json.dumps(uplink)})",
+        30,
+    )
+    print(json.dumps(await browser.evaluate(MAP)), flush=True)
+    await browser.screenshot(args.map, height=1200)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("password")
     parser.add_argument("peer")
-    parser.add_argument("--approve", action="store_true")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--approve", action="store_true")
+    what.add_argument("--map", type=Path, metavar="SHOT")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as profile:
         browser = await Browser.launch(Path(profile))
@@ -65,26 +124,7 @@ async def main() -> int:
             await browser.viewport()
             await browser.navigate(args.url)
             await browser.log_in(args.password)
-            await browser.wait_for(
-                f"{row_of(args.peer)} && document.querySelector('#bus-connect li')", 30
-            )
-            report: dict[str, Any] = await browser.evaluate(CARD)
-            await browser.grant_clipboard(args.url.rstrip("/"))
-            await browser.evaluate("document.querySelector('#bus-connect button').click()")
-            report["copied"] = await browser.wait_for(
-                "document.querySelector('#bus-connect button').textContent === 'Copied' && "
-                "navigator.clipboard.readText()"
-            )
-            print(json.dumps(report), flush=True)
-            if args.approve:
-                await browser.evaluate(
-                    f"[...{row_of(args.peer)}.querySelectorAll('button')]"
-                    ".find((b) => b.textContent === 'Approve').click()"
-                )
-                await browser.wait_for(
-                    f"{row_of(args.peer)}.cells[3].textContent === 'approved'", 20
-                )
-                print(json.dumps(await browser.evaluate(CARD)), flush=True)
+            await (overview_map if args.map else peers_card)(browser, args)
         except Exception as exc:
             text = await browser.evaluate("document.body.innerText")
             print(f"netns_page: {exc}\n{text}", file=sys.stderr)

@@ -30,10 +30,13 @@
     return bridge && bridge.enabled !== false ? [{name: "mqtt", state: bridge.state}] : [];
   }
 
+  // Each peer with its state, or its link's progress while it is trusted but not linked yet
+  // ("link connecting", "link refused"). Only a linked peer's line is up: no other carries messages.
   function peers(status) {
     const section = status.peers || {};
     const list = Array.isArray(section.peers) ? section.peers : [];
-    return list.map((p) => ({name: p.name || p.id || "peer", state: p.link_state || p.link || p.state}));
+    return list.map((p) => ({name: p.name || p.id || "peer", linked: p.state === "linked",
+      state: p.state === "trusted" && p.link ? `link ${p.link}` : p.state}));
   }
 
   function node(kind, x, y, label, detail) {
@@ -52,14 +55,16 @@
     const edges = [], nodes = [];
     const place = (list, kind, xy, detail, up) => list.forEach((item, i) => {
       const [x, y] = xy(i, list.length);
-      edges.push(svg("line", {x1: cx, y1: cy, x2: x, y2: y, class: up(item) ? "up" : "down"}));
+      // An edge names its node as the node does, so the page says which line is whose.
+      const whose = {"data-kind": kind, "data-name": item.name};
+      edges.push(svg("line", {x1: cx, y1: cy, x2: x, y2: y, class: up(item) ? "up" : "down", ...whose}));
       const label = detail(item);
-      if (label) edges.push(svg("text", {x: (cx + x) / 2, y: (cy + y) / 2 - 4, "text-anchor": "middle", text: label}));
+      if (label) edges.push(svg("text", {x: (cx + x) / 2, y: (cy + y) / 2 - 4, "text-anchor": "middle", text: label, ...whose}));
       nodes.push(node(kind, x, y, item.name));
     });
     const column = (x) => (i, n) => [x, 40 + (i + 1) * (220 / (n + 1))];
     const row = (y, from, to) => (i, n) => [from + (i + 0.5) * ((to - from) / n), y];
-    place(spread(peers(status), 8), "peer", column(70), (p) => p.state || "", (p) => /link|up|connect|trusted/.test(String(p.state)));
+    place(spread(peers(status), 8), "peer", column(70), (p) => p.state || "", (p) => p.linked);
     place(spread(uplinks(status), 8), "uplink", column(width - 70), (u) => {
       const rates = point && point.uplinks && point.uplinks[u.name];
       return `${u.state || ""}${rates ? ` ↑${AE.rate(rates.to)} ↓${AE.rate(rates.from)}/s` : ""}`;
