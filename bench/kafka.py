@@ -316,11 +316,11 @@ async def through_appliance(bootstrap: str) -> AsyncIterator[OursPaths]:
     async with appliance_with(uplink, "bench/in/", _ready) as (_app, bus):
         inbound: list[Arrivals] = []
 
-        async def read() -> None:
+        async def read() -> None:  # as Argentic's ZeroMQ driver reads: one recv per frame
             while True:
-                received = await bus.receive(3600)
+                frame = await bus.sub.recv()
                 if inbound:
-                    inbound[-1].saw(received.payload)
+                    inbound[-1].saw(frame.partition(b" ")[2])
 
         reader = asyncio.create_task(read())
 

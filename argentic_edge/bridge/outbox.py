@@ -38,10 +38,10 @@ class Outgoing:
     # Which route it came through, so a durable outbox can give its counters back after a
     # restart (None for the uplink's own messages).
     route_key: str | None = None
+    size: int = field(init=False)  # what it counts against max_bytes, read at every move
 
-    @property
-    def size(self) -> int:
-        return len(self.payload) + len(self.topic)
+    def __post_init__(self) -> None:
+        self.size = len(self.payload) + len(self.topic)
 
 
 class Outbox:
