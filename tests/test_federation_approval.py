@@ -61,6 +61,18 @@ def wait(
     raise AssertionError(f"{name} never got there: {peer(node, name)}")
 
 
+def page_of(site: Site, *args: str) -> str:
+    """What tests/support/netns_page.py prints of node-a's page about its peer node-b, in
+    Chromium in node-a's namespace."""
+    ns = site.ns["a"]
+    url = f"http://127.0.0.1:{site.nodes['a'].status()['web']['port']}/"
+    page = ns.run(
+        ns.python("-m", "tests.support.netns_page", url, PASSWORD, "node-b", *args), timeout=120
+    )
+    assert page.returncode == 0, page.stderr
+    return str(page.stdout)
+
+
 def test_approving_on_one_side_asks_the_other_and_the_second_approval_links_at_once(
     site: Site,
 ) -> None:
@@ -108,20 +120,7 @@ def test_the_peers_and_bus_cards_of_a_lan_node_in_chromium_at_1280_px(site: Site
     assert b.request({"op": "approve", "id": site.ids["a"]})["ok"]
     wait(a, "node-b", lambda p: p["link_request"] is not None)
 
-    web_port = a.status()["web"]["port"]
-    page = site.ns["a"].run(
-        site.ns["a"].python(
-            "-m",
-            "tests.support.netns_page",
-            f"http://127.0.0.1:{web_port}/",
-            PASSWORD,
-            "node-b",
-            "--approve",
-        ),
-        timeout=120,
-    )
-    assert page.returncode == 0, page.stderr
-    before, after = (json.loads(line) for line in page.stdout.splitlines())
+    before, after = (json.loads(line) for line in page_of(site, "--approve").splitlines())
     address_a, address_b = site.ns["a"].address, site.ns["b"].address
 
     row = next(r for r in before["rows"] if r["cells"][0].startswith("node-b"))
@@ -185,20 +184,7 @@ def test_the_overview_map_of_a_lan_node_in_chromium_draws_its_linked_peer(site: 
 
     shot = ARTIFACTS / "inspector-overview-peer.png"
     shot.unlink(missing_ok=True)
-    page = site.ns["a"].run(
-        site.ns["a"].python(
-            "-m",
-            "tests.support.netns_page",
-            f"http://127.0.0.1:{a.status()['web']['port']}/",
-            PASSWORD,
-            "node-b",
-            "--map",
-            str(shot),
-        ),
-        timeout=120,
-    )
-    assert page.returncode == 0, page.stderr
-    drawn = json.loads(page.stdout)
+    drawn = json.loads(page_of(site, "--map", str(shot)))
     assert drawn["self"] == "node-a"
     peer_node, uplink_node = drawn["nodes"]
     assert peer_node == {
