@@ -276,3 +276,40 @@ async def test_nobody_watching_means_no_bus_socket(
         await driver.publish("_ping/someone", InfoMessage(source="someone"))
         await asyncio.sleep(0.3)
         assert inspector.messages == seen
+
+
+async def test_the_stream_carries_heartbeats_and_ends_after_fractional_seconds(
+    edge: Edge, driver: ZeroMQDriver
+) -> None:
+    async def heartbeats() -> None:
+        while True:  # until the stream's subscription has reached the proxy, and after
+            await driver.publish("_ping/streamed", InfoMessage(source="streamed"))
+            await asyncio.sleep(0.1)
+
+    async with web_client(edge) as client:
+        sending = asyncio.create_task(heartbeats())
+        started = time.monotonic()
+        try:
+            async with client.client.get(
+                "/api/inspector/stream?filter=_ping/%23&seconds=1.5", headers=BEARER
+            ) as response:
+                assert response.status == 200
+                body = (await response.read()).decode()
+        finally:
+            sending.cancel()
+        elapsed = time.monotonic() - started
+        assert 1.5 <= elapsed < 4.0, elapsed
+        assert "event: reader" in body
+        messages = [
+            json.loads(line[len("data: ") :])
+            for event in body.split("\n\n")
+            if event.startswith("event: message")
+            for line in event.splitlines()
+            if line.startswith("data: ")
+        ]
+        assert messages and {m["topic"] for m in messages} == {"_ping/streamed"}
+        for seconds in ("0.05", "nan", "3600.5", "soon"):
+            status, _, text = await client.request(
+                "GET", f"/api/inspector/stream?seconds={seconds}", headers=BEARER
+            )
+            assert status == 400 and "seconds: expected" in text, (seconds, text)

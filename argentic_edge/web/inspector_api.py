@@ -24,6 +24,7 @@ MAX_LIMIT = 10_000
 TOPICS_SHOWN = 500  # topics in one answer unless ?limit= asks for more (a page shows no more)
 STREAM_PAYLOAD = 2048  # bytes of each payload sent on the stream
 STREAM_SECONDS = 3600  # a stream ends after this long at most (the page's EventSource reconnects)
+STREAM_SHORTEST = 0.1  # seconds: a shorter stream could end before its first event
 STATUS_EVERY = 2.0  # seconds between the stream's "reader" events (sampling, skipped counts)
 PUBLISH_WAIT = 0.5  # seconds a publish waits for a matching subscriber
 
@@ -54,6 +55,20 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
         raise web.HTTPBadRequest(text=f"{name}: expected a whole number, got {text!r}") from None
     if not low <= value <= high:
         raise web.HTTPBadRequest(text=f"{name}: expected {low} to {high}, got {value}")
+    return value
+
+
+def _seconds(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    """A duration in seconds, fractions allowed (``nan`` fails the bounds and is refused)."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name}: expected a number, got {text!r}") from None
+    if not low <= value <= high:
+        raise web.HTTPBadRequest(text=f"{name}: expected {low:g} to {high:g}, got {value:g}")
     return value
 
 
@@ -126,7 +141,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     ``#``), ``reader`` every few seconds with the sampling state and what this stream dropped."""
     inspector = _inspector(request, lease=False)  # watched while connected, not after
     topic_filter = _filter(request) or TopicFilter("#")
-    seconds = _int(request, "seconds", STREAM_SECONDS, 1, STREAM_SECONDS)
+    seconds = _seconds(request, "seconds", STREAM_SECONDS, STREAM_SHORTEST, STREAM_SECONDS)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
     )

@@ -284,8 +284,8 @@ def _inspector_paths() -> dict[str, Any]:
                     _FILTER,
                     _query(
                         "seconds",
-                        "End the stream after this long.",
-                        {"type": "integer", "minimum": 1, "maximum": 3600},
+                        "End the stream after this many seconds (fractions allowed).",
+                        {"type": "number", "minimum": 0.1, "maximum": 3600},
                     ),
                 ],
                 "responses": {
