@@ -96,6 +96,21 @@ def test_a_restart_finds_waiting_and_in_flight_messages_in_order_but_not_settled
     assert len(reopen(path)) == 0  # drained and settled: nothing comes back a second time
 
 
+def test_messages_sent_without_waiting_are_kept_until_settled_and_in_their_place(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    box = reopen(path)
+    straight = [message(number) for number in range(3)]  # the broker's window had room
+    for item in straight:
+        box.track(item)
+    assert len(box) == 0 and box.stats()["in_flight"] == 3  # nothing waits, three in flight
+    box.append(message(3))  # the window is full now: it waits
+    box.done(straight[0])
+    box.close()
+    assert drain(reopen(path)) == [1, 2, 3]
+
+
 def test_requeued_messages_stay_in_front_across_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
     box = reopen(path)

@@ -2,13 +2,18 @@
 
 The broker is down; agents publish N messages on the bus; the appliance keeps them in its
 outbox on disk and is killed with SIGKILL; it starts again (the broker still down) and finds
-them; the broker comes back and every one of the N arrives, in order, none lost.
+them; the broker comes back and every one of the N arrives, in order, none lost. And the same
+while the broker is up but stalled (SIGSTOP): what went straight to it and was never
+acknowledged is sent again after the kill.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +107,75 @@ async def test_broker_down_sigkill_restart_broker_back_every_message_arrives_in_
         context.term()
         await asyncio.to_thread(appliance.stop)
         broker.stop()
+
+
+async def test_in_flight_and_never_acknowledged_then_sigkill_every_message_arrives(
+    tmp_path: Path,
+) -> None:
+    broker = Mosquitto(tmp_path / "broker", extra_conf=["max_queued_messages 0"])
+    broker.start()
+    async with MqttClient(broker.port, client_id="watcher", clean=False) as watcher:
+        await watcher.subscribe("agent/out/#", qos=1)
+    broker.stop()  # the watcher's session is saved in the broker's persistence file
+    broker.start()
+
+    data = tmp_path / "data"
+    appliance = Appliance(tmp_path / "edge", document(data, broker.port))
+    context = zmq.asyncio.Context()
+    pub = context.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    try:
+        await asyncio.to_thread(appliance.start)
+        pub.connect(appliance.bus_publish)
+        await wait_until(lambda: uplink(appliance)["state"] == "connected", 20, "connected")
+        probes = 0
+        while not await asyncio.to_thread(lambda: sent(appliance)):  # zmq: subscriptions land
+            await pub.send(b"agent/out/probe " + message("probe"))
+            probes += 1
+            await asyncio.sleep(0.05)
+        await wait_until(lambda: uplink(appliance)["in_flight"] == 0, 20, "probes acknowledged")
+
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)  # connected, reading nothing, acking nothing
+        for number in range(INFLIGHT_COUNT):
+            await pub.send(f"agent/out/{number} ".encode() + message("n", i=number))
+        window = await asyncio.to_thread(lambda: uplink(appliance)["window"])
+
+        def stalled() -> bool:
+            state = uplink(appliance)
+            return bool(state["in_flight"] == window and waiting(appliance) > 0)
+
+        await wait_until(stalled, 20, "a full window in flight and the rest waiting")
+        await asyncio.sleep(0.2)  # a few event-loop turns: the batched write is on disk
+        await asyncio.to_thread(appliance.kill)
+        broker.kill()  # stopped, it never read what was sent to it: gone with it
+        broker.start()
+        await asyncio.to_thread(appliance.start)
+        async with MqttClient(broker.port, client_id="watcher", clean=False) as watcher:
+            got: set[int] = set()
+            with contextlib.suppress(TimeoutError):  # until nothing more comes
+                while len(got) < INFLIGHT_COUNT:
+                    item = await watcher.receive(10)
+                    if item.topic != "agent/out/probe":
+                        got.add(json.loads(item.payload)["i"])
+        lost = sorted(set(range(INFLIGHT_COUNT)) - got)
+        assert not lost, f"lost {len(lost)}: {lost[:10]}... (the window was {window})"
+    finally:
+        pub.close()
+        context.term()
+        await asyncio.to_thread(appliance.stop)
+        broker.stop()
+
+
+INFLIGHT_COUNT = 200
+
+
+def uplink(appliance: Appliance) -> dict[str, Any]:
+    [entry] = appliance.status()["uplinks"]
+    return dict(entry)
+
+
+def sent(appliance: Appliance) -> int:
+    """Messages the uplink's route carried to the broker."""
+    [route] = uplink(appliance)["routes"]
+    return int(route["out"]["messages"])

@@ -9,9 +9,9 @@ messages costs one commit, not a thousand.
 
 Guarantees, and where they end:
 
-- A message stays in the file from the batch that appended it until the link settled it
-  (``done``), in flight included; a restart finds them all, in their order, and sends them
-  again. So a message the broker got but did not acknowledge before the kill is sent twice
+- A message stays in the file from the batch that appended (or tracked) it until the link
+  settled it (``done``), in flight included, whether it waited here first or went to the broker
+  at once; a restart finds them all, in their order, and sends them again. So a message the broker got but did not acknowledge before the kill is sent twice
   (at-least-once), never skipped.
 - ``synchronous=NORMAL``: a commit is in the WAL in the kernel's page cache without an fsync,
   which survives SIGKILL (the kernel writes it out) but not a power cut: after one, the last
@@ -278,11 +278,20 @@ class DurableOutbox(Outbox):
             self._forget(old)
         if dropped and dropped[-1] is item:  # too large to wait at all
             return dropped
+        self._keep(item)
+        return dropped
+
+    def track(self, item: Outgoing) -> None:
+        """In flight without having waited: on disk until ``done`` like the rest, so a crash
+        before the broker acknowledged it sends it again after the restart."""
+        self._keep(item)
+
+    def _keep(self, item: Outgoing) -> None:
+        """``item`` goes in the file behind everything it holds (at the next flush)."""
         self._high += 1
         self._seq[item] = self._high
         self._inserts[self._high] = self._row(self._high, item)
         self._schedule()
-        return dropped
 
     def expire(self) -> list[Outgoing]:
         dropped = super().expire()

@@ -6,7 +6,8 @@ dropped and counted, never the producer blocked: the newest state is the one wor
 
 This is the memory outbox; bridge/durable.py keeps the same interface on disk. The life of an
 item: ``append``, ``popleft`` (handed to the link), then ``done`` once the broker has it or it
-is dropped, or ``requeue`` when the connection went first (back to the front, in order).
+is dropped, or ``requeue`` when the connection went first (back to the front, in order). One
+that never waited (the broker's window had room) is only ``track``ed before it goes.
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ class Outbox:
         item = self._items.popleft()
         self.bytes -= item.size
         return item
+
+    def track(self, item: Outgoing) -> None:
+        """``item`` goes to the broker at once, without waiting here: nothing to keep in memory
+        (a durable outbox keeps it on disk until ``done``, as if it had waited)."""
 
     def done(self, item: Outgoing) -> None:
         """The broker has it (or it was dropped): nothing to keep in memory."""

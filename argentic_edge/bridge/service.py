@@ -596,6 +596,8 @@ class Uplink:
             and not self._priority
             and (item.qos == 0 or len(self._inflight) < self._window)
         ):
+            if item.qos and item.counters is not None:
+                self.outbox.track(item)  # on disk until acknowledged, as if it had waited
             self._send(item, echo)
             return
         item.echo = echo
