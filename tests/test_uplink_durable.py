@@ -14,6 +14,8 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import zmq.asyncio
 
 from argentic_edge.storage import outbox_path
 from tests.support.appliance import Appliance, appliance_document
-from tests.support.bridge import MqttClient, message, wait_until
+from tests.support.bridge import MqttClient, Received, message, wait_until
 from tests.support.brokers import Mosquitto
 
 COUNT = 2000
@@ -52,23 +54,35 @@ def waiting(appliance: Appliance) -> int:
     return int(uplink["buffer"]["messages"])
 
 
-async def test_broker_down_sigkill_restart_broker_back_every_message_arrives_in_order(
+@asynccontextmanager
+async def broker_and_appliance(
     tmp_path: Path,
-) -> None:
+) -> AsyncIterator[tuple[Mosquitto, Appliance, zmq.asyncio.Socket]]:
+    """A stopped Mosquitto that keeps a subscriber's session (persistence on: what the
+    appliance sends after the broker's return waits for it even if it is not back yet itself),
+    an appliance not started yet, and an agent's PUB for its bus."""
     broker = Mosquitto(tmp_path / "broker", extra_conf=["max_queued_messages 0"])
     broker.start()
-    # A subscriber whose session the broker keeps (persistence on): what the appliance sends
-    # after the broker's return waits for it even if it is not back yet itself.
     async with MqttClient(broker.port, client_id="watcher", clean=False) as watcher:
         await watcher.subscribe("agent/out/#", qos=1)
     broker.stop()
-
-    data = tmp_path / "data"
-    appliance = Appliance(tmp_path / "edge", document(data, broker.port))
+    appliance = Appliance(tmp_path / "edge", document(tmp_path / "data", broker.port))
     context = zmq.asyncio.Context()
     pub = context.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     try:
+        yield broker, appliance, pub
+    finally:
+        pub.close()
+        context.term()
+        await asyncio.to_thread(appliance.stop)
+        broker.stop()
+
+
+async def test_broker_down_sigkill_restart_broker_back_every_message_arrives_in_order(
+    tmp_path: Path,
+) -> None:
+    async with broker_and_appliance(tmp_path) as (broker, appliance, pub):
         await asyncio.to_thread(appliance.start)
         pub.connect(appliance.bus_publish)
         probes = 0
@@ -85,7 +99,7 @@ async def test_broker_down_sigkill_restart_broker_back_every_message_arrives_in_
             timeout=60,
             what=f"{probes} probes and {COUNT} messages in the outbox",
         )
-        assert outbox_path(data, "mqtt").exists()
+        assert outbox_path(tmp_path / "data", "mqtt").exists()
 
         await asyncio.to_thread(appliance.kill)
         await asyncio.to_thread(appliance.start)  # the broker is still down
@@ -95,43 +109,25 @@ async def test_broker_down_sigkill_restart_broker_back_every_message_arrives_in_
         broker.start()
         await wait_until(lambda: waiting(appliance) == 0, timeout=120, what="the outbox drained")
         async with MqttClient(broker.port, client_id="watcher", clean=False) as watcher:
-            got = []
+            got: list[Received] = []
             while len(got) < COUNT:
                 item = await watcher.receive(30)
                 if item.topic != "agent/out/probe":
                     got.append(item)
         assert [item.topic for item in got] == [f"agent/out/{n}" for n in range(COUNT)]
         assert [json.loads(item.payload)["i"] for item in got] == list(range(COUNT))
-    finally:
-        pub.close()
-        context.term()
-        await asyncio.to_thread(appliance.stop)
-        broker.stop()
 
 
 async def test_in_flight_and_never_acknowledged_then_sigkill_every_message_arrives(
     tmp_path: Path,
 ) -> None:
-    broker = Mosquitto(tmp_path / "broker", extra_conf=["max_queued_messages 0"])
-    broker.start()
-    async with MqttClient(broker.port, client_id="watcher", clean=False) as watcher:
-        await watcher.subscribe("agent/out/#", qos=1)
-    broker.stop()  # the watcher's session is saved in the broker's persistence file
-    broker.start()
-
-    data = tmp_path / "data"
-    appliance = Appliance(tmp_path / "edge", document(data, broker.port))
-    context = zmq.asyncio.Context()
-    pub = context.socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    try:
+    async with broker_and_appliance(tmp_path) as (broker, appliance, pub):
+        broker.start()
         await asyncio.to_thread(appliance.start)
         pub.connect(appliance.bus_publish)
         await wait_until(lambda: uplink(appliance)["state"] == "connected", 20, "connected")
-        probes = 0
         while not await asyncio.to_thread(lambda: sent(appliance)):  # zmq: subscriptions land
             await pub.send(b"agent/out/probe " + message("probe"))
-            probes += 1
             await asyncio.sleep(0.05)
         await wait_until(lambda: uplink(appliance)["in_flight"] == 0, 20, "probes acknowledged")
 
@@ -160,11 +156,6 @@ async def test_in_flight_and_never_acknowledged_then_sigkill_every_message_arriv
                         got.add(json.loads(item.payload)["i"])
         lost = sorted(set(range(INFLIGHT_COUNT)) - got)
         assert not lost, f"lost {len(lost)}: {lost[:10]}... (the window was {window})"
-    finally:
-        pub.close()
-        context.term()
-        await asyncio.to_thread(appliance.stop)
-        broker.stop()
 
 
 INFLIGHT_COUNT = 200

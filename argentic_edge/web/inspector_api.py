@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -23,7 +23,7 @@ from argentic_edge.web.keys import APPLIANCE
 MAX_LIMIT = 10_000
 TOPICS_SHOWN = 500  # topics in one answer unless ?limit= asks for more (a page shows no more)
 STREAM_PAYLOAD = 2048  # bytes of each payload sent on the stream
-STREAM_SECONDS = 3600  # a stream ends after this long at most (the page's EventSource reconnects)
+STREAM_SECONDS = 3600.0  # a stream ends after this long at most (the page's EventSource reconnects)
 STREAM_SHORTEST = 0.1  # seconds: a shorter stream could end before its first event
 STATUS_EVERY = 2.0  # seconds between the stream's "reader" events (sampling, skipped counts)
 PUBLISH_WAIT = 0.5  # seconds a publish waits for a matching subscriber
@@ -45,30 +45,23 @@ def _inspector(request: web.Request, lease: bool = True) -> InspectorService:
     return inspector
 
 
-def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+Number = TypeVar("Number", int, float)
+KINDS = {int: "a whole number", float: "a number"}  # what a query parameter must be, said
+
+
+def _number(request: web.Request, name: str, default: Number, low: Number, high: Number) -> Number:
+    """Query parameter ``name`` of the default's type within [low, high] (fractions allowed
+    for a float; ``nan`` fails the bounds and is refused), else a 400 saying what it must be."""
     text = request.query.get(name)
     if text is None:
         return default
+    kind = type(default)
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise web.HTTPBadRequest(text=f"{name}: expected a whole number, got {text!r}") from None
+        raise web.HTTPBadRequest(text=f"{name}: expected {KINDS[kind]}, got {text!r}") from None
     if not low <= value <= high:
-        raise web.HTTPBadRequest(text=f"{name}: expected {low} to {high}, got {value}")
-    return value
-
-
-def _seconds(request: web.Request, name: str, default: float, low: float, high: float) -> float:
-    """A duration in seconds, fractions allowed (``nan`` fails the bounds and is refused)."""
-    text = request.query.get(name)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise web.HTTPBadRequest(text=f"{name}: expected a number, got {text!r}") from None
-    if not low <= value <= high:
-        raise web.HTTPBadRequest(text=f"{name}: expected {low:g} to {high:g}, got {value:g}")
+        raise web.HTTPBadRequest(text=f"{name}: expected {low!r} to {high!r}, got {value!r}")
     return value
 
 
@@ -95,13 +88,13 @@ async def topics(request: web.Request) -> web.Response:
         if detail is None:
             raise web.HTTPNotFound(text=f"no topic {topic!r} seen")
         return _json(detail)
-    limit = _int(request, "limit", TOPICS_SHOWN, 1, MAX_LIMIT)
+    limit = _number(request, "limit", TOPICS_SHOWN, 1, MAX_LIMIT)
     return _json({**inspector.topics.rows(_filter(request), now, limit), **_watch_state(inspector)})
 
 
 async def tasks(request: web.Request) -> web.Response:
     inspector = _inspector(request)
-    limit = _int(request, "limit", 500, 1, MAX_LIMIT)
+    limit = _number(request, "limit", 500, 1, MAX_LIMIT)
     return _json({**inspector.tasks.snapshot(time.time(), limit), **_watch_state(inspector)})
 
 
@@ -141,7 +134,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     ``#``), ``reader`` every few seconds with the sampling state and what this stream dropped."""
     inspector = _inspector(request, lease=False)  # watched while connected, not after
     topic_filter = _filter(request) or TopicFilter("#")
-    seconds = _seconds(request, "seconds", STREAM_SECONDS, STREAM_SHORTEST, STREAM_SECONDS)
+    seconds = _number(request, "seconds", STREAM_SECONDS, STREAM_SHORTEST, STREAM_SECONDS)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
     )
