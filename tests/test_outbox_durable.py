@@ -111,6 +111,24 @@ def test_messages_sent_without_waiting_are_kept_until_settled_and_in_their_place
     assert drain(reopen(path)) == [1, 2, 3]
 
 
+async def test_a_message_sent_at_once_is_written_only_if_unacknowledged_for_a_while(
+    tmp_path: Path,
+) -> None:
+    box = DurableOutbox(tmp_path / "outbox.sqlite3", 100, 10_000, write_in_flight_after=0.2)
+    quick, slow = message(0), message(1)
+    box.track(quick)
+    box.track(slow)
+    await asyncio.sleep(0.05)
+    box.done(quick)  # acknowledged in time: never written
+    assert box.commits == 0
+    await asyncio.sleep(0.3)
+    assert box.commits == 1  # the slow one, still unacknowledged, is on disk now
+    box.append(message(2))
+    await asyncio.sleep(0)
+    box.close()
+    assert drain(reopen(tmp_path / "outbox.sqlite3")) == [1, 2]
+
+
 def test_requeued_messages_stay_in_front_across_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
     box = reopen(path)

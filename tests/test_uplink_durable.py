@@ -3,8 +3,8 @@
 The broker is down; agents publish N messages on the bus; the appliance keeps them in its
 outbox on disk and is killed with SIGKILL; it starts again (the broker still down) and finds
 them; the broker comes back and every one of the N arrives, in order, none lost. And the same
-while the broker is up but stalled (SIGSTOP): what went straight to it and was never
-acknowledged is sent again after the kill.
+while the broker is up but stalled (SIGSTOP): what went straight to it and stayed
+unacknowledged is sent again after the kill.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from argentic_edge.bridge.durable import WRITE_IN_FLIGHT_AFTER
 from argentic_edge.storage import outbox_path
 from tests.support.appliance import Appliance, appliance_document
 from tests.support.bridge import MqttClient, Received, message, wait_until
@@ -142,7 +143,7 @@ async def test_in_flight_and_never_acknowledged_then_sigkill_every_message_arriv
             return bool(state["in_flight"] == window and waiting(appliance) > 0)
 
         await wait_until(stalled, 20, "a full window in flight and the rest waiting")
-        await asyncio.sleep(0.2)  # a few event-loop turns: the batched write is on disk
+        await asyncio.sleep(WRITE_IN_FLIGHT_AFTER + 0.5)  # unacknowledged that long: on disk
         await asyncio.to_thread(appliance.kill)
         broker.kill()  # stopped, it never read what was sent to it: gone with it
         broker.start()

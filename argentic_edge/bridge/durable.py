@@ -9,9 +9,11 @@ messages costs one commit, not a thousand.
 
 Guarantees, and where they end:
 
-- A message stays in the file from the batch that appended (or tracked) it until the link
-  settled it (``done``), in flight included, whether it waited here first or went to the broker
-  at once; a restart finds them all, in their order, and sends them again. So a message the broker got but did not acknowledge before the kill is sent twice
+- A message stays in the file from the batch that appended it until the link settled it
+  (``done``), in flight included; a restart finds them all, in their order, and sends them
+  again. One that went to the broker at once, without waiting, is written only once it has gone
+  unacknowledged for ``write_in_flight_after`` seconds (1 s): a healthy broker's traffic never
+  touches the disk, and a SIGKILL can take at most the last second's unacknowledged messages. So a message the broker got but did not acknowledge before the kill is sent twice
   (at-least-once), never skipped.
 - ``synchronous=NORMAL``: a commit is in the WAL in the kernel's page cache without an fsync,
   which survives SIGKILL (the kernel writes it out) but not a power cut: after one, the last
@@ -33,6 +35,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,7 @@ DELETE = "DELETE FROM outbox WHERE seq BETWEEN ? AND ?"
 SYNCHRONOUS = "NORMAL"  # survives SIGKILL; see the module docstring for power loss
 SYNC_EVERY = 1.0  # seconds: at most this long after a write, a checkpoint fsyncs the WAL
 RELEASE_AFTER = 5.0  # seconds the outbox stays empty before its file is closed
+WRITE_IN_FLIGHT_AFTER = 1.0  # seconds a message sent at once may go unacknowledged off disk
 RETRY_AFTER = 5.0  # seconds between attempts to write while the disk refuses
 WAL_LIMIT = 4 * 1024 * 1024  # bytes the WAL file is truncated to after a checkpoint
 CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
@@ -113,12 +117,17 @@ class DurableOutbox(Outbox):
         synchronous: str = SYNCHRONOUS,
         sync_every: float = SYNC_EVERY,
         release_after: float = RELEASE_AFTER,
+        write_in_flight_after: float = WRITE_IN_FLIGHT_AFTER,
     ) -> None:
         super().__init__(max_messages, max_bytes, max_age)
         self.path = path
         self.synchronous = synchronous
         self.sync_every = sync_every
         self.release_after = release_after
+        self.write_in_flight_after = write_in_flight_after
+        # sent at once (``track``), their sequence numbers taken, not written yet: when
+        self._unwritten: OrderedDict[Outgoing, float] = OrderedDict()
+        self._write_planned = False
         self._release_planned = False
         self.disk_errors = 0
         self.disk_problem: str | None = None
@@ -278,20 +287,53 @@ class DurableOutbox(Outbox):
             self._forget(old)
         if dropped and dropped[-1] is item:  # too large to wait at all
             return dropped
-        self._keep(item)
-        return dropped
-
-    def track(self, item: Outgoing) -> None:
-        """In flight without having waited: on disk until ``done`` like the rest, so a crash
-        before the broker acknowledged it sends it again after the restart."""
-        self._keep(item)
-
-    def _keep(self, item: Outgoing) -> None:
-        """``item`` goes in the file behind everything it holds (at the next flush)."""
         self._high += 1
         self._seq[item] = self._high
         self._inserts[self._high] = self._row(self._high, item)
         self._schedule()
+        return dropped
+
+    def track(self, item: Outgoing) -> None:
+        """In flight without having waited: written once it has gone unacknowledged for
+        ``write_in_flight_after`` seconds, then on disk until ``done`` like the rest, so a
+        crash before the broker acknowledged it sends it again after the restart. Its place in
+        the order is taken now. A broker that acknowledges in time (the common case) costs no
+        write at all: an SD card is not worn by traffic that never waited."""
+        self._high += 1
+        self._seq[item] = self._high
+        self._unwritten[item] = time.monotonic()
+        self._plan_write()
+
+    def _plan_write(self) -> None:
+        if self._write_planned or self._closed or not self._unwritten:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write_unacknowledged(everything=True)
+            return
+        self._write_planned = True
+        oldest = next(iter(self._unwritten.values()))
+        delay = oldest + self.write_in_flight_after - time.monotonic()
+        loop.call_later(max(0.0, delay), self._write_unacknowledged)
+
+    def _write_unacknowledged(self, everything: bool = False) -> None:
+        """Into the file: what was sent at once and is still unacknowledged after its delay
+        (``everything``: all of it, when closing)."""
+        self._write_planned = False
+        due = time.monotonic() - self.write_in_flight_after
+        unwritten, written = self._unwritten, False
+        while unwritten:
+            item, sent = next(iter(unwritten.items()))
+            if not everything and sent > due:
+                break
+            del unwritten[item]
+            seq = self._seq[item]
+            self._inserts[seq] = self._row(seq, item)
+            written = True
+        if written:
+            self._schedule()
+        self._plan_write()
 
     def expire(self) -> list[Outgoing]:
         dropped = super().expire()
@@ -311,6 +353,8 @@ class DurableOutbox(Outbox):
         start = self._low - len(items)
         for seq, item in enumerate(items, start):
             old = self._seq.get(item)
+            if self._unwritten.pop(item, None) is not None:
+                old = None  # never written: nothing to take out of the file
             if old is not None and self._inserts.pop(old, None) is None:
                 self._deletes.append(old)
             self._seq[item] = seq
@@ -325,7 +369,9 @@ class DurableOutbox(Outbox):
         return items
 
     def close(self) -> None:
-        """Write what is pending and close the file; what waits stays in it for the next start."""
+        """Write what is pending and close the file; what waits or is still in flight stays in
+        it for the next start."""
+        self._write_unacknowledged(everything=True)
         if not self.flush() and self._inserts:
             log.warning(
                 "outbox %s: %d message(s) waited in memory only and are lost: %s",
@@ -370,6 +416,8 @@ class DurableOutbox(Outbox):
 
     def _forget(self, item: Outgoing) -> None:
         seq = self._seq.pop(item, None)
+        if self._unwritten.pop(item, None) is not None:
+            return  # acknowledged before it had to be written
         if seq is not None and self._inserts.pop(seq, None) is None:
             self._deletes.append(seq)
             self._schedule()
