@@ -164,8 +164,14 @@ async def test_remove_from_home_assistant_before_uninstalling(
             ".find((b) => b.textContent === 'Remove from Home Assistant')"
             ".click()"
         )
-        await browser.wait_for(f"{text_of('#live')}.startsWith('removed from Home Assistant')")
+        # beside the button, and still there after the live updates that rewrite the status line
+        await browser.wait_for(
+            f"{text_of('#homeassistant .result')}.startsWith('removed from Home Assistant')"
+        )
         await browser.wait_for("!document.querySelector('#homeassistant button')")
+        assert (await browser.evaluate(text_of("#homeassistant .result"))).startswith(
+            "removed from Home Assistant"
+        )  # the card was drawn again (no button now), the outcome with it
         async with MqttClient(mosquitto.port) as home_assistant:
             await home_assistant.subscribe("homeassistant/#")
             assert [item.topic for item in await home_assistant.quiet(0.5) if item.retain] == []

@@ -134,10 +134,21 @@
           traffic(r.out), traffic(r.in)]), "list routes") : ""));
   }
 
+  // The last removal's outcome, shown in the card until the page is left: the status line is
+  // rewritten by the next live update, a second later.
+  let haResult = {text: "", ok: true};
+
   async function removeFromHomeAssistant() {
     const result = await api("POST", "api/homeassistant/remove");
-    live.textContent = result.ok ? `removed from Home Assistant (${result.data.removed} topics cleared)`
-      : `removal failed: ${result.data.error}`;
+    haResult = result.ok
+      ? {text: `removed from Home Assistant (${result.data.removed} topics cleared)`, ok: true}
+      : {text: `removal failed: ${result.data.error}`, ok: false};
+    const shown = document.querySelector("#homeassistant .result");
+    if (shown) { shown.textContent = haResult.text; shown.className = haResultClass(); }
+  }
+
+  function haResultClass() {
+    return `result ${haResult.text ? (haResult.ok ? "ok" : "bad") : ""}`;
   }
 
   // Only where it applies: discovery on, and the device announced to a broker at least once
@@ -146,10 +157,12 @@
     const card = document.getElementById("homeassistant");
     card.hidden = off(ha) || !ha.announcements;
     if (card.hidden) return;
-    body("homeassistant").replaceChildren(facts(ha), ha.withdrawn ? "" : el("p", {},
-      el("button", {type: "button", class: "secondary", text: "Remove from Home Assistant",
+    body("homeassistant").replaceChildren(facts(ha), el("p", {class: "actions"},
+      ha.withdrawn ? "" : el("button", {type: "button", class: "secondary",
+        text: "Remove from Home Assistant",
         title: "Clears the device's retained discovery topics; do this before uninstalling",
-        onclick: removeFromHomeAssistant})));
+        onclick: removeFromHomeAssistant}),
+      el("span", {class: haResultClass(), role: "status", "aria-live": "polite", text: haResult.text})));
   }
 
   function renderAgents(agents) {
