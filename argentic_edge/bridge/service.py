@@ -72,6 +72,7 @@ CPU_SHARE = 0.9  # of one core for reading the bus: forwarding is this service's
 # a flood beyond it must still leave the loop time for keepalives and the web server
 SUB_HIGH_WATER_MARK = 100_000  # frames queued for the uplink before the bus drops for it
 STOP_TIMEOUT = 2.0  # seconds to deliver the offline status and what is in flight
+CANCEL_AGAIN_AFTER = 0.1  # seconds before a task that is still running is cancelled again
 
 CONNECTING = "connecting"
 CONNECTED = "connected"
@@ -356,12 +357,7 @@ class Uplink:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception("%s: a task failed while stopping", self._label)
+            await self._ended(task)
         self._tasks = []
         for task in list(self._hook_tasks):
             task.cancel()
@@ -382,6 +378,21 @@ class Uplink:
         self._pub = self._sub = None
         self.state = STOPPED
         self.connected_since = None
+
+    async def _ended(self, task: asyncio.Task[None]) -> None:
+        """Until ``task`` has ended, cancelling it again while it runs: Python 3.11's
+        ``wait_for`` swallows a cancellation that comes in the instant its future completes (a
+        broker refusing the connection just as the appliance stops), and the connection task
+        would go on backing off and retrying with nobody left to stop it."""
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_AGAIN_AFTER)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "%s: a task failed while stopping",
+                self._label,
+                exc_info=task.exception(),
+            )
 
     def _end_waiting(self) -> None:
         """What has not reached the broker: kept on disk by a durable outbox, else dropped."""
