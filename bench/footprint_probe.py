@@ -1,7 +1,9 @@
 """Runs inside a network namespace: starts the appliance with everything enabled, measures.
 
 Prints one JSON object: start-to-healthy seconds, idle RSS (MiB) and idle CPU (% of one core)
-for the appliance, and the RSS of a bare libzmq proxy process as the floor Python itself costs.
+for the appliance, the RSS of a bare libzmq proxy process as the floor Python itself costs, and
+what the Redis, RabbitMQ and Kafka client libraries would add to an appliance with only MQTT if
+a disabled uplink imported them (it does not: tests/test_uplink_imports.py).
 
 The appliance runs from a copy of the package with compiled bytecode, as an installed package
 has it (pip compiles at install time): run from a source tree where no bytecode may be written
@@ -75,6 +77,29 @@ def wait_bridge_connected(url: str, timeout: float = 10) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"the bridge did not connect: {bridge}")
         time.sleep(0.05)
+
+
+CLIENTS_PROBE = """
+import os
+from bench.footprint_probe import rss_mib
+import argentic_edge.app, argentic_edge.bridge.mqtt
+before = rss_mib(os.getpid())
+import redis.asyncio, aio_pika, aiokafka
+print(rss_mib(os.getpid()) - before)
+"""
+
+
+def client_libraries_mib(app: Path) -> float:
+    """RSS the other uplinks' client libraries add to a process that loaded the appliance."""
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENTS_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": f"{app}{os.pathsep}{ROOT}"},
+    )
+    return float(done.stdout.split()[-1])
 
 
 def installed_copy(work: Path) -> Path:
@@ -157,6 +182,7 @@ def main(idle_window: float) -> dict[str, float]:
     finally:
         bare.terminate()
         bare.wait(timeout=10)
+    result["client_libraries_mib"] = client_libraries_mib(app)
     shutil.rmtree(work, ignore_errors=True)
     return result
 

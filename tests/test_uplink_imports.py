@@ -1,5 +1,6 @@
-"""A disabled Redis or RabbitMQ uplink costs nothing: no module of the package but the link's own
-imports redis-py or aio-pika, so an appliance with only MQTT never loads them."""
+"""A disabled Redis, RabbitMQ or Kafka uplink costs nothing: no module of the package but the
+link's own imports redis-py, aio-pika or aiokafka, so an appliance with only MQTT never loads
+them (the footprint bench measures what they would add)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import json
 import subprocess
 import sys
 
-CLIENT_LIBRARIES = ("redis", "aio_pika", "aiormq", "pamqp")
-LINK_MODULES = ("argentic_edge.bridge.redis", "argentic_edge.bridge.rabbitmq")
+CLIENT_LIBRARIES = ("redis", "hiredis", "aio_pika", "aiormq", "pamqp", "aiokafka")
+LINK_MODULES = (
+    "argentic_edge.bridge.redis",
+    "argentic_edge.bridge.rabbitmq",
+    "argentic_edge.bridge.kafka",
+)
 
 
 def loaded_after(code: str) -> set[str]:
@@ -37,8 +42,8 @@ def test_every_other_module_of_the_package_leaves_the_client_libraries_alone() -
 
 def test_the_link_modules_are_what_loads_them() -> None:
     # The control: the probe above would see them if anything imported a link module.
-    modules = loaded_after("import argentic_edge.bridge.redis, argentic_edge.bridge.rabbitmq")
-    assert {"redis", "aio_pika", "aiormq"} <= set(client_modules(modules))
+    modules = loaded_after("import " + ", ".join(LINK_MODULES))
+    assert {"redis", "hiredis", "aio_pika", "aiormq", "aiokafka"} <= set(client_modules(modules))
 
 
 def test_an_appliance_with_only_mqtt_makes_its_link_without_them() -> None:
