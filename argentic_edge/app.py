@@ -268,6 +268,7 @@ def _uplink_service(name: str) -> Callable[[Edge], Service]:
     """The builder of the ``uplink:<name>`` service."""
 
     def build(edge: Edge) -> Service:
+        from argentic_edge.bridge.link import LinkError
         from argentic_edge.bridge.protocols import make_link
         from argentic_edge.bridge.service import Uplink, presence_topic
 
@@ -280,12 +281,21 @@ def _uplink_service(name: str) -> Callable[[Edge], Service]:
         will = (presence, b"offline") if presence is not None else None
         client_id = uplink_client_id(uplink, config.node_name)
 
+        @functools.cache
+        def node_id() -> str:
+            """Read only by the protocols that name the appliance to the broker (make_link), so
+            an appliance with only MQTT makes no key pair for it; a failure is not kept."""
+            try:
+                return _node_keys(edge).node_id
+            except (EdgeError, OSError) as exc:
+                raise LinkError(f"this appliance's node id is not readable: {exc}") from None
+
         def link(callbacks: LinkCallbacks, fallback: int) -> Link:
             return make_link(
                 uplink,
                 callbacks,
                 client_id=client_id,
-                node_id=config.node_name,
+                node_id=node_id,
                 fallback=fallback,
                 will=will,
             )

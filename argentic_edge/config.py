@@ -502,7 +502,7 @@ class RedisConfig:
     )
     stream_maxlen: int = _opt(100_000, check=_positive, doc="streams: MAXLEN ~ of each stream")
     group: str | None = _opt(
-        None, check=_key_name, doc="streams: consumer group; unset: argentic-edge-<node_name>"
+        None, check=_key_name, doc="streams: consumer group; unset: argentic-edge-<node id>"
     )
     connect_retry_delay: float = _opt(5.0, check=_positive, doc="seconds; doubles up to 60")
     max_reconnect_attempts: int = _opt(0, check=_non_negative, doc="0: never give up")
@@ -725,7 +725,7 @@ _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 # Names of environment variables that hold secrets (the Supervisor's token among them): only a
 # secret field may reference them (SECURITY.md, "Bad input on every way in").
 SECRET_VARIABLE = re.compile(r"(?:^|_)(?:TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY)(?:_|$)", re.I)
-SECRET_FIELDS = ("bridge.mqtt.password", "web.password", "web.api_token")
+SECRET_FIELDS = ("an uplink's password", "web.password", "web.api_token")
 
 
 # --- building --------------------------------------------------------------------------------

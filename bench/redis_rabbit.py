@@ -262,7 +262,7 @@ async def rabbit_rows(node: RabbitServer, count: int, repeats: int) -> list[dict
 
     async def link_out(qos: int) -> None:
         counting = Counting(count)
-        link = RabbitLink(config, counting.callbacks(), client_id="bench-out", node_id="b")
+        link = RabbitLink(config, counting.callbacks(), client_id="bench-out")
         await link.connect()
         for item in publications(count, qos):
             link.publish(item)
@@ -290,7 +290,7 @@ async def rabbit_rows(node: RabbitServer, count: int, repeats: int) -> list[dict
 
     async def link_in() -> None:
         counting = Counting(count)
-        link = RabbitLink(config, counting.callbacks(), client_id="bench-in", node_id="b")
+        link = RabbitLink(config, counting.callbacks(), client_id="bench-in")
         await link.connect()
         await link.subscribe([(TOPIC, 1)])
         await raw_out(False)

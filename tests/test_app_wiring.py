@@ -6,6 +6,7 @@ from pathlib import Path
 
 from argentic_edge.app import Edge
 from argentic_edge.config import parse_config
+from tests.support.bridge import wait_until
 from tests.support.brokers import free_port
 from tests.support.config import config_document
 
@@ -50,3 +51,36 @@ def test_the_home_assistant_device_links_to_the_page_as_the_lan_reaches_it() -> 
     assert url() == f"https://{expected}:8443/"  # web.host 0.0.0.0, the default
     plain = parse_config({"certificates": {"enabled": False}, "web": {"host": "10.0.0.2"}}, env={})
     assert _page_url(plain) == "http://10.0.0.2:8099/"
+
+
+async def test_a_kafka_uplink_names_the_appliance_by_its_node_id_through_a_rename(
+    tmp_path: Path,
+) -> None:
+    """The record key, the own-record header and the consumer group come from the node id, not
+    the name: a rename keeps the group (it would read from auto_offset_reset again), and two
+    appliances left at the same host name would share a group and split its partitions. The
+    broker refuses the connection: the link is made before the first attempt."""
+    from argentic_edge.bridge.kafka import KafkaLink
+    from argentic_edge.federation.identity import load_or_create_keys
+    from argentic_edge.storage import federation_dir
+
+    data = tmp_path / "data"
+    kafka = {"name": "fleet", "protocol": "kafka", "broker_address": "127.0.0.1"}
+    raw = config_document(data, node_name="kitchen", uplinks=[{**kafka, "port": free_port()}])
+
+    def link(edge: Edge) -> KafkaLink:
+        made = edge.services["uplink:fleet"]._link  # type: ignore[attr-defined]
+        assert isinstance(made, KafkaLink)
+        return made
+
+    async with Edge(parse_config(raw, env={})) as edge:
+        await wait_until(lambda: edge.services["uplink:fleet"]._link is not None, 10, "a link")  # type: ignore[attr-defined]
+        node_id = load_or_create_keys(federation_dir(data)).node_id
+        first = link(edge)
+        assert first.group_id == f"argentic-edge-{node_id}"
+        assert first._key == node_id.encode() and first._node_header[1] == node_id.encode()
+        await edge.apply(parse_config({**raw, "node_name": "pantry"}, env={}))
+        await wait_until(lambda: edge.services["uplink:fleet"]._link is not None, 10, "a link")  # type: ignore[attr-defined]
+        assert link(edge) is not first, "the rename restarted the uplink (its client id changed)"
+        assert link(edge).group_id == f"argentic-edge-{node_id}"
+        assert link(edge).client_id == "argentic-edge-pantry-fleet"

@@ -87,7 +87,7 @@ async def test_argentic_rabbitmq_driver_meets_the_rabbit_link(rabbitmq: RabbitSe
     received, handler = collector()
     recorder = Recorder()
     config = RabbitConfig(broker_address="127.0.0.1", port=rabbitmq.port)
-    link = RabbitLink(config, recorder.callbacks(), client_id="edge-argentic", node_id="n1")
+    link = RabbitLink(config, recorder.callbacks(), client_id="edge-argentic")
     await listening(link, "agent/q1/ask")
     # The link declared agent/q1/ask first; the driver re-declares it on every publish: the
     # two declarations must be the same or RabbitMQ closes the driver's channel.

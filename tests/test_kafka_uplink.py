@@ -16,6 +16,8 @@ import zmq.asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from argentic_edge.bridge.kafka import HEADER_NODE, HEADER_TOPIC
+from argentic_edge.federation.identity import load_or_create_keys
+from argentic_edge.storage import federation_dir
 from tests.support.appliance import Appliance, appliance_document
 from tests.support.bridge import wait_until
 from tests.support.kafka import MockKafka, read_topic, restartable
@@ -114,10 +116,11 @@ async def test_both_ways_through_the_appliance_with_names_key_and_headers(
             await bus.send("agent/tools/call/my_tool", call)
             [record] = await read_topic(cluster.bootstrap, "agent.tools.call.my_tool", 1)
             assert record.value == call
-            assert record.key == NODE.encode()
+            node_id = load_or_create_keys(federation_dir(tmp_path / "data")).node_id.encode()
+            assert record.key == node_id  # the stable id, not the name NODE
             assert dict(record.headers) == {
                 HEADER_TOPIC: b"agent/tools/call/my_tool",
-                HEADER_NODE: NODE.encode(),
+                HEADER_NODE: node_id,
             }
             await producer.send_and_wait("agent.status.info", b'{"from":"kafka"}')
             await until(

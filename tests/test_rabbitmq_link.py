@@ -27,9 +27,7 @@ from tests.support.rabbitmq import RabbitServer
 
 def make_link(node: RabbitServer, recorder: Recorder, **keys: object) -> RabbitLink:
     config = RabbitConfig(broker_address="127.0.0.1", port=node.port, **keys)  # type: ignore[arg-type]
-    return RabbitLink(
-        config, recorder.callbacks(), client_id=f"edge-{uuid.uuid4().hex[:8]}", node_id="n1"
-    )
+    return RabbitLink(config, recorder.callbacks(), client_id=f"edge-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
@@ -236,7 +234,7 @@ async def test_amqps_with_the_seeds_tls_params(tmp_path: Path) -> None:
         config = RabbitConfig(
             broker_address="localhost", port=tls_port, tls_params=TlsParams(ca_certs=str(pki.ca))
         )
-        link = RabbitLink(config, recorder.callbacks(), client_id="edge-tls", node_id="n1")
+        link = RabbitLink(config, recorder.callbacks(), client_id="edge-tls")
         assert link.where.startswith("amqps://")
         await link.connect()
         link.publish(publication("agent/tls", 1))
@@ -250,7 +248,6 @@ async def test_amqps_with_the_seeds_tls_params(tmp_path: Path) -> None:
             ),
             Recorder().callbacks(),
             client_id="edge-tls2",
-            node_id="n1",
         )
         with pytest.raises(ConnectError, match=r"certificate of .* is not trusted"):
             await untrusted.connect()

@@ -56,7 +56,7 @@ def test_an_appliance_with_only_mqtt_makes_its_link_without_them() -> None:
         "assert [u.protocol for u in config.uplinks] == ['mqtt']\n"
         "none = LinkCallbacks(lambda *a: None, lambda *a: None, lambda *a: None)\n"
         "async def make() -> None:\n"
-        "    make_link(config.uplinks[0], none, client_id='c', node_id='n')\n"
+        "    make_link(config.uplinks[0], none, client_id='c', node_id=lambda: 'n')\n"
         "import asyncio\n"
         "asyncio.run(make())\n"
     )

@@ -7,6 +7,8 @@ Redis and RabbitMQ issues add their branch here and their settings to config.UPL
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from argentic_edge.bridge.link import Link, LinkCallbacks, LinkError
 from argentic_edge.config import KafkaConfig, MqttConfig, RabbitConfig, RedisConfig, UplinkConfig
 
@@ -16,15 +18,19 @@ def make_link(
     callbacks: LinkCallbacks,
     *,
     client_id: str,
-    node_id: str,
+    node_id: Callable[[], str],
     fallback: int = 0,
     will: tuple[str, bytes] | None = None,
 ) -> Link:
     """A new link for ``uplink``.
 
     ``client_id`` is the appliance's own on that broker (never an agent's: config.py derives
-    it); ``node_id`` names this appliance where a protocol wants a stable name (a consumer
-    group); ``fallback`` counts how often the broker asked for an older protocol variant;
+    it); ``node_id()`` is this appliance's stable id (its CURVE identity, not its name), asked
+    only by the protocols that name the appliance to the broker: the Kafka record key, its
+    own-record header and consumer group, the Redis streams group. A name would not do: a rename
+    would move the appliance to a new consumer group (reading from ``auto_offset_reset`` again),
+    and two appliances left at the same default host name would share a group and split the
+    partitions, each dropping the other's records as its own; ``fallback`` counts how often the broker asked for an older protocol variant;
     ``will`` is the retained message an MQTT broker publishes if we vanish.
     """
     if uplink.protocol == "mqtt":
@@ -36,15 +42,15 @@ def make_link(
         from argentic_edge.bridge.kafka import KafkaLink
 
         assert isinstance(uplink.link, KafkaConfig)
-        return KafkaLink(uplink.link, callbacks, client_id=client_id, node_id=node_id)
+        return KafkaLink(uplink.link, callbacks, client_id=client_id, node_id=node_id())
     if uplink.protocol == "redis":
         from argentic_edge.bridge.redis import RedisLink
 
         assert isinstance(uplink.link, RedisConfig)
-        return RedisLink(uplink.link, callbacks, client_id=client_id, node_id=node_id)
+        return RedisLink(uplink.link, callbacks, client_id=client_id, node_id=node_id())
     if uplink.protocol == "rabbitmq":
         from argentic_edge.bridge.rabbitmq import RabbitLink
 
         assert isinstance(uplink.link, RabbitConfig)
-        return RabbitLink(uplink.link, callbacks, client_id=client_id, node_id=node_id)
-    raise LinkError(f"uplink {uplink.name}: no link for protocol {uplink.protocol!r} ({node_id})")
+        return RabbitLink(uplink.link, callbacks, client_id=client_id)
+    raise LinkError(f"uplink {uplink.name}: no link for protocol {uplink.protocol!r}")

@@ -84,9 +84,7 @@ def name_problem(topic: str) -> str | None:
 class RabbitLink(BatchingLink):
     """One RabbitMQ broker; see the module docstring for the two conventions."""
 
-    def __init__(
-        self, config: RabbitConfig, callbacks: LinkCallbacks, *, client_id: str, node_id: str
-    ) -> None:
+    def __init__(self, config: RabbitConfig, callbacks: LinkCallbacks, *, client_id: str) -> None:
         tls = config.tls_params is not None
         vhost = (
             config.virtualhost if config.virtualhost.startswith("/") else f"/{config.virtualhost}"
