@@ -170,7 +170,7 @@ async def redis_rows(server: RedisServer, count: int, repeats: int) -> list[dict
 
     async def link_out() -> None:
         counting = Counting(count)
-        link = RedisLink(config, counting.callbacks(), client_id="bench", node_id="b")
+        link = RedisLink(config, counting.callbacks(), client_id="bench", node_id="b", consumer="b")
         await link.connect()
         for item in publications(count, 1):
             link.publish(item)
@@ -190,7 +190,7 @@ async def redis_rows(server: RedisServer, count: int, repeats: int) -> list[dict
 
     async def link_in() -> None:
         counting = Counting(count)
-        link = RedisLink(config, counting.callbacks(), client_id="bench", node_id="b")
+        link = RedisLink(config, counting.callbacks(), client_id="bench", node_id="b", consumer="b")
         await link.connect()
         await link.subscribe([(TOPIC, 0)])
         await asyncio.sleep(0.1)

@@ -53,34 +53,44 @@ def test_the_home_assistant_device_links_to_the_page_as_the_lan_reaches_it() -> 
     assert _page_url(plain) == "http://10.0.0.2:8099/"
 
 
-async def test_a_kafka_uplink_names_the_appliance_by_its_node_id_through_a_rename(
+async def test_kafka_and_redis_uplinks_name_the_appliance_by_its_node_id_through_a_rename(
     tmp_path: Path,
 ) -> None:
-    """The record key, the own-record header and the consumer group come from the node id, not
-    the name: a rename keeps the group (it would read from auto_offset_reset again), and two
-    appliances left at the same host name would share a group and split its partitions. The
-    broker refuses the connection: the link is made before the first attempt."""
+    """The Kafka record key, own-record header and consumer group, and the Redis streams group
+    and consumer, come from the node id, not the name: after a rename a new Kafka group would
+    read from auto_offset_reset again and a new Redis consumer would never get what the old one
+    was handed; two appliances left at the same host name would share a group and split it.
+    The brokers refuse the connection: each link is made before its first attempt."""
     from argentic_edge.bridge.kafka import KafkaLink
+    from argentic_edge.bridge.redis import RedisLink
     from argentic_edge.federation.identity import load_or_create_keys
     from argentic_edge.storage import federation_dir
 
     data = tmp_path / "data"
-    kafka = {"name": "fleet", "protocol": "kafka", "broker_address": "127.0.0.1"}
-    raw = config_document(data, node_name="kitchen", uplinks=[{**kafka, "port": free_port()}])
+    local = {"broker_address": "127.0.0.1", "connect_retry_delay": 0.2}
+    uplinks = [
+        {"name": "fleet", "protocol": "kafka", "port": free_port(), **local},
+        {"name": "cache", "protocol": "redis", "mode": "streams", "port": free_port(), **local},
+    ]
+    raw = config_document(data, node_name="kitchen", uplinks=uplinks)
 
-    def link(edge: Edge) -> KafkaLink:
-        made = edge.services["uplink:fleet"]._link  # type: ignore[attr-defined]
-        assert isinstance(made, KafkaLink)
-        return made
+    async def links(edge: Edge) -> tuple[KafkaLink, RedisLink]:
+        made = [edge.services[f"uplink:{name}"] for name in ("fleet", "cache")]
+        await wait_until(lambda: all(u._link is not None for u in made), 10, "links")  # type: ignore[attr-defined]
+        kafka, redis = (u._link for u in made)  # type: ignore[attr-defined]
+        assert isinstance(kafka, KafkaLink) and isinstance(redis, RedisLink)
+        return kafka, redis
 
     async with Edge(parse_config(raw, env={})) as edge:
-        await wait_until(lambda: edge.services["uplink:fleet"]._link is not None, 10, "a link")  # type: ignore[attr-defined]
+        kafka, redis = await links(edge)
         node_id = load_or_create_keys(federation_dir(data)).node_id
-        first = link(edge)
-        assert first.group_id == f"argentic-edge-{node_id}"
-        assert first._key == node_id.encode() and first._node_header[1] == node_id.encode()
+        assert kafka.group_id == redis.group == f"argentic-edge-{node_id}"
+        assert kafka._key == node_id.encode() and kafka._node_header[1] == node_id.encode()
+        assert redis.consumer == f"{node_id}-cache"
         await edge.apply(parse_config({**raw, "node_name": "pantry"}, env={}))
-        await wait_until(lambda: edge.services["uplink:fleet"]._link is not None, 10, "a link")  # type: ignore[attr-defined]
-        assert link(edge) is not first, "the rename restarted the uplink (its client id changed)"
-        assert link(edge).group_id == f"argentic-edge-{node_id}"
-        assert link(edge).client_id == "argentic-edge-pantry-fleet"
+        renamed = await links(edge)
+        assert renamed[0] is not kafka and renamed[1] is not redis, "the rename made new links"
+        assert renamed[0].client_id == "argentic-edge-pantry-fleet"
+        assert renamed[0].group_id == renamed[1].group == f"argentic-edge-{node_id}"
+        assert renamed[0]._key == node_id.encode()
+        assert renamed[1].consumer == f"{node_id}-cache"

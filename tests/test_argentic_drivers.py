@@ -62,6 +62,7 @@ async def test_argentic_redis_driver_with_the_fix_meets_the_redis_link(
         recorder.callbacks(),
         client_id="edge",
         node_id="n1",
+        consumer="n1-r",
     )
     await listening(link, "agent/+/ask")
     await asyncio.sleep(0.2)

@@ -33,7 +33,9 @@ async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 
 def make_link(server: RedisServer, recorder: Recorder, **keys: object) -> RedisLink:
     config = RedisConfig(broker_address="127.0.0.1", port=server.port, **keys)  # type: ignore[arg-type]
-    return RedisLink(config, recorder.callbacks(), client_id="edge-test", node_id="node1")
+    return RedisLink(
+        config, recorder.callbacks(), client_id="edge-test", node_id="node1", consumer="node1-r"
+    )
 
 
 @pytest.mark.parametrize(
@@ -162,6 +164,7 @@ async def test_tls_with_the_seeds_tls_params(tmp_path: Path) -> None:
             recorder.callbacks(),
             client_id="edge",
             node_id="n1",
+            consumer="n1-r",
         )
         assert trusted.where.startswith("rediss://")
         await trusted.connect()
@@ -177,6 +180,7 @@ async def test_tls_with_the_seeds_tls_params(tmp_path: Path) -> None:
             Recorder().callbacks(),
             client_id="edge",
             node_id="n1",
+            consumer="n1-r",
         )
         with pytest.raises(ConnectError, match=r"certificate of .* is not trusted"):
             await untrusted.connect()

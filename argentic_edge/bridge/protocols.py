@@ -27,10 +27,11 @@ def make_link(
     ``client_id`` is the appliance's own on that broker (never an agent's: config.py derives
     it); ``node_id()`` is this appliance's stable id (its CURVE identity, not its name), asked
     only by the protocols that name the appliance to the broker: the Kafka record key, its
-    own-record header and consumer group, the Redis streams group. A name would not do: a rename
-    would move the appliance to a new consumer group (reading from ``auto_offset_reset`` again),
-    and two appliances left at the same default host name would share a group and split the
-    partitions, each dropping the other's records as its own; ``fallback`` counts how often the broker asked for an older protocol variant;
+    own-record header and consumer group, the Redis streams group and consumer. A name would
+    not do: after a rename a new Kafka group reads from ``auto_offset_reset`` again and a new
+    Redis consumer never gets what the old one was handed, and two appliances left at the same
+    default host name would share a group and split it, each dropping the other's records as
+    its own; ``fallback`` counts how often the broker asked for an older protocol variant;
     ``will`` is the retained message an MQTT broker publishes if we vanish.
     """
     if uplink.protocol == "mqtt":
@@ -47,7 +48,14 @@ def make_link(
         from argentic_edge.bridge.redis import RedisLink
 
         assert isinstance(uplink.link, RedisConfig)
-        return RedisLink(uplink.link, callbacks, client_id=client_id, node_id=node_id())
+        node = node_id()
+        return RedisLink(
+            uplink.link,
+            callbacks,
+            client_id=client_id,
+            node_id=node,
+            consumer=f"{node}-{uplink.name}",
+        )
     if uplink.protocol == "rabbitmq":
         from argentic_edge.bridge.rabbitmq import RabbitLink
 

@@ -105,14 +105,24 @@ class RedisLink(BatchingLink):
     """One Redis server; see the module docstring for the two modes."""
 
     def __init__(
-        self, config: RedisConfig, callbacks: LinkCallbacks, *, client_id: str, node_id: str
+        self,
+        config: RedisConfig,
+        callbacks: LinkCallbacks,
+        *,
+        client_id: str,
+        node_id: str,
+        consumer: str,
     ) -> None:
+        """``client_id`` names the connection (``CLIENT LIST``); ``consumer`` is our name in the
+        streams group. It must survive restarts and renames: what the group handed a consumer
+        and it did not acknowledge is handed again only to a consumer of the same name."""
         tls = config.tls_params is not None
         super().__init__(
             callbacks, f"{'rediss' if tls else 'redis'}://{config.broker_address}:{config.port}"
         )
         self.config = config
-        self.consumer = client_id
+        self.client_id = client_id
+        self.consumer = consumer
         self.group = config.group or f"argentic-edge-{node_id}"
         self._client: aioredis.Redis | None = None
         self._globs: list[Glob] = []
@@ -137,7 +147,7 @@ class RedisLink(BatchingLink):
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_timeout=CONNECT_TIMEOUT + READ_BLOCK_MS / 1000,
             retry=Retry(NoBackoff(), 0),  # errors end the session; the service backs off
-            client_name=self.consumer,
+            client_name=self.client_id,
             **tls_arguments(self.config),
         )
         try:
