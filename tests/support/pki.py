@@ -38,7 +38,9 @@ def write_cert(path: Path, cert: x509.Certificate) -> Path:
     return path
 
 
-def _builder(subject: str, issuer: x509.Name, key: Key) -> x509.CertificateBuilder:
+def _builder(subject: str, issuer: x509.Name, key: Key, issuer_key: Key) -> x509.CertificateBuilder:
+    """Key identifiers included: Python 3.13's default client context (VERIFY_X509_STRICT, the
+    add-on image's Python) refuses a chain without an Authority Key Identifier."""
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -48,6 +50,11 @@ def _builder(subject: str, issuer: x509.Name, key: Key) -> x509.CertificateBuild
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
     )
 
 
@@ -55,7 +62,7 @@ def make_ca(name: str) -> tuple[Key, x509.Certificate]:
     key = new_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (
-        _builder(name, subject, key)
+        _builder(name, subject, key, key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -83,7 +90,7 @@ def make_leaf(
     key = new_key()
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
-        _builder(name, ca_cert.subject, key)
+        _builder(name, ca_cert.subject, key, ca_key)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
