@@ -114,7 +114,7 @@ def test_messages_sent_without_waiting_are_kept_until_settled_and_in_their_place
 async def test_a_message_sent_at_once_is_written_only_if_unacknowledged_for_a_while(
     tmp_path: Path,
 ) -> None:
-    box = DurableOutbox(tmp_path / "outbox.sqlite3", 100, 10_000, write_in_flight_after=0.2)
+    box = DurableOutbox(tmp_path / "outbox.sqlite3", 100, 10_000, write_after=0.2)
     quick, slow = message(0), message(1)
     box.track(quick)
     box.track(slow)
@@ -127,6 +127,33 @@ async def test_a_message_sent_at_once_is_written_only_if_unacknowledged_for_a_wh
     await asyncio.sleep(0)
     box.close()
     assert drain(reopen(tmp_path / "outbox.sqlite3")) == [1, 2]
+
+
+async def test_while_a_broker_is_connected_what_waits_is_written_only_after_a_while(
+    tmp_path: Path,
+) -> None:
+    """A burst behind a moving window costs no write; what stays unacknowledged is written
+    after ``write_after``, and everything at once when the broker goes."""
+    path = tmp_path / "outbox.sqlite3"
+    box = DurableOutbox(path, 100, 10_000, write_after=0.2)
+    box.connected(True)
+    for number in range(5):
+        box.append(message(number))
+    await asyncio.sleep(0.05)
+    while box:
+        box.done(box.popleft())  # sent and acknowledged within the window
+    await asyncio.sleep(0.3)
+    assert box.commits == 0
+    box.append(message(5))
+    box.append(message(6))
+    await asyncio.sleep(0.3)
+    assert box.commits == 1  # unacknowledged for 0.2 s: on disk
+    box.append(message(7))
+    box.connected(False)  # the broker went: what waits for it is written now
+    await asyncio.sleep(0)
+    assert box.commits == 2
+    box.close()
+    assert drain(reopen(path)) == [5, 6, 7]
 
 
 def test_requeued_messages_stay_in_front_across_a_restart(tmp_path: Path) -> None:

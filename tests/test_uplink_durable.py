@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from argentic_edge.bridge.durable import WRITE_IN_FLIGHT_AFTER
+from argentic_edge.bridge.durable import WRITE_AFTER
 from argentic_edge.storage import outbox_path
 from tests.support.appliance import Appliance, appliance_document
 from tests.support.bridge import MqttClient, Received, message, wait_until
@@ -143,7 +143,7 @@ async def test_in_flight_and_never_acknowledged_then_sigkill_every_message_arriv
             return bool(state["in_flight"] == window and waiting(appliance) > 0)
 
         await wait_until(stalled, 20, "a full window in flight and the rest waiting")
-        await asyncio.sleep(WRITE_IN_FLIGHT_AFTER + 0.5)  # unacknowledged that long: on disk
+        await asyncio.sleep(WRITE_AFTER + 0.5)  # unacknowledged that long: on disk
         await asyncio.to_thread(appliance.kill)
         broker.kill()  # stopped, it never read what was sent to it: gone with it
         broker.start()

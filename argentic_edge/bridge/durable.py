@@ -9,12 +9,14 @@ messages costs one commit, not a thousand.
 
 Guarantees, and where they end:
 
-- A message stays in the file from the batch that appended it until the link settled it
-  (``done``), in flight included; a restart finds them all, in their order, and sends them
-  again. One that went to the broker at once, without waiting, is written only once it has gone
-  unacknowledged for ``write_in_flight_after`` seconds (1 s): a healthy broker's traffic never
-  touches the disk, and a SIGKILL can take at most the last second's unacknowledged messages. So a message the broker got but did not acknowledge before the kill is sent twice
-  (at-least-once), never skipped.
+- While no broker is connected, a message is in the file from the batch that appended it until
+  the link settled it (``done``); a restart finds them all, in their order, and sends them
+  again. While one is (``connected(True)``), a message, waiting behind the broker's window or
+  in flight, is written only once it has gone unacknowledged for ``write_after`` seconds (1 s):
+  a broker that keeps up, bursts included, costs no write and wears no SD card, and a SIGKILL
+  can take at most the last second's unacknowledged messages, as a power cut can. When the
+  connection goes, everything unacknowledged is written at once. A message the broker got but
+  did not acknowledge before a kill is sent twice (at-least-once), never skipped.
 - ``synchronous=NORMAL``: a commit is in the WAL in the kernel's page cache without an fsync,
   which survives SIGKILL (the kernel writes it out) but not a power cut: after one, the last
   commits may be missing (never a broken file). ``sync_every`` bounds that window with an
@@ -69,7 +71,7 @@ DELETE = "DELETE FROM outbox WHERE seq BETWEEN ? AND ?"
 SYNCHRONOUS = "NORMAL"  # survives SIGKILL; see the module docstring for power loss
 SYNC_EVERY = 1.0  # seconds: at most this long after a write, a checkpoint fsyncs the WAL
 RELEASE_AFTER = 5.0  # seconds the outbox stays empty before its file is closed
-WRITE_IN_FLIGHT_AFTER = 1.0  # seconds a message sent at once may go unacknowledged off disk
+WRITE_AFTER = 1.0  # seconds a message may go unacknowledged off disk while a broker is connected
 RETRY_AFTER = 5.0  # seconds between attempts to write while the disk refuses
 WAL_LIMIT = 4 * 1024 * 1024  # bytes the WAL file is truncated to after a checkpoint
 CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
@@ -117,14 +119,15 @@ class DurableOutbox(Outbox):
         synchronous: str = SYNCHRONOUS,
         sync_every: float = SYNC_EVERY,
         release_after: float = RELEASE_AFTER,
-        write_in_flight_after: float = WRITE_IN_FLIGHT_AFTER,
+        write_after: float = WRITE_AFTER,
     ) -> None:
         super().__init__(max_messages, max_bytes, max_age)
         self.path = path
         self.synchronous = synchronous
         self.sync_every = sync_every
         self.release_after = release_after
-        self.write_in_flight_after = write_in_flight_after
+        self.write_after = write_after
+        self._connected = False  # a broker is connected: writes wait (``connected``)
         # sent at once (``track``), their sequence numbers taken, not written yet: when
         self._unwritten: OrderedDict[Outgoing, float] = OrderedDict()
         self._write_planned = False
@@ -289,20 +292,33 @@ class DurableOutbox(Outbox):
             return dropped
         self._high += 1
         self._seq[item] = self._high
-        self._inserts[self._high] = self._row(self._high, item)
-        self._schedule()
+        if self._connected:
+            self._unwritten[item] = time.monotonic()
+            self._plan_write()
+        else:
+            self._inserts[self._high] = self._row(self._high, item)
+            self._schedule()
         return dropped
 
     def track(self, item: Outgoing) -> None:
         """In flight without having waited: written once it has gone unacknowledged for
-        ``write_in_flight_after`` seconds, then on disk until ``done`` like the rest, so a
-        crash before the broker acknowledged it sends it again after the restart. Its place in
-        the order is taken now. A broker that acknowledges in time (the common case) costs no
-        write at all: an SD card is not worn by traffic that never waited."""
+        ``write_after`` seconds, then on disk until ``done`` like the rest, so a crash before
+        the broker acknowledged it sends it again after the restart. Its place in the order is
+        taken now. A broker that acknowledges in time (the common case) costs no write at all:
+        an SD card is not worn by traffic that never waited."""
         self._high += 1
         self._seq[item] = self._high
         self._unwritten[item] = time.monotonic()
         self._plan_write()
+
+    def connected(self, up: bool) -> None:
+        """While a broker is connected, what is appended waits ``write_after`` seconds before
+        it is written, like what ``track`` holds: behind a window that keeps moving it is sent
+        and acknowledged long before. When the broker goes, everything unacknowledged is
+        written at once: it now waits for a broker that is away."""
+        self._connected = up
+        if not up:
+            self._write_unacknowledged(everything=True)
 
     def _plan_write(self) -> None:
         if self._write_planned or self._closed or not self._unwritten:
@@ -314,14 +330,14 @@ class DurableOutbox(Outbox):
             return
         self._write_planned = True
         oldest = next(iter(self._unwritten.values()))
-        delay = oldest + self.write_in_flight_after - time.monotonic()
+        delay = oldest + self.write_after - time.monotonic()
         loop.call_later(max(0.0, delay), self._write_unacknowledged)
 
     def _write_unacknowledged(self, everything: bool = False) -> None:
-        """Into the file: what was sent at once and is still unacknowledged after its delay
-        (``everything``: all of it, when closing)."""
+        """Into the file: what is held off disk and still unacknowledged after its delay
+        (``everything``: all of it, when closing or when the broker went)."""
         self._write_planned = False
-        due = time.monotonic() - self.write_in_flight_after
+        due = time.monotonic() - self.write_after
         unwritten, written = self._unwritten, False
         while unwritten:
             item, sent = next(iter(unwritten.items()))

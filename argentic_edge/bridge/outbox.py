@@ -115,6 +115,9 @@ class Outbox:
         """``item`` goes to the broker at once, without waiting here: nothing to keep in memory
         (a durable outbox keeps it on disk until ``done``, as if it had waited)."""
 
+    def connected(self, up: bool) -> None:
+        """Whether a broker is connected: only a durable outbox times its writes by it."""
+
     def done(self, item: Outgoing) -> None:
         """The broker has it (or it was dropped): nothing to keep in memory."""
 

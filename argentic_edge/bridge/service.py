@@ -522,6 +522,7 @@ class Uplink:
         self.connections += 1
         self.connected_since = time.monotonic()
         self._online = True
+        self.outbox.connected(True)
         log.info(
             "%s: connected to %s (%s%s)",
             self._label,
@@ -554,6 +555,7 @@ class Uplink:
         for item in routed:
             self._uncount(item)  # counted again when it is sent again
         self.outbox.requeue(routed)
+        self.outbox.connected(False)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
 
