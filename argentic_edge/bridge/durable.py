@@ -128,7 +128,7 @@ class DurableOutbox(Outbox):
         self.release_after = release_after
         self.write_after = write_after
         self._connected = False  # a broker is connected: writes wait (``connected``)
-        # sent at once (``track``), their sequence numbers taken, not written yet: when
+        # held off disk (``track``, or appended while connected), places taken: since when
         self._unwritten: OrderedDict[Outgoing, float] = OrderedDict()
         self._write_planned = False
         self._release_planned = False
@@ -290,14 +290,7 @@ class DurableOutbox(Outbox):
             self._forget(old)
         if dropped and dropped[-1] is item:  # too large to wait at all
             return dropped
-        self._high += 1
-        self._seq[item] = self._high
-        if self._connected:
-            self._unwritten[item] = time.monotonic()
-            self._plan_write()
-        else:
-            self._inserts[self._high] = self._row(self._high, item)
-            self._schedule()
+        self._reserve(item, hold=self._connected)
         return dropped
 
     def track(self, item: Outgoing) -> None:
@@ -306,10 +299,19 @@ class DurableOutbox(Outbox):
         the broker acknowledged it sends it again after the restart. Its place in the order is
         taken now. A broker that acknowledges in time (the common case) costs no write at all:
         an SD card is not worn by traffic that never waited."""
+        self._reserve(item, hold=True)
+
+    def _reserve(self, item: Outgoing, *, hold: bool) -> None:
+        """``item`` takes the next place at the back; it is written at the next flush, or
+        (``hold``) only once it has gone unacknowledged ``write_after`` seconds."""
         self._high += 1
         self._seq[item] = self._high
-        self._unwritten[item] = time.monotonic()
-        self._plan_write()
+        if hold:
+            self._unwritten[item] = time.monotonic()
+            self._plan_write()
+        else:
+            self._inserts[self._high] = self._row(self._high, item)
+            self._schedule()
 
     def connected(self, up: bool) -> None:
         """While a broker is connected, what is appended waits ``write_after`` seconds before
